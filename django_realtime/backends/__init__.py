@@ -1,0 +1,48 @@
+"""Load the wake-up backend named by the ``BACKEND`` setting."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.utils.module_loading import import_string
+
+from ..conf import realtime_settings
+from ..exceptions import BackendConfigError
+
+if TYPE_CHECKING:
+    from .base import BaseBackend
+
+#: Short names users may type instead of a dotted path.
+ALIASES = {
+    "inprocess": "django_realtime.backends.inprocess.InProcessBackend",
+    "polling": "django_realtime.backends.polling.PollingBackend",
+}
+
+_backend: BaseBackend | None = None
+
+
+def load_backend(name: str, options: dict | None = None) -> BaseBackend:
+    """Import and instantiate the backend *name* (an alias or a dotted path)."""
+    path = ALIASES.get(name, name)
+    try:
+        cls = import_string(path)
+    except ImportError as exc:
+        raise BackendConfigError(
+            f"REALTIME['BACKEND'] = {name!r} cannot be imported ({exc}); "
+            f"use one of {sorted(ALIASES)} or a dotted path to a BaseBackend subclass"
+        ) from exc
+    return cls(**(options or {}))
+
+
+def get_backend() -> BaseBackend:
+    """Return this process's backend, loading it on first use."""
+    global _backend
+    if _backend is None:
+        _backend = load_backend(realtime_settings.BACKEND, realtime_settings.OPTIONS)
+    return _backend
+
+
+def clear_cache() -> None:
+    """Forget the loaded backend so the next call re-reads the settings."""
+    global _backend
+    _backend = None

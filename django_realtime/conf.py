@@ -1,0 +1,84 @@
+"""The ``REALTIME`` settings dict, read lazily and re-read on ``setting_changed``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+DEFAULTS: dict[str, Any] = {
+    # How processes learn of new events: "polling", "inprocess" or a dotted path.
+    "BACKEND": "polling",
+    # Keyword arguments for the backend class.
+    "OPTIONS": {},
+    # Database alias that holds the event log.
+    "DATABASE": "default",
+    # Seconds between two looks at the log by the polling backend.
+    "POLL_INTERVAL": 0.25,
+    # Seconds of silence after which a stream sends a keepalive comment.
+    "KEEPALIVE": 15.0,
+    # Reconnection delay sent to EventSource clients, in milliseconds.
+    "RETRY": 3000,
+    # Most channels one SSE connection may subscribe to.
+    "MAX_CHANNELS": 16,
+    # Largest event data, in bytes of JSON text.
+    "MAX_DATA_SIZE": 256 * 1024,
+    # Events each process keeps in memory for live delivery and quick resumes.
+    "BUFFER_SIZE": 2000,
+    # Retention: drop events older than this (a timedelta or seconds; None keeps all).
+    "MAX_AGE": timedelta(days=7),
+    # Retention: keep at most this many events per channel (None keeps all).
+    "MAX_EVENTS_PER_CHANNEL": 10_000,
+    # Seconds between two automatic prunes by each process's hub (None: only prune_events).
+    "PRUNE_INTERVAL": 600,
+    # Dotted path to callable(user, channel, action) -> bool.
+    "AUTHORIZE": "django_realtime.auth.authorize",
+    # fnmatch patterns of channels anyone may subscribe to, for the default AUTHORIZE.
+    "PUBLIC_CHANNELS": [],
+}
+
+
+class RealtimeSettings:
+    """Attribute access to ``settings.REALTIME`` over DEFAULTS."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] | None = None
+
+    def _load(self) -> dict[str, Any]:
+        user = getattr(settings, "REALTIME", {})
+        unknown = set(user) - set(DEFAULTS)
+        if unknown:
+            raise ImproperlyConfigured(
+                f"REALTIME has unknown keys {sorted(unknown)}; known keys are {sorted(DEFAULTS)}"
+            )
+        merged = {**DEFAULTS, **user}
+        if isinstance(merged["MAX_AGE"], (int, float)):
+            merged["MAX_AGE"] = timedelta(seconds=merged["MAX_AGE"])
+        return merged
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(name)
+        if self._cache is None:
+            self._cache = self._load()
+        return self._cache[name]
+
+    def clear(self) -> None:
+        self._cache = None
+
+
+realtime_settings = RealtimeSettings()
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "REALTIME":
+        realtime_settings.clear()
+        from . import backends
+
+        backends.clear_cache()
+
+
+setting_changed.connect(_on_setting_changed)

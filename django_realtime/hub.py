@@ -1,0 +1,269 @@
+"""The per-process hub: one reader of the log, shared by every stream of the process.
+
+The hub's thread (a greenlet under gevent) reads new rows once per process,
+encodes each event to SSE bytes once, keeps the newest ``BUFFER_SIZE`` of
+them in memory, and wakes every waiting stream.  Streams wait without a
+database connection: on a ``threading.Event`` (gevent's own ``Event`` once
+the server has monkey-patched, which wakes thousands of greenlets cheaply),
+or on an asyncio future resolved through ``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import threading
+import time
+from bisect import bisect_right
+from typing import TYPE_CHECKING, NamedTuple
+
+from django.db import connections
+from django.db.models import Max
+
+from .conf import realtime_settings
+from .sse import encode_event
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .backends.base import BaseBackend
+
+logger = logging.getLogger("django_realtime")
+
+#: Rows read from the log in one query.
+PAGE = 500
+
+
+class Item(NamedTuple):
+    """An event as streams need it: its fields and its SSE encoding."""
+
+    id: int
+    channel: str
+    event: str
+    data_json: str
+    sse: bytes
+
+
+def make_item(id: int, channel: str, event: str, data_json: str) -> Item:
+    return Item(id, channel, event, data_json, encode_event(data_json, event=event, id=str(id)))
+
+
+def release_connections() -> None:
+    """Close this thread's database connections, so an idle stream holds none."""
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close()
+
+
+def read_page(using: str, channels: Iterable[str], after: int, upto: int) -> tuple[list[Item], int]:
+    """Read stored events of *channels* in (after, upto]; return them and the new cursor."""
+    from .models import Event
+
+    rows = list(
+        Event.objects.using(using)
+        .filter(channel__in=list(channels), id__gt=after, id__lte=upto)
+        .order_by("id")
+        .values_list("id", "channel", "event", "data_json")[:PAGE]
+    )
+    items = [make_item(*row) for row in rows]
+    return items, (items[-1].id if len(items) == PAGE else upto)
+
+
+def high_water_mark(using: str) -> int:
+    """Return the highest event id the log has ever held, pruned ones included."""
+    from .models import Event, PruneMark
+
+    newest = Event.objects.using(using).aggregate(m=Max("id"))["m"] or 0
+    pruned = PruneMark.objects.using(using).aggregate(m=Max("pruned_through"))["m"] or 0
+    return max(newest, pruned)
+
+
+class Hub:
+    """Read the log once per process and fan new events out to waiting streams."""
+
+    def __init__(self, backend: BaseBackend, *, using: str, buffer_size: int) -> None:
+        self.backend = backend
+        self.using = using
+        self.buffer_size = buffer_size
+        #: The buffer holds every event with an id in (floor, horizon].
+        self.floor = 0
+        self.horizon = 0
+        self.error: BaseException | None = None
+        self._ids: list[int] = []
+        self._items: list[Item] = []
+        self._lock = threading.Lock()
+        self._signal = threading.Event()
+        self._loops: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] = {}
+        self._poke = threading.Event()
+        self._ready = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # Life cycle -----------------------------------------------------------
+
+    def ensure_ready(self, timeout: float = 10.0) -> bool:
+        """Start the reader if needed; return whether it has read the log."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="django-realtime-hub", daemon=True)
+                self._thread.start()
+        return self._ready.wait(timeout)
+
+    def stop(self) -> None:
+        """Stop the reader thread and the backend's listener."""
+        self._stopping = True
+        self._poke.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+        self.backend.stop()
+
+    def poke(self) -> None:
+        """Ask the reader to look at the log now."""
+        self._poke.set()
+
+    def _run(self) -> None:
+        backoff = 0.1
+        prune_every = realtime_settings.PRUNE_INTERVAL
+        next_prune = time.monotonic() + (prune_every or 0) * random.uniform(0.1, 1.0)
+        while not self._stopping:
+            self._poke.clear()
+            try:
+                if not self._ready.is_set():
+                    self.horizon = self.floor = high_water_mark(self.using)
+                    self.backend.start(self)
+                    self._ready.set()
+                self._read_new()
+                if prune_every and time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + prune_every
+                    self._prune()
+                self.error = None
+                backoff = 0.1
+            except Exception as exc:
+                # A database hiccup must not end delivery: log it, drop the
+                # connection and read again, from the same horizon, later.
+                self.error = exc
+                logger.exception("django_realtime hub could not read the event log; retrying in %.1fs", backoff)
+                release_connections()
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            self._poke.wait(self.backend.poll_interval)
+        release_connections()
+
+    def _prune(self) -> None:
+        from .retention import prune
+
+        prune(using=self.using)
+
+    # Reading --------------------------------------------------------------
+
+    def _read_new(self) -> None:
+        from .models import Event
+
+        while True:
+            rows = (
+                Event.objects.using(self.using)
+                .filter(id__gt=self.horizon)
+                .order_by("id")
+                .values_list("id", "channel", "event", "data_json")[:PAGE]
+            )
+            items = [make_item(*row) for row in rows]
+            if not items:
+                return
+            self._append(items)
+            if len(items) < PAGE:
+                return
+
+    def _append(self, items: list[Item]) -> None:
+        with self._lock:
+            self._ids.extend(item.id for item in items)
+            self._items.extend(items)
+            self.horizon = items[-1].id
+            if len(self._ids) > 2 * self.buffer_size:
+                cut = len(self._ids) - self.buffer_size
+                self.floor = self._ids[cut - 1]
+                del self._ids[:cut]
+                del self._items[:cut]
+            signal, self._signal = self._signal, threading.Event()
+            waiting, self._loops = self._loops, {}
+        signal.set()
+        for loop, future in waiting.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # the loop has closed; its streams are gone
+                pass
+
+    # Waiting --------------------------------------------------------------
+
+    @property
+    def signal(self) -> threading.Event:
+        """Return the event set when the next batch arrives; take it before collect()."""
+        return self._signal
+
+    def async_signal(self) -> asyncio.Future[None]:
+        """Return a future of the running loop resolved when the next batch arrives."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            future = self._loops.get(loop)
+            if future is None:
+                future = self._loops[loop] = loop.create_future()
+        return future
+
+    def collect(self, channels: frozenset[str], cursor: int) -> tuple[list[Item] | None, int]:
+        """Return buffered events of *channels* after *cursor*, and the new cursor.
+
+        Return ``(None, cursor)`` when the buffer no longer reaches back to
+        *cursor*: the caller must read that stretch from the log.
+        """
+        with self._lock:
+            if cursor < self.floor:
+                return None, cursor
+            if cursor >= self.horizon:
+                return [], cursor
+            items = self._items
+            start = bisect_right(self._ids, cursor)
+            found = [items[i] for i in range(start, len(items)) if items[i].channel in channels]
+            return found, self.horizon
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+_hub: Hub | None = None
+_hub_pid = 0
+_hub_lock = threading.Lock()
+
+
+def get_hub() -> Hub:
+    """Return this process's hub, creating it on first use (and again after a fork)."""
+    global _hub, _hub_pid
+    with _hub_lock:
+        if _hub is None or _hub_pid != os.getpid():
+            from .backends import get_backend
+
+            _hub = Hub(
+                get_backend(),
+                using=realtime_settings.DATABASE,
+                buffer_size=realtime_settings.BUFFER_SIZE,
+            )
+            _hub_pid = os.getpid()
+        return _hub
+
+
+def poke_local_hub() -> None:
+    """Wake this process's hub if it is running; never start one."""
+    if _hub is not None and _hub_pid == os.getpid():
+        _hub.poke()
+
+
+def reset_hub() -> None:
+    """Stop and forget this process's hub (for tests and settings changes)."""
+    global _hub
+    with _hub_lock:
+        hub, _hub = _hub, None
+    if hub is not None:
+        hub.stop()

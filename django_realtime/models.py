@@ -1,0 +1,50 @@
+"""The event log: one row per event, the row id being the resume cursor."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+from .names import CHANNEL_MAX_LENGTH, EVENT_MAX_LENGTH
+
+
+class Event(models.Model):
+    """One published event.
+
+    ``data_json`` keeps the JSON text exactly as published: it is what the SSE
+    ``data:`` field carries, so streams never decode and re-encode it.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    channel = models.CharField(max_length=CHANNEL_MAX_LENGTH)
+    event = models.CharField(max_length=EVENT_MAX_LENGTH, default="message")
+    data_json = models.TextField(db_column="data")
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["channel", "id"], name="django_realtime_channel_id")]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.channel} {self.event}"
+
+    @property
+    def data(self) -> Any:
+        """Return the event's data, decoded from its JSON text."""
+        return json.loads(self.data_json)
+
+
+class PruneMark(models.Model):
+    """The highest event id of a channel that retention has deleted.
+
+    A cursor below it means the client missed events it can no longer get:
+    the stream then sends a ``reset`` event instead of a silent gap.
+    """
+
+    channel = models.CharField(max_length=CHANNEL_MAX_LENGTH, primary_key=True)
+    pruned_through = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.channel} pruned through {self.pruned_through}"

@@ -1,0 +1,65 @@
+"""Validate the names and ids that strangers control.
+
+Channel names, event names and cursors end up inside SSE field lines and
+database queries, so they are checked against a narrow alphabet.  A CR, LF or
+NUL would let a name inject SSE fields (WHATWG HTML, "Server-sent events"), so
+those get an error message of their own.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .exceptions import InvalidChannelName, InvalidCursor, InvalidEventName
+
+CHANNEL_MAX_LENGTH = 200
+EVENT_MAX_LENGTH = 100
+#: Letters, digits and ``_ - . : @ / = +``.
+CHANNEL_PATTERN = re.compile(r"[A-Za-z0-9_\-.:@/=+]+\Z")
+#: Letters, digits and ``_ - . :``.
+EVENT_PATTERN = re.compile(r"[A-Za-z0-9_\-.:]+\Z")
+#: Event names a client library gives a meaning of its own.
+RESERVED_EVENTS = frozenset({"reset", "error"})
+CURSOR_PATTERN = re.compile(r"(?:0|[1-9][0-9]{0,18})\Z")
+CURSOR_MAX = 2**63 - 1
+_LINE_BREAKS = ("\r", "\n", "\0")
+
+
+def _check(kind: str, value: object, pattern: re.Pattern[str], max_length: int, allowed: str) -> str:
+    if not isinstance(value, str):
+        return f"{kind} must be a str, not {type(value).__name__}"
+    if not value:
+        return f"{kind} must not be empty"
+    if any(c in value for c in _LINE_BREAKS):
+        return f"{kind} must not contain CR, LF or NUL: {value!r}"
+    if len(value) > max_length:
+        return f"{kind} is longer than {max_length} characters: {value[:40]!r}..."
+    if not pattern.match(value):
+        return f"{kind} may contain only {allowed}: {value!r}"
+    return ""
+
+
+def validate_channel(name: object) -> str:
+    """Return *name* if it is a valid channel name, else raise InvalidChannelName."""
+    error = _check("channel name", name, CHANNEL_PATTERN, CHANNEL_MAX_LENGTH, "letters, digits and _-.:@/=+")
+    if error:
+        raise InvalidChannelName(error)
+    return name  # type: ignore[return-value]
+
+
+def validate_event_name(name: object, *, allow_reserved: bool = False) -> str:
+    """Return *name* if it is a valid event name, else raise InvalidEventName."""
+    error = _check("event name", name, EVENT_PATTERN, EVENT_MAX_LENGTH, "letters, digits and _-.:")
+    if error:
+        raise InvalidEventName(error)
+    if not allow_reserved and name in RESERVED_EVENTS:
+        raise InvalidEventName(f"event name {name!r} is reserved for django_realtime's own use")
+    return name  # type: ignore[return-value]
+
+
+def parse_cursor(value: object) -> int:
+    """Parse an event id given back by a client (``Last-Event-ID``) into an int."""
+    if not isinstance(value, str) or not CURSOR_PATTERN.match(value) or int(value) > CURSOR_MAX:
+        shown = value if not isinstance(value, str) else value[:40]
+        raise InvalidCursor(f"event id must be a decimal number from 0 to {CURSOR_MAX}, got {shown!r}")
+    return int(value)

@@ -1,0 +1,59 @@
+"""``publish()``: store an event in the log and wake the subscribers after commit."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+from django.core.serializers.json import DjangoJSONEncoder
+
+from .conf import realtime_settings
+from .exceptions import EventTooLarge, InvalidEventData
+from .names import validate_channel, validate_event_name
+
+if TYPE_CHECKING:
+    from .models import Event
+
+
+def encode_data(data: Any) -> str:
+    """Return the compact JSON text of *data*, checked against MAX_DATA_SIZE."""
+    options = {"cls": DjangoJSONEncoder, "separators": (",", ":"), "allow_nan": False}
+    try:
+        text = json.dumps(data, ensure_ascii=False, **options)
+    except (TypeError, ValueError) as exc:
+        raise InvalidEventData(f"event data is not JSON-serialisable: {exc}") from exc
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        # A lone surrogate cannot be sent as UTF-8; its \\uXXXX escape can,
+        # and JSON.parse turns it back into the same string.
+        text = json.dumps(data, ensure_ascii=True, **options)
+        size = len(text)
+    limit = realtime_settings.MAX_DATA_SIZE
+    if size > limit:
+        raise EventTooLarge(f"event data is {size} bytes of JSON, more than MAX_DATA_SIZE ({limit})")
+    return text
+
+
+def publish(channel: str, data: Any = None, *, event: str = "message", using: str | None = None) -> Event:
+    """Store an event on *channel* and return it; subscribers see it once the transaction commits.
+
+    *data* is any value ``DjangoJSONEncoder`` can encode.  Raise a
+    ``ValueError`` subclass for a bad channel or event name or bad data.
+    """
+    from .backends import get_backend
+    from .models import Event
+
+    validate_channel(channel)
+    validate_event_name(event)
+    stored = Event(channel=channel, event=event, data_json=encode_data(data))
+    alias = using or realtime_settings.DATABASE
+    stored.save(using=alias, force_insert=True)
+    get_backend().published(stored, alias)
+    return stored
+
+
+async def apublish(channel: str, data: Any = None, *, event: str = "message", using: str | None = None) -> Event:
+    """Publish from async code: :func:`publish` run on Django's sync thread."""
+    return await sync_to_async(publish)(channel, data, event=event, using=using)

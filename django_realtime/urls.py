@@ -1,0 +1,8 @@
+"""Include with ``path("events/", include("django_realtime.urls"))``."""
+
+from django.urls import path
+
+from . import views
+
+app_name = "django_realtime"
+urlpatterns = [path("", views.events, name="events")]

@@ -1,0 +1,88 @@
+"""The SSE endpoint, and ``stream_channels`` for views of your own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.views.decorators.http import require_GET
+
+from .auth import SUBSCRIBE, get_authorizer
+from .conf import realtime_settings
+from .exceptions import InvalidChannelName, InvalidCursor
+from .hub import get_hub, release_connections
+from .names import parse_cursor, validate_channel
+from .responses import SSEResponse, asse_bytes, is_async_request, sse_bytes
+from .streams import afollow, follow
+
+
+def _plain(status: int, message: str) -> HttpResponse:
+    return HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
+
+
+def request_cursor(request: HttpRequest) -> int | None:
+    """Return the resume cursor of *request*, or None for "live only".
+
+    The ``Last-Event-ID`` header, which EventSource sends on reconnect, wins
+    over the ``lastEventId`` query parameter, which a page sets only on its
+    first connect.  Raise InvalidCursor for a malformed value.
+    """
+    value = request.headers.get("Last-Event-ID")
+    if value is None or value == "":
+        value = request.GET.get("lastEventId")
+    if value is None or value == "":
+        return None
+    return parse_cursor(value.strip())
+
+
+def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpResponseBase:
+    """Stream *channels* of the log to *request* as SSE, with replay; no authorization.
+
+    Use it in a view that decides the channels itself, for example::
+
+        @login_required
+        def notifications(request):
+            return stream_channels(request, [f"user:{request.user.pk}"])
+    """
+    names = frozenset(validate_channel(name) for name in channels)
+    if not names:
+        raise InvalidChannelName("stream_channels() needs at least one channel")
+    try:
+        cursor = request_cursor(request)
+    except InvalidCursor as exc:
+        return _plain(400, f"Invalid Last-Event-ID: {exc}")
+    hub = get_hub()
+    ready = hub.ensure_ready()
+    # The view may have touched the database (sessions, users, the hook):
+    # a stream must not hold that connection while it waits.
+    release_connections()
+    if not ready:
+        return _plain(503, f"The event log cannot be read: {hub.error or 'timed out'}")
+    keepalive = float(realtime_settings.KEEPALIVE)
+    if is_async_request(request):
+        return SSEResponse(asse_bytes(afollow(hub, names, cursor, keepalive)))
+    return SSEResponse(sse_bytes(follow(hub, names, cursor, keepalive)))
+
+
+@require_GET
+def events(request: HttpRequest, channels: Iterable[str] | None = None) -> HttpResponseBase:
+    """Stream the channels named by ``?channel=`` parameters (or by the URLconf)."""
+    if channels is not None:
+        return stream_channels(request, channels)
+    names = list(dict.fromkeys(request.GET.getlist("channel")))
+    limit = realtime_settings.MAX_CHANNELS
+    if not names:
+        return _plain(400, "Give at least one channel: ?channel=NAME")
+    if len(names) > limit:
+        return _plain(400, f"Too many channels: at most {limit} per connection, got {len(names)}")
+    for name in names:
+        try:
+            validate_channel(name)
+        except InvalidChannelName as exc:
+            return _plain(400, f"Invalid channel: {exc}")
+    authorize = get_authorizer()
+    user = getattr(request, "user", None)
+    denied = [name for name in names if not authorize(user, name, SUBSCRIBE)]
+    if denied:
+        return _plain(403, f"Not allowed to subscribe to: {', '.join(denied)}")
+    return stream_channels(request, names)
