@@ -130,11 +130,12 @@ class Hub:
         while not self._stopping:
             self._poke.clear()
             try:
-                if not self._ready.is_set():
+                if self._ready.is_set():
+                    self._read_new()
+                else:
                     self.horizon = self.floor = high_water_mark(self.using)
                     self.backend.start(self)
                     self._ready.set()
-                self._read_new()
                 if prune_every and time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + prune_every
                     self._prune()

@@ -15,9 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("channel", help="the channel to publish to, e.g. chat:lobby")
         parser.add_argument("data", nargs="?", help="the event's data as JSON (default: null)")
         parser.add_argument("--event", default="message", help="the event name (default: message)")
-        parser.add_argument(
-            "--stdin", action="store_true", help="read one JSON document per line from standard input"
-        )
+        parser.add_argument("--stdin", action="store_true", help="read one JSON document per line from standard input")
 
     def handle(self, *args, channel, data, event, stdin, **options):
         if stdin and data is not None:

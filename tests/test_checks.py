@@ -1,0 +1,25 @@
+from django.core.checks import run_checks
+from django.test import override_settings
+
+
+def ids():
+    return sorted(message.id for message in run_checks() if message.id.startswith("django_realtime."))
+
+
+def test_a_good_configuration_passes():
+    assert ids() == []
+
+
+def test_an_unknown_backend_is_an_error():
+    with override_settings(REALTIME={"BACKEND": "nosuch.Backend"}):
+        assert ids() == ["django_realtime.E001"]
+
+
+def test_an_unimportable_authorize_hook_is_an_error():
+    with override_settings(REALTIME={"AUTHORIZE": "nosuch.hook"}):
+        assert ids() == ["django_realtime.E002"]
+
+
+def test_djangos_gzip_middleware_is_a_warning(settings):
+    settings.MIDDLEWARE = ["django.middleware.gzip.GZipMiddleware", *settings.MIDDLEWARE]
+    assert ids() == ["django_realtime.W001"]

@@ -1,0 +1,69 @@
+import pytest
+
+from django_realtime.exceptions import InvalidChannelName, InvalidCursor, InvalidEventName, InvalidName
+from django_realtime.names import (
+    CHANNEL_MAX_LENGTH,
+    EVENT_MAX_LENGTH,
+    parse_cursor,
+    validate_channel,
+    validate_event_name,
+)
+
+
+@pytest.mark.parametrize(
+    "name", ["chat:lobby", "user:42", "a", "news.eu-west_1", "x@y/z=1+2", "A" * CHANNEL_MAX_LENGTH]
+)
+def test_valid_channel_names(name):
+    assert validate_channel(name) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "must not be empty"),
+        ("a\nb", "must not contain CR, LF or NUL"),
+        ("a\rb", "must not contain CR, LF or NUL"),
+        ("a\0b", "must not contain CR, LF or NUL"),
+        ("a b", "may contain only"),
+        ("chat:*", "may contain only"),
+        ("é", "may contain only"),
+        ("a" * (CHANNEL_MAX_LENGTH + 1), "longer than"),
+        (None, "must be a str"),
+        (b"bytes", "must be a str"),
+    ],
+)
+def test_invalid_channel_names_get_a_clear_value_error(name, message):
+    with pytest.raises(InvalidChannelName, match=message) as info:
+        validate_channel(name)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, InvalidName)
+
+
+@pytest.mark.parametrize("name", ["message", "tick", "user.joined", "a:b-c_d", "E" * EVENT_MAX_LENGTH])
+def test_valid_event_names(name):
+    assert validate_event_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "a\nb", "a\r", "a\0", "a b", "a/b", "x" * (EVENT_MAX_LENGTH + 1)])
+def test_invalid_event_names(name):
+    with pytest.raises(InvalidEventName):
+        validate_event_name(name)
+
+
+@pytest.mark.parametrize("name", ["reset", "error"])
+def test_reserved_event_names(name):
+    with pytest.raises(InvalidEventName, match="reserved"):
+        validate_event_name(name)
+    assert validate_event_name(name, allow_reserved=True) == name
+
+
+@pytest.mark.parametrize(("text", "value"), [("0", 0), ("1", 1), ("9223372036854775807", 2**63 - 1)])
+def test_cursors(text, value):
+    assert parse_cursor(text) == value
+
+
+@pytest.mark.parametrize(
+    "text", ["", "abc", "-1", "+1", "01", "1.0", " 1", "1\n", "1\r\n", "١", "9223372036854775808", "9" * 40, None, 5]
+)
+def test_malformed_cursors(text):
+    with pytest.raises(InvalidCursor, match="decimal number"):
+        parse_cursor(text)

@@ -1,0 +1,132 @@
+import asyncio
+import datetime
+import decimal
+import json
+import uuid
+
+import pytest
+from django.db import transaction
+from django.test import override_settings
+
+from django_realtime import apublish, publish
+from django_realtime.exceptions import EventTooLarge, InvalidChannelName, InvalidEventData, InvalidEventName
+from django_realtime.models import Event
+from tests import backends
+
+RECORDING = {"BACKEND": "tests.backends.RecordingBackend"}
+
+
+@pytest.fixture
+def recorded():
+    backends.notified.clear()
+    with override_settings(REALTIME=RECORDING):
+        yield backends.notified
+
+
+@pytest.mark.django_db
+def test_publish_stores_the_event_and_returns_it_with_its_id():
+    event = publish("chat:lobby", {"text": "hi"}, event="said")
+    stored = Event.objects.get(pk=event.id)
+    assert (stored.channel, stored.event, stored.data) == ("chat:lobby", "said", {"text": "hi"})
+    assert stored.data_json == '{"text":"hi"}'
+    assert stored.created is not None
+
+
+@pytest.mark.django_db
+def test_ids_increase_with_each_publish():
+    ids = [publish("c", n).id for n in range(5)]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+
+
+@pytest.mark.django_db
+def test_default_event_name_is_message_and_default_data_null():
+    event = publish("c")
+    assert (event.event, event.data_json) == ("message", "null")
+
+
+@pytest.mark.django_db
+def test_django_types_are_encoded_with_djangojsonencoder():
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    value = {"when": when, "price": decimal.Decimal("1.10"), "uid": uuid.UUID(int=1)}
+    assert publish("c", value).data == {
+        "when": "2026-01-02T03:04:05Z",
+        "price": "1.10",
+        "uid": "00000000-0000-0000-0000-000000000001",
+    }
+
+
+@pytest.mark.django_db
+def test_non_ascii_is_stored_verbatim_and_lone_surrogates_are_escaped():
+    assert publish("c", "é😀\u2028").data_json == '"é😀\u2028"'
+    event = publish("c", "a\ud800b")
+    assert event.data_json == '"a\\ud800b"'
+    assert event.data == "a\ud800b"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("data", [float("nan"), float("inf"), {1, 2}, object(), {"k": b"bytes"}])
+def test_data_that_is_not_json_is_refused_and_nothing_is_stored(data):
+    with pytest.raises(InvalidEventData, match="not JSON-serialisable"):
+        publish("c", data)
+    assert not Event.objects.exists()
+
+
+@pytest.mark.django_db
+def test_data_over_the_size_limit_is_refused():
+    with override_settings(REALTIME={"MAX_DATA_SIZE": 100}):
+        publish("c", "x" * 98)
+        with pytest.raises(EventTooLarge, match="more than MAX_DATA_SIZE"):
+            publish("c", "x" * 99)
+        with pytest.raises(EventTooLarge):
+            publish("c", "é" * 50)  # 100 bytes of UTF-8 plus the quotes
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("channel", "event", "error"),
+    [
+        ("chat\nlobby", "message", InvalidChannelName),
+        ("chat:lobby", "evil\r\ndata: forged", InvalidEventName),
+        ("chat:lobby", "reset", InvalidEventName),
+        ("", "message", InvalidChannelName),
+    ],
+)
+def test_bad_names_are_refused_before_anything_is_stored(channel, event, error):
+    with pytest.raises(error):
+        publish(channel, "x", event=event)
+    assert not Event.objects.exists()
+
+
+@pytest.mark.django_db
+def test_subscribers_are_notified_only_after_commit(recorded, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        with transaction.atomic():
+            event = publish("c", 1)
+            assert recorded == []
+    assert len(callbacks) == 1
+    assert recorded == [("c", event.id)]
+
+
+@pytest.mark.django_db
+def test_a_rolled_back_publish_is_neither_stored_nor_notified(recorded, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        with pytest.raises(ZeroDivisionError):
+            with transaction.atomic():
+                publish("c", 1)
+                raise ZeroDivisionError
+    assert callbacks == [] and recorded == []
+    assert not Event.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_apublish_publishes_from_async_code(recorded):
+    event = asyncio.run(apublish("c", {"a": 1}, event="x"))
+    assert Event.objects.get(pk=event.id).data == {"a": 1}
+    assert recorded == [("c", event.id)]
+
+
+def test_stored_json_is_compact():
+    from django_realtime.publishing import encode_data
+
+    assert json.loads(encode_data({"a": [1, 2]})) == {"a": [1, 2]}
+    assert encode_data({"a": [1, 2]}) == '{"a":[1,2]}'

@@ -1,0 +1,184 @@
+import asyncio
+import json
+import threading
+
+import pytest
+from django.db import connection
+from django.test import override_settings
+
+from django_realtime import publish
+from django_realtime.hub import get_hub
+from django_realtime.models import Event
+from django_realtime.retention import prune
+from django_realtime.streams import afollow, follow
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+INPROCESS = {"BACKEND": "inprocess"}
+
+
+def take(batches, count, timeout=5.0):
+    """Take *count* events from a follow() iterator, ignoring keepalives."""
+    items = []
+    while len(items) < count:
+        items.extend(next(batches))
+    return items
+
+
+def ready_hub():
+    hub = get_hub()
+    assert hub.ensure_ready()
+    return hub
+
+
+def test_without_a_cursor_only_live_events_arrive():
+    publish("a", "old")
+    hub = ready_hub()
+    batches = follow(hub, frozenset({"a"}), None, keepalive=5)
+    new = publish("a", "new")
+    assert [item.id for item in take(batches, 1)] == [new.id]
+
+
+def test_replay_resumes_after_the_cursor_in_order_then_goes_live():
+    ids = [publish("a", n).id for n in range(5)]
+    publish("b", "other")
+    hub = ready_hub()
+    batches = follow(hub, frozenset({"a"}), ids[1], keepalive=5)
+    assert [item.id for item in take(batches, 3)] == ids[2:]
+    live = publish("a", "live")
+    assert [item.id for item in take(batches, 1)] == [live.id]
+
+
+def test_no_gap_and_no_duplicate_when_events_arrive_during_replay():
+    with override_settings(REALTIME={**INPROCESS, "BUFFER_SIZE": 5}):
+        ids = [publish("a", n).id for n in range(50)]
+        hub = ready_hub()
+        batches = follow(hub, frozenset({"a"}), ids[0], keepalive=5)
+        got = take(batches, 10)
+        stop = threading.Event()
+        more = []
+
+        def publisher():
+            for n in range(40):
+                more.append(publish("a", n).id)
+            connection.close()
+            stop.set()
+
+        thread = threading.Thread(target=publisher)
+        thread.start()
+        thread.join(30)
+        got += take(batches, 49 + 40 - len(got))
+        assert [item.id for item in got] == ids[1:] + more
+
+
+def test_keepalive_is_an_empty_batch():
+    hub = ready_hub()
+    batches = follow(hub, frozenset({"a"}), None, keepalive=0.05)
+    assert next(batches) == []
+
+
+def test_events_of_other_channels_do_not_postpone_the_keepalive():
+    with override_settings(REALTIME=INPROCESS):
+        hub = ready_hub()
+        batches = follow(hub, frozenset({"quiet"}), None, keepalive=0.3)
+        stop = threading.Event()
+
+        def chatter():
+            while not stop.wait(0.02):
+                publish("busy", 1)
+            connection.close()
+
+        thread = threading.Thread(target=chatter)
+        thread.start()
+        try:
+            assert next(batches) == []
+        finally:
+            stop.set()
+            thread.join(5)
+
+
+def test_a_cursor_from_the_future_gets_a_reset_then_live_events():
+    publish("a", 1)
+    hub = ready_hub()
+    batches = follow(hub, frozenset({"a"}), 10**12, keepalive=5)
+    (reset,) = next(batches)
+    assert reset.event == "reset" and reset.id == hub.horizon
+    assert json.loads(reset.data_json) == {
+        "reason": "unknown",
+        "last_event_id": str(10**12),
+        "resume_id": str(hub.horizon),
+        "channels": ["a"],
+    }
+    assert f"id: {hub.horizon}\nevent: reset\n".encode() in reset.sse
+    live = publish("a", 2)
+    assert [item.id for item in take(batches, 1)] == [live.id]
+
+
+def test_a_cursor_older_than_the_retained_history_gets_a_reset():
+    ids = [publish("a", n).id for n in range(5)]
+    other = publish("b", "kept")
+    prune(older_than=None, keep=2)
+    hub = ready_hub()
+    (reset,) = next(follow(hub, frozenset({"a", "b"}), ids[0], keepalive=5))
+    assert json.loads(reset.data_json)["reason"] == "expired"
+    assert json.loads(reset.data_json)["channels"] == ["a"]
+    assert reset.id == other.id
+
+
+def test_a_cursor_at_the_prune_mark_still_resumes_without_reset():
+    ids = [publish("a", n).id for n in range(5)]
+    prune(older_than=None, keep=2)
+    hub = ready_hub()
+    items = next(follow(hub, frozenset({"a"}), ids[2], keepalive=5))
+    assert [item.id for item in items] == ids[3:]
+
+
+def test_a_cursor_the_hub_has_not_read_yet_is_not_mistaken_for_an_unknown_one():
+    """A client may resume on this process with an id another process already served."""
+    with override_settings(REALTIME=INPROCESS):
+        hub = ready_hub()
+        elsewhere = Event.objects.create(channel="a", data_json='"elsewhere"')  # no wake-up here
+        assert hub.horizon < elsewhere.id
+        batches = follow(hub, frozenset({"a"}), elsewhere.id, keepalive=5)
+        live = publish("a", "live")
+        assert [item.id for item in take(batches, 1)] == [live.id]
+
+
+def test_streams_hold_no_database_connection_while_waiting():
+    for n in range(3):
+        publish("a", n)
+    hub = ready_hub()
+    connection.ensure_connection()
+    batches = follow(hub, frozenset({"a"}), 0, keepalive=0.05)
+    take(batches, 3)
+    assert connection.connection is None
+
+
+def test_afollow_replays_and_goes_live_on_asyncio():
+    ids = [publish("a", n).id for n in range(3)]
+    hub = ready_hub()
+
+    async def main():
+        batches = afollow(hub, frozenset({"a"}), ids[0], keepalive=5)
+        got = [item.id for item in await anext(batches)]
+        loop = asyncio.get_running_loop()
+        live = await loop.run_in_executor(None, publish, "a", "live")
+        while len(got) < 3:
+            got += [item.id for item in await anext(batches)]
+        await batches.aclose()
+        return got, live.id
+
+    got, live = asyncio.run(main())
+    assert got == ids[1:] + [live]
+
+
+def test_afollow_sends_keepalives():
+    hub = ready_hub()
+
+    async def main():
+        batches = afollow(hub, frozenset({"a"}), None, keepalive=0.05)
+        first = await anext(batches)
+        await batches.aclose()
+        return first
+
+    assert asyncio.run(main()) == []

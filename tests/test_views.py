@@ -1,0 +1,105 @@
+import pytest
+from django.test import override_settings
+
+from django_realtime import publish
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls("tests.urls")]
+
+
+def first_chunks(response, count):
+    chunks = []
+    iterator = iter(response.streaming_content)
+    for _ in range(count):
+        chunks.append(next(iterator))
+    response.close()
+    return b"".join(chunks)
+
+
+def test_a_stream_has_event_stream_headers_and_starts_with_retry(client):
+    response = client.get("/events/?channel=chat:lobby", HTTP_ACCEPT_ENCODING="gzip")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/event-stream; charset=utf-8"
+    assert response["Cache-Control"] == "no-cache"
+    assert response["X-Accel-Buffering"] == "no"
+    assert not response.has_header("Content-Encoding")
+    assert not response.has_header("Connection")
+    assert first_chunks(response, 1) == b"retry: 3000\n\n"
+
+
+def test_replay_with_the_query_parameter_and_the_header_winning(client):
+    ids = [publish("chat:a", n).id for n in range(3)]
+    body = first_chunks(client.get(f"/events/?channel=chat:a&lastEventId={ids[0]}"), 2)
+    assert [f"id: {i}\n".encode() in body for i in ids] == [False, True, True]
+    body = first_chunks(client.get(f"/events/?channel=chat:a&lastEventId={ids[0]}", HTTP_LAST_EVENT_ID=str(ids[1])), 2)
+    assert f"id: {ids[1]}\n".encode() not in body and f"id: {ids[2]}\n".encode() in body
+
+
+@pytest.mark.parametrize("cursor", ["abc", "-1", "1.5", "99999999999999999999", "0x10"])
+def test_a_malformed_cursor_gets_a_clear_400(client, cursor):
+    response = client.get("/events/?channel=chat:a", HTTP_LAST_EVENT_ID=cursor)
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/plain")
+    assert b"Invalid Last-Event-ID" in response.content and b"decimal number" in response.content
+    assert client.get(f"/events/?channel=chat:a&lastEventId={cursor}").status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("", b"Give at least one channel"),
+        ("?channel=", b"must not be empty"),
+        ("?channel=a%20b", b"may contain only"),
+        ("?channel=a%0Ab", b"must not contain CR, LF or NUL"),
+        ("?" + "&".join(f"channel=chat:{n}" for n in range(17)), b"Too many channels: at most 16"),
+    ],
+)
+def test_bad_channel_parameters_get_a_clear_400(client, query, message):
+    response = client.get(f"/events/{query}")
+    assert response.status_code == 400
+    assert message in response.content
+
+
+def test_a_channel_the_hook_denies_gets_403_naming_it(client):
+    response = client.get("/events/?channel=chat:ok&channel=secret&channel=admin")
+    assert response.status_code == 403
+    assert response.content == b"Not allowed to subscribe to: secret, admin\n"
+
+
+def test_the_authorize_hook_is_asked_with_user_channel_and_action(client):
+    calls = []
+
+    def hook(user, channel, action):
+        calls.append((user.is_authenticated, channel, action))
+        return channel == "mine"
+
+    with override_settings(REALTIME={"AUTHORIZE": hook}):
+        assert client.get("/events/?channel=mine").status_code == 200
+        assert client.get("/events/?channel=theirs").status_code == 403
+    assert calls == [(False, "mine", "subscribe"), (False, "theirs", "subscribe")]
+
+
+def test_only_get_is_allowed(client):
+    assert client.post("/events/?channel=chat:a").status_code == 405
+
+
+def test_channels_given_by_the_urlconf_need_no_parameter_and_no_hook(client):
+    event = publish("alerts", "x")
+    publish("chat:a", "not this one")
+    body = first_chunks(client.get(f"/news/?channel=ignored&lastEventId={event.id - 1}"), 2)
+    assert f"id: {event.id}\n".encode() in body and b"not this one" not in body
+    assert client.get("/included/").status_code == 200
+
+
+def test_stream_channels_serves_a_view_of_your_own(client):
+    event = publish("private:mine", {"n": 1})
+    body = first_chunks(client.get(f"/mine/?lastEventId={event.id - 1}"), 2)
+    assert body.endswith(f'id: {event.id}\nevent: message\ndata: {{"n":1}}\n\n'.encode())
+
+
+def test_a_log_that_cannot_be_read_gets_503(client, monkeypatch):
+    from django_realtime.hub import Hub
+
+    monkeypatch.setattr(Hub, "ensure_ready", lambda self, timeout=10.0: False)
+    response = client.get("/events/?channel=chat:a")
+    assert response.status_code == 503
+    assert b"The event log cannot be read" in response.content
