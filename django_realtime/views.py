@@ -82,6 +82,10 @@ def events(request: HttpRequest, channels: Iterable[str] | None = None) -> HttpR
             return _plain(400, f"Invalid channel: {exc}")
     authorize = get_authorizer()
     user = getattr(request, "user", None)
+    if user is None:  # no AuthenticationMiddleware: ask as anonymous
+        from django.contrib.auth.models import AnonymousUser
+
+        user = AnonymousUser()
     denied = [name for name in names if not authorize(user, name, SUBSCRIBE)]
     if denied:
         return _plain(403, f"Not allowed to subscribe to: {', '.join(denied)}")
