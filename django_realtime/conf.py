@@ -18,6 +18,8 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE": "default",
     # Seconds between two looks at the log by the polling backend.
     "POLL_INTERVAL": 0.25,
+    # Seconds a gap in the ids is waited for on databases other than SQLite and PostgreSQL.
+    "GAP_TIMEOUT": 5.0,
     # Seconds of silence after which a stream sends a keepalive comment.
     "KEEPALIVE": 15.0,
     # Reconnection delay sent to EventSource clients, in milliseconds.

@@ -23,6 +23,7 @@ from django.db import connections
 from django.db.models import Max
 
 from .conf import realtime_settings
+from .log import PAGE, Tailer, tailer_for
 from .sse import encode_event
 
 if TYPE_CHECKING:
@@ -31,10 +32,6 @@ if TYPE_CHECKING:
     from .backends.base import BaseBackend
 
 logger = logging.getLogger("django_realtime")
-
-#: Rows read from the log in one query.
-PAGE = 500
-
 
 class Item(NamedTuple):
     """An event as streams need it: its fields and its SSE encoding."""
@@ -100,6 +97,7 @@ class Hub:
         self._ready = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._tailer: Tailer = Tailer(using)
 
     # Life cycle -----------------------------------------------------------
 
@@ -133,7 +131,8 @@ class Hub:
                 if self._ready.is_set():
                     self._read_new()
                 else:
-                    self.horizon = self.floor = high_water_mark(self.using)
+                    self._tailer = tailer_for(self.using)
+                    self.horizon = self.floor = self._tailer.start_horizon()
                     self.backend.start(self)
                     self._ready.set()
                 if prune_every and time.monotonic() >= next_prune:
@@ -150,8 +149,13 @@ class Hub:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            self._poke.wait(self.backend.poll_interval)
+            self._poke.wait(self._timeout())
         release_connections()
+
+    def _timeout(self) -> float | None:
+        """Return how long to wait for a poke before reading the log anyway."""
+        waits = [t for t in (self.backend.poll_interval, self._tailer.recheck_after) if t is not None]
+        return min(waits) if waits else None
 
     def _prune(self) -> None:
         from .retention import prune
@@ -161,20 +165,12 @@ class Hub:
     # Reading --------------------------------------------------------------
 
     def _read_new(self) -> None:
-        from .models import Event
-
         while True:
-            rows = (
-                Event.objects.using(self.using)
-                .filter(id__gt=self.horizon)
-                .order_by("id")
-                .values_list("id", "channel", "event", "data_json")[:PAGE]
-            )
-            items = [make_item(*row) for row in rows]
-            if not items:
+            rows = self._tailer.read(self.horizon)
+            if not rows:
                 return
-            self._append(items)
-            if len(items) < PAGE:
+            self._append([make_item(*row) for row in rows])
+            if len(rows) < PAGE:
                 return
 
     def _append(self, items: list[Item]) -> None:

@@ -10,6 +10,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from .conf import realtime_settings
 from .exceptions import EventTooLarge, InvalidEventData
+from .log import insert_event
 from .names import validate_channel, validate_event_name
 
 if TYPE_CHECKING:
@@ -43,13 +44,11 @@ def publish(channel: str, data: Any = None, *, event: str = "message", using: st
     ``ValueError`` subclass for a bad channel or event name or bad data.
     """
     from .backends import get_backend
-    from .models import Event
 
     validate_channel(channel)
     validate_event_name(event)
-    stored = Event(channel=channel, event=event, data_json=encode_data(data))
     alias = using or realtime_settings.DATABASE
-    stored.save(using=alias, force_insert=True)
+    stored = insert_event(alias, channel, event, encode_data(data))
     get_backend().published(stored, alias)
     return stored
 

@@ -58,6 +58,8 @@ def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpRespon
     release_connections()
     if not ready:
         return _plain(503, f"The event log cannot be read: {hub.error or 'timed out'}")
+    if cursor is None:  # live from now, not from when the server first pulls the stream
+        cursor = hub.horizon
     keepalive = float(realtime_settings.KEEPALIVE)
     if is_async_request(request):
         return SSEResponse(asse_bytes(afollow(hub, names, cursor, keepalive)))

@@ -1,7 +1,8 @@
 """Settings of the demo chat, which the tests also run under real servers.
 
 Environment: DATABASE_URL (default: a SQLite file beside manage.py),
-REALTIME_BACKEND (default: polling), DJANGO_DEBUG, DJANGO_SECRET_KEY.
+REALTIME_BACKEND (polling, the default; postgres; redis), REDIS_URL (for
+redis; default redis://127.0.0.1:6379/0), DJANGO_DEBUG, DJANGO_SECRET_KEY.
 """
 
 import os
@@ -75,6 +76,8 @@ REALTIME = {
     "BACKEND": os.environ.get("REALTIME_BACKEND", "polling"),
     "PUBLIC_CHANNELS": ["chat:*", "demo:*"],
 }
+if REALTIME["BACKEND"] == "redis":
+    REALTIME["OPTIONS"] = {"url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}
 if "REALTIME_KEEPALIVE" in os.environ:
     REALTIME["KEEPALIVE"] = float(os.environ["REALTIME_KEEPALIVE"])
 

@@ -1,9 +1,10 @@
-"""Settings for the test suite: the demo's, on a throwaway SQLite file."""
+"""Settings for the test suite: the demo's, on a throwaway SQLite file, plus PostgreSQL when it answers."""
 
 import os
 import tempfile
 
 from testproject.settings import *  # noqa: F403
+from tests.services import POSTGRES, answers
 
 REALTIME = {**REALTIME, "PRUNE_INTERVAL": None}  # noqa: F405
 
@@ -12,4 +13,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # and shared-cache in-memory SQLite locks whole tables between threads.
     DATABASES["default"]["TEST"] = {  # noqa: F405
         "NAME": os.path.join(tempfile.gettempdir(), f"django_realtime_test_{os.getpid()}.sqlite3")
+    }
+
+if answers(POSTGRES):
+    # Tests that need PostgreSQL ask for this alias (databases=["default", "postgres"]).
+    DATABASES["postgres"] = {  # noqa: F405
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "test",
+        "USER": "postgres",
+        "HOST": POSTGRES[0],
+        "PORT": POSTGRES[1],
+        "TEST": {"NAME": f"test_django_realtime_{os.getpid()}"},
     }

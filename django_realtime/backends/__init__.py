@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 ALIASES = {
     "inprocess": "django_realtime.backends.inprocess.InProcessBackend",
     "polling": "django_realtime.backends.polling.PollingBackend",
+    "postgres": "django_realtime.backends.postgres.PostgresBackend",
+    "redis": "django_realtime.backends.redis.RedisBackend",
 }
 
 _backend: BaseBackend | None = None

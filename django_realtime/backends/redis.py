@@ -1,0 +1,94 @@
+"""Redis pub/sub: wake-ups between processes and hosts through Redis.
+
+Redis pub/sub is at-most-once and forgets everything sent while a
+subscriber is away, which is fine here: a message only says "read the log".
+After any reconnect the hub reads the log again, and while Redis is down it
+polls the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from .. import hub as hub_module
+from .base import BaseBackend
+
+if TYPE_CHECKING:
+    from ..hub import Hub
+
+logger = logging.getLogger("django_realtime")
+
+#: The pub/sub channel's name.
+CHANNEL = "django_realtime"
+
+
+class RedisBackend(BaseBackend):
+    """Publish after commit; subscribe on one connection per process."""
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", fallback_interval: float = 1.0) -> None:
+        self.url = url
+        self.fallback_interval = fallback_interval
+        self.listening = threading.Event()
+        self._stopping = threading.Event()
+        self._client = None
+
+    @property
+    def poll_interval(self) -> float | None:  # type: ignore[override]
+        return None if self.listening.is_set() else self.fallback_interval
+
+    def _redis(self):
+        if self._client is None:
+            import redis
+
+            self._client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+        return self._client
+
+    def notify(self, channel: str, event_id: int) -> None:
+        hub_module.poke_local_hub()
+        try:
+            self._redis().publish(CHANNEL, f"{channel} {event_id}")
+        except Exception:
+            # The event is safely in the log; other processes read it when
+            # their fallback polling or their next wake-up comes.
+            logger.warning("could not publish a wake-up to Redis", exc_info=True)
+
+    def start(self, hub: Hub) -> None:
+        self._stopping.clear()
+        thread = threading.Thread(target=self._listen, args=(hub,), name="django-realtime-listen", daemon=True)
+        thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _listen(self, hub: Hub) -> None:
+        import redis
+
+        backoff = 0.1
+        while not self._stopping.is_set():
+            client = redis.Redis.from_url(self.url, socket_timeout=None, socket_connect_timeout=5)
+            pubsub = client.pubsub()
+            try:
+                pubsub.subscribe(CHANNEL)
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        # Subscribed: whatever was published while nobody
+                        # listened is in the log, so read it now.
+                        self.listening.set()
+                        backoff = 0.1
+                    hub.poke()
+            except Exception:
+                if self._stopping.is_set():
+                    break
+                logger.warning("Redis listener lost; polling the log until it is back", exc_info=True)
+            finally:
+                self.listening.clear()
+                hub.poke()
+                pubsub.close()
+                client.close()
+            self._stopping.wait(backoff)
+            backoff = min(backoff * 2, 5.0)

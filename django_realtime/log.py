@@ -1,0 +1,197 @@
+"""Write to and tail the event log, safely for each database.
+
+The commit-order trap: ids come from a sequence at INSERT, but transactions
+commit in any order.  A tailer that saw id 11 committed and moved past it
+while id 10's transaction was still open would never deliver 10.  So a
+tailer only moves its horizon over an unbroken run of ids, and treats a
+missing id (a gap) as "maybe still in flight" until it knows better:
+
+* SQLite serialises writers: a writer holds the database's write lock from
+  its INSERT to its COMMIT, so ids become visible in order, and a rolled
+  back id is handed out again.  Gaps cannot hide in-flight events.
+* PostgreSQL: each publish first takes a shared advisory lock, held to the
+  end of its transaction, and only then draws its id.  When a tailer sees a
+  gap below id V, it notes which transactions hold that lock; once all of
+  them have ended, every id up to V is either visible or dead.
+* Other databases: a gap is waited for GAP_TIMEOUT seconds, then skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from django.db import connections
+
+if TYPE_CHECKING:
+    from .models import Event
+
+#: Rows read from the log in one query.
+PAGE = 500
+#: Key of the advisory lock publishers hold on PostgreSQL (pg_advisory_xact_lock_shared(int, int)).
+LOCK_KEY = (0x7265616C, 1)  # b"real"
+#: Seconds between two re-reads while a gap is unresolved.
+GAP_RECHECK = 0.1
+
+Row = tuple[int, str, str, str]
+
+
+def insert_event(using: str, channel: str, event: str, data_json: str) -> Event:
+    """Store one event and return it, with its id."""
+    from .models import Event
+
+    stored = Event(channel=channel, event=event, data_json=data_json)
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        stored.save(using=using, force_insert=True)
+        return stored
+    meta = Event._meta
+    column = {field.name: field.column for field in meta.concrete_fields}
+    sql = (
+        f"WITH lock AS (SELECT pg_advisory_xact_lock_shared(%s, %s)) "
+        f"INSERT INTO {meta.db_table} ({column['channel']}, {column['event']}, {column['data_json']}, "
+        f"{column['created']}) SELECT %s, %s, %s, %s FROM lock RETURNING {column['id']}"
+    )
+    with connection.cursor() as cursor:
+        # The CTE takes the lock before the INSERT draws its id from the
+        # sequence, so a tailer that sees a later id can find this
+        # transaction among the lock's holders.
+        cursor.execute(sql, [*LOCK_KEY, channel, event, data_json, stored.created])
+        stored.id = cursor.fetchone()[0]
+    stored._state.adding = False
+    stored._state.db = using
+    return stored
+
+
+def _read_after(using: str, horizon: int, upto: int | None = None) -> list[Row]:
+    from .models import Event
+
+    rows = Event.objects.using(using).filter(id__gt=horizon)
+    if upto is not None:
+        rows = rows.filter(id__lte=upto)
+    return list(rows.order_by("id").values_list("id", "channel", "event", "data_json")[:PAGE])
+
+
+def _unbroken(rows: list[Row], horizon: int, settled: int = 0) -> list[Row]:
+    """Return the rows after *horizon* up to the first missing id above *settled*."""
+    expected = horizon + 1
+    for index, (row_id, *_) in enumerate(rows):
+        if row_id > max(expected, settled + 1):
+            return rows[:index]
+        expected = row_id + 1
+    return rows
+
+
+class Tailer:
+    """Read committed rows after a horizon, never stepping over an in-flight id."""
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+
+    def start_horizon(self) -> int:
+        """Return an id that every earlier event is visible or dead below: where a hub starts."""
+        from .hub import high_water_mark
+
+        return high_water_mark(self.using)
+
+    def read(self, horizon: int) -> list[Row]:
+        """Return the next rows after *horizon* that are safe to deliver, in id order."""
+        return _read_after(self.using, horizon)
+
+    @property
+    def recheck_after(self) -> float | None:
+        """Return how soon to read again although nothing woke the hub, or None."""
+        return None
+
+
+class SerialTailer(Tailer):
+    """SQLite: writers are serialised, so every committed row is safe."""
+
+
+class GapTailer(Tailer):
+    """Wait for a gap to be filled or to be proven dead before moving past it."""
+
+    def __init__(self, using: str) -> None:
+        super().__init__(using)
+        #: (highest id seen above the gap, evidence that settles the gap)
+        self._pending: tuple[int, object] | None = None
+        #: Every missing id up to here is known dead (rolled back).
+        self._settled = 0
+
+    def read(self, horizon: int) -> list[Row]:
+        rows = _read_after(self.using, horizon)
+        safe = _unbroken(rows, horizon, self._settled)
+        if len(safe) == len(rows):
+            return safe
+        if self._pending is None:
+            self._pending = (rows[-1][0], self._evidence())
+        top, evidence = self._pending
+        if not self._settled_by(evidence):
+            return safe
+        # Every id up to top is now visible or dead: read again, past the dead.
+        self._pending = None
+        self._settled = max(self._settled, top)
+        return _unbroken(_read_after(self.using, horizon), horizon, self._settled)
+
+    @property
+    def recheck_after(self) -> float | None:
+        return GAP_RECHECK if self._pending is not None else None
+
+    def _evidence(self) -> object:
+        raise NotImplementedError("subclasses of GapTailer must provide an _evidence() method")
+
+    def _settled_by(self, evidence: object) -> bool:
+        raise NotImplementedError("subclasses of GapTailer must provide a _settled_by() method")
+
+
+class PostgresTailer(GapTailer):
+    """PostgreSQL: a gap is settled when the publishers in flight at its sighting have ended."""
+
+    _HOLDERS = (
+        "SELECT virtualtransaction FROM pg_locks WHERE locktype = 'advisory' "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND classid = %s AND objid = %s AND objsubid = 2"
+    )
+
+    def _holders(self) -> set[str]:
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(self._HOLDERS, list(LOCK_KEY))
+            return {row[0] for row in cursor.fetchall()}
+
+    def start_horizon(self) -> int:
+        # An id below the newest may still be in flight, held by a publisher
+        # that took the lock before we read the newest id: wait for those.
+        newest = super().start_horizon()
+        in_flight = self._holders()
+        while in_flight:
+            time.sleep(GAP_RECHECK)
+            in_flight &= self._holders()
+        return newest
+
+    def _evidence(self) -> object:
+        return frozenset(self._holders())
+
+    def _settled_by(self, evidence: object) -> bool:
+        return not (evidence & self._holders())  # type: ignore[operator]
+
+
+class TimeoutTailer(GapTailer):
+    """Other databases: a gap still open after GAP_TIMEOUT seconds is skipped."""
+
+    def _evidence(self) -> object:
+        from .conf import realtime_settings
+
+        return time.monotonic() + realtime_settings.GAP_TIMEOUT
+
+    def _settled_by(self, evidence: object) -> bool:
+        return time.monotonic() >= evidence  # type: ignore[operator]
+
+
+def tailer_for(using: str) -> Tailer:
+    """Return the tailer that suits the database behind *using*."""
+    vendor = connections[using].vendor
+    if vendor == "sqlite":
+        return SerialTailer(using)
+    if vendor == "postgresql":
+        return PostgresTailer(using)
+    return TimeoutTailer(using)

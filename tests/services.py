@@ -1,0 +1,28 @@
+"""Find the PostgreSQL and Redis services the tests use, or say why they are absent."""
+
+import os
+import socket
+
+import pytest
+
+POSTGRES = ("127.0.0.1", 5432)
+REDIS = ("127.0.0.1", 6379)
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def answers(address) -> bool:
+    try:
+        socket.create_connection(address, timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def require(address, name):
+    """Skip the test if the service is absent; in CI, fail instead: CI must run them."""
+    if answers(address):
+        return
+    message = f"{name} is not answering on {address[0]}:{address[1]}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}, and CI must run every test")
+    pytest.skip(f"{message}: start it to run this test")

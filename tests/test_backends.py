@@ -1,0 +1,295 @@
+"""One contract, every backend: each subclass re-runs these tests against its real service."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connections, transaction
+
+from django_realtime import publish
+from django_realtime.backends import get_backend
+from django_realtime.hub import get_hub
+from django_realtime.streams import follow
+from tests import services
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate, timeout=5.0, message="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{message} not met within {timeout}s")
+
+
+def take(batches, count):
+    items = []
+    while len(items) < count:
+        items.extend(next(batches))
+    return items
+
+
+class BackendContract:
+    backend = "inprocess"
+    options: dict = {}
+    alias = "default"
+    #: Whether another process's publish reaches this process.
+    crosses_processes = True
+    services: tuple = ()
+
+    @pytest.fixture(autouse=True)
+    def _configure(self, settings, django_db_blocker):
+        for address, name in self.services:
+            services.require(address, name)
+        settings.REALTIME = {
+            "BACKEND": self.backend,
+            "OPTIONS": self.options,
+            "DATABASE": self.alias,
+            "PRUNE_INTERVAL": None,
+            "POLL_INTERVAL": 0.2,
+        }
+        yield
+        get_hub().stop()
+        for connection in connections.all(initialized_only=True):
+            connection.close()
+
+    def ready_hub(self):
+        hub = get_hub()
+        assert hub.ensure_ready(), hub.error
+        return hub
+
+    def publish(self, *args, **kwargs):
+        return publish(*args, using=self.alias, **kwargs)
+
+    def in_thread(self, function):
+        """Run *function* on a thread with its own connection; return a join() that re-raises."""
+        errors = []
+
+        def run():
+            try:
+                function()
+            except BaseException as exc:  # re-raised by join()
+                errors.append(exc)
+            finally:
+                connections[self.alias].close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+
+        def join():
+            thread.join(30)
+            assert not thread.is_alive()
+            if errors:
+                raise errors[0]
+
+        return join
+
+    def env(self):
+        settings_dict = connections[self.alias].settings_dict
+        if settings_dict["ENGINE"].endswith("sqlite3"):
+            url = f"sqlite:///{settings_dict['NAME']}"
+        else:
+            url = f"postgres://{settings_dict['USER']}@{settings_dict['HOST']}:{settings_dict['PORT']}/{settings_dict['NAME']}"
+        return {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "testproject.settings",
+            "DATABASE_URL": url,
+            "REALTIME_BACKEND": self.backend,
+            "REDIS_URL": services.REDIS_URL,
+        }
+
+    def publish_elsewhere(self, channel, data):
+        """Publish from another process, with manage.py publish_event; return the id."""
+        result = subprocess.run(
+            [sys.executable, "manage.py", "publish_event", channel, data],
+            cwd=ROOT,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return int(result.stdout)
+
+    # The contract ---------------------------------------------------------
+
+    def test_a_local_publish_reaches_the_hub_at_once(self):
+        hub = self.ready_hub()
+        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=5)
+        event = self.publish("c", 1)
+        assert [item.id for item in take(batches, 1)] == [event.id]
+
+    def test_a_publish_in_another_process_reaches_the_hub(self):
+        if not self.crosses_processes:
+            pytest.skip(f"the {self.backend} backend serves one process by design")
+        hub = self.ready_hub()
+        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=5)
+        event_id = self.publish_elsewhere("c", '{"from": "elsewhere"}')
+        (item,) = take(batches, 1)
+        assert (item.id, item.data_json) == (event_id, '{"from":"elsewhere"}')
+
+    def test_a_rolled_back_publish_is_never_delivered(self):
+        hub = self.ready_hub()
+        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=5)
+
+        def roll_back():
+            with pytest.raises(RuntimeError), transaction.atomic(using=self.alias):
+                self.publish("c", "rolled back")
+                raise RuntimeError
+
+        self.in_thread(roll_back)()
+        kept = self.publish("c", "kept")
+        assert [item.data_json for item in take(batches, 1)] == ['"kept"']
+        assert hub.horizon >= kept.id
+
+    def test_a_later_id_never_overtakes_an_earlier_one_still_in_flight(self):
+        """The commit-order trap: id N+1 commits while id N's transaction is still open."""
+        hub = self.ready_hub()
+        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=0.1)
+        first_published, release, ids = threading.Event(), threading.Event(), {}
+
+        def slow():
+            with transaction.atomic(using=self.alias):
+                ids["slow"] = self.publish("c", "slow").id
+                first_published.set()
+                assert release.wait(10)
+
+        def fast():
+            ids["fast"] = self.publish("c", "fast").id
+
+        join_slow = self.in_thread(slow)
+        assert first_published.wait(10)
+        join_fast = self.in_thread(fast)  # on SQLite this blocks until slow commits
+        time.sleep(0.5)
+        assert hub.horizon < ids["slow"], "the hub moved past an event that has not committed yet"
+        delivered = [item for item in next(batches)]
+        assert delivered == []
+        release.set()
+        join_slow()
+        join_fast()
+        assert ids["fast"] > ids["slow"]
+        assert [item.data_json for item in take(batches, 2)] == ['"slow"', '"fast"']
+
+    def test_concurrent_publishers_arrive_once_each_in_order(self):
+        hub = self.ready_hub()
+        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=5)
+        committed = []
+        lock = threading.Lock()
+
+        def publisher(n):
+            def run():
+                for i in range(15):
+                    try:
+                        with transaction.atomic(using=self.alias):
+                            event = self.publish("c", f"{n}-{i}")
+                            if i % 5 == 4:
+                                raise RuntimeError("roll back")
+                            if i % 3 == 0:
+                                time.sleep(0.02)  # held open while others commit
+                    except RuntimeError:
+                        continue
+                    with lock:
+                        committed.append(event.id)
+
+            return run
+
+        joins = [self.in_thread(publisher(n)) for n in range(4)]
+        for join in joins:
+            join()
+        received = [item.id for item in take(batches, len(committed))]
+        assert received == sorted(committed)
+
+    def test_stop_ends_the_listener(self):
+        hub = self.ready_hub()
+        hub.stop()
+        assert not getattr(get_backend(), "listening", threading.Event()).is_set() or wait_until(
+            lambda: not get_backend().listening.is_set(), message="listener stopped"
+        )
+
+
+class InProcessContract(BackendContract):
+    backend = "inprocess"
+    crosses_processes = False
+
+
+class PollingContract(BackendContract):
+    backend = "polling"
+
+
+@pytest.mark.django_db(transaction=True, databases=["default"])
+class TestInProcessOnSQLite(InProcessContract):
+    pass
+
+
+@pytest.mark.django_db(transaction=True, databases=["default"])
+class TestPollingOnSQLite(PollingContract):
+    pass
+
+
+POSTGRES_DB = pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+
+
+@POSTGRES_DB
+class TestPollingOnPostgres(PollingContract):
+    alias = "postgres"
+    services = ((services.POSTGRES, "PostgreSQL"),)
+
+
+@POSTGRES_DB
+class TestPostgres(BackendContract):
+    backend = "postgres"
+    alias = "postgres"
+    services = ((services.POSTGRES, "PostgreSQL"),)
+
+    def test_the_listener_comes_back_after_its_connection_is_terminated(self):
+        hub = self.ready_hub()
+        backend = get_backend()
+        wait_until(backend.listening.is_set, message="listening")
+        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=5)
+        with connections[self.alias].cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE query LIKE 'LISTEN%%' AND datname = current_database()"
+            )
+            assert cursor.fetchone() == (True,)
+        event_id = self.publish_elsewhere("c", '"while reconnecting"')
+        assert [item.id for item in take(batches, 1)] == [event_id]
+        wait_until(backend.listening.is_set, message="listening again")
+        event_id = self.publish_elsewhere("c", '"after"')
+        assert [item.id for item in take(batches, 1)] == [event_id]
+
+
+@POSTGRES_DB
+class TestRedisOnPostgres(BackendContract):
+    backend = "redis"
+    options = {"url": services.REDIS_URL}
+    alias = "postgres"
+    services = ((services.POSTGRES, "PostgreSQL"), (services.REDIS, "Redis"))
+
+    def test_the_listener_comes_back_after_redis_drops_it(self):
+        import redis
+
+        hub = self.ready_hub()
+        backend = get_backend()
+        wait_until(backend.listening.is_set, message="listening")
+        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=5)
+        killed = redis.Redis.from_url(services.REDIS_URL).client_kill_filter(_type="pubsub")
+        assert killed >= 1
+        event_id = self.publish_elsewhere("c", '"while reconnecting"')
+        assert [item.id for item in take(batches, 1)] == [event_id]
+        wait_until(backend.listening.is_set, message="listening again")
+        event_id = self.publish_elsewhere("c", '"after"')
+        assert [item.id for item in take(batches, 1)] == [event_id]
+
+
+@pytest.mark.django_db(transaction=True, databases=["default"])
+class TestRedisOnSQLite(BackendContract):
+    backend = "redis"
+    options = {"url": services.REDIS_URL}
+    services = ((services.REDIS, "Redis"),)
