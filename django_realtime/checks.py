@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.checks import Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from .conf import realtime_settings
@@ -14,6 +15,10 @@ def check_settings(app_configs, **kwargs):
     """Check that the backend and the authorization hook can be loaded."""
     from .backends import load_backend
 
+    try:
+        realtime_settings.BACKEND  # noqa: B018  (loads and validates the whole dict)
+    except ImproperlyConfigured as exc:
+        return [Error(str(exc), hint="Fix or remove the REALTIME keys named.", id="django_realtime.E003")]
     errors = []
     try:
         load_backend(realtime_settings.BACKEND, realtime_settings.OPTIONS)

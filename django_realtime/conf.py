@@ -30,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_DATA_SIZE": 256 * 1024,
     # Events each process keeps in memory for live delivery and quick resumes.
     "BUFFER_SIZE": 2000,
+    # ...and at most this many bytes of them (JSON and SSE text).
+    "BUFFER_BYTES": 32 * 1024 * 1024,
     # Retention: drop events older than this (a timedelta or seconds; None keeps all).
     "MAX_AGE": timedelta(days=7),
     # Retention: keep at most this many events per channel (None keeps all).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import inspect
 import logging
 import queue
 import threading
@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import TYPE_CHECKING, Any
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpResponseBase
 
 from .conf import realtime_settings
 from .hub import release_connections
 from .names import validate_event_name
+from .publishing import encode_data
 from .responses import SSEResponse, is_async_request, prelude
 from .sse import KEEPALIVE, encode_event, encode_retry
 
@@ -54,7 +54,7 @@ def to_sse(item: object) -> bytes:
         item = ServerEvent(**item)
     elif not isinstance(item, ServerEvent):
         raise TypeError(f"@event_stream views yield str, dict or ServerEvent, not {type(item).__name__}")
-    data = item.data if isinstance(item.data, str) else json.dumps(item.data, cls=DjangoJSONEncoder)
+    data = item.data if isinstance(item.data, str) else encode_data(item.data)
     event = validate_event_name(item.event, allow_reserved=True) if item.event is not None else None
     encoded = encode_event(data, event=event, id=item.id)
     return encode_retry(item.retry) + encoded if item.retry is not None else encoded
@@ -169,6 +169,12 @@ def event_stream(view: Callable[..., Any] | None = None, *, keepalive: float | N
     """
 
     def decorator(func: Callable[..., Any]) -> Callable[..., HttpResponseBase]:
+        if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+            raise TypeError(
+                f"@event_stream needs a plain (sync) generator view; {func.__qualname__} is async. "
+                "Publish events and stream them with the SSE endpoint instead."
+            )
+
         @wraps(func)
         def wrapper(request, *args, **kwargs) -> HttpResponseBase:
             result = func(request, *args, **kwargs)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_realtime")
 
+
 class Item(NamedTuple):
     """An event as streams need it: its fields and its SSE encoding."""
 
@@ -80,10 +81,12 @@ def high_water_mark(using: str) -> int:
 class Hub:
     """Read the log once per process and fan new events out to waiting streams."""
 
-    def __init__(self, backend: BaseBackend, *, using: str, buffer_size: int) -> None:
+    def __init__(self, backend: BaseBackend, *, using: str, buffer_size: int, buffer_bytes: int) -> None:
         self.backend = backend
         self.using = using
         self.buffer_size = buffer_size
+        self.buffer_bytes = buffer_bytes
+        self._bytes = 0
         #: The buffer holds every event with an id in (floor, horizon].
         self.floor = 0
         self.horizon = 0
@@ -177,12 +180,10 @@ class Hub:
         with self._lock:
             self._ids.extend(item.id for item in items)
             self._items.extend(items)
+            self._bytes += sum(len(item.sse) + len(item.data_json) for item in items)
             self.horizon = items[-1].id
-            if len(self._ids) > 2 * self.buffer_size:
-                cut = len(self._ids) - self.buffer_size
-                self.floor = self._ids[cut - 1]
-                del self._ids[:cut]
-                del self._items[:cut]
+            if len(self._ids) > 2 * self.buffer_size or self._bytes > self.buffer_bytes:
+                self._trim()
             signal, self._signal = self._signal, threading.Event()
             waiting, self._loops = self._loops, {}
         signal.set()
@@ -191,6 +192,19 @@ class Hub:
                 loop.call_soon_threadsafe(_resolve, future)
             except RuntimeError:  # the loop has closed; its streams are gone
                 pass
+
+    def _trim(self) -> None:
+        """Drop the oldest events, down to BUFFER_SIZE events and half of BUFFER_BYTES."""
+        cut = max(0, len(self._ids) - self.buffer_size)
+        dropped = sum(len(item.sse) + len(item.data_json) for item in self._items[:cut])
+        while cut < len(self._items) and self._bytes - dropped > self.buffer_bytes // 2:
+            dropped += len(self._items[cut].sse) + len(self._items[cut].data_json)
+            cut += 1
+        if cut:
+            self.floor = self._ids[cut - 1]
+            del self._ids[:cut]
+            del self._items[:cut]
+            self._bytes -= dropped
 
     # Waiting --------------------------------------------------------------
 
@@ -246,6 +260,7 @@ def get_hub() -> Hub:
                 get_backend(),
                 using=realtime_settings.DATABASE,
                 buffer_size=realtime_settings.BUFFER_SIZE,
+                buffer_bytes=realtime_settings.BUFFER_BYTES,
             )
             _hub_pid = os.getpid()
         return _hub

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from .models import Event
 
 
-def encode_data(data: Any) -> str:
-    """Return the compact JSON text of *data*, checked against MAX_DATA_SIZE."""
+def encode_data(data: Any, *, limit: int | None = None) -> str:
+    """Return the compact JSON text of *data*, no longer than *limit* bytes if given."""
     options = {"cls": DjangoJSONEncoder, "separators": (",", ":"), "allow_nan": False}
     try:
         text = json.dumps(data, ensure_ascii=False, **options)
@@ -31,14 +31,16 @@ def encode_data(data: Any) -> str:
         # and JSON.parse turns it back into the same string.
         text = json.dumps(data, ensure_ascii=True, **options)
         size = len(text)
-    limit = realtime_settings.MAX_DATA_SIZE
-    if size > limit:
+    if limit is not None and size > limit:
         raise EventTooLarge(f"event data is {size} bytes of JSON, more than MAX_DATA_SIZE ({limit})")
     return text
 
 
-def publish(channel: str, data: Any = None, *, event: str = "message", using: str | None = None) -> Event:
+def publish(channel: str, data: Any = None, *, event: str = "message") -> Event:
     """Store an event on *channel* and return it; subscribers see it once the transaction commits.
+
+    The event goes to the database named by the DATABASE setting, inside
+    that connection's current transaction, if any.
 
     *data* is any value ``DjangoJSONEncoder`` can encode.  Raise a
     ``ValueError`` subclass for a bad channel or event name or bad data.
@@ -47,12 +49,12 @@ def publish(channel: str, data: Any = None, *, event: str = "message", using: st
 
     validate_channel(channel)
     validate_event_name(event)
-    alias = using or realtime_settings.DATABASE
-    stored = insert_event(alias, channel, event, encode_data(data))
+    alias = realtime_settings.DATABASE
+    stored = insert_event(alias, channel, event, encode_data(data, limit=realtime_settings.MAX_DATA_SIZE))
     get_backend().published(stored, alias)
     return stored
 
 
-async def apublish(channel: str, data: Any = None, *, event: str = "message", using: str | None = None) -> Event:
+async def apublish(channel: str, data: Any = None, *, event: str = "message") -> Event:
     """Publish from async code: :func:`publish` run on Django's sync thread."""
-    return await sync_to_async(publish)(channel, data, event=event, using=using)
+    return await sync_to_async(publish)(channel, data, event=event)

@@ -25,10 +25,7 @@ if TYPE_CHECKING:
 
 
 class SSEResponse(StreamingHttpResponse):
-    """A ``text/event-stream`` response that proxies and gzip leave alone."""
-
-    #: Marks the response for django_realtime.middleware.GZipMiddleware.
-    is_event_stream = True
+    """A ``text/event-stream`` response that proxies leave alone."""
 
     def __init__(self, streaming_content: Iterator[bytes] | AsyncIterator[bytes], **kwargs) -> None:
         super().__init__(streaming_content, content_type="text/event-stream; charset=utf-8", **kwargs)

@@ -35,46 +35,64 @@ def reset_item(reason: str, cursor: int, resume: int, channels: list[str]) -> It
     return Item(resume, "", "reset", data, encode_event(data, event="reset", id=str(resume)))
 
 
-def start_position(hub: Hub, channels: frozenset[str], cursor: int | None) -> tuple[list[Item], int]:
-    """Return a reset event if *cursor* cannot be resumed, and where to start."""
-    try:
-        if cursor is None:
-            return [], hub.horizon
-        if cursor < hub.floor:
-            from .models import PruneMark
+class Follower:
+    """One stream's cursor over the log; its methods touch the database and release it."""
 
-            expired = sorted(
-                PruneMark.objects.using(hub.using)
-                .filter(channel__in=list(channels), pruned_through__gt=cursor)
-                .values_list("channel", flat=True)
+    def __init__(self, hub: Hub, channels: frozenset[str], cursor: int | None) -> None:
+        self.hub = hub
+        self.channels = channels
+        self.position = hub.horizon if cursor is None else cursor
+        #: The highest prune mark already reported with a reset.
+        self.reported = 0
+
+    def start(self) -> list[Item]:
+        """Return a reset if the cursor is newer than anything the log ever held."""
+        horizon = self.hub.horizon
+        if self.position <= horizon:
+            return []
+        try:
+            if self.position <= high_water_mark(self.hub.using):
+                return []  # another process served it; this hub will catch up
+        finally:
+            release_connections()
+        reset = reset_item("unknown", self.position, horizon, sorted(self.channels))
+        self.position = horizon
+        return [reset]
+
+    def catch_up(self) -> list[Item]:
+        """Read the next page from the log, after a reset if retention deleted some of it."""
+        from .models import PruneMark
+
+        try:
+            marks = list(
+                PruneMark.objects.using(self.hub.using)
+                .filter(channel__in=list(self.channels), pruned_through__gt=max(self.position, self.reported))
+                .values_list("channel", "pruned_through")
             )
-            if expired:
-                return [reset_item("expired", cursor, hub.horizon, expired)], hub.horizon
-        elif cursor > hub.horizon and cursor > high_water_mark(hub.using):
-            return [reset_item("unknown", cursor, hub.horizon, sorted(channels))], hub.horizon
-        return [], cursor
-    finally:
-        release_connections()
-
-
-def _read_released(hub: Hub, channels: frozenset[str], cursor: int) -> tuple[list[Item], int]:
-    try:
-        return read_page(hub.using, channels, cursor, hub.horizon)
-    finally:
-        release_connections()
+            items = []
+            if marks:
+                # Events after the cursor are gone: say so, then go on with
+                # every event still stored, so nothing that exists is skipped.
+                self.reported = max(mark for _, mark in marks)
+                items.append(reset_item("expired", self.position, self.position, sorted(c for c, _ in marks)))
+            page, self.position = read_page(self.hub.using, self.channels, self.position, self.hub.horizon)
+            return items + page
+        finally:
+            release_connections()
 
 
 def follow(hub: Hub, channels: frozenset[str], cursor: int | None, keepalive: float) -> Iterator[list[Item]]:
     """Yield batches of events of *channels* after *cursor*, forever."""
-    first, position = start_position(hub, channels, cursor)
+    follower = Follower(hub, channels, cursor)
+    first = follower.start()
     if first:
         yield first
     last_write = time.monotonic()
     while True:
         signal = hub.signal
-        items, position = hub.collect(channels, position)
+        items, follower.position = hub.collect(channels, follower.position)
         if items is None:
-            items, position = _read_released(hub, channels, position)
+            items = follower.catch_up()
         if items:
             yield items
             last_write = time.monotonic()
@@ -91,16 +109,17 @@ async def afollow(
     hub: Hub, channels: frozenset[str], cursor: int | None, keepalive: float
 ) -> AsyncIterator[list[Item]]:
     """Yield batches of events of *channels* after *cursor*, forever, on asyncio."""
-    first, position = await sync_to_async(start_position, thread_sensitive=False)(hub, channels, cursor)
+    follower = Follower(hub, channels, cursor)
+    first = await sync_to_async(follower.start, thread_sensitive=False)()
     if first:
         yield first
     loop = asyncio.get_running_loop()
     last_write = loop.time()
     while True:
         signal = hub.async_signal()
-        items, position = hub.collect(channels, position)
+        items, follower.position = hub.collect(channels, follower.position)
         if items is None:
-            items, position = await sync_to_async(_read_released, thread_sensitive=False)(hub, channels, position)
+            items = await sync_to_async(follower.catch_up, thread_sensitive=False)()
         if items:
             yield items
             last_write = loop.time()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
@@ -14,6 +15,8 @@ from .hub import get_hub, release_connections
 from .names import parse_cursor, validate_channel
 from .responses import SSEResponse, asse_bytes, is_async_request, sse_bytes
 from .streams import afollow, follow
+
+logger = logging.getLogger("django_realtime")
 
 
 def _plain(status: int, message: str) -> HttpResponse:
@@ -57,7 +60,9 @@ def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpRespon
     # a stream must not hold that connection while it waits.
     release_connections()
     if not ready:
-        return _plain(503, f"The event log cannot be read: {hub.error or 'timed out'}")
+        # The cause (hosts, users...) is for the log, not for anonymous clients.
+        logger.error("django_realtime: the event log cannot be read: %s", hub.error or "timed out")
+        return _plain(503, "The event log cannot be read right now; try again later.")
     if cursor is None:  # live from now, not from when the server first pulls the stream
         cursor = hub.horizon
     keepalive = float(realtime_settings.KEEPALIVE)

@@ -65,7 +65,7 @@ class BackendContract:
         return hub
 
     def publish(self, *args, **kwargs):
-        return publish(*args, using=self.alias, **kwargs)
+        return publish(*args, **kwargs)
 
     def in_thread(self, function):
         """Run *function* on a thread with its own connection; return a join() that re-raises."""

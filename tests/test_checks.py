@@ -23,3 +23,8 @@ def test_an_unimportable_authorize_hook_is_an_error():
 def test_djangos_gzip_middleware_is_a_warning(settings):
     settings.MIDDLEWARE = ["django.middleware.gzip.GZipMiddleware", *settings.MIDDLEWARE]
     assert ids() == ["django_realtime.W001"]
+
+
+def test_unknown_settings_keys_are_an_error_not_a_crash():
+    with override_settings(REALTIME={"BAKCEND": "polling"}):
+        assert ids() == ["django_realtime.E003"]

@@ -36,6 +36,12 @@ def test_publish_event_prints_the_new_id():
 
 
 @pytest.mark.django_db
+def test_publish_event_takes_options_between_arguments():
+    run("publish_event", "c", "--event", "e", '"v"')
+    assert (Event.objects.get().event, Event.objects.get().data) == ("e", "v")
+
+
+@pytest.mark.django_db
 def test_publish_event_without_data_publishes_null():
     run("publish_event", "c")
     assert Event.objects.get().data_json == "null"

@@ -13,9 +13,9 @@ from django_realtime.sse import KEEPALIVE
     ("item", "encoded"),
     [
         ("plain\ntext", b"data: plain\ndata: text\n\n"),
-        ({"data": {"a": 1}, "event": "tick", "id": "5"}, b'id: 5\nevent: tick\ndata: {"a": 1}\n\n'),
+        ({"data": {"a": 1}, "event": "tick", "id": "5"}, b'id: 5\nevent: tick\ndata: {"a":1}\n\n'),
         ({"data": "raw"}, b"data: raw\n\n"),
-        ({"data": [1, 2]}, b"data: [1, 2]\n\n"),
+        ({"data": [1, 2]}, b"data: [1,2]\n\n"),
         (ServerEvent(data=None, event="ping"), b"event: ping\ndata: null\n\n"),
         (ServerEvent("x", retry=500), b"retry: 500\n\ndata: x\n\n"),
     ],
@@ -31,6 +31,7 @@ def test_what_a_generator_yields_becomes_sse(item, encoded):
         ({"id": "1\r\nevent: forged", "data": 1}, ValueError),
         ({"data": 1, "colour": "red"}, TypeError),
         (42, TypeError),
+        ({"data": float("nan")}, ValueError),
     ],
 )
 def test_what_cannot_be_sent_safely_is_refused(item, error):
@@ -94,3 +95,11 @@ def test_an_exception_in_the_generator_ends_the_stream_and_is_logged(caplog):
     _, chunks = stream(view)
     assert list(chunks)[1:] == [b"data: before\n\n"]
     assert "boom" in caplog.text
+
+
+def test_an_async_view_is_refused_at_decoration():
+    with pytest.raises(TypeError, match="plain \\(sync\\) generator"):
+
+        @event_stream
+        async def view(request):
+            yield "x"

@@ -152,3 +152,14 @@ def test_hub_is_per_process_and_recreated_after_a_fork(monkeypatch):
     monkeypatch.setattr(module.os, "getpid", lambda: -1)
     assert get_hub() is not hub
     assert isinstance(get_hub(), Hub)
+
+
+def test_buffer_is_bounded_in_bytes_too():
+    with override_settings(REALTIME={**INPROCESS, "BUFFER_BYTES": 10_000}):
+        hub = get_hub()
+        hub.ensure_ready()
+        ids = [publish("a", "x" * 1000).id for n in range(30)]
+        wait_for(hub, ids[-1])
+        assert hub._bytes <= 10_000
+        items, _ = hub.collect(frozenset({"a"}), hub.floor)
+        assert [item.id for item in items] == [i for i in ids if i > hub.floor]

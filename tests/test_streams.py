@@ -114,15 +114,38 @@ def test_a_cursor_from_the_future_gets_a_reset_then_live_events():
     assert [item.id for item in take(batches, 1)] == [live.id]
 
 
-def test_a_cursor_older_than_the_retained_history_gets_a_reset():
+def test_a_cursor_older_than_the_retained_history_gets_a_reset_then_what_is_left():
     ids = [publish("a", n).id for n in range(5)]
     other = publish("b", "kept")
     prune(older_than=None, keep=2)
     hub = ready_hub()
-    (reset,) = next(follow(hub, frozenset({"a", "b"}), ids[0], keepalive=5))
-    assert json.loads(reset.data_json)["reason"] == "expired"
-    assert json.loads(reset.data_json)["channels"] == ["a"]
-    assert reset.id == other.id
+    reset, *rest = next(follow(hub, frozenset({"a", "b"}), ids[0], keepalive=5))
+    assert json.loads(reset.data_json) == {
+        "reason": "expired",
+        "last_event_id": str(ids[0]),
+        "resume_id": str(ids[0]),
+        "channels": ["a"],
+    }
+    assert reset.id == ids[0]
+    assert [item.id for item in rest] == [ids[3], ids[4], other.id]
+
+
+def test_a_stream_that_falls_behind_a_prune_is_told_once():
+    with override_settings(REALTIME={**INPROCESS, "BUFFER_SIZE": 2}):
+        hub = ready_hub()
+        start = hub.horizon
+        ids = [publish("a", n).id for n in range(12)]
+        for _ in range(500):
+            if hub.horizon >= ids[-1]:
+                break
+            hub.signal.wait(0.01)
+        prune(older_than=None, keep=3)
+        batches = follow(hub, frozenset({"a"}), start, keepalive=0.05)
+        got = []
+        while (batch := next(batches)) != []:
+            got += batch
+        assert [item.event for item in got].count("reset") == 1
+        assert [item.id for item in got if item.event != "reset"] == ids[-3:]
 
 
 def test_a_cursor_at_the_prune_mark_still_resumes_without_reset():

@@ -102,4 +102,4 @@ def test_a_log_that_cannot_be_read_gets_503(client, monkeypatch):
     monkeypatch.setattr(Hub, "ensure_ready", lambda self, timeout=10.0: False)
     response = client.get("/events/?channel=chat:a")
     assert response.status_code == 503
-    assert b"The event log cannot be read" in response.content
+    assert response.content == b"The event log cannot be read right now; try again later.\n"

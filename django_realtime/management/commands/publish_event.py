@@ -11,6 +11,12 @@ from django_realtime import publish
 class Command(BaseCommand):
     help = "Publish an event to a channel and print its id. With --stdin, publish one JSON document per line."
 
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        # Let options stand between the arguments: publish_event CH --event E '{"a": 1}'.
+        parser.parse_args = parser.parse_intermixed_args
+        return parser
+
     def add_arguments(self, parser):
         parser.add_argument("channel", help="the channel to publish to, e.g. chat:lobby")
         parser.add_argument("data", nargs="?", help="the event's data as JSON (default: null)")
