@@ -42,6 +42,7 @@ def check_settings(app_configs, **kwargs):
                     id="django_realtime.E002",
                 )
             )
+    errors += _check_backend_fits()
     if "django.middleware.gzip.GZipMiddleware" in settings.MIDDLEWARE:
         errors.append(
             Warning(
@@ -51,3 +52,40 @@ def check_settings(app_configs, **kwargs):
             )
         )
     return errors
+
+
+def _check_backend_fits():
+    """Check that the chosen backend suits the database and the deployment."""
+    from django.db import connections
+
+    from .backends import ALIASES
+
+    backend = ALIASES.get(realtime_settings.BACKEND, realtime_settings.BACKEND)
+    alias = realtime_settings.DATABASE
+    if alias not in connections:
+        return [
+            Error(
+                f"REALTIME['DATABASE'] = {alias!r} is not in DATABASES.",
+                hint="Name the database alias that holds the event log.",
+                id="django_realtime.E004",
+            )
+        ]
+    vendor = connections[alias].vendor
+    if backend == ALIASES["postgres"] and vendor != "postgresql":
+        return [
+            Error(
+                f"The postgres backend needs the event log on PostgreSQL, but {alias!r} is {vendor}.",
+                hint="Use BACKEND 'polling' or 'redis', or move the log to PostgreSQL with REALTIME['DATABASE'].",
+                id="django_realtime.E005",
+            )
+        ]
+    if backend == ALIASES["inprocess"] and not settings.DEBUG:
+        return [
+            Warning(
+                "The inprocess backend wakes streams of the publishing process only; with several "
+                "workers or a publish_event from cron, other processes never see those events live.",
+                hint="Use 'polling' (the default), 'postgres' or 'redis' unless you run exactly one process.",
+                id="django_realtime.W002",
+            )
+        ]
+    return []

@@ -28,3 +28,20 @@ def test_djangos_gzip_middleware_is_a_warning(settings):
 def test_unknown_settings_keys_are_an_error_not_a_crash():
     with override_settings(REALTIME={"BAKCEND": "polling"}):
         assert ids() == ["django_realtime.E003"]
+
+
+def test_the_postgres_backend_on_sqlite_is_an_error():
+    with override_settings(REALTIME={"BACKEND": "postgres"}):
+        assert ids() == ["django_realtime.E005"]
+
+
+def test_an_unknown_log_database_is_an_error():
+    with override_settings(REALTIME={"DATABASE": "nosuch"}):
+        assert ids() == ["django_realtime.E004"]
+
+
+def test_the_inprocess_backend_in_production_is_a_warning():
+    with override_settings(REALTIME={"BACKEND": "inprocess"}, DEBUG=False):
+        assert ids() == ["django_realtime.W002"]
+    with override_settings(REALTIME={"BACKEND": "inprocess"}, DEBUG=True):
+        assert ids() == []
