@@ -35,7 +35,7 @@ def request_cursor(request: HttpRequest) -> int | None:
         value = request.GET.get("lastEventId")
     if value is None or value == "":
         return None
-    return parse_cursor(value.strip())
+    return parse_cursor(value)
 
 
 def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpResponseBase:

@@ -103,3 +103,8 @@ def test_a_log_that_cannot_be_read_gets_503(client, monkeypatch):
     response = client.get("/events/?channel=chat:a")
     assert response.status_code == 503
     assert response.content == b"The event log cannot be read right now; try again later.\n"
+
+
+@pytest.mark.parametrize("cursor", ["1%0D%0A", "%201", "1%E2%80%A8"])
+def test_a_cursor_with_whitespace_is_malformed_too(client, cursor):
+    assert client.get(f"/events/?channel=chat:a&lastEventId={cursor}").status_code == 400
