@@ -16,10 +16,19 @@ PUBLISH = "publish"
 
 
 def authorize(user: Any, channel: str, action: str) -> bool:
-    """Allow subscribing to channels matching a ``PUBLIC_CHANNELS`` pattern; deny the rest."""
-    if action != SUBSCRIBE:
+    """Allow what the patterns allow anyone; deny the rest.
+
+    Subscribing needs a ``PUBLIC_CHANNELS`` pattern, publishing from a client
+    (a WebSocket ``publish``) a ``PUBLISH_CHANNELS`` pattern, which by default
+    there are none of: clients may not publish.
+    """
+    if action == SUBSCRIBE:
+        patterns = realtime_settings.PUBLIC_CHANNELS
+    elif action == PUBLISH:
+        patterns = realtime_settings.PUBLISH_CHANNELS
+    else:
         return False
-    return any(fnmatchcase(channel, pattern) for pattern in realtime_settings.PUBLIC_CHANNELS)
+    return any(fnmatchcase(channel, pattern) for pattern in patterns)
 
 
 def get_authorizer() -> Callable[[Any, str, str], bool]:

@@ -42,6 +42,20 @@ DEFAULTS: dict[str, Any] = {
     "AUTHORIZE": "django_realtime.auth.authorize",
     # fnmatch patterns of channels anyone may subscribe to, for the default AUTHORIZE.
     "PUBLIC_CHANNELS": [],
+    # fnmatch patterns of channels any WebSocket client may publish to, for the default AUTHORIZE.
+    "PUBLISH_CHANNELS": [],
+    # WebSockets: largest client message, in bytes of UTF-8 (larger ones get a too_large error).
+    "WEBSOCKET_MAX_MESSAGE_SIZE": 64 * 1024,
+    # WebSockets: publishes per second one connection may make on average (None: no limit).
+    "WEBSOCKET_PUBLISH_RATE": 10.0,
+    # WebSockets: publishes one connection may make in a burst.
+    "WEBSOCKET_PUBLISH_BURST": 20,
+    # WebSockets: characters of messages queued for one connection, beyond the server's own buffer.
+    "WEBSOCKET_SEND_BUFFER": 256 * 1024,
+    # WebSockets: seconds that queue may stay full before the connection is closed with 4000.
+    "WEBSOCKET_SEND_TIMEOUT": 10.0,
+    # WebSockets: seconds after which a connection is closed with 4001 to be reopened (None: never).
+    "WEBSOCKET_MAX_LIFETIME": None,
 }
 
 

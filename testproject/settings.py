@@ -75,6 +75,8 @@ STATIC_URL = "static/"
 REALTIME = {
     "BACKEND": os.environ.get("REALTIME_BACKEND", "polling"),
     "PUBLIC_CHANNELS": ["chat:*", "demo:*"],
+    # WebSocket clients may publish to the chat rooms, and only there.
+    "PUBLISH_CHANNELS": ["chat:*"],
 }
 if REALTIME["BACKEND"] == "redis":
     REALTIME["OPTIONS"] = {"url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}

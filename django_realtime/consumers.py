@@ -1,0 +1,275 @@
+"""The WebSocket endpoint: the protocol of docs/websocket.md on the same log and hub as SSE.
+
+Each subscription is one ``afollow`` loop over the hub (replay after
+``last_id``, then live, with no gap and no duplicate), writing into the
+connection's bounded :class:`~django_realtime.limits.Outbox`; one sender task
+hands the outbox to the server, under daphne only while Twisted's write
+buffer has room.  A client that leaves the outbox full for
+``WEBSOCKET_SEND_TIMEOUT`` seconds is closed with 4000 and resumes from its
+last ids.  The ORM is used only on worker threads, whose connections are
+closed after each call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db import DatabaseError
+
+from . import protocol
+from .auth import PUBLISH, SUBSCRIBE, get_authorizer
+from .conf import realtime_settings
+from .exceptions import EventTooLarge, InvalidChannelName, InvalidCursor, InvalidEventData, InvalidEventName
+from .hub import get_hub, release_connections
+from .limits import Outbox, TokenBucket
+from .names import parse_cursor, validate_channel, validate_event_name
+from .publishing import publish
+from .streams import afollow
+from .transport import adapt_connection
+
+if TYPE_CHECKING:
+    from .hub import Hub, Item
+
+logger = logging.getLogger("django_realtime")
+
+
+def _released(func: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return func(*args, **kwargs)
+    finally:
+        release_connections()
+
+
+async def run_released(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run *func* on a worker thread and close that thread's database connections after it."""
+    return await sync_to_async(_released, thread_sensitive=False)(func, *args, **kwargs)
+
+
+@lru_cache(maxsize=256)
+def _event_text(id: int, channel: str, event: str, data_json: str) -> str:
+    # One str per event, shared by every connection that has it queued.
+    return protocol.event(channel, str(id), event, data_json)
+
+
+def event_text(item: Item) -> str:
+    """Return the WebSocket message of a hub item (the reset item of ``afollow`` has no channel)."""
+    return _event_text(item.id, item.channel, item.event, item.data_json)
+
+
+def reset_text(channel: str, item: Item) -> str:
+    """Turn ``afollow``'s reset item into the WebSocket ``reset`` message of *channel*."""
+    fields = json.loads(item.data_json)
+    return protocol.reset(channel, fields["reason"], fields["last_event_id"], fields["resume_id"])
+
+
+class RealtimeConsumer(AsyncWebsocketConsumer):
+    """Serve subscribe, unsubscribe, publish and ping over one WebSocket."""
+
+    hub: Hub
+    outbox: Outbox
+
+    async def connect(self) -> None:
+        self.user = self.scope.get("user")
+        if self.user is None:  # no AuthMiddlewareStack: ask the hook as anonymous
+            from django.contrib.auth.models import AnonymousUser
+
+            self.user = AnonymousUser()
+        self.subscriptions: dict[str, asyncio.Task[None]] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.closing = False
+        self.hub = get_hub()
+        ready = self.hub.ensure_ready(0) or await sync_to_async(self.hub.ensure_ready, thread_sensitive=False)()
+        await self.accept()
+        if not ready:
+            logger.warning("django_realtime closes a WebSocket: the event log cannot be read: %s", self.hub.error)
+            self.closing = True
+            await self.close(protocol.CLOSE_UNAVAILABLE)
+            return
+        self.outbox = Outbox(int(realtime_settings.WEBSOCKET_SEND_BUFFER))
+        self.writable = adapt_connection(self.base_send)
+        rate = realtime_settings.WEBSOCKET_PUBLISH_RATE
+        loop = asyncio.get_running_loop()
+        self.bucket = None
+        if rate is not None:
+            self.bucket = TokenBucket(rate, realtime_settings.WEBSOCKET_PUBLISH_BURST, loop.time())
+        self._start(self._send_loop())
+        lifetime = realtime_settings.WEBSOCKET_MAX_LIFETIME
+        if lifetime:
+            self.lifetime = loop.call_later(lifetime, self.shut, protocol.CLOSE_LIFETIME)
+
+    async def disconnect(self, code: int) -> None:
+        self.closing = True
+        if hasattr(self, "lifetime"):
+            self.lifetime.cancel()
+        tasks = [*self.tasks, *self.subscriptions.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # Sending ----------------------------------------------------------------
+
+    def _start(self, coroutine: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("django_realtime WebSocket task failed", exc_info=task.exception())
+            self.shut(protocol.CLOSE_UNAVAILABLE)
+
+    async def _send_loop(self) -> None:
+        while True:
+            text = await self.outbox.get()
+            if self.writable is not None:
+                await self.writable.wait()
+            await self.base_send({"type": "websocket.send", "text": text})
+
+    async def put(self, text: str) -> bool:
+        """Queue *text* for the client; close as a slow consumer if no room comes in time."""
+        if self.closing:
+            return False
+        if self.outbox.put_nowait(text):
+            return True
+        try:
+            async with asyncio.timeout(realtime_settings.WEBSOCKET_SEND_TIMEOUT):
+                await self.outbox.put(text)
+        except TimeoutError:
+            logger.info("django_realtime closes a WebSocket that does not read fast enough (4000)")
+            self.shut(protocol.CLOSE_SLOW_CONSUMER)
+            return False
+        return True
+
+    def shut(self, code: int) -> None:
+        """Stop every task of the connection but the caller's and close with *code*."""
+        if self.closing:
+            return
+        self.closing = True
+        current = asyncio.current_task()
+        for task in [*self.tasks, *self.subscriptions.values()]:
+            if task is not current:
+                task.cancel()
+        self._start(self.close(code))
+
+    # Receiving --------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return
+        if text_data is None:
+            await self.put(protocol.error(protocol.BAD_MESSAGE, "binary frames are not part of the protocol"))
+            return
+        reply: str | None = None
+        try:
+            request = protocol.parse(text_data, int(realtime_settings.WEBSOCKET_MAX_MESSAGE_SIZE))
+            if isinstance(request, protocol.Subscribe):
+                await self.subscribe(request)
+            elif isinstance(request, protocol.Unsubscribe):
+                reply = await self.unsubscribe(request)
+            elif isinstance(request, protocol.Publish):
+                reply = await self.publish(request)
+            else:
+                reply = protocol.pong(request.ref)
+        except protocol.ProtocolError as exc:
+            reply = exc.reply()
+        if reply is not None:
+            await self.put(reply)
+
+    async def authorize(self, channel: str, action: str) -> bool:
+        """Ask the ``AUTHORIZE`` hook, on a worker thread: it may query the database."""
+        return bool(await run_released(get_authorizer(), self.user, channel, action))
+
+    async def subscribe(self, request: protocol.Subscribe) -> None:
+        channel = _valid_channel(request.channel, request.ref)
+        try:
+            cursor = parse_cursor(request.last_id) if request.last_id is not None else None
+        except InvalidCursor as exc:
+            raise protocol.ProtocolError(protocol.BAD_MESSAGE, f"last_id: {exc}", request.ref) from None
+        if channel in self.subscriptions:
+            raise protocol.ProtocolError(protocol.ALREADY_SUBSCRIBED, f"already subscribed to {channel}", request.ref)
+        limit = realtime_settings.MAX_CHANNELS
+        if len(self.subscriptions) >= limit:
+            raise protocol.ProtocolError(
+                protocol.TOO_MANY_CHANNELS, f"at most {limit} subscriptions per connection", request.ref
+            )
+        if not await self.authorize(channel, SUBSCRIBE):
+            raise protocol.ProtocolError(protocol.FORBIDDEN, f"not allowed to subscribe to {channel}", request.ref)
+        # Without last_id, start at the hub's horizon: every event after it
+        # is delivered, and the client holds a cursor before any event arrives.
+        position = cursor if cursor is not None else self.hub.horizon
+        # Queued here, not returned: it must precede the subscription's first event.
+        if not await self.put(protocol.subscribed(channel, str(position), request.ref)):
+            return
+        task = asyncio.create_task(self._follow(channel, position))
+        self.subscriptions[channel] = task
+        task.add_done_callback(lambda done: self._forget(channel, done))
+
+    def _forget(self, channel: str, task: asyncio.Task[None]) -> None:
+        if self.subscriptions.get(channel) is task:
+            del self.subscriptions[channel]
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("django_realtime subscription to %s failed", channel, exc_info=task.exception())
+            self.shut(protocol.CLOSE_UNAVAILABLE)
+
+    async def _follow(self, channel: str, cursor: int) -> None:
+        batches = afollow(self.hub, frozenset({channel}), cursor, float(realtime_settings.KEEPALIVE))
+        try:
+            async for batch in batches:
+                for item in batch:
+                    text = event_text(item) if item.channel else reset_text(channel, item)
+                    if not await self.put(text):
+                        return
+        finally:
+            await batches.aclose()
+
+    async def unsubscribe(self, request: protocol.Unsubscribe) -> str:
+        channel = _valid_channel(request.channel, request.ref)
+        task = self.subscriptions.pop(channel, None)
+        if task is None:
+            raise protocol.ProtocolError(protocol.NOT_SUBSCRIBED, f"not subscribed to {channel}", request.ref)
+        task.cancel()
+        # Wait for the loop to end, so that no event of the channel follows the reply.
+        await asyncio.gather(task, return_exceptions=True)
+        return protocol.unsubscribed(channel, request.ref)
+
+    async def publish(self, request: protocol.Publish) -> str:
+        channel = _valid_channel(request.channel, request.ref)
+        event = request.event if request.event is not None else "message"
+        try:
+            validate_event_name(event)
+        except InvalidEventName as exc:
+            raise protocol.ProtocolError(protocol.BAD_MESSAGE, str(exc), request.ref) from None
+        if self.bucket is not None and not self.bucket.take(asyncio.get_running_loop().time()):
+            rate = realtime_settings.WEBSOCKET_PUBLISH_RATE
+            raise protocol.ProtocolError(
+                protocol.RATE_LIMITED, f"more than {rate:g} publishes per second; wait and retry", request.ref
+            )
+        if not await self.authorize(channel, PUBLISH):
+            raise protocol.ProtocolError(protocol.FORBIDDEN, f"not allowed to publish to {channel}", request.ref)
+        try:
+            stored = await run_released(publish, channel, request.data, event=event)
+        except EventTooLarge as exc:
+            raise protocol.ProtocolError(protocol.TOO_LARGE, str(exc), request.ref) from None
+        except InvalidEventData as exc:
+            raise protocol.ProtocolError(protocol.BAD_MESSAGE, str(exc), request.ref) from None
+        except DatabaseError:
+            logger.exception("django_realtime could not store an event published over a WebSocket")
+            raise protocol.ProtocolError(
+                protocol.UNAVAILABLE, "the event could not be stored; try again later", request.ref
+            ) from None
+        return protocol.ack(str(stored.id), channel, request.ref)
+
+
+def _valid_channel(name: str, ref: protocol.Ref) -> str:
+    try:
+        return validate_channel(name)
+    except InvalidChannelName as exc:
+        raise protocol.ProtocolError(protocol.INVALID_CHANNEL, str(exc), ref) from None

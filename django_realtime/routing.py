@@ -1,0 +1,12 @@
+"""WebSocket URLs: ``URLRouter(django_realtime.routing.websocket_urlpatterns)`` serves ``/ws/``.
+
+To serve the endpoint elsewhere, route to the consumer yourself::
+
+    URLRouter([path("live/", RealtimeConsumer.as_asgi())])
+"""
+
+from django.urls import path
+
+from .consumers import RealtimeConsumer
+
+websocket_urlpatterns = [path("ws/", RealtimeConsumer.as_asgi(), name="realtime-websocket")]

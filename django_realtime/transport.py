@@ -1,0 +1,107 @@
+"""What the consumer learns and changes about its connection beyond ASGI: daphne's write buffer and close codes.
+
+ASGI gives an application no way to know whether the client reads what it
+is sent, and daphne's ``send()`` never waits: it hands each message to
+Twisted, whose transport appends it to a write buffer without limit.
+Measured here: one client that stopped reading grew a daphne process by
+240 MB in ten seconds (docs/websocket.md).  Under daphne, then, the consumer
+reaches the connection's Twisted transport and takes part in Twisted's
+documented producer/consumer flow control: the transport calls
+``pauseProducing()`` when its buffer passes ``bufferSize`` (64 KiB) and
+``resumeProducing()`` once it has drained, and the consumer hands over
+nothing in between.
+
+Daphne's WebSocket library (autobahn) also drops the TCP connection without
+a close frame when a client breaks a limit, so a client sees 1006 where
+RFC 6455 (section 7.4.1) has 1009 for a message too big; the consumer asks
+it to send the close frame.
+
+Under other servers nothing is changed: the package's outbox still bounds
+what it holds, and a server whose ``send()`` waits for the network (such as
+uvicorn's websockets-based one) bounds its own buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import Any
+
+logger = logging.getLogger("django_realtime")
+
+
+class WriteGate:
+    """An IPushProducer that opens and shuts with the room in a Twisted transport's write buffer.
+
+    It takes over the transport's producer slot and passes every call on to
+    the producer it found there (daphne leaves the upgraded connection's
+    ``HTTPChannel`` registered), so Twisted behaves exactly as before.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.open = asyncio.Event()
+        self.previous = transport.producer
+        if self.previous is not None and not transport.streamingProducer:
+            raise TypeError("the transport has a pull producer; its write buffer cannot be watched")
+        if not getattr(transport, "producerPaused", False):
+            self.open.set()
+        if self.previous is not None:
+            transport.unregisterProducer()
+        transport.registerProducer(self, True)
+
+    def pauseProducing(self) -> None:
+        self.open.clear()
+        if self.previous is not None:
+            self.previous.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.open.set()
+        if self.previous is not None:
+            self.previous.resumeProducing()
+
+    def stopProducing(self) -> None:
+        # The connection is gone: let the sender run on into the server,
+        # which drops messages for closed connections.
+        self.open.set()
+        if self.previous is not None:
+            self.previous.stopProducing()
+
+
+def daphne_protocol(send: Any) -> Any:
+    """Return daphne's protocol object behind an ASGI ``send`` callable, or None for other servers."""
+    for _ in range(8):
+        if isinstance(send, functools.partial):
+            # daphne.server.Server.create_application passes partial(self.handle_reply, protocol).
+            owner = getattr(send.func, "__self__", None)
+            if type(owner).__module__ != "daphne.server" or len(send.args) != 1:
+                return None
+            return send.args[0]
+        # Channels' session middleware (in AuthMiddlewareStack) wraps send in
+        # a method of an InstanceSessionWrapper, which keeps the original.
+        send = getattr(getattr(send, "__self__", None), "real_send", None)
+        if send is None:
+            return None
+    return None
+
+
+def adapt_connection(send: Any) -> asyncio.Event | None:
+    """Adapt a daphne connection; return an event set while its write buffer has room.
+
+    Return None when the buffer cannot be watched: under another server, or
+    when middleware other than Channels' session middleware wraps ``send``.
+    """
+    protocol = daphne_protocol(send)
+    if protocol is None:
+        return None
+    if hasattr(protocol, "failByDrop"):
+        protocol.failByDrop = False  # send 1009 (and other RFC 6455 codes) before closing
+    transport = getattr(protocol, "transport", None)
+    if transport is None or not hasattr(transport, "registerProducer"):
+        return None
+    try:
+        return WriteGate(transport).open
+    except (TypeError, RuntimeError) as exc:
+        logger.warning("django_realtime cannot watch this connection's write buffer: %s", exc)
+        return None

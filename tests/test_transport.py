@@ -1,0 +1,136 @@
+import asyncio
+import functools
+
+import pytest
+from daphne.server import Server
+
+from django_realtime.transport import WriteGate, adapt_connection, daphne_protocol
+
+
+class Producer:
+    def __init__(self):
+        self.calls = []
+
+    def pauseProducing(self):
+        self.calls.append("pause")
+
+    def resumeProducing(self):
+        self.calls.append("resume")
+
+    def stopProducing(self):
+        self.calls.append("stop")
+
+
+class Transport:
+    """The producer slot of twisted.internet.abstract.FileDescriptor."""
+
+    def __init__(self, producer=None, paused=False):
+        self.producer = producer
+        self.streamingProducer = producer is not None
+        self.producerPaused = paused
+
+    def registerProducer(self, producer, streaming):
+        if self.producer is not None:
+            raise RuntimeError("Cannot register producer, because producer was never unregistered.")
+        self.producer, self.streamingProducer = producer, streaming
+
+    def unregisterProducer(self):
+        self.producer = None
+
+
+class Protocol:
+    """The attributes of autobahn's WebSocketServerProtocol that matter here."""
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.failByDrop = True
+
+
+def daphne_send(protocol):
+    server = object.__new__(Server)  # Server() itself needs endpoints
+    return functools.partial(server.handle_reply, protocol)
+
+
+def test_write_gate_follows_the_transport_and_passes_calls_on_to_the_producer_it_replaced():
+    async def main():
+        previous = Producer()
+        transport = Transport(previous)
+        gate = WriteGate(transport)
+        assert transport.producer is gate and transport.streamingProducer
+        assert gate.open.is_set()
+        gate.pauseProducing()
+        assert not gate.open.is_set()
+        gate.resumeProducing()
+        assert gate.open.is_set()
+        gate.pauseProducing()
+        gate.stopProducing()
+        assert gate.open.is_set(), "a closed connection must not leave the sender waiting"
+        assert previous.calls == ["pause", "resume", "pause", "stop"]
+
+    asyncio.run(main())
+
+
+def test_write_gate_starts_shut_when_the_buffer_is_already_full():
+    async def main():
+        gate = WriteGate(Transport(Producer(), paused=True))
+        assert not gate.open.is_set()
+        gate.resumeProducing()
+        assert gate.open.is_set()
+
+    asyncio.run(main())
+
+
+def test_write_gate_works_without_a_previous_producer():
+    async def main():
+        transport = Transport()
+        gate = WriteGate(transport)
+        gate.pauseProducing()
+        gate.resumeProducing()
+        assert transport.producer is gate and gate.open.is_set()
+
+    asyncio.run(main())
+
+
+def test_daphne_protocol_is_found_through_channels_session_wrapper():
+    from channels.sessions import InstanceSessionWrapper
+
+    protocol = Protocol(Transport(Producer()))
+    send = daphne_send(protocol)
+    assert daphne_protocol(send) is protocol
+    wrapper = object.__new__(InstanceSessionWrapper)
+    wrapper.real_send = send
+    assert daphne_protocol(wrapper.send) is protocol
+
+
+async def other_send(message):
+    pass
+
+
+@pytest.mark.parametrize(
+    "send",
+    [other_send, functools.partial(other_send), functools.partial(Producer().pauseProducing, 1), object()],
+    ids=["function", "partial", "foreign-partial", "object"],
+)
+def test_other_servers_are_left_alone(send):
+    assert daphne_protocol(send) is None
+    assert adapt_connection(send) is None
+
+
+def test_a_daphne_connection_gets_a_write_gate_and_sends_close_codes():
+    async def main():
+        protocol = Protocol(Transport(Producer()))
+        writable = adapt_connection(daphne_send(protocol))
+        assert writable is protocol.transport.producer.open
+        assert protocol.failByDrop is False
+
+    asyncio.run(main())
+
+
+def test_adapting_gives_up_with_a_warning_when_the_slot_holds_a_pull_producer(caplog):
+    async def main():
+        protocol = Protocol(Transport(Producer()))
+        protocol.transport.streamingProducer = False
+        assert adapt_connection(daphne_send(protocol)) is None
+        assert "cannot watch" in caplog.text
+
+    asyncio.run(main())
