@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from django.conf import settings
 from django.core.checks import Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
@@ -26,7 +28,7 @@ def check_settings(app_configs, **kwargs):
         errors.append(
             Error(
                 f"REALTIME['BACKEND'] cannot be loaded: {exc}",
-                hint="Use 'polling', 'inprocess' or a dotted path to a BaseBackend subclass.",
+                hint="Use 'polling', 'inprocess', 'postgres', 'redis' or a dotted path to a BaseBackend subclass.",
                 id="django_realtime.E001",
             )
         )
@@ -70,6 +72,17 @@ def _check_backend_fits():
                 id="django_realtime.E004",
             )
         ]
+    drivers = {ALIASES["postgres"]: ("psycopg", "postgres"), ALIASES["redis"]: ("redis", "redis")}
+    if backend in drivers:
+        module, extra = drivers[backend]
+        if importlib.util.find_spec(module) is None:
+            return [
+                Error(
+                    f"The {extra} backend needs the {module} package, which is not installed.",
+                    hint=f"pip install 'django-realtime[{extra}]'",
+                    id="django_realtime.E006",
+                )
+            ]
     vendor = connections[alias].vendor
     if backend == ALIASES["postgres"] and vendor != "postgresql":
         return [

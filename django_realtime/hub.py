@@ -23,7 +23,7 @@ from django.db import connections
 from django.db.models import Max
 
 from .conf import realtime_settings
-from .log import PAGE, Tailer, tailer_for
+from .log import Tailer, read_rows, tailer_for
 from .sse import encode_event
 
 if TYPE_CHECKING:
@@ -57,16 +57,9 @@ def release_connections() -> None:
 
 def read_page(using: str, channels: Iterable[str], after: int, upto: int) -> tuple[list[Item], int]:
     """Read stored events of *channels* in (after, upto]; return them and the new cursor."""
-    from .models import Event
-
-    rows = list(
-        Event.objects.using(using)
-        .filter(channel__in=list(channels), id__gt=after, id__lte=upto)
-        .order_by("id")
-        .values_list("id", "channel", "event", "data_json")[:PAGE]
-    )
+    rows, complete = read_rows(using, after, upto=upto, channels=channels)
     items = [make_item(*row) for row in rows]
-    return items, (items[-1].id if len(items) == PAGE else upto)
+    return items, (upto if complete else items[-1].id)
 
 
 def high_water_mark(using: str) -> int:
@@ -135,7 +128,7 @@ class Hub:
                     self._read_new()
                 else:
                     self._tailer = tailer_for(self.using)
-                    self.horizon = self.floor = self._tailer.start_horizon()
+                    self.horizon = self.floor = self._tailer.start_horizon(lambda: self._stopping)
                     self.backend.start(self)
                     self._ready.set()
                 if prune_every and time.monotonic() >= next_prune:
@@ -168,19 +161,14 @@ class Hub:
     # Reading --------------------------------------------------------------
 
     def _read_new(self) -> None:
-        while True:
-            rows = self._tailer.read(self.horizon)
-            if not rows:
-                return
+        while rows := self._tailer.read(self.horizon):
             self._append([make_item(*row) for row in rows])
-            if len(rows) < PAGE:
-                return
 
     def _append(self, items: list[Item]) -> None:
         with self._lock:
             self._ids.extend(item.id for item in items)
             self._items.extend(items)
-            self._bytes += sum(len(item.sse) + len(item.data_json) for item in items)
+            self._bytes += sum(_size(item) for item in items)
             self.horizon = items[-1].id
             if len(self._ids) > 2 * self.buffer_size or self._bytes > self.buffer_bytes:
                 self._trim()
@@ -196,9 +184,9 @@ class Hub:
     def _trim(self) -> None:
         """Drop the oldest events, down to BUFFER_SIZE events and half of BUFFER_BYTES."""
         cut = max(0, len(self._ids) - self.buffer_size)
-        dropped = sum(len(item.sse) + len(item.data_json) for item in self._items[:cut])
+        dropped = sum(_size(item) for item in self._items[:cut])
         while cut < len(self._items) and self._bytes - dropped > self.buffer_bytes // 2:
-            dropped += len(self._items[cut].sse) + len(self._items[cut].data_json)
+            dropped += _size(self._items[cut])
             cut += 1
         if cut:
             self.floor = self._ids[cut - 1]
@@ -239,6 +227,11 @@ class Hub:
             return found, self.horizon
 
 
+def _size(item: Item) -> int:
+    # The SSE bytes hold the data once in UTF-8; the JSON text about as much again.
+    return 2 * len(item.sse)
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -254,10 +247,11 @@ def get_hub() -> Hub:
     global _hub, _hub_pid
     with _hub_lock:
         if _hub is None or _hub_pid != os.getpid():
-            from .backends import get_backend
+            from .backends import load_backend
 
+            # A backend of its own: its listener lives and dies with this hub.
             _hub = Hub(
-                get_backend(),
+                load_backend(realtime_settings.BACKEND, realtime_settings.OPTIONS),
                 using=realtime_settings.DATABASE,
                 buffer_size=realtime_settings.BUFFER_SIZE,
                 buffer_bytes=realtime_settings.BUFFER_BYTES,

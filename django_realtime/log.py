@@ -24,10 +24,14 @@ from typing import TYPE_CHECKING
 from django.db import connections
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from .models import Event
 
-#: Rows read from the log in one query.
+#: Rows read from the log in one query, at most...
 PAGE = 500
+#: ...and about this many bytes of event data.
+PAGE_BYTES = 1024 * 1024
 #: Key of the advisory lock publishers hold on PostgreSQL (pg_advisory_xact_lock_shared(int, int)).
 LOCK_KEY = (0x7265616C, 1)  # b"real"
 #: Seconds between two re-reads while a gap is unresolved.
@@ -63,13 +67,33 @@ def insert_event(using: str, channel: str, event: str, data_json: str) -> Event:
     return stored
 
 
-def _read_after(using: str, horizon: int, upto: int | None = None) -> list[Row]:
+def read_rows(
+    using: str, after: int, *, upto: int | None = None, channels: Iterable[str] | None = None
+) -> tuple[list[Row], bool]:
+    """Return stored rows after *after* in id order, and whether they are all there are (up to *upto*).
+
+    A read stops at PAGE rows or once it holds PAGE_BYTES of data, so a
+    backlog of large events never lands in memory at once.
+    """
     from .models import Event
 
-    rows = Event.objects.using(using).filter(id__gt=horizon)
+    query = Event.objects.using(using).filter(id__gt=after)
     if upto is not None:
-        rows = rows.filter(id__lte=upto)
-    return list(rows.order_by("id").values_list("id", "channel", "event", "data_json")[:PAGE])
+        query = query.filter(id__lte=upto)
+    if channels is not None:
+        query = query.filter(channel__in=list(channels))
+    rows: list[Row] = []
+    size = 0
+    for row in query.order_by("id").values_list("id", "channel", "event", "data_json")[:PAGE].iterator(50):
+        rows.append(row)
+        size += len(row[3])
+        if size >= PAGE_BYTES:
+            return rows, False
+    return rows, len(rows) < PAGE
+
+
+def _read_after(using: str, horizon: int) -> list[Row]:
+    return read_rows(using, horizon)[0]
 
 
 def _unbroken(rows: list[Row], horizon: int, settled: int = 0) -> list[Row]:
@@ -88,8 +112,8 @@ class Tailer:
     def __init__(self, using: str) -> None:
         self.using = using
 
-    def start_horizon(self) -> int:
-        """Return an id that every earlier event is visible or dead below: where a hub starts."""
+    def start_horizon(self, stopping: Callable[[], bool] = bool) -> int:
+        """Return an id below which every event is visible or dead: where a hub starts."""
         from .hub import high_water_mark
 
         return high_water_mark(self.using)
@@ -158,12 +182,14 @@ class PostgresTailer(GapTailer):
             cursor.execute(self._HOLDERS, list(LOCK_KEY))
             return {row[0] for row in cursor.fetchall()}
 
-    def start_horizon(self) -> int:
+    def start_horizon(self, stopping: Callable[[], bool] = bool) -> int:
         # An id below the newest may still be in flight, held by a publisher
         # that took the lock before we read the newest id: wait for those.
         newest = super().start_horizon()
         in_flight = self._holders()
         while in_flight:
+            if stopping():
+                raise RuntimeError("stopped while waiting for publishing transactions to end")
             time.sleep(GAP_RECHECK)
             in_flight &= self._holders()
         return newest

@@ -64,19 +64,21 @@ class Follower:
         from .models import PruneMark
 
         try:
+            # Read first, then look for prune marks above where we were: a
+            # prune that lands between the two gives a reset, never a silent gap.
+            start = self.position
+            page, self.position = read_page(self.hub.using, self.channels, start, self.hub.horizon)
             marks = list(
                 PruneMark.objects.using(self.hub.using)
-                .filter(channel__in=list(self.channels), pruned_through__gt=max(self.position, self.reported))
+                .filter(channel__in=list(self.channels), pruned_through__gt=max(start, self.reported))
                 .values_list("channel", "pruned_through")
             )
-            items = []
-            if marks:
-                # Events after the cursor are gone: say so, then go on with
-                # every event still stored, so nothing that exists is skipped.
-                self.reported = max(mark for _, mark in marks)
-                items.append(reset_item("expired", self.position, self.position, sorted(c for c, _ in marks)))
-            page, self.position = read_page(self.hub.using, self.channels, self.position, self.hub.horizon)
-            return items + page
+            if not marks:
+                return page
+            # Events after the cursor are gone: say so, then go on with
+            # every event still stored, so nothing that exists is skipped.
+            self.reported = max(mark for _, mark in marks)
+            return [reset_item("expired", start, start, sorted(c for c, _ in marks)), *page]
         finally:
             release_connections()
 

@@ -11,7 +11,6 @@ import pytest
 from django.db import connections, transaction
 
 from django_realtime import publish
-from django_realtime.backends import get_backend
 from django_realtime.hub import get_hub
 from django_realtime.streams import follow
 from tests import services
@@ -207,10 +206,9 @@ class BackendContract:
 
     def test_stop_ends_the_listener(self):
         hub = self.ready_hub()
+        listening = getattr(hub.backend, "listening", threading.Event())
         hub.stop()
-        assert not getattr(get_backend(), "listening", threading.Event()).is_set() or wait_until(
-            lambda: not get_backend().listening.is_set(), message="listener stopped"
-        )
+        wait_until(lambda: not listening.is_set(), message="listener stopped")
 
 
 class InProcessContract(BackendContract):
@@ -249,7 +247,7 @@ class TestPostgres(BackendContract):
 
     def test_the_listener_comes_back_after_its_connection_is_terminated(self):
         hub = self.ready_hub()
-        backend = get_backend()
+        backend = hub.backend
         wait_until(backend.listening.is_set, message="listening")
         batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=5)
         with connections[self.alias].cursor() as cursor:
@@ -264,6 +262,15 @@ class TestPostgres(BackendContract):
         event_id = self.publish_elsewhere("c", '"after"')
         assert [item.id for item in take(batches, 1)] == [event_id]
 
+    def test_a_listener_on_another_database_is_refused_and_the_hub_polls(self, settings, caplog):
+        settings.REALTIME = {**settings.REALTIME, "OPTIONS": {"dsn": "postgresql://postgres@127.0.0.1:5432/test"}}
+        hub = self.ready_hub()
+        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=5)
+        event_id = self.publish_elsewhere("c", '"polled"')
+        assert [item.id for item in take(batches, 1)] == [event_id]
+        assert not hub.backend.listening.is_set()
+        assert "but the event log is in" in caplog.text
+
 
 @POSTGRES_DB
 class TestRedisOnPostgres(BackendContract):
@@ -276,7 +283,7 @@ class TestRedisOnPostgres(BackendContract):
         import redis
 
         hub = self.ready_hub()
-        backend = get_backend()
+        backend = hub.backend
         wait_until(backend.listening.is_set, message="listening")
         batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=5)
         killed = redis.Redis.from_url(services.REDIS_URL).client_kill_filter(_type="pubsub")

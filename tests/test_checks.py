@@ -45,3 +45,12 @@ def test_the_inprocess_backend_in_production_is_a_warning():
         assert ids() == ["django_realtime.W002"]
     with override_settings(REALTIME={"BACKEND": "inprocess"}, DEBUG=True):
         assert ids() == []
+
+
+def test_a_backend_whose_driver_is_missing_is_an_error(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "redis" else find_spec(name, *a))
+    with override_settings(REALTIME={"BACKEND": "redis"}):
+        assert ids() == ["django_realtime.E006"]

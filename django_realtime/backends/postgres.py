@@ -28,7 +28,8 @@ logger = logging.getLogger("django_realtime")
 
 #: The LISTEN channel's name.
 CHANNEL = "django_realtime"
-_CONNINFO_KEYS = {"dbname", "user", "password", "host", "port", "sslmode", "sslrootcert", "sslcert", "sslkey"}
+#: Connection parameters of Django's that are not libpq's.
+_NOT_CONNINFO = {"cursor_factory", "context", "prepare_threshold", "client_encoding"}
 
 
 class PostgresBackend(BaseBackend):
@@ -41,6 +42,7 @@ class PostgresBackend(BaseBackend):
         self.listening = threading.Event()
         self._stopping = threading.Event()
         self._connection = None
+        self._log_database = ""
 
     @property
     def poll_interval(self) -> float | None:  # type: ignore[override]
@@ -65,11 +67,16 @@ class PostgresBackend(BaseBackend):
         if self.dsn:
             return self.dsn
         params = connections[self.database or realtime_settings.DATABASE].get_connection_params()
-        return psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if k in _CONNINFO_KEYS})
+        return psycopg.conninfo.make_conninfo(
+            **{k: v for k, v in params.items() if k not in _NOT_CONNINFO and isinstance(v, (str, int))}
+        )
 
     def start(self, hub: Hub) -> None:
         self._stopping.clear()
         conninfo = self.conninfo()
+        with connections[hub.using].cursor() as cursor:
+            cursor.execute("SELECT current_database()")
+            self._log_database = cursor.fetchone()[0]
         thread = threading.Thread(target=self._listen, args=(hub, conninfo), name="django-realtime-listen", daemon=True)
         thread.start()
 
@@ -91,6 +98,13 @@ class PostgresBackend(BaseBackend):
             try:
                 with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as connection:
                     self._connection = connection
+                    (database,) = connection.execute("SELECT current_database()").fetchone()
+                    if database != self._log_database:
+                        # NOTIFY reaches listeners of the same database only.
+                        raise RuntimeError(
+                            f"the listener's connection reaches database {database!r}, "
+                            f"but the event log is in {self._log_database!r}"
+                        )
                     connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
                     self.listening.set()
                     backoff = 0.1

@@ -27,9 +27,12 @@ CHANNEL = "django_realtime"
 class RedisBackend(BaseBackend):
     """Publish after commit; subscribe on one connection per process."""
 
-    def __init__(self, url: str = "redis://127.0.0.1:6379/0", fallback_interval: float = 1.0) -> None:
+    def __init__(
+        self, url: str = "redis://127.0.0.1:6379/0", fallback_interval: float = 1.0, channel: str = CHANNEL
+    ) -> None:
         self.url = url
         self.fallback_interval = fallback_interval
+        self.channel = channel
         self.listening = threading.Event()
         self._stopping = threading.Event()
         self._client = None
@@ -41,14 +44,20 @@ class RedisBackend(BaseBackend):
     def _redis(self):
         if self._client is None:
             import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
 
-            self._client = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+            # notify() runs when the publisher's transaction commits: a Redis
+            # that is down must cost it half a second at most, not retries.
+            self._client = redis.Redis.from_url(
+                self.url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+            )
         return self._client
 
     def notify(self, channel: str, event_id: int) -> None:
         hub_module.poke_local_hub()
         try:
-            self._redis().publish(CHANNEL, f"{channel} {event_id}")
+            self._redis().publish(self.channel, f"{channel} {event_id}")
         except Exception:
             # The event is safely in the log; other processes read it when
             # their fallback polling or their next wake-up comes.
@@ -70,7 +79,7 @@ class RedisBackend(BaseBackend):
             client = redis.Redis.from_url(self.url, socket_timeout=None, socket_connect_timeout=5)
             pubsub = client.pubsub()
             try:
-                pubsub.subscribe(CHANNEL)
+                pubsub.subscribe(self.channel)
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message is None:
