@@ -2,7 +2,8 @@
 
 Environment: DATABASE_URL (default: a SQLite file beside manage.py),
 REALTIME_BACKEND (polling, the default; postgres; redis), REDIS_URL (for
-redis; default redis://127.0.0.1:6379/0), DJANGO_DEBUG, DJANGO_SECRET_KEY.
+redis; default redis://127.0.0.1:6379/0), DJANGO_DEBUG, DJANGO_SECRET_KEY,
+CHAT_PRESENCE_INTERVAL (the chat's presence heartbeat, in seconds; default 10).
 """
 
 import os
@@ -74,14 +75,18 @@ STATIC_URL = "static/"
 
 REALTIME = {
     "BACKEND": os.environ.get("REALTIME_BACKEND", "polling"),
-    "PUBLIC_CHANNELS": ["chat:*", "demo:*"],
-    # WebSocket clients may publish to the chat rooms, and only there.
-    "PUBLISH_CHANNELS": ["chat:*"],
+    "PUBLIC_CHANNELS": ["chat:*", "presence:*", "demo:*"],
+    # WebSocket clients may publish to the chat rooms and their presence channels, and only there.
+    "PUBLISH_CHANNELS": ["chat:*", "presence:*"],
 }
 if REALTIME["BACKEND"] == "redis":
     REALTIME["OPTIONS"] = {"url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}
 if "REALTIME_KEEPALIVE" in os.environ:
     REALTIME["KEEPALIVE"] = float(os.environ["REALTIME_KEEPALIVE"])
+
+# The demo chat: seconds between two presence heartbeats of a page. A page that
+# sends none for 2.5 times this is taken to have left (see chat/static/chat/room.js).
+CHAT_PRESENCE_INTERVAL = float(os.environ.get("CHAT_PRESENCE_INTERVAL", "10"))
 
 LOGGING = {
     "version": 1,

@@ -1,3 +1,4 @@
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 
 from testproject.chat import views
@@ -5,8 +6,14 @@ from testproject.chat import views
 urlpatterns = [
     path("events/", include("django_realtime.urls")),
     path("", views.index, name="index"),
+    path("room/", views.join, name="join"),
     path("room/<slug:room>/", views.room, name="room"),
     path("room/<slug:room>/send/", views.send, name="send"),
+    path("room/<slug:room>/presence/", views.presence, name="presence"),
+    path("dashboard/", views.dashboard, name="dashboard"),
+    path("dashboard/click/", views.click, name="click"),
     path("clock/", views.clock, name="clock"),
     path("clock/stream/", views.clock_stream, name="clock-stream"),
 ]
+# runserver serves static files itself; this serves them under gunicorn too, with DEBUG on only.
+urlpatterns += staticfiles_urlpatterns()

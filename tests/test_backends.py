@@ -125,12 +125,14 @@ class BackendContract:
         assert [item.id for item in take(batches, 1)] == [event.id]
 
     def test_a_publish_in_another_process_reaches_the_hub(self):
-        if not self.crosses_processes:
-            pytest.skip(f"the {self.backend} backend serves one process by design")
         hub = self.ready_hub()
-        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=5)
+        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=0.5)
         event_id = self.publish_elsewhere("c", '{"from": "elsewhere"}')
-        (item,) = take(batches, 1)
+        if not self.crosses_processes:
+            # By design: nothing wakes this hub until something in this process does.
+            assert next(batches) == [], "a one-process backend heard another process"
+            self.publish("c", "local")
+        (item, *_) = take(batches, 1)
         assert (item.id, item.data_json) == (event_id, '{"from":"elsewhere"}')
 
     def test_a_rolled_back_publish_is_never_delivered(self):

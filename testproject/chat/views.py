@@ -1,33 +1,117 @@
-"""The demo chat: rooms streamed over SSE, messages sent by POST."""
+"""The demo: chat rooms with presence, a dashboard fed from the shell, and a clock.
 
+Everything live goes through the event log.  A room is two channels:
+``chat:<room>`` holds its messages (replayed from the start on join, so the
+history needs no table of its own) and ``presence:<room>`` the join, here and
+leave signals of the pages that have it open (see static/chat/room.js).
+Pages send over their WebSocket (``PUBLISH_CHANNELS``) or, over SSE, by the
+POST views below, which check what they publish.
+"""
+
+import re
 import time
 
-from django.http import HttpResponseBadRequest, JsonResponse
+from django.conf import settings
+from django.http import Http404, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from django_realtime import event_stream, publish
+from django_realtime.templatetags.realtime import realtime_cursor
 
+#: Longest message, in characters (the page enforces it too).
 MAX_TEXT = 2000
+#: Longest nickname, in characters.
+MAX_NICK = 40
+#: Longest room name: rooms are channel names, which allow 200 characters.
+MAX_ROOM = 50
+#: Rooms offered in the sidebar.
+SUGGESTED_ROOMS = ["lobby", "random", "django"]
+PRESENCE_EVENTS = {"join", "here", "leave"}
+#: A page's presence id: random, chosen by the page.
+SID_PATTERN = re.compile(r"[A-Za-z0-9]{8,32}\Z")
+DASHBOARD_CHANNEL = "demo:dashboard"
+
+
+def _check_room(room):
+    if len(room) > MAX_ROOM:
+        raise Http404("No such room")
+
+
+def _nick(request, given):
+    """Return the sender's name: the logged-in user's, else the one the page gives."""
+    if request.user.is_authenticated:
+        return request.user.get_username()[:MAX_NICK]
+    return given.strip()[:MAX_NICK] or "anonymous"
 
 
 def index(request):
     return redirect("room", room="lobby")
 
 
+def join(request):
+    """Go to the room typed into the sidebar's form, its name made a slug."""
+    room = slugify(request.GET.get("name", ""))[:MAX_ROOM] or "lobby"
+    return redirect("room", room=room)
+
+
 def room(request, room):
-    return render(request, "chat/room.html", {"room": room, "channel": f"chat:{room}"})
+    _check_room(room)
+    transport = {"ws": "websocket", "sse": "sse"}.get(request.GET.get("transport", ""), "auto")
+    config = {
+        "room": room,
+        "chatChannel": f"chat:{room}",
+        "presenceChannel": f"presence:{room}",
+        "sendUrl": reverse("send", args=[room]),
+        "presenceUrl": reverse("presence", args=[room]),
+        "transport": transport,
+        "user": request.user.get_username() if request.user.is_authenticated else "",
+        "maxText": MAX_TEXT,
+        "maxNick": MAX_NICK,
+        "presenceInterval": settings.CHAT_PRESENCE_INTERVAL,
+        # Presence starts at this render: older signals say nothing about who is here now.
+        "cursor": realtime_cursor(),
+    }
+    rooms = sorted({*SUGGESTED_ROOMS, room})
+    context = {"room": room, "rooms": rooms, "config": config, "transport": request.GET.get("transport", "")}
+    return render(request, "chat/room.html", context)
 
 
 @require_POST
 def send(request, room):
+    """Publish a chat message: how pages on the SSE transport send."""
+    _check_room(room)
     text = request.POST.get("text", "").strip()
-    nick = request.POST.get("nick", "").strip()[:40] or "anonymous"
     if not text or len(text) > MAX_TEXT:
         return HttpResponseBadRequest(f"text must be 1 to {MAX_TEXT} characters")
-    event = publish(f"chat:{room}", {"nick": nick, "text": text}, event="message")
+    event = publish(f"chat:{room}", {"nick": _nick(request, request.POST.get("nick", "")), "text": text})
     return JsonResponse({"id": str(event.id)})
+
+
+@require_POST
+def presence(request, room):
+    """Publish a presence signal (join, here, leave) for pages on SSE, and for every page's last leave."""
+    _check_room(room)
+    event = request.POST.get("event", "")
+    sid = request.POST.get("sid", "")
+    if event not in PRESENCE_EVENTS or not SID_PATTERN.match(sid):
+        return HttpResponseBadRequest("event must be join, here or leave, and sid 8 to 32 letters or digits")
+    stored = publish(f"presence:{room}", {"sid": sid, "nick": _nick(request, request.POST.get("nick", ""))}, event=event)
+    return JsonResponse({"id": str(stored.id)})
+
+
+def dashboard(request):
+    return render(request, "chat/dashboard.html", {"channel": DASHBOARD_CHANNEL})
+
+
+@require_POST
+def click(request):
+    """Count a click: publish() from a view, as any view, signal or task may."""
+    stored = publish(DASHBOARD_CHANNEL, {"source": "button"}, event="click")
+    return JsonResponse({"id": str(stored.id)})
 
 
 def clock(request):
