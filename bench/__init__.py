@@ -1,0 +1,1 @@
+"""Load benchmark of django-realtime against django-eventstream; run by hand, never in CI."""

@@ -1,0 +1,301 @@
+"""SSE clients for the benchmark: raw asyncio sockets in worker processes.
+
+Each worker process runs one event loop holding its share of the streams and
+obeys commands from the runner over a pipe.  Parsing is the least that gives
+an honest number: undo HTTP chunking, split lines, and ``json.loads`` only the
+``data: {`` lines, which carry ``{"t": publish time, "seq": n}``.  Each chunk
+is timestamped once, on arrival.  Events with a negative seq are warm-ups and
+are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import resource
+import time
+from array import array
+from typing import Any
+
+#: Connections each client process opens at once, by default: more only overflows listen backlogs.
+OPENING = 64
+
+
+def raise_fd_limit(wanted: int) -> None:
+    """Raise this process's soft RLIMIT_NOFILE to *wanted* (at most the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+class Tally:
+    """What one worker's streams received in the current phase."""
+
+    def __init__(self, expect: int = 0) -> None:
+        self.expect = expect
+        self.latencies = array("d")
+        self.received = 0  # distinct (stream, seq) pairs within range(expect)
+        self.duplicates = 0
+        self.unexpected = 0  # seqs outside range(expect)
+        self.cpu_start = time.process_time()
+
+
+class Stream(asyncio.Protocol):
+    """One SSE connection: send a GET, then count the events that arrive."""
+
+    def __init__(self, worker: Worker, request: bytes) -> None:
+        self.worker = worker
+        self.request = request
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.head = b""
+        self.in_body = False
+        self.chunked = False
+        self.raw = b""  # chunked bytes not yet decoded
+        self.text = b""
+        self.seen = bytearray(worker.tally.expect)
+        self.lost_connection = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost_connection = True
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"closed before the stream opened: {exc}"))
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time()
+        if not self.in_body:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head, data = self.head[:end].lower(), self.head[end + 4 :]
+            self.head = b""
+            if not head.startswith((b"http/1.1 200", b"http/1.0 200")):
+                status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+                self.opened.set_exception(ConnectionError(f"status {status}"))
+                self.transport.close()
+                return
+            self.in_body = True
+            self.chunked = b"transfer-encoding: chunked" in head
+            if not data:
+                return
+        if not self.opened.done():
+            self.opened.set_result(None)
+        self.text += self._dechunk(data) if self.chunked else data
+        last = self.text.rfind(b"\n")
+        if last < 0:
+            return
+        lines, self.text = self.text[:last].split(b"\n"), self.text[last + 1 :]
+        for line in lines:
+            if line.startswith(b"data: {"):
+                self._count(json.loads(line[6:]), now)
+
+    def _count(self, payload: dict[str, Any], now: float) -> None:
+        seq = payload["seq"]
+        if seq < 0:
+            return
+        tally = self.worker.tally
+        if seq >= tally.expect:
+            tally.unexpected += 1
+        elif self.seen[seq]:
+            tally.duplicates += 1
+        else:
+            self.seen[seq] = 1
+            tally.received += 1
+            tally.latencies.append(now - payload["t"])
+
+    def _dechunk(self, data: bytes) -> bytes:
+        """Return the payload of the complete chunks received so far; keep the rest."""
+        raw = self.raw + data if self.raw else data
+        out, pos = [], 0
+        while True:
+            end = raw.find(b"\r\n", pos)
+            if end < 0:
+                break
+            stop = end + 2 + int(raw[pos:end].split(b";", 1)[0], 16)
+            if stop + 2 > len(raw):
+                break
+            out.append(raw[end + 2 : stop])
+            pos = stop + 2
+        self.raw = raw[pos:]
+        return b"".join(out)
+
+
+class Worker:
+    """One client process: its streams, its tally and its command loop."""
+
+    def __init__(self, conn: multiprocessing.connection.Connection) -> None:
+        self.conn = conn
+        self.streams: list[Stream] = []
+        self.tally = Tally()
+        self.done = asyncio.get_running_loop().create_future()
+
+    async def open(self, host: str, port: int, path: str, count: int, concurrency: int) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n"
+            "Cache-Control: no-cache\r\n\r\n"
+        ).encode()
+        gate = asyncio.Semaphore(concurrency)
+        errors: list[str] = []
+
+        async def one() -> None:
+            async with gate:
+                try:
+                    _, stream = await asyncio.wait_for(
+                        loop.create_connection(lambda: Stream(self, request), host, port), 30
+                    )
+                    await asyncio.wait_for(stream.opened, 30)
+                except (OSError, TimeoutError, ConnectionError) as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    return
+                self.streams.append(stream)
+
+        started = time.monotonic()
+        await asyncio.gather(*(one() for _ in range(count)))
+        return {
+            "opened": count - len(errors),
+            "errors": errors[:5],
+            "failed": len(errors),
+            "seconds": time.monotonic() - started,
+        }
+
+    def close_all(self) -> dict[str, Any]:
+        for stream in self.streams:
+            if stream.transport is not None:
+                stream.transport.close()
+        closed, self.streams = len(self.streams), []
+        return {"closed": closed}
+
+    def reset(self, expect: int) -> dict[str, Any]:
+        self.tally = Tally(expect)
+        for stream in self.streams:
+            stream.seen = bytearray(expect)
+        return {"streams": len(self.streams)}
+
+    def status(self) -> dict[str, Any]:
+        live = sum(not stream.lost_connection for stream in self.streams)
+        return {"received": self.tally.received, "live": live, "streams": len(self.streams)}
+
+    def results(self) -> dict[str, Any]:
+        tally = self.tally
+        short = [tally.expect - sum(stream.seen) for stream in self.streams]
+        return {
+            "latencies": tally.latencies.tobytes(),
+            "received": tally.received,
+            "expected": tally.expect * len(self.streams),
+            "duplicates": tally.duplicates,
+            "unexpected": tally.unexpected,
+            "streams_with_loss": sum(1 for n in short if n),
+            "dropped_connections": sum(stream.lost_connection for stream in self.streams),
+            "client_cpu_seconds": time.process_time() - tally.cpu_start,
+        }
+
+    async def handle(self, command: str, args: tuple) -> None:
+        if command == "open":
+            reply = await self.open(*args)
+        elif command == "stop":
+            self.close_all()
+            self.done.set_result(None)
+            reply = {}
+        else:
+            reply = getattr(self, command)(*args)
+        self.conn.send(reply)
+
+    def on_readable(self) -> None:
+        command, *args = self.conn.recv()
+        asyncio.get_running_loop().create_task(self.handle(command, tuple(args)))
+
+
+async def _serve(conn: multiprocessing.connection.Connection) -> None:
+    worker = Worker(conn)
+    loop = asyncio.get_running_loop()
+    loop.add_reader(conn.fileno(), worker.on_readable)
+    conn.send({"ready": True})
+    await worker.done
+
+
+def worker_main(conn: multiprocessing.connection.Connection, fd_limit: int) -> None:
+    """Entry point of a client process."""
+    raise_fd_limit(fd_limit)
+    asyncio.run(_serve(conn))
+
+
+class ClientPool:
+    """The runner's handle on the client processes; streams are spread evenly over them."""
+
+    def __init__(self, processes: int, max_streams: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conns = []
+        self.procs = []
+        per_process = max_streams // processes + 100
+        for i in range(processes):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=worker_main, args=(child, per_process), name=f"sse-clients-{i}", daemon=True)
+            proc.start()
+            self.conns.append(parent)
+            self.procs.append(proc)
+        self._gather(timeout=30)
+
+    def _gather(self, timeout: float) -> list[dict[str, Any]]:
+        replies = []
+        for conn in self.conns:
+            if not conn.poll(timeout):
+                raise TimeoutError(f"a client process did not answer within {timeout:.0f}s")
+            replies.append(conn.recv())
+        return replies
+
+    def _all(self, command: str, *args: Any, timeout: float = 30) -> list[dict[str, Any]]:
+        for conn in self.conns:
+            conn.send((command, *args))
+        return self._gather(timeout)
+
+    def open(
+        self, host: str, port: int, path: str, count: int, concurrency: int = OPENING, timeout: float = 120
+    ) -> dict[str, Any]:
+        shares = [count // len(self.conns) + (i < count % len(self.conns)) for i in range(len(self.conns))]
+        for conn, share in zip(self.conns, shares, strict=True):
+            conn.send(("open", host, port, path, share, concurrency))
+        replies = self._gather(timeout)
+        return {
+            "opened": sum(r["opened"] for r in replies),
+            "failed": sum(r["failed"] for r in replies),
+            "errors": [e for r in replies for e in r["errors"]][:5],
+            "seconds": max(r["seconds"] for r in replies),
+        }
+
+    def close_all(self) -> int:
+        return sum(r["closed"] for r in self._all("close_all"))
+
+    def reset(self, expect: int) -> int:
+        return sum(r["streams"] for r in self._all("reset", expect))
+
+    def status(self) -> dict[str, int]:
+        replies = self._all("status")
+        return {key: sum(r[key] for r in replies) for key in ("received", "live", "streams")}
+
+    def results(self) -> dict[str, Any]:
+        replies = self._all("results")
+        latencies = array("d")
+        for reply in replies:
+            latencies.frombytes(reply.pop("latencies"))
+        merged = {key: sum(r[key] for r in replies) for key in replies[0]}
+        merged["latencies"] = latencies
+        return merged
+
+    def stop(self) -> None:
+        for conn in self.conns:
+            try:
+                conn.send(("stop",))
+            except OSError:
+                pass
+        for proc in self.procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()

@@ -1,0 +1,220 @@
+"""Start, measure and stop the servers under test, and the publishers that feed them.
+
+Every child process is started in a session of its own and registered, so
+``stop_all()`` (called from the runner's ``finally``) kills whole process
+groups: gunicorn's arbiter and its forked worker alike, even after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+_running: list[subprocess.Popen] = []
+
+
+@dataclass
+class Target:
+    """A server to measure: how to migrate it, start it and publish to it."""
+
+    key: str  # "ours", "peer" or "floor"
+    name: str
+    python: str
+    settings: str | None  # DJANGO_SETTINGS_MODULE; None: not a Django project, nothing to migrate
+    server_argv: list[str]  # after "python -m", with {port} to fill in
+    forks: bool  # gunicorn: measure the forked worker, not the arbiter
+    publisher: str = "http"  # "http" (POST to the server) or "process" (bench.publisher)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def environment(target: Target, database_url: str) -> dict[str, str]:
+    env = {**os.environ, **target.env, "DATABASE_URL": database_url}
+    if target.settings:
+        env["DJANGO_SETTINGS_MODULE"] = target.settings
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), target.env.get("PYTHONPATH")]))
+    return env
+
+
+def migrate(target: Target, database_url: str) -> None:
+    if not target.settings:
+        return
+    subprocess.run(
+        [target.python, "-m", "django", "migrate", "-v0", "--no-input"],
+        cwd=ROOT,
+        env=environment(target, database_url),
+        check=True,
+        timeout=180,
+    )
+
+
+def spawn(argv: list[str], env: dict[str, str], log: Path, **kwargs) -> subprocess.Popen:
+    """Start *argv* in a new session, output to *log*, and remember it for stop_all()."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=kwargs.pop("stdout", out), stderr=out, start_new_session=True, **kwargs
+        )
+    _running.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Kill *proc*'s whole process group: SIGINT (quick shutdown), then SIGKILL."""
+    for sig, grace in ((signal.SIGINT, 3.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(grace)
+            # The group may outlive its leader (a forked worker): finish it off.
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            break
+        except subprocess.TimeoutExpired:
+            continue
+        break
+    if proc in _running:
+        _running.remove(proc)
+
+
+def stop_all() -> None:
+    for proc in list(_running):
+        stop(proc)
+
+
+def start_server(target: Target, database_url: str, log: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    argv = [target.python, "-m", *(arg.format(port=port) for arg in target.server_argv)]
+    return spawn(argv, environment(target, database_url), log), port
+
+
+def wait_ready(proc: subprocess.Popen, port: int, timeout: float = 60) -> None:
+    """Wait until GET /bench/ping/ answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with status {proc.returncode} before answering")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/bench/ping/")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"the server did not answer on port {port} within {timeout:.0f}s")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def measured_pid(target: Target, proc: subprocess.Popen) -> int:
+    """Return the pid that serves requests: gunicorn's single worker, else the server itself."""
+    if not target.forks:
+        return proc.pid
+    workers = children(proc.pid)
+    if len(workers) != 1:
+        raise RuntimeError(f"expected one gunicorn worker under {proc.pid}, found {workers}")
+    return workers[0]
+
+
+def rss_kb(pid: int) -> int:
+    """VmRSS of *pid*, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def steady_rss_kb(pid: int, reads: int = 5, pause: float = 0.2) -> int:
+    """The median of a few VmRSS reads."""
+    values = []
+    for _ in range(reads):
+        values.append(rss_kb(pid))
+        time.sleep(pause)
+    return sorted(values)[len(values) // 2]
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """utime and stime of *pid* (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+class HttpPublisher:
+    """Publish by POSTing to the server's /bench/publish/: publish() runs in the measured process."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def publish(self, seq: int) -> None:
+        for attempt in (1, 2):
+            try:
+                self.conn.request("POST", f"/bench/publish/?seq={seq}", body=b"")
+                response = self.conn.getresponse()
+                response.read()
+                if response.status not in (200, 204):
+                    raise RuntimeError(f"publish answered {response.status}")
+                return
+            except (http.client.HTTPException, ConnectionError):
+                # A keep-alive connection the server closed: reconnect once.
+                self.conn.close()
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                if attempt == 2:
+                    raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class ProcessPublisher:
+    """Publish from a separate long-lived process (bench.publisher): the cross-process case."""
+
+    def __init__(self, target: Target, database_url: str, log: Path) -> None:
+        self.proc = spawn(
+            [target.python, "-m", "bench.publisher"],
+            environment(target, database_url),
+            log,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        if self.proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"bench.publisher did not start; see {log}")
+
+    def publish(self, seq: int) -> None:
+        self.proc.stdin.write(f"{seq}\n".encode())
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer.startswith(b"ok"):
+            raise RuntimeError(f"bench.publisher failed on seq {seq}: {answer!r}")
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        stop(self.proc)

@@ -1,0 +1,1 @@
+"""The demo project plus a publish endpoint, served by gunicorn's gevent worker for the benchmark."""

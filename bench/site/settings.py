@@ -1,0 +1,12 @@
+"""The demo's settings with the benchmark's URLconf.
+
+The runner sets DATABASE_URL (a fresh SQLite file by default), REALTIME_BACKEND
+and DJANGO_DEBUG=0 in the environment; the demo settings read them.
+"""
+
+from testproject.settings import *  # noqa: F403
+
+ROOT_URLCONF = "bench.site.urls"
+WSGI_APPLICATION = "bench.site.wsgi.application"
+# Retention is not what is measured: keep the hub from pruning mid-run.
+REALTIME = {**REALTIME, "PRUNE_INTERVAL": None}  # noqa: F405
