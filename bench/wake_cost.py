@@ -6,10 +6,7 @@ Printed: CPU microseconds per (stream, event).  Variants:
 
 - ``bare``: wait on the hub's signal and count, nothing else (gevent's own cost);
 - ``follow``: the package's ``follow()``;
-- ``sse_bytes``: ``sse_bytes(follow())``, as the WSGI response iterates it;
-- ``no-timeout`` and ``lock-free``: sketches of two changes to the loop (waiting
-  with no per-wait timeout; skipping the locked ``collect()`` when the cursor is
-  already at the horizon), to see what each would save.
+- ``sse_stream``: the bytes iterator the WSGI response iterates.
 
 It uses the hub's internals (``Hub(...)``, ``_append``): adjust it when they change.
 
@@ -46,40 +43,20 @@ def setup():
     return Hub(InProcessBackend(), **{k: v for k, v in wanted.items() if k in accepted})
 
 
-def sketch(hub, *, timeout: bool, locked: bool):
-    """The core of follow(), with the per-wait timeout and the second locked collect() optional."""
-    position, last_write, keepalive = hub.horizon, time.monotonic(), 15.0
-    while True:
-        signal = hub.signal
-        if locked or position < hub.horizon:
-            items, position = hub.collect(CHANNELS, position)
-            if items:
-                yield items
-                last_write = time.monotonic()
-                continue
-        if timeout:
-            signal.wait(last_write + keepalive - time.monotonic())
-        else:
-            signal.wait()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--events", type=int, default=200)
-    parser.add_argument("--variants", default="bare,follow,sse_bytes,no-timeout,lock-free,no-timeout+lock-free")
+    parser.add_argument("--variants", default="bare,follow,sse_stream")
     args = parser.parse_args()
     hub = setup()
     from django_realtime.hub import make_item
-    from django_realtime.responses import sse_bytes
+    from django_realtime.responses import sse_stream
     from django_realtime.streams import follow
 
     iterators = {
         "follow": lambda: follow(hub, CHANNELS, None, 15.0),
-        "sse_bytes": lambda: sse_bytes(follow(hub, CHANNELS, None, 15.0)),
-        "no-timeout": lambda: sketch(hub, timeout=False, locked=True),
-        "lock-free": lambda: sketch(hub, timeout=True, locked=False),
-        "no-timeout+lock-free": lambda: sketch(hub, timeout=False, locked=False),
+        "sse_stream": lambda: sse_stream(hub, CHANNELS, None, 15.0),
     }
     next_id = 0
     for variant in args.variants.split(","):
@@ -95,7 +72,7 @@ def main() -> None:
 
         greenlets = [gevent.spawn(consume) for _ in range(args.streams)]
         gevent.sleep(0.2)
-        baseline = wakes[0]  # sse_bytes yields its prelude first
+        baseline = wakes[0]  # sse_stream yields its prelude first
         cpu = time.process_time()
         for i in range(args.events):
             next_id += 1

@@ -74,11 +74,16 @@ def high_water_mark(using: str) -> int:
 class Hub:
     """Read the log once per process and fan new events out to waiting streams."""
 
-    def __init__(self, backend: BaseBackend, *, using: str, buffer_size: int, buffer_bytes: int) -> None:
+    def __init__(
+        self, backend: BaseBackend, *, using: str, buffer_size: int, buffer_bytes: int, keepalive: float = 15.0
+    ) -> None:
         self.backend = backend
         self.using = using
         self.buffer_size = buffer_size
         self.buffer_bytes = buffer_bytes
+        #: Seconds between two wake-ups of every stream, for their keepalives.
+        self.tick = keepalive / 2
+        self._next_tick = 0.0
         self._bytes = 0
         #: The buffer holds every event with an id in (floor, horizon].
         self.floor = 0
@@ -123,6 +128,12 @@ class Hub:
         next_prune = time.monotonic() + (prune_every or 0) * random.uniform(0.1, 1.0)
         while not self._stopping:
             self._poke.clear()
+            if time.monotonic() >= self._next_tick:
+                # Streams wait without a timer of their own (one per wait
+                # costs gevent a timer start and stop): this tick wakes them
+                # all, and those silent for long enough send a keepalive.
+                self._next_tick = time.monotonic() + self.tick
+                self._wake()
             try:
                 if self._ready.is_set():
                     self._read_new()
@@ -148,10 +159,10 @@ class Hub:
             self._poke.wait(self._timeout())
         release_connections()
 
-    def _timeout(self) -> float | None:
-        """Return how long to wait for a poke before reading the log anyway."""
-        waits = [t for t in (self.backend.poll_interval, self._tailer.recheck_after) if t is not None]
-        return min(waits) if waits else None
+    def _timeout(self) -> float:
+        """Return how long to wait for a poke before reading the log or ticking anyway."""
+        tick = max(0.0, self._next_tick - time.monotonic())
+        return min(t for t in (self.backend.poll_interval, self._tailer.recheck_after, tick) if t is not None)
 
     def _prune(self) -> None:
         from .retention import prune
@@ -172,6 +183,11 @@ class Hub:
             self.horizon = items[-1].id
             if len(self._ids) > 2 * self.buffer_size or self._bytes > self.buffer_bytes:
                 self._trim()
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake every waiting stream, thread, greenlet or coroutine."""
+        with self._lock:
             signal, self._signal = self._signal, threading.Event()
             waiting, self._loops = self._loops, {}
         signal.set()
@@ -198,11 +214,11 @@ class Hub:
 
     @property
     def signal(self) -> threading.Event:
-        """Return the event set when the next batch arrives; take it before collect()."""
+        """Return the event set at the next batch or tick; take it before collect()."""
         return self._signal
 
     def async_signal(self) -> asyncio.Future[None]:
-        """Return a future of the running loop resolved when the next batch arrives."""
+        """Return a future of the running loop resolved at the next batch or tick."""
         loop = asyncio.get_running_loop()
         with self._lock:
             future = self._loops.get(loop)
@@ -255,6 +271,7 @@ def get_hub() -> Hub:
                 using=realtime_settings.DATABASE,
                 buffer_size=realtime_settings.BUFFER_SIZE,
                 buffer_bytes=realtime_settings.BUFFER_BYTES,
+                keepalive=float(realtime_settings.KEEPALIVE),
             )
             _hub_pid = os.getpid()
         return _hub

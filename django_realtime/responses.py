@@ -15,13 +15,14 @@ from django.http import StreamingHttpResponse
 
 from .conf import realtime_settings
 from .sse import KEEPALIVE, encode_retry
+from .streams import afollow, follow
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     from django.http import HttpRequest
 
-    from .hub import Item
+    from .hub import Hub, Item
 
 
 class SSEResponse(StreamingHttpResponse):
@@ -31,6 +32,16 @@ class SSEResponse(StreamingHttpResponse):
         super().__init__(streaming_content, content_type="text/event-stream; charset=utf-8", **kwargs)
         self["Cache-Control"] = "no-cache"
         self["X-Accel-Buffering"] = "no"
+
+    @property
+    def streaming_content(self):
+        # The iterators given here yield bytes already: skip Django's map()
+        # through make_bytes, a call per chunk and a level of every stream's stack.
+        return self._iterator
+
+    @streaming_content.setter
+    def streaming_content(self, value):
+        self._set_streaming_content(value)
 
 
 def is_async_request(request: HttpRequest) -> bool:
@@ -43,15 +54,18 @@ def prelude() -> bytes:
     return encode_retry(int(realtime_settings.RETRY))
 
 
-def sse_bytes(batches: Iterator[list[Item]]) -> Iterator[bytes]:
-    """Turn batches of events into SSE bytes; an empty batch into a keepalive."""
-    yield prelude()
-    for batch in batches:
-        yield b"".join(item.sse for item in batch) if batch else KEEPALIVE
+def sse_chunk(batch: list[Item]) -> bytes:
+    """Encode a batch of events, or a keepalive for an empty one."""
+    return b"".join(item.sse for item in batch) if batch else KEEPALIVE
 
 
-async def asse_bytes(batches: AsyncIterator[list[Item]]) -> AsyncIterator[bytes]:
-    """Turn batches of events into SSE bytes, on asyncio."""
+def sse_stream(hub: Hub, channels: frozenset[str], cursor: int | None, keepalive: float) -> Iterator[bytes]:
+    """Return the SSE bytes of a stream, for threads and gevent."""
+    return follow(hub, channels, cursor, keepalive, sse_chunk, first=prelude())
+
+
+async def asse_stream(hub: Hub, channels: frozenset[str], cursor: int | None, keepalive: float) -> AsyncIterator[bytes]:
+    """Yield the SSE bytes of a stream, on asyncio."""
     yield prelude()
-    async for batch in batches:
-        yield b"".join(item.sse for item in batch) if batch else KEEPALIVE
+    async for chunk in afollow(hub, channels, cursor, keepalive, sse_chunk):
+        yield chunk

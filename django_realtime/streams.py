@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from asgiref.sync import sync_to_async
 
@@ -21,9 +21,11 @@ from .hub import Item, high_water_mark, read_page, release_connections
 from .sse import encode_event
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
 
     from .hub import Hub
+
+T = TypeVar("T")
 
 
 def reset_item(reason: str, cursor: int, resume: int, channels: list[str]) -> Item:
@@ -37,6 +39,8 @@ def reset_item(reason: str, cursor: int, resume: int, channels: list[str]) -> It
 
 class Follower:
     """One stream's cursor over the log; its methods touch the database and release it."""
+
+    __slots__ = ("channels", "hub", "position", "reported")
 
     def __init__(self, hub: Hub, channels: frozenset[str], cursor: int | None) -> None:
         self.hub = hub
@@ -83,56 +87,91 @@ class Follower:
             release_connections()
 
 
-def follow(hub: Hub, channels: frozenset[str], cursor: int | None, keepalive: float) -> Iterator[list[Item]]:
-    """Yield batches of events of *channels* after *cursor*, forever."""
-    follower = Follower(hub, channels, cursor)
-    first = follower.start()
-    if first:
+def _batch(items: list[Item]) -> list[Item]:
+    return items
+
+
+def follow(
+    hub: Hub,
+    channels: frozenset[str],
+    cursor: int | None,
+    keepalive: float,
+    encode: Callable[[list[Item]], T] = _batch,  # type: ignore[assignment]
+    first: T | None = None,
+) -> Iterator[T]:
+    """Yield *first* if given, then ``encode(batch)`` for each batch of events after *cursor*, forever.
+
+    A batch is empty after *keepalive* seconds of silence.  This loop runs once
+    per stream per wake-up, and a waiting stream's memory is mostly its
+    stack: so the loop is kept flat (*encode* and *first* spare a generator
+    level), and when the hub's ticks are frequent enough the wait has no timer.
+    """
+    if first is not None:
         yield first
+    follower = Follower(hub, channels, cursor)
+    resets = follower.start()
+    if resets:
+        yield encode(resets)
+    timed = keepalive < 2 * hub.tick
+    due = keepalive if timed else keepalive - hub.tick  # the next tick comes within hub.tick
     last_write = time.monotonic()
     while True:
         signal = hub.signal
-        items, follower.position = hub.collect(channels, follower.position)
-        if items is None:
-            items = follower.catch_up()
-        if items:
-            yield items
+        if follower.position < hub.horizon:
+            items, follower.position = hub.collect(channels, follower.position)
+            if items is None:
+                items = follower.catch_up()
+            if items:
+                yield encode(items)
+                last_write = time.monotonic()
+                continue
+        silence = time.monotonic() - last_write
+        if silence >= due:
+            yield encode([])
             last_write = time.monotonic()
-            continue
-        remaining = last_write + keepalive - time.monotonic()
-        if remaining > 0 and signal.wait(remaining):
-            continue
-        if time.monotonic() - last_write >= keepalive:
-            yield []
-            last_write = time.monotonic()
+        elif timed:
+            signal.wait(due - silence)
+        else:
+            signal.wait()
 
 
 async def afollow(
-    hub: Hub, channels: frozenset[str], cursor: int | None, keepalive: float
-) -> AsyncIterator[list[Item]]:
-    """Yield batches of events of *channels* after *cursor*, forever, on asyncio."""
+    hub: Hub,
+    channels: frozenset[str],
+    cursor: int | None,
+    keepalive: float,
+    encode: Callable[[list[Item]], T] = _batch,  # type: ignore[assignment]
+) -> AsyncIterator[T]:
+    """Yield ``encode(batch)`` for each batch of events of *channels* after *cursor*, forever, on asyncio."""
     follower = Follower(hub, channels, cursor)
-    first = await sync_to_async(follower.start, thread_sensitive=False)()
-    if first:
-        yield first
+    resets = await sync_to_async(follower.start, thread_sensitive=False)()
+    if resets:
+        yield encode(resets)
     loop = asyncio.get_running_loop()
+    timed = keepalive < 2 * hub.tick
+    due = keepalive if timed else keepalive - hub.tick
     last_write = loop.time()
     while True:
+        # Shielded: the future is shared by every stream of the loop, and a
+        # stream that leaves (cancellation) must not cancel it for the rest.
         signal = hub.async_signal()
-        items, follower.position = hub.collect(channels, follower.position)
-        if items is None:
-            items = await sync_to_async(follower.catch_up, thread_sensitive=False)()
-        if items:
-            yield items
-            last_write = loop.time()
-            continue
-        remaining = last_write + keepalive - loop.time()
-        if remaining > 0:
-            try:
-                async with asyncio.timeout(remaining):
-                    await asyncio.shield(signal)
+        if follower.position < hub.horizon:
+            items, follower.position = hub.collect(channels, follower.position)
+            if items is None:
+                items = await sync_to_async(follower.catch_up, thread_sensitive=False)()
+            if items:
+                yield encode(items)
+                last_write = loop.time()
                 continue
+        silence = loop.time() - last_write
+        if silence >= due:
+            yield encode([])
+            last_write = loop.time()
+        elif timed:
+            try:
+                async with asyncio.timeout(due - silence):
+                    await asyncio.shield(signal)
             except TimeoutError:
                 pass
-        yield []
-        last_write = loop.time()
+        else:
+            await asyncio.shield(signal)

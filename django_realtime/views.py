@@ -13,8 +13,7 @@ from .conf import realtime_settings
 from .exceptions import InvalidChannelName, InvalidCursor
 from .hub import get_hub, release_connections
 from .names import parse_cursor, validate_channel
-from .responses import SSEResponse, asse_bytes, is_async_request, sse_bytes
-from .streams import afollow, follow
+from .responses import SSEResponse, asse_stream, is_async_request, sse_stream
 
 logger = logging.getLogger("django_realtime")
 
@@ -30,7 +29,8 @@ def request_cursor(request: HttpRequest) -> int | None:
     over the ``lastEventId`` query parameter, which a page sets only on its
     first connect.  Raise InvalidCursor for a malformed value.
     """
-    value = request.headers.get("Last-Event-ID")
+    # META, not request.headers: that copy of every header would live as long as the stream.
+    value = request.META.get("HTTP_LAST_EVENT_ID")
     if value is None or value == "":
         value = request.GET.get("lastEventId")
     if value is None or value == "":
@@ -67,8 +67,8 @@ def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpRespon
         cursor = hub.horizon
     keepalive = float(realtime_settings.KEEPALIVE)
     if is_async_request(request):
-        return SSEResponse(asse_bytes(afollow(hub, names, cursor, keepalive)))
-    return SSEResponse(sse_bytes(follow(hub, names, cursor, keepalive)))
+        return SSEResponse(asse_stream(hub, names, cursor, keepalive))
+    return SSEResponse(sse_stream(hub, names, cursor, keepalive))
 
 
 @require_GET

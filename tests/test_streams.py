@@ -1,6 +1,7 @@
 import asyncio
 import json
 import threading
+import time
 
 import pytest
 from django.db import connection
@@ -205,3 +206,14 @@ def test_afollow_sends_keepalives():
         return first
 
     assert asyncio.run(main()) == []
+
+
+def test_keepalives_ride_on_the_hubs_ticks_when_they_are_frequent_enough():
+    with override_settings(REALTIME={**INPROCESS, "KEEPALIVE": 0.2}):
+        hub = ready_hub()
+        assert hub.tick == 0.1
+        batches = follow(hub, frozenset({"a"}), None, keepalive=0.2)
+        started = time.monotonic()
+        assert next(batches) == []
+        assert next(batches) == []
+        assert time.monotonic() - started < 2

@@ -1,0 +1,47 @@
+"""Template tags for realtime.js: ``{% load realtime %}``, ``{% realtime_script %}``, ``{% realtime_cursor %}``."""
+
+from __future__ import annotations
+
+from django import template
+from django.conf import settings
+from django.templatetags.static import static
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
+
+register = template.Library()
+
+
+def _events_url() -> str:
+    try:
+        return reverse("django_realtime:events")
+    except NoReverseMatch:  # the SSE endpoint is not in the URLconf, or under another namespace
+        return "/events/"
+
+
+@register.simple_tag
+def realtime_script(ws_url: str = "/ws/", sse_url: str | None = None) -> str:
+    """Include realtime.js as a plain script, telling it where the endpoints and the CSRF cookie are.
+
+    The SSE URL defaults to the URLconf's ``django_realtime:events``; the
+    WebSocket URL, which Channels routes outside the URLconf, to ``/ws/``.
+    """
+    return format_html(
+        '<script src="{}" data-ws-url="{}" data-sse-url="{}" data-csrf-cookie="{}"></script>',
+        static("django_realtime/realtime.js"),
+        ws_url,
+        sse_url if sse_url is not None else _events_url(),
+        settings.CSRF_COOKIE_NAME,
+    )
+
+
+@register.simple_tag
+def realtime_cursor() -> str:
+    """Return the newest event id of the log: a ``lastId`` that starts a subscription at this render.
+
+    Events published after the page was rendered are delivered; earlier ones
+    are not (docs/sse.md, "Starting from a page you rendered").
+    """
+    from ..conf import realtime_settings
+    from ..log import tailer_for
+
+    return str(tailer_for(realtime_settings.DATABASE).start_horizon())
