@@ -11,14 +11,13 @@ the hub polls the log until the listener is back, then reads it once more.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING
 
 from django.db import connections, transaction
 
 from .. import hub as hub_module
 from ..conf import realtime_settings
-from .base import BaseBackend
+from .listener import ListenerBackend
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -32,21 +31,18 @@ CHANNEL = "django_realtime"
 _NOT_CONNINFO = {"cursor_factory", "context", "prepare_threshold", "client_encoding"}
 
 
-class PostgresBackend(BaseBackend):
+class PostgresBackend(ListenerBackend):
     """Notify through PostgreSQL; listen on one connection per process."""
 
-    def __init__(self, dsn: str | None = None, fallback_interval: float = 1.0, database: str | None = None) -> None:
-        self.dsn = dsn
-        self.fallback_interval = fallback_interval
-        self.database = database
-        self.listening = threading.Event()
-        self._stopping = threading.Event()
-        self._connection = None
-        self._log_database = ""
+    service = "PostgreSQL"
 
-    @property
-    def poll_interval(self) -> float | None:  # type: ignore[override]
-        return None if self.listening.is_set() else self.fallback_interval
+    def __init__(self, dsn: str | None = None, fallback_interval: float = 1.0, database: str | None = None) -> None:
+        super().__init__(fallback_interval)
+        self.dsn = dsn
+        self.database = database
+        self._connection = None
+        self._conninfo = ""
+        self._log_database = ""
 
     def published(self, event: Event, using: str) -> None:
         # Inside the transaction: PostgreSQL delivers it at COMMIT, never on ROLLBACK.
@@ -72,16 +68,14 @@ class PostgresBackend(BaseBackend):
         )
 
     def start(self, hub: Hub) -> None:
-        self._stopping.clear()
-        conninfo = self.conninfo()
+        self._conninfo = self.conninfo()
         with connections[hub.using].cursor() as cursor:
             cursor.execute("SELECT current_database()")
             self._log_database = cursor.fetchone()[0]
-        thread = threading.Thread(target=self._listen, args=(hub, conninfo), name="django-realtime-listen", daemon=True)
-        thread.start()
+        super().start(hub)
 
     def stop(self) -> None:
-        self._stopping.set()
+        super().stop()
         connection = self._connection
         if connection is not None:
             try:
@@ -89,37 +83,24 @@ class PostgresBackend(BaseBackend):
             except Exception:  # the listener is going away either way
                 logger.debug("could not cancel the LISTEN connection", exc_info=True)
 
-    def _listen(self, hub: Hub, conninfo: str) -> None:
+    def listen(self, hub: Hub) -> None:
         import psycopg
         from psycopg import sql
 
-        backoff = 0.1
-        while not self._stopping.is_set():
+        with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as connection:
+            self._connection = connection
             try:
-                with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as connection:
-                    self._connection = connection
-                    (database,) = connection.execute("SELECT current_database()").fetchone()
-                    if database != self._log_database:
-                        # NOTIFY reaches listeners of the same database only.
-                        raise RuntimeError(
-                            f"the listener's connection reaches database {database!r}, "
-                            f"but the event log is in {self._log_database!r}"
-                        )
-                    connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
-                    self.listening.set()
-                    backoff = 0.1
-                    # Whatever committed while nobody listened: read the log now.
-                    hub.poke()
-                    while not self._stopping.is_set():
-                        for _ in connection.notifies(timeout=1.0):
-                            hub.poke()
-            except Exception:
-                if self._stopping.is_set():
-                    break
-                logger.warning("PostgreSQL listener lost; polling the log until it is back", exc_info=True)
+                (database,) = connection.execute("SELECT current_database()").fetchone()
+                if database != self._log_database:
+                    # NOTIFY reaches listeners of the same database only.
+                    raise RuntimeError(
+                        f"the listener's connection reaches database {database!r}, "
+                        f"but the event log is in {self._log_database!r}"
+                    )
+                connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+                self.subscribed(hub)
+                while not self.stopping:
+                    for _ in connection.notifies(timeout=1.0):
+                        hub.poke()
             finally:
                 self._connection = None
-                self.listening.clear()
-                hub.poke()
-            self._stopping.wait(backoff)
-            backoff = min(backoff * 2, 5.0)

@@ -9,11 +9,10 @@ polls the log.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING
 
 from .. import hub as hub_module
-from .base import BaseBackend
+from .listener import ListenerBackend
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -24,22 +23,18 @@ logger = logging.getLogger("django_realtime")
 CHANNEL = "django_realtime"
 
 
-class RedisBackend(BaseBackend):
+class RedisBackend(ListenerBackend):
     """Publish after commit; subscribe on one connection per process."""
+
+    service = "Redis"
 
     def __init__(
         self, url: str = "redis://127.0.0.1:6379/0", fallback_interval: float = 1.0, channel: str = CHANNEL
     ) -> None:
+        super().__init__(fallback_interval)
         self.url = url
-        self.fallback_interval = fallback_interval
         self.channel = channel
-        self.listening = threading.Event()
-        self._stopping = threading.Event()
         self._client = None
-
-    @property
-    def poll_interval(self) -> float | None:  # type: ignore[override]
-        return None if self.listening.is_set() else self.fallback_interval
 
     def _redis(self):
         if self._client is None:
@@ -63,41 +58,21 @@ class RedisBackend(BaseBackend):
             # their fallback polling or their next wake-up comes.
             logger.warning("could not publish a wake-up to Redis", exc_info=True)
 
-    def start(self, hub: Hub) -> None:
-        self._stopping.clear()
-        thread = threading.Thread(target=self._listen, args=(hub,), name="django-realtime-listen", daemon=True)
-        thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    def _listen(self, hub: Hub) -> None:
+    def listen(self, hub: Hub) -> None:
         import redis
 
-        backoff = 0.1
-        while not self._stopping.is_set():
-            client = redis.Redis.from_url(self.url, socket_timeout=None, socket_connect_timeout=5)
-            pubsub = client.pubsub()
-            try:
-                pubsub.subscribe(self.channel)
-                while not self._stopping.is_set():
-                    message = pubsub.get_message(timeout=1.0)
-                    if message is None:
-                        continue
-                    if message["type"] == "subscribe":
-                        # Subscribed: whatever was published while nobody
-                        # listened is in the log, so read it now.
-                        self.listening.set()
-                        backoff = 0.1
+        client = redis.Redis.from_url(self.url, socket_timeout=None, socket_connect_timeout=5)
+        pubsub = client.pubsub()
+        try:
+            pubsub.subscribe(self.channel)
+            while not self.stopping:
+                message = pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
+                if message["type"] == "subscribe":
+                    self.subscribed(hub)
+                else:
                     hub.poke()
-            except Exception:
-                if self._stopping.is_set():
-                    break
-                logger.warning("Redis listener lost; polling the log until it is back", exc_info=True)
-            finally:
-                self.listening.clear()
-                hub.poke()
-                pubsub.close()
-                client.close()
-            self._stopping.wait(backoff)
-            backoff = min(backoff * 2, 5.0)
+        finally:
+            pubsub.close()
+            client.close()
