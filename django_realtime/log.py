@@ -144,18 +144,29 @@ class GapTailer(Tailer):
 
     def read(self, horizon: int) -> list[Row]:
         rows = _read_after(self.using, horizon)
-        safe = _unbroken(rows, horizon, self._settled)
-        if len(safe) == len(rows):
-            return safe
+        safe = self._safe(rows, horizon)
         if self._pending is None:
-            self._pending = (rows[-1][0], self._evidence())
+            return safe
         top, evidence = self._pending
         if not self._settled_by(evidence):
             return safe
         # Every id up to top is now visible or dead: read again, past the dead.
         self._pending = None
         self._settled = max(self._settled, top)
-        return _unbroken(_read_after(self.using, horizon), horizon, self._settled)
+        return self._safe(_read_after(self.using, horizon), horizon)
+
+    def _safe(self, rows: list[Row], horizon: int) -> list[Row]:
+        """Return the rows up to the first gap, and keep the evidence that will settle it."""
+        safe = _unbroken(rows, horizon, self._settled)
+        if len(safe) == len(rows):
+            self._pending = None  # no gap now: one seen before has filled
+            return safe
+        gap = max((safe[-1][0] if safe else horizon) + 1, self._settled + 1)
+        if self._pending is None or self._pending[0] < gap:
+            # Evidence taken after seeing rows[-1] covers every id below it;
+            # evidence of an older gap, since filled, covers nothing here.
+            self._pending = (rows[-1][0], self._evidence())
+        return safe
 
     @property
     def recheck_after(self) -> float | None:

@@ -1,0 +1,138 @@
+"""The gap-safe tailer on PostgreSQL, step by step (the commit-order trap)."""
+
+import threading
+
+import pytest
+from django.db import connections, transaction
+
+from django_realtime import publish
+from django_realtime.log import PostgresTailer, SerialTailer, _unbroken, tailer_for
+from tests import services
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+
+
+@pytest.fixture(autouse=True)
+def _log_on_postgres(settings):
+    services.require(services.POSTGRES, "PostgreSQL")
+    settings.REALTIME = {"BACKEND": "inprocess", "DATABASE": "postgres", "PRUNE_INTERVAL": None}
+    yield
+    connections["postgres"].close()
+
+
+def ids(rows):
+    return [row[0] for row in rows]
+
+
+class Held:
+    """Publish in a transaction on another thread and hold it open until commit() or roll_back()."""
+
+    def __init__(self):
+        self.drawn, self.release, self.keep = threading.Event(), threading.Event(), True
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+        assert self.drawn.wait(10)
+
+    def _run(self):
+        try:
+            with transaction.atomic(using="postgres"):
+                self.id = publish("c", "held").id
+                self.drawn.set()
+                self.release.wait(10)
+                if not self.keep:
+                    transaction.set_rollback(True, using="postgres")
+        finally:
+            connections["postgres"].close()
+
+    def end(self, *, commit):
+        self.keep = commit
+        self.release.set()
+        self.thread.join(10)
+
+
+def test_unbroken_stops_at_the_first_missing_id_above_the_settled_ones():
+    rows = [(1, "", "", ""), (2, "", "", ""), (4, "", "", ""), (7, "", "", "")]
+    assert ids(_unbroken(rows, 0)) == [1, 2]
+    assert ids(_unbroken(rows, 0, settled=3)) == [1, 2, 4]
+    assert ids(_unbroken(rows, 0, settled=6)) == [1, 2, 4, 7]
+
+
+def test_each_database_gets_its_tailer():
+    assert isinstance(tailer_for("postgres"), PostgresTailer)
+    assert type(tailer_for("default")) is SerialTailer
+
+
+def test_the_tailer_holds_back_behind_an_open_transaction_and_releases_in_order():
+    tailer = PostgresTailer("postgres")
+    horizon = tailer.start_horizon()
+    held = Held()
+    later = publish("c", "later").id
+    assert tailer.read(horizon) == []
+    assert tailer.recheck_after is not None
+    held.end(commit=True)
+    assert ids(tailer.read(horizon)) == [held.id, later]
+
+
+def test_a_rolled_back_id_is_stepped_over_once_its_transaction_has_ended():
+    tailer = PostgresTailer("postgres")
+    horizon = tailer.start_horizon()
+    held = Held()
+    later = publish("c", "later").id
+    assert tailer.read(horizon) == []
+    held.end(commit=False)
+    assert ids(tailer.read(horizon)) == [later]
+    assert tailer.recheck_after is None
+
+
+def test_a_gap_that_filled_by_itself_leaves_no_stale_evidence_behind():
+    tailer = PostgresTailer("postgres")
+    horizon = tailer.start_horizon()
+    held = Held()
+    first_later = publish("c", "later").id
+    assert tailer.read(horizon) == []
+    held.end(commit=True)
+    rows = tailer.read(horizon)
+    assert ids(rows) == [held.id, first_later]
+    horizon = rows[-1][0]
+    # A new gap: rolled back at once, then a commit; nobody is in flight any more.
+    with pytest.raises(RuntimeError), transaction.atomic(using="postgres"):
+        publish("c", "rolled back")
+        raise RuntimeError
+    committed = publish("c", "committed").id
+    assert ids(tailer.read(horizon)) == [committed]
+
+
+def test_a_newer_gap_behind_a_settled_one_gets_evidence_of_its_own():
+    tailer = PostgresTailer("postgres")
+    horizon = tailer.start_horizon()
+    first = Held()
+    middle = publish("c", "middle").id
+    assert tailer.read(horizon) == []
+    second = Held()
+    last = publish("c", "last").id
+    first.end(commit=False)
+    # The first gap is settled; the second is still in flight: hold back, keep rechecking.
+    assert ids(tailer.read(horizon)) == [middle]
+    assert tailer.recheck_after is not None
+    second.end(commit=True)
+    assert ids(tailer.read(middle)) == [second.id, last]
+
+
+def test_start_horizon_waits_for_publishers_in_flight():
+    held = Held()
+    later = publish("c", "later").id
+    result = {}
+
+    def start():
+        try:
+            result["h"] = PostgresTailer("postgres").start_horizon()
+        finally:
+            connections["postgres"].close()
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive(), "started past an event still in flight"
+    held.end(commit=True)
+    thread.join(10)
+    assert result["h"] == later
