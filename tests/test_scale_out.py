@@ -1,0 +1,243 @@
+"""Scale-out end to end: concurrent publisher processes, two servers, both transports, every backend.
+
+On a fresh PostgreSQL database, gunicorn (gevent, one worker) and daphne
+serve the demo project side by side.  52 subscribers listen on two channels
+(or both): 18 SSE streams on gunicorn (WSGI serves no WebSockets), 17 SSE
+streams and 17 WebSockets on daphne, each from the log's newest id.  Then 4
+publisher processes publish 40 events each at once, in transactions that
+commit at once, stay open for up to a second before they commit (so ids
+commit out of order), or roll back.  Six more subscribers join from the same
+id while they run.  Every subscriber must receive exactly the committed
+events of its channels: each once, in id order, none rolled back.  The same
+runs with the notification engine disrupted mid-run: the PostgreSQL
+listeners' connections terminated, Redis restarted.  See
+tests/scale_out_helpers.py and tests/scale_out_publisher.py.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, closing
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from django_realtime.backends.redis import CHANNEL as REDIS_CHANNEL
+from tests.scale_out_helpers import (
+    PUBLISHER_RUN_TIMEOUT,
+    PUBLISHER_START_TIMEOUT,
+    Outcome,
+    PublisherProcess,
+    Subscriber,
+    SubscriberPool,
+    listening_connections,
+    redis_subscribers,
+    running_servers,
+    start_redis,
+    stop_redis,
+    terminate_listeners,
+)
+from tests.servers import Server, manage, project_env
+from tests.services import POSTGRES, REDIS, REDIS_URL, require
+
+pytestmark = [pytest.mark.server, pytest.mark.postgres]
+
+CHANNELS = ("chat:scale-a", "chat:scale-b")
+#: Subscribers per server and transport, connected before publishing starts; gunicorn serves SSE only.
+SUBSCRIBERS = {("gunicorn-gevent", "sse"): 18, ("daphne", "sse"): 17, ("daphne", "ws"): 17}
+#: ...and connected while the publishers run, from the same id.
+LATE_SUBSCRIBERS = {("gunicorn-gevent", "sse"): 2, ("daphne", "sse"): 2, ("daphne", "ws"): 2}
+PUBLISHERS = 4
+EVENTS_PER_PUBLISHER = 40
+#: Transactions the publishers have ended, together, when late subscribers join and the engine is disrupted.
+MIDWAY = 12
+#: Seconds every subscriber has, once the publishers are done, to hold every committed event.
+DELIVERY_TIMEOUT = 30.0
+#: Seconds to go on listening after that, for a late duplicate or a rolled-back event.
+GRACE = 0.5
+#: Seconds the servers have, after delivery, to be listening again (the backends' backoff tops out at 5 s).
+RELISTEN_TIMEOUT = 10.0
+#: Seconds Redis stays down.
+REDIS_DOWNTIME = 1.5
+#: The publishers' seeds (publisher i gets seed + i): a different, reproducible mix in each scenario.
+SEEDS = {None: 100, "terminate-listener": 300, "restart-redis": 400}
+
+
+@dataclass
+class Database:
+    name: str
+    url: str
+    admin: Any  # autocommit psycopg connection to the server's "test" database
+    log: Any  # autocommit psycopg connection to this database
+
+    def newest_id(self) -> int:
+        return self.log.execute("SELECT coalesce(max(id), 0) FROM django_realtime_event").fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[Database]:
+    """A fresh PostgreSQL database, migrated, with events on CHANNELS that nobody may receive; dropped afterwards."""
+    require(POSTGRES, "PostgreSQL")
+    import psycopg
+    from psycopg import sql
+
+    server = f"postgresql://postgres@{POSTGRES[0]}:{POSTGRES[1]}"
+    try:
+        admin = psycopg.connect(f"{server}/test", autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot connect to PostgreSQL as postgres to database test, and CI must run every test: {exc}")
+        pytest.skip(f"cannot connect to PostgreSQL as postgres to database test: {exc}")
+    name = f"realtime_scale_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            url = f"postgres://postgres@{POSTGRES[0]}:{POSTGRES[1]}/{name}"
+            env = project_env(url)
+            manage(env, "migrate", "--verbosity", "0")
+            # Below every subscriber's cursor: delivering one of them is a bug.
+            seed = "from django_realtime import publish\nfor n in range(3):\n"
+            seed += "".join(f"    publish({channel!r}, {{'seed': n}}, event='scale')\n" for channel in CHANNELS)
+            manage(env, "shell", "--command", seed)
+            with closing(psycopg.connect(f"{server}/{name}", autocommit=True, connect_timeout=5)) as log:
+                yield Database(name, url, admin, log)
+        finally:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                [name],
+            )
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def subscribers(spread: dict[tuple[str, str], int], servers: dict[str, Server], cursor: int, **kwargs):
+    """Return the subscribers *spread* asks for, on channel a, b or both in turn."""
+    choices = [CHANNELS[:1], CHANNELS[1:], CHANNELS]
+    return [
+        Subscriber(transport, servers[kind], choices[index % len(choices)], cursor, **kwargs)
+        for (kind, transport), count in spread.items()
+        for index in range(count)
+    ]
+
+
+def wait_for_transactions(publishers: list[PublisherProcess], count: int) -> None:
+    deadline = time.monotonic() + PUBLISHER_RUN_TIMEOUT
+    while sum(len(p.transactions) for p in publishers) < count:
+        if time.monotonic() > deadline or all(p.ended.is_set() for p in publishers):
+            raise AssertionError(f"the publishers ended fewer than {count} transactions")
+        time.sleep(0.01)
+
+
+def wait_for_listeners(backend: str, database: Database, count: int) -> int:
+    """Wait until *count* processes listen for wake-ups; return how many do."""
+    deadline = time.monotonic() + RELISTEN_TIMEOUT
+    while True:
+        if backend == "postgres":
+            listening = listening_connections(database.admin, database.name)
+        else:
+            listening = redis_subscribers(REDIS_CHANNEL)
+        if listening >= count or time.monotonic() > deadline:
+            return listening
+        time.sleep(0.1)
+
+
+def disrupt(kind: str | None, database: Database, publishers: list[PublisherProcess]) -> str:
+    """Disrupt the notification engine while the publishers run; return what was done."""
+    if kind is None:
+        return "nothing"
+    if kind == "terminate-listener":
+        terminated = terminate_listeners(database.admin, database.name)
+        assert terminated >= 1, "no LISTEN connection to terminate"
+        done = f"terminated {terminated} LISTEN connections"
+    else:
+        try:
+            stop_redis()
+            time.sleep(REDIS_DOWNTIME)
+        finally:
+            start_redis()  # whatever happened: leave Redis running, as CI starts it
+        done = f"restarted Redis, down for {REDIS_DOWNTIME}s"
+    still_running = sum(not p.done.is_set() for p in publishers)
+    assert still_running, f"{done}, but only after every publisher had finished"
+    return f"{done} while {still_running} publishers ran"
+
+
+SCENARIOS = [
+    pytest.param("postgres", None, id="postgres"),
+    pytest.param("redis", None, id="redis"),
+    pytest.param("postgres", "terminate-listener", id="postgres-listener-terminated"),
+    pytest.param("redis", "restart-redis", id="redis-restarted"),
+]
+
+
+@pytest.mark.parametrize(("backend", "disruption"), SCENARIOS)
+def test_every_subscriber_receives_every_committed_event_once_in_order(database, tmp_path, backend, disruption):
+    if backend == "redis":
+        require(REDIS, "Redis")
+    env = {
+        **project_env(database.url),
+        "REALTIME_BACKEND": backend,
+        "REDIS_URL": REDIS_URL,
+        # Keepalives far apart: nothing but the backend's wake-ups (and its
+        # fallback polling) may make a hub read the log during the test.
+        "REALTIME_KEEPALIVE": "120",
+    }
+    cursor = database.newest_id()
+    marks = {"start": time.monotonic()}
+    with ExitStack() as stack:
+        servers = stack.enter_context(running_servers(["gunicorn-gevent", "daphne"], env, tmp_path))
+        pool = stack.enter_context(SubscriberPool())
+        publishers = []
+        for index in range(PUBLISHERS):
+            seed = SEEDS[disruption] + (100 if backend == "redis" else 0) + index
+            publisher = PublisherProcess(env, f"p{index}", seed, EVENTS_PER_PUBLISHER, CHANNELS, tmp_path)
+            stack.callback(publisher.kill)
+            publishers.append(publisher)
+        marks["servers up"] = time.monotonic()
+        pool.start(subscribers(SUBSCRIBERS, servers, cursor))
+        pool.wait_ready()
+        marks["subscribed"] = time.monotonic()
+        deadline = time.monotonic() + PUBLISHER_START_TIMEOUT
+        for publisher in publishers:
+            publisher.wait_ready(deadline)
+        for publisher in publishers:
+            publisher.go()
+        wait_for_transactions(publishers, MIDWAY)
+        pool.start(subscribers(LATE_SUBSCRIBERS, servers, cursor, late=True))
+        done = disrupt(disruption, database, publishers)
+        deadline = time.monotonic() + PUBLISHER_RUN_TIMEOUT
+        for publisher in publishers:
+            publisher.finish(deadline)
+        marks["published"] = time.monotonic()
+        outcome = Outcome.of(publishers)
+        pool.wait_until(outcome, DELIVERY_TIMEOUT)
+        marks["delivered"] = time.monotonic()
+        time.sleep(GRACE)
+        problems = [problem for subscriber in pool.subscribers for problem in subscriber.problems(outcome)]
+        # Polling the log would deliver everything too: the listeners must be back.
+        listening = wait_for_listeners(backend, database, len(servers))
+        if listening < len(servers):
+            problems.append(f"{listening} of {len(servers)} servers listen for wake-ups {RELISTEN_TIMEOUT}s later")
+        for server in servers.values():
+            server.check_alive()
+    marks["stopped"] = time.monotonic()
+
+    latencies = sorted(t for subscriber in pool.subscribers for t in subscriber.latencies(outcome))
+    summary = (
+        f"{backend}, disruption: {done}; {len(outcome.committed)} events committed "
+        f"({len(outcome.committed_ids(CHANNELS[0]))} on {CHANNELS[0]}), {len(outcome.rolled_back)} rolled back; "
+        f"{len(pool.subscribers)} subscribers from id {cursor}; commit to arrival: "
+        f"p50 {statistics.median(latencies or [0]):.3f}s, max {max(latencies or [0]):.3f}s; seconds: "
+        + ", ".join(f"{b} {marks[b] - marks[a]:.1f}" for a, b in zip(marks, list(marks)[1:], strict=False))
+    )
+    print(summary)
+    if problems:
+        for server in servers.values():
+            print(f"--- {server.kind} output ---\n{server.log()[-6000:]}")
+        for publisher in publishers:
+            print(f"--- publisher {publisher.name} ---\n{publisher.transactions}\n{publisher.stderr()[-3000:]}")
+    assert not problems, f"{summary}\n" + "\n".join(problems[:40])
+    assert outcome.rolled_back, "no transaction rolled back: the test proves less than it says"
