@@ -99,7 +99,9 @@ def presence(request, room):
     sid = request.POST.get("sid", "")
     if event not in PRESENCE_EVENTS or not SID_PATTERN.match(sid):
         return HttpResponseBadRequest("event must be join, here or leave, and sid 8 to 32 letters or digits")
-    stored = publish(f"presence:{room}", {"sid": sid, "nick": _nick(request, request.POST.get("nick", ""))}, event=event)
+    stored = publish(
+        f"presence:{room}", {"sid": sid, "nick": _nick(request, request.POST.get("nick", ""))}, event=event
+    )
     return JsonResponse({"id": str(stored.id)})
 
 

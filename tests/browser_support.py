@@ -1,0 +1,154 @@
+"""Drive the demo in headless Chromium: servers that restart on their port, pages, and DOM reads.
+
+Chromium is Debian's (``apt-get install chromium``), driven by Playwright's
+Python package through ``executable_path``: Playwright's own browser
+downloads are never used.  Servers run the demo project from
+``tests.servers`` command lines, each in a session of its own, on a port
+chosen once, so that a test can kill one and start it again where its pages
+reconnect.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.servers import ROOT, SERVER_COMMANDS, free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+NICK_KEY = "django-realtime-demo:nick"
+
+#: Seconds a server may take to answer its first request.
+START_TIMEOUT = 30.0
+#: Seconds a server may take to exit after SIGTERM before it is killed.
+STOP_TIMEOUT = 10.0
+
+
+def require_browser() -> None:
+    """Skip unless Chromium and Playwright are installed; in CI, fail instead: CI must run these tests."""
+    missing = []
+    if not (CHROMIUM.exists() or shutil.which("chromium")):
+        missing.append(f"{CHROMIUM} (apt-get install chromium)")
+    if importlib.util.find_spec("playwright") is None:
+        missing.append("the playwright package (pip install playwright; never `playwright install`)")
+    if not missing:
+        return
+    message = f"browser tests need {' and '.join(missing)}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}, and CI must run every test")
+    pytest.skip(message)
+
+
+def chromium_path() -> str:
+    return str(CHROMIUM) if CHROMIUM.exists() else str(shutil.which("chromium"))
+
+
+@dataclass
+class DemoServer:
+    """A server of the demo project on a fixed loopback port, which ``kill()`` and ``start()`` cycle."""
+
+    kind: str
+    env: dict[str, str]
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self) -> None:
+        """Start the server and return once it serves the demo's static files."""
+        command = [part.format(port=self.port) for part in SERVER_COMMANDS[self.kind]]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                if self.process.poll() is not None:
+                    raise AssertionError(f"{self.kind} exited with status {self.process.returncode}:\n{self.log()}")
+                try:
+                    if client.get(f"{self.url}/static/django_realtime/realtime.js").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise AssertionError(f"{self.kind} did not answer within {START_TIMEOUT}s:\n{self.log()}")
+                time.sleep(0.1)
+
+    def kill(self) -> None:
+        """Kill the server at once, as a crash would: its connections drop without a goodbye."""
+        self._signal(signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Stop the server politely, then not."""
+        self._signal(signal.SIGTERM)
+
+    def _signal(self, signum: int) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signum)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(STOP_TIMEOUT)
+
+
+# The page ------------------------------------------------------------------
+
+#: The texts of the messages in a room page, in the order shown.
+MESSAGE_TEXTS = "() => Array.from(document.querySelectorAll('#messages li.msg .text'), (e) => e.textContent)"
+#: The names in a room page's "Here now" list.
+PEOPLE = "() => Array.from(document.querySelectorAll('#people .name'), (e) => e.textContent)"
+#: The room page's notices (joined, left...).
+NOTICES = "() => Array.from(document.querySelectorAll('#messages li.notice'), (e) => e.textContent)"
+
+
+def wait_for_value(page: Any, script: str, expected: Any, timeout: float = 15.0) -> None:
+    """Wait until *script* evaluates to *expected* in *page*; fail showing the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = page.evaluate(script)
+        if value == expected:
+            return
+        if time.monotonic() > deadline:
+            assert value == expected, f"after {timeout}s"
+        page.wait_for_timeout(100)
+
+
+def wait_for_state(page: Any, state: str, timeout: float = 15.0) -> None:
+    """Wait until the page's connection status shows *state*."""
+    page.wait_for_selector(f"#status[data-state={state}]", timeout=timeout * 1000)
