@@ -24,6 +24,8 @@ from pathlib import Path
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from tests.servers import manage
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SETTINGS = "tests.ws_settings"
@@ -54,22 +56,6 @@ def project_env(database_url: str) -> dict[str, str]:
         "REALTIME_BACKEND": "polling",
         "PYTHONUNBUFFERED": "1",
     }
-
-
-def manage(env: dict[str, str], *args: str, input: str | None = None) -> str:
-    """Run ``manage.py *args``; return its standard output, or fail showing its standard error."""
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        input=input,
-        capture_output=True,
-        encoding="utf-8",
-        timeout=COMMAND_TIMEOUT,
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"manage.py {args[0]} exited with status {result.returncode}:\n{result.stderr}")
-    return result.stdout
 
 
 def publish_lines(env: dict[str, str], channel: str, docs: list[object]) -> list[str]:
