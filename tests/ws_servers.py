@@ -34,8 +34,6 @@ SETTINGS = "tests.ws_settings"
 START_TIMEOUT = 30.0
 #: Seconds a server may take to exit after SIGTERM before it is killed.
 STOP_TIMEOUT = 10.0
-#: Seconds a manage.py command may run.
-COMMAND_TIMEOUT = 60.0
 #: Seconds a test waits for one message.
 RECEIVE_TIMEOUT = 10.0
 
