@@ -5,7 +5,8 @@ obeys commands from the runner over a pipe.  Parsing is the least that gives
 an honest number: undo HTTP chunking, split lines, and ``json.loads`` only the
 ``data: {`` lines, which carry ``{"t": publish time, "seq": n}``.  Each chunk
 is timestamped once, on arrival.  Events with a negative seq are warm-ups and
-are ignored.
+are ignored.  Other transports subclass :class:`Stream` (``bench.ws_clients``)
+and are named in :meth:`ClientPool.open`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ class Tally:
 
 class Stream(asyncio.Protocol):
     """One SSE connection: send a GET, then count the events that arrive."""
+
+    @staticmethod
+    def prepare(host: str, port: int, path: str) -> Any:
+        """Return what every stream to *path* shares, passed to ``__init__`` (for SSE: the request)."""
+        return (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n"
+            "Cache-Control: no-cache\r\n\r\n"
+        ).encode()
 
     def __init__(self, worker: Worker, request: bytes) -> None:
         self.worker = worker
@@ -136,12 +145,11 @@ class Worker:
         self.tally = Tally()
         self.done = asyncio.get_running_loop().create_future()
 
-    async def open(self, host: str, port: int, path: str, count: int, concurrency: int) -> dict[str, Any]:
+    async def open(
+        self, host: str, port: int, path: str, count: int, concurrency: int, kind: type[Stream] = Stream
+    ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        request = (
-            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n"
-            "Cache-Control: no-cache\r\n\r\n"
-        ).encode()
+        prepared = kind.prepare(host, port, path)
         gate = asyncio.Semaphore(concurrency)
         errors: list[str] = []
 
@@ -149,7 +157,7 @@ class Worker:
             async with gate:
                 try:
                     _, stream = await asyncio.wait_for(
-                        loop.create_connection(lambda: Stream(self, request), host, port), 30
+                        loop.create_connection(lambda: kind(self, prepared), host, port), 30
                     )
                     await asyncio.wait_for(stream.opened, 30)
                 except (OSError, TimeoutError, ConnectionError) as exc:
@@ -257,11 +265,19 @@ class ClientPool:
         return self._gather(timeout)
 
     def open(
-        self, host: str, port: int, path: str, count: int, concurrency: int = OPENING, timeout: float = 120
+        self,
+        host: str,
+        port: int,
+        path: str,
+        count: int,
+        concurrency: int = OPENING,
+        timeout: float = 120,
+        kind: type[Stream] = Stream,
     ) -> dict[str, Any]:
+        """Open *count* streams of class *kind* (SSE by default; it must be importable by the workers)."""
         shares = [count // len(self.conns) + (i < count % len(self.conns)) for i in range(len(self.conns))]
         for conn, share in zip(self.conns, shares, strict=True):
-            conn.send(("open", host, port, path, share, concurrency))
+            conn.send(("open", host, port, path, share, concurrency, kind))
         replies = self._gather(timeout)
         return {
             "opened": sum(r["opened"] for r in replies),

@@ -38,6 +38,9 @@ def summarise(
     status: dict,
     results: dict,
     log: str,
+    stats: dict | None = None,
+    machine_seconds: float | None = None,
+    background: float | None = None,
 ) -> dict[str, Any]:
     latencies: array = results.pop("latencies")
     ordered = sorted(latencies)
@@ -78,7 +81,12 @@ def summarise(
         "phase_seconds": round(wall, 2),
         # Cores the client processes used over the phase: far below their count means they kept up.
         "client_cores": round(results["client_cpu_seconds"] / wall, 2) if wall else None,
+        # Cores the whole machine used over the phase (/proc/stat): server, clients, publisher,
+        # database, and anything else running; and before the run, with none of ours running.
+        "machine_cores": round(machine_seconds / wall, 2) if wall and machine_seconds is not None else None,
+        "background_cores": round(background, 2) if background is not None else None,
         "log": log,
+        **({"server_stats": stats} if stats is not None else {}),
     }
 
 
@@ -93,7 +101,8 @@ def line(run: dict) -> str:
     return (
         f"   {run['streams']}/{run['clients']} streams; p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms; "
         f"{run['kb_per_stream']} KB/stream; {run['us_per_event']} us/event; lost {run['lost']}; "
-        f"{run['rate']} events/s; server {run['server_cores']} cores, clients {run['client_cores']} cores"
+        f"{run['rate']} events/s; server {run['server_cores']} cores, clients {run['client_cores']} cores, "
+        f"machine {run.get('machine_cores')} cores (before: {run.get('background_cores')})"
     )
 
 
@@ -114,7 +123,13 @@ def _git_state() -> str:
     return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes in django_realtime/" if dirty else "")
 
 
-def machine(args: Any, argv: list[str], targets: list[Target]) -> dict[str, Any]:
+def machine(
+    args: Any,
+    argv: list[str],
+    targets: list[Target],
+    prog: str = "bench.run",
+    packages: tuple[str, ...] = ("django", "gunicorn", "gevent"),
+) -> dict[str, Any]:
     cpu = next(
         (
             ln.split(":", 1)[1].strip()
@@ -123,7 +138,7 @@ def machine(args: Any, argv: list[str], targets: list[Target]) -> dict[str, Any]
         ),
         platform.processor(),
     )
-    versions = {pkg: _version(sys.executable, pkg) for pkg in ("django", "gunicorn", "gevent")}
+    versions = {pkg: _version(sys.executable, pkg) for pkg in packages}
     for python in sorted({t.python for t in targets if t.python != sys.executable}):
         for pkg in ("django-eventstream", "daphne", "uvicorn", "django"):
             versions[f"peer {pkg}"] = _version(python, pkg)
@@ -135,7 +150,7 @@ def machine(args: Any, argv: list[str], targets: list[Target]) -> dict[str, Any]
         "kernel": platform.release(),
         "python": platform.python_version(),
         "versions": versions,
-        "command": "python -m bench.run " + " ".join(argv[1:]),
+        "command": f"python -m {prog} " + " ".join(argv[1:]),
         "servers": servers,
         "options": {k: str(v) for k, v in vars(args).items()},
     }
@@ -156,7 +171,7 @@ def markdown(meta: dict, runs: list[dict]) -> str:
         "",
         "| server | publisher | streams | p50 / p99 / max ms | KB per idle stream "
         "| CPU µs per delivered event (of which sys) | lost / expected | events/s achieved "
-        "| server / client cores busy | CPU ms per stream opened |",
+        "| server / clients / machine cores busy | CPU ms per stream opened |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
@@ -170,7 +185,8 @@ def markdown(meta: dict, runs: list[dict]) -> str:
             f"| {run['target']['name']} | {run['target']['publisher']} | {run['streams']:,} "
             f"| {run['p50_ms']} / {run['p99_ms']} / {run['max_ms']} | {run['kb_per_stream']} "
             f"| {run['us_per_event']} ({run['us_per_event_sys']}) | {run['lost']:,} / {run['expected']:,} "
-            f"| {run['rate']} | {run['server_cores']} / {run['client_cores']} | {run['cpu_ms_per_open']} |"
+            f"| {run['rate']} | {run['server_cores']} / {run['client_cores']} / {run.get('machine_cores')} "
+            f"| {run['cpu_ms_per_open']} |"
         )
     ok = [run for run in runs if "error" not in run]
     ours = [r for r in ok if r["target"]["key"] == "ours"]
@@ -193,5 +209,9 @@ def markdown(meta: dict, runs: list[dict]) -> str:
                     f"| {_ratio(mine['kb_per_stream'], peer['kb_per_stream'])} "
                     f"| {_ratio(mine['us_per_event'], peer['us_per_event'])} |"
                 )
+    stats = [run for run in ok if run.get("server_stats")]
+    if stats:
+        out += ["", "Reported by the servers after the run:", ""]
+        out += [f"- {name(run)}, {run['streams']:,} streams: {run['server_stats']}" for run in stats]
     out += ["", "Servers:", ""] + [f"- {k}: `{v}`" for k, v in meta["servers"].items()]
     return "\n".join(out) + "\n"

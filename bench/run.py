@@ -23,23 +23,24 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.clients import ClientPool, raise_fd_limit
+from bench.clients import ClientPool, Stream, raise_fd_limit
 from bench.servers import (
     ROOT,
     HttpPublisher,
     ProcessPublisher,
     Target,
     cpu_times,
+    get_json,
+    machine_busy,
     measured_pid,
     migrate,
     start_server,
     steady_rss_kb,
     stop,
     stop_all,
+    wait_for_quiet,
     wait_ready,
 )
-
-STREAM_PATH = "/events/?channel=demo%3Abench"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle", type=float, default=3.0, help="seconds streams sit idle before RSS is read")
     parser.add_argument("--drain", type=float, default=10.0, help="seconds to wait for delivery after the last event")
     parser.add_argument("--client-processes", type=int, default=2, help="processes holding the client streams")
+    add_background_option(parser)
     parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL"),
@@ -68,6 +70,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
     return parser.parse_args(argv)
+
+
+def add_background_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-background",
+        type=float,
+        default=0.25,
+        help="before each run, wait (up to 10 minutes) until the machine uses at most this many cores (default: 0.25)",
+    )
 
 
 def our_targets(args: argparse.Namespace) -> list[Target]:
@@ -163,6 +174,15 @@ def publish_paced(publisher: Any, seqs: range | list[int], rate: float) -> float
     return (len(seqs) - 1) / (last - started) if last > started else float("inf")
 
 
+def stream_class(target: Target) -> type[Stream]:
+    """Return the client class that speaks *target*'s transport."""
+    if target.transport == "ws":
+        from bench.ws_clients import WebSocketStream
+
+        return WebSocketStream
+    return Stream
+
+
 def wait_delivered(pool: ClientPool, expected_per_stream: int, deadline: float) -> dict[str, int]:
     while True:
         status = pool.status()
@@ -180,6 +200,7 @@ def run_one(
     slug = f"{target.key}-{target.server_argv[0].split('.')[-1]}-{target.publisher}-{clients}"
     database_url = args.database_url or f"sqlite:///{dbdir / (slug + '.sqlite3')}"
     log = logdir / f"{slug}.log"
+    background = wait_for_quiet(args.max_background)
     migrate(target, database_url)
     proc, port = start_server(target, database_url, log)
     publisher = None
@@ -191,7 +212,8 @@ def run_one(
         )
         # Warm-up: load every code path once, then close the streams and make
         # the server notice (a WSGI server sees a gone client on its next writes).
-        warm = pool.open("127.0.0.1", port, STREAM_PATH, min(20, clients))
+        kind = stream_class(target)
+        warm = pool.open("127.0.0.1", port, target.path, min(20, clients), kind=kind)
         publish_paced(publisher, range(-1, -args.warmup_events - 1, -1), 50)
         time.sleep(1)
         pool.close_all()
@@ -200,20 +222,23 @@ def run_one(
         rss_idle0 = steady_rss_kb(pid)
 
         cpu_before_open = sum(cpu_times(pid))
-        opened = pool.open("127.0.0.1", port, STREAM_PATH, clients)
+        opened = pool.open("127.0.0.1", port, target.path, clients, kind=kind)
         cpu_open = sum(cpu_times(pid)) - cpu_before_open
         time.sleep(args.idle)
         rss_idle_n = steady_rss_kb(pid)
 
         pool.reset(args.events)
         cpu_start = cpu_times(pid)
+        machine_start = machine_busy()
         wall_start = time.monotonic()
         rate = publish_paced(publisher, range(args.events), args.rate)
         status = wait_delivered(pool, args.events, time.monotonic() + args.drain)
         cpu_end = cpu_times(pid)
+        machine_seconds = machine_busy() - machine_start
         cpu_used = (cpu_end[0] - cpu_start[0], cpu_end[1] - cpu_start[1])
         wall = time.monotonic() - wall_start
         results = pool.results()
+        stats = get_json(port, target.stats_path) if target.stats_path else None
         if measured_pid(target, proc) != pid:
             raise RuntimeError("the measured worker was replaced during the run")
     finally:
@@ -235,13 +260,14 @@ def run_one(
         status=status,
         results=results,
         log=str(log),
+        stats=stats,
+        machine_seconds=machine_seconds,
+        background=background,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    counts = [int(n) for n in args.clients.split(",")]
-    raise_fd_limit(max(counts) * 2 + 1000)
     sides = args.only.split(",")
     targets = [
         target
@@ -249,10 +275,22 @@ def main(argv: list[str] | None = None) -> int:
         if side in sides
         for target in make(args)
     ]
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return measure(args, targets)
+
+
+def measure(
+    args: argparse.Namespace,
+    targets: list[Target],
+    prog: str = "bench.run",
+    packages: tuple[str, ...] = ("django", "gunicorn", "gevent"),
+) -> int:
+    """Run every target at every client count of *args*, print the report and write it to ``args.out``."""
+    counts = [int(n) for n in args.clients.split(",")]
+    raise_fd_limit(max(counts) * 2 + 1000)
+    stamp = time.strftime("%Y%m%d-%H%M%S") + ("" if prog == "bench.run" else "-" + prog.rsplit(".", 1)[-1])
     logdir = args.out / f"{stamp}-logs"
     logdir.mkdir(parents=True)
-    meta = report.machine(args, sys.argv, targets)  # before the runs: the commit under test
+    meta = report.machine(args, sys.argv, targets, prog, packages)  # before the runs: the commit under test
     runs = []
     pool = ClientPool(args.client_processes, max(counts))
     try:

@@ -8,6 +8,7 @@ groups: gunicorn's arbiter and its forked worker alike, even after Ctrl-C.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import socket
@@ -34,6 +35,9 @@ class Target:
     forks: bool  # gunicorn: measure the forked worker, not the arbiter
     publisher: str = "http"  # "http" (POST to the server) or "process" (bench.publisher)
     env: dict[str, str] = field(default_factory=dict)
+    path: str = "/events/?channel=demo%3Abench"  # what each client opens
+    transport: str = "sse"  # the clients: "sse" (bench.clients) or "ws" (bench.ws_clients)
+    stats_path: str | None = None  # GET after the run; its JSON goes into the results
 
 
 def free_port() -> int:
@@ -121,6 +125,20 @@ def wait_ready(proc: subprocess.Popen, port: int, timeout: float = 60) -> None:
     raise TimeoutError(f"the server did not answer on port {port} within {timeout:.0f}s")
 
 
+def get_json(port: int, path: str) -> dict:
+    """GET *path* from the server on *port* and return its JSON."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path} answered {response.status}")
+        return json.loads(body)
+    finally:
+        conn.close()
+
+
 def children(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -165,6 +183,29 @@ def cpu_times(pid: int) -> tuple[float, float]:
     """utime and stime of *pid* (all its threads), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def machine_busy() -> float:
+    """Return the CPU seconds the whole machine has spent busy (all cores, all processes) since boot."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def wait_for_quiet(limit: float, patience: float = 600.0, sample: float = 2.0) -> float:
+    """Wait until the machine uses at most *limit* cores (others' jobs: CI, other benchmarks); return the last reading.
+
+    Gives up after *patience* seconds and returns the reading anyway: the
+    run then goes on, and the report shows how busy the machine was.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        before = machine_busy()
+        time.sleep(sample)
+        busy = (machine_busy() - before) / sample
+        if busy <= limit or time.monotonic() > deadline:
+            return busy
+        print(f"   the machine is busy ({busy:.2f} cores) with something else; waiting", flush=True)
 
 
 class HttpPublisher:

@@ -1,1 +1,1 @@
-"""The demo project plus a publish endpoint, served by gunicorn's gevent worker for the benchmark."""
+"""The demo project plus a publish endpoint: SSE under gunicorn's gevent worker, WebSockets under daphne."""

@@ -1,4 +1,4 @@
-"""The demo's settings with the benchmark's URLconf.
+"""The demo's settings with the benchmark's URLconf, for gunicorn (``wsgi``) and daphne (``asgi``).
 
 The runner sets DATABASE_URL (a fresh SQLite file by default), REALTIME_BACKEND
 and DJANGO_DEBUG=0 in the environment; the demo settings read them.
@@ -8,5 +8,6 @@ from testproject.settings import *  # noqa: F403
 
 ROOT_URLCONF = "bench.site.urls"
 WSGI_APPLICATION = "bench.site.wsgi.application"
+ASGI_APPLICATION = "bench.site.asgi.application"
 # Retention is not what is measured: keep the hub from pruning mid-run.
 REALTIME = {**REALTIME, "PRUNE_INTERVAL": None}  # noqa: F405

@@ -1,0 +1,1 @@
+"""The baseline: a plain Channels broadcast (a group on the in-memory channel layer), served by daphne."""
