@@ -23,7 +23,7 @@ from django.db import connections
 from django.db.models import Max
 
 from .conf import realtime_settings
-from .log import Tailer, read_rows, tailer_for
+from .log import PAGE, PAGE_BYTES, Tailer, read_rows, tailer_for
 from .sse import encode_event
 
 if TYPE_CHECKING:
@@ -174,6 +174,8 @@ class Hub:
     def _read_new(self) -> None:
         while rows := self._tailer.read(self.horizon):
             self._append([make_item(*row) for row in rows])
+            if len(rows) < PAGE and sum(len(row[3]) for row in rows) < PAGE_BYTES:
+                return  # a short page is the end (or a gap): no need for an empty read to say so
 
     def _append(self, items: list[Item]) -> None:
         with self._lock:
