@@ -94,9 +94,6 @@ realtime_settings = RealtimeSettings()
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     if setting == "REALTIME":
         realtime_settings.clear()
-        from . import backends
-
-        backends.clear_cache()
 
 
 setting_changed.connect(_on_setting_changed)

@@ -1,9 +1,12 @@
 """The WebSocket endpoint: the protocol of docs/websocket.md on the same log and hub as SSE.
 
-Each subscription is one ``afollow`` loop over the hub (replay after
-``last_id``, then live, with no gap and no duplicate), writing into the
-connection's bounded :class:`~django_realtime.limits.Outbox`; one sender task
-hands the outbox to the server, under daphne only while Twisted's write
+Each connection runs one follow loop, whatever its number of subscriptions:
+it joins the hub once for the connection's set of channels, keeps one
+:class:`~django_realtime.streams.Follower` (cursor) per subscription, and is
+woken once per batch that carries any of them.  A message goes straight to
+the server when nothing is queued and the server can take it; otherwise it
+waits in the connection's bounded :class:`~django_realtime.limits.Outbox`,
+which one sender task hands on, under daphne only while Twisted's write
 buffer has room.  A client that leaves the outbox full for
 ``WEBSOCKET_SEND_TIMEOUT`` seconds is closed with 4000 and resumes from its
 last ids.  The ORM is used only on worker threads, whose connections are
@@ -15,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from functools import lru_cache
+import time
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
@@ -26,15 +29,17 @@ from . import protocol
 from .auth import PUBLISH, SUBSCRIBE, get_authorizer
 from .conf import realtime_settings
 from .exceptions import EventTooLarge, InvalidChannelName, InvalidCursor, InvalidEventData, InvalidEventName
-from .hub import get_hub, release_connections
+from .hub import get_hub
 from .limits import Outbox, TokenBucket
+from .log import release_connections
 from .names import parse_cursor, validate_channel, validate_event_name
 from .publishing import publish
-from .streams import afollow
+from .streams import READ, WAIT, Follower
 from .transport import adapt_connection
 
 if TYPE_CHECKING:
-    from .hub import Hub, Item
+    from .hub import Hub, Waiters
+    from .log import Item
 
 logger = logging.getLogger("django_realtime")
 
@@ -51,21 +56,15 @@ async def run_released(func: Any, *args: Any, **kwargs: Any) -> Any:
     return await sync_to_async(_released, thread_sensitive=False)(func, *args, **kwargs)
 
 
-@lru_cache(maxsize=256)
-def _event_text(id: int, channel: str, event: str, data_json: str) -> str:
-    # One str per event, shared by every connection that has it queued.
-    return protocol.event(channel, str(id), event, data_json)
-
-
-def event_text(item: Item) -> str:
-    """Return the WebSocket message of a hub item (the reset item of ``afollow`` has no channel)."""
-    return _event_text(item.id, item.channel, item.event, item.data_json)
-
-
-def reset_text(channel: str, item: Item) -> str:
-    """Turn ``afollow``'s reset item into the WebSocket ``reset`` message of *channel*."""
-    fields = json.loads(item.data_json)
-    return protocol.reset(channel, fields["reason"], fields["last_event_id"], fields["resume_id"])
+def event_text(channel: str, item: Item) -> str:
+    """Return the WebSocket message of *item* on *channel*, made once per process and event."""
+    if not item.channel:  # the reset item of a Follower
+        fields = json.loads(item.data_json)
+        return protocol.reset(channel, fields["reason"], fields["last_event_id"], fields["resume_id"])
+    text = item.websocket
+    if text is None:
+        text = item.websocket = protocol.event(item.channel, str(item.id), item.event, item.data_json)
+    return text
 
 
 class RealtimeConsumer(AsyncWebsocketConsumer):
@@ -80,7 +79,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             from django.contrib.auth.models import AnonymousUser
 
             self.user = AnonymousUser()
-        self.subscriptions: dict[str, asyncio.Task[None]] = {}
+        #: One cursor per subscribed channel.
+        self.followers: dict[str, Follower] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
         self.hub = get_hub()
@@ -92,13 +92,16 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await self.close(protocol.CLOSE_UNAVAILABLE)
             return
         self.outbox = Outbox(int(realtime_settings.WEBSOCKET_SEND_BUFFER))
+        self.sending = asyncio.Lock()
         self.writable = adapt_connection(self.base_send)
         rate = realtime_settings.WEBSOCKET_PUBLISH_RATE
         loop = asyncio.get_running_loop()
+        self.kicked: asyncio.Future[None] = loop.create_future()
         self.bucket = None
         if rate is not None:
             self.bucket = TokenBucket(rate, realtime_settings.WEBSOCKET_PUBLISH_BURST, loop.time())
         self._start(self._send_loop())
+        self._start(self._follow_loop())
         lifetime = realtime_settings.WEBSOCKET_MAX_LIFETIME
         if lifetime:
             self.lifetime = loop.call_later(lifetime, self.shut, protocol.CLOSE_LIFETIME)
@@ -107,10 +110,66 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.closing = True
         if hasattr(self, "lifetime"):
             self.lifetime.cancel()
-        tasks = [*self.tasks, *self.subscriptions.values()]
+        tasks = list(self.tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    # Following --------------------------------------------------------------
+
+    def kick(self) -> None:
+        """Have the follow loop look at its subscriptions again."""
+        if not self.kicked.done():
+            self.kicked.set_result(None)
+
+    async def _follow_loop(self) -> None:
+        hub = self.hub
+        group: Waiters | None = None
+        try:
+            while True:
+                group = self._regroup(hub, group)
+                if self.kicked.done():
+                    self.kicked = asyncio.get_running_loop().create_future()
+                waits = [self.kicked] if group is None else [self.kicked, hub.async_signal(group)]
+                if not await self._deliver():
+                    # Not cancelled when this task is: asyncio.wait leaves the
+                    # hub's future alone for the other connections that share it.
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if group is not None:
+                hub.leave(group)
+
+    def _regroup(self, hub: Hub, group: Waiters | None) -> Waiters | None:
+        """Join the hub for the channels subscribed now, leaving the group of the channels before."""
+        channels = frozenset(self.followers)
+        if group is not None and group.channels == channels:
+            return group
+        new = hub.join(channels) if channels else None
+        if group is not None:
+            hub.leave(group)
+        return new
+
+    async def _deliver(self) -> bool:
+        """Queue what each subscription has to send; return whether any had something."""
+        busy = False
+        now = time.monotonic()
+        for channel, follower in list(self.followers.items()):
+            try:
+                action, value = follower.step(now)
+                if action == WAIT:
+                    continue
+                if action == READ:
+                    value = await run_released(follower.catch_up)
+            except Exception:
+                logger.error("django_realtime subscription to %s failed", channel, exc_info=True)
+                raise
+            busy = True
+            for item in value:  # type: ignore[union-attr]
+                if self.followers.get(channel) is not follower:
+                    break  # unsubscribed meanwhile: nothing of it follows the reply
+                if not await self.put(event_text(channel, item)):
+                    return True
+        return busy
 
     # Sending ----------------------------------------------------------------
 
@@ -129,14 +188,20 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def _send_loop(self) -> None:
         while True:
             text = await self.outbox.get()
-            if self.writable is not None:
-                await self.writable.wait()
-            await self.base_send({"type": "websocket.send", "text": text})
+            async with self.sending:
+                if self.writable is not None:
+                    await self.writable.wait()
+                await self.base_send({"type": "websocket.send", "text": text})
 
     async def put(self, text: str) -> bool:
-        """Queue *text* for the client; close as a slow consumer if no room comes in time."""
+        """Send *text* to the client, or queue it; close as a slow consumer if no room comes in time."""
         if self.closing:
             return False
+        if not self.outbox and not self.sending.locked() and (self.writable is None or self.writable.is_set()):
+            # Nothing queued and the server can take it: no need to go through the sender task.
+            async with self.sending:
+                await self.base_send({"type": "websocket.send", "text": text})
+            return True
         if self.outbox.put_nowait(text):
             return True
         try:
@@ -154,7 +219,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return
         self.closing = True
         current = asyncio.current_task()
-        for task in [*self.tasks, *self.subscriptions.values()]:
+        for task in list(self.tasks):
             if task is not current:
                 task.cancel()
         self._start(self.close(code))
@@ -193,10 +258,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             cursor = parse_cursor(request.last_id) if request.last_id is not None else None
         except InvalidCursor as exc:
             raise protocol.ProtocolError(protocol.BAD_MESSAGE, f"last_id: {exc}", request.ref) from None
-        if channel in self.subscriptions:
+        if channel in self.followers:
             raise protocol.ProtocolError(protocol.ALREADY_SUBSCRIBED, f"already subscribed to {channel}", request.ref)
         limit = realtime_settings.MAX_CHANNELS
-        if len(self.subscriptions) >= limit:
+        if len(self.followers) >= limit:
             raise protocol.ProtocolError(
                 protocol.TOO_MANY_CHANNELS, f"at most {limit} subscriptions per connection", request.ref
             )
@@ -204,40 +269,23 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             raise protocol.ProtocolError(protocol.FORBIDDEN, f"not allowed to subscribe to {channel}", request.ref)
         # Without last_id, start at the hub's horizon: every event after it
         # is delivered, and the client holds a cursor before any event arrives.
-        position = cursor if cursor is not None else self.hub.horizon
-        # Queued here, not returned: it must precede the subscription's first event.
+        follower = Follower(self.hub, frozenset({channel}), cursor, None)
+        position = follower.position
+        resets = await run_released(follower.start) if follower.position > self.hub.horizon else []
+        # Sent here, not returned: it must precede the subscription's first event.
         if not await self.put(protocol.subscribed(channel, str(position), request.ref)):
             return
-        task = asyncio.create_task(self._follow(channel, position))
-        self.subscriptions[channel] = task
-        task.add_done_callback(lambda done: self._forget(channel, done))
-
-    def _forget(self, channel: str, task: asyncio.Task[None]) -> None:
-        if self.subscriptions.get(channel) is task:
-            del self.subscriptions[channel]
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("django_realtime subscription to %s failed", channel, exc_info=task.exception())
-            self.shut(protocol.CLOSE_UNAVAILABLE)
-
-    async def _follow(self, channel: str, cursor: int) -> None:
-        batches = afollow(self.hub, frozenset({channel}), cursor, float(realtime_settings.KEEPALIVE))
-        try:
-            async for batch in batches:
-                for item in batch:
-                    text = event_text(item) if item.channel else reset_text(channel, item)
-                    if not await self.put(text):
-                        return
-        finally:
-            await batches.aclose()
+        for item in resets:
+            if not await self.put(event_text(channel, item)):
+                return
+        self.followers[channel] = follower
+        self.kick()
 
     async def unsubscribe(self, request: protocol.Unsubscribe) -> str:
         channel = _valid_channel(request.channel, request.ref)
-        task = self.subscriptions.pop(channel, None)
-        if task is None:
+        if self.followers.pop(channel, None) is None:
             raise protocol.ProtocolError(protocol.NOT_SUBSCRIBED, f"not subscribed to {channel}", request.ref)
-        task.cancel()
-        # Wait for the loop to end, so that no event of the channel follows the reply.
-        await asyncio.gather(task, return_exceptions=True)
+        self.kick()
         return protocol.unsubscribed(channel, request.ref)
 
     async def publish(self, request: protocol.Publish) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from django.http import HttpResponseBase
 
 from .conf import realtime_settings
-from .hub import release_connections
+from .log import release_connections
 from .names import validate_event_name
 from .publishing import encode_data
 from .responses import SSEResponse, is_async_request, prelude

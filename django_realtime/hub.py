@@ -1,11 +1,16 @@
 """The per-process hub: one reader of the log, shared by every stream of the process.
 
-The hub's thread (a greenlet under gevent) reads new rows once per process,
-encodes each event to SSE bytes once, keeps the newest ``BUFFER_SIZE`` of
-them in memory, and wakes every waiting stream.  Streams wait without a
-database connection: on a ``threading.Event`` (gevent's own ``Event`` once
-the server has monkey-patched, which wakes thousands of greenlets cheaply),
-or on an asyncio future resolved through ``loop.call_soon_threadsafe``.
+The hub's thread (a greenlet under gevent) reads new rows once per process
+and keeps the newest ``BUFFER_SIZE`` of them in memory, indexed by channel.
+Streams wait without a database connection, in *waiter groups*: all the
+streams of one process that follow the same set of channels share one group,
+and a batch wakes only the groups of the channels it carries, each once.  So
+an event costs what its subscribers cost, not what every stream costs.  A
+group's threads and greenlets wait on one ``threading.Event`` (gevent's own
+``Event`` once the server has monkey-patched); its coroutines on one asyncio
+future per event loop, resolved through ``loop.call_soon_threadsafe``, once
+per loop and batch.  Every KEEPALIVE/2 a tick wakes every group, so that
+silent streams send their keepalives.
 """
 
 from __future__ import annotations
@@ -17,14 +22,14 @@ import random
 import threading
 import time
 from bisect import bisect_right
-from typing import TYPE_CHECKING, NamedTuple
+from collections import deque
+from typing import TYPE_CHECKING
 
-from django.db import connections
-from django.db.models import Max
+from django.core.signals import setting_changed
 
+from .backends import get_backend
 from .conf import realtime_settings
-from .log import PAGE, PAGE_BYTES, Tailer, read_rows, tailer_for
-from .sse import encode_event
+from .log import PAGE, PAGE_BYTES, Item, Tailer, release_connections, tailer_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -34,45 +39,37 @@ if TYPE_CHECKING:
 logger = logging.getLogger("django_realtime")
 
 
-class Item(NamedTuple):
-    """An event as streams need it: its fields and its SSE encoding."""
+class Waiters:
+    """The streams of one process that follow one set of channels, and what they wait on."""
 
-    id: int
-    channel: str
-    event: str
-    data_json: str
-    sse: bytes
+    __slots__ = ("channels", "count", "signal", "futures", "wakeups")
 
-
-def make_item(id: int, channel: str, event: str, data_json: str) -> Item:
-    return Item(id, channel, event, data_json, encode_event(data_json, event=event, id=str(id)))
-
-
-def release_connections() -> None:
-    """Close this thread's database connections, so an idle stream holds none."""
-    for conn in connections.all(initialized_only=True):
-        if not conn.in_atomic_block:
-            conn.close()
+    def __init__(self, channels: frozenset[str]) -> None:
+        self.channels = channels
+        #: Streams in the group.
+        self.count = 0
+        #: Set at the group's next wake-up; take it before looking at the hub.
+        self.signal = threading.Event()
+        self.futures: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] = {}
+        #: Wake-ups so far, batches and ticks: for tests and benchmarks.
+        self.wakeups = 0
 
 
-def read_page(using: str, channels: Iterable[str], after: int, upto: int) -> tuple[list[Item], int]:
-    """Read stored events of *channels* in (after, upto]; return them and the new cursor."""
-    rows, complete = read_rows(using, after, upto=upto, channels=channels)
-    items = [make_item(*row) for row in rows]
-    return items, (upto if complete else items[-1].id)
+class ChannelBuffer:
+    """The buffered events of one channel: every one of them with an id in (floor, hub.horizon]."""
 
+    __slots__ = ("floor", "ids", "items", "groups")
 
-def high_water_mark(using: str) -> int:
-    """Return the highest event id the log has ever held, pruned ones included."""
-    from .models import Event, PruneMark
-
-    newest = Event.objects.using(using).aggregate(m=Max("id"))["m"] or 0
-    pruned = PruneMark.objects.using(using).aggregate(m=Max("pruned_through"))["m"] or 0
-    return max(newest, pruned)
+    def __init__(self, floor: int) -> None:
+        self.floor = floor
+        self.ids: list[int] = []
+        self.items: list[Item] = []
+        #: The waiter groups that follow this channel.
+        self.groups: list[Waiters] = []
 
 
 class Hub:
-    """Read the log once per process and fan new events out to waiting streams."""
+    """Read the log once per process and fan new events out to the streams that follow their channels."""
 
     def __init__(
         self, backend: BaseBackend, *, using: str, buffer_size: int, buffer_bytes: int, keepalive: float = 15.0
@@ -85,15 +82,14 @@ class Hub:
         self.tick = keepalive / 2
         self._next_tick = 0.0
         self._bytes = 0
-        #: The buffer holds every event with an id in (floor, horizon].
+        #: Every event with an id in (floor, horizon] is buffered, for any channel.
         self.floor = 0
         self.horizon = 0
         self.error: BaseException | None = None
-        self._ids: list[int] = []
-        self._items: list[Item] = []
+        self._items: deque[Item] = deque()
+        self._channels: dict[str, ChannelBuffer] = {}
+        self._groups: dict[frozenset[str], Waiters] = {}
         self._lock = threading.Lock()
-        self._signal = threading.Event()
-        self._loops: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] = {}
         self._poke = threading.Event()
         self._ready = threading.Event()
         self._stopping = False
@@ -133,14 +129,14 @@ class Hub:
                 # costs gevent a timer start and stop): this tick wakes them
                 # all, and those silent for long enough send a keepalive.
                 self._next_tick = time.monotonic() + self.tick
-                self._wake()
+                self._wake(list(self._groups.values()))
             try:
                 if self._ready.is_set():
                     self._read_new()
                 else:
                     self._tailer = tailer_for(self.using)
                     self.horizon = self.floor = self._tailer.start_horizon(lambda: self._stopping)
-                    self.backend.start(self)
+                    self.backend.start(self.poke, self.using)
                     self._ready.set()
                 if prune_every and time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + prune_every
@@ -173,86 +169,155 @@ class Hub:
 
     def _read_new(self) -> None:
         while rows := self._tailer.read(self.horizon):
-            self._append([make_item(*row) for row in rows])
+            self._append([Item(*row) for row in rows])
             if len(rows) < PAGE and sum(len(row[3]) for row in rows) < PAGE_BYTES:
                 return  # a short page is the end (or a gap): no need for an empty read to say so
 
     def _append(self, items: list[Item]) -> None:
+        """Buffer *items* (in id order, after the horizon) and wake the groups of their channels."""
+        woken: dict[int, Waiters] = {}
         with self._lock:
-            self._ids.extend(item.id for item in items)
+            channels = self._channels
+            for item in items:
+                buffer = channels.get(item.channel)
+                if buffer is None:
+                    buffer = channels[item.channel] = ChannelBuffer(self.floor)
+                buffer.ids.append(item.id)
+                buffer.items.append(item)
+                for group in buffer.groups:
+                    woken[id(group)] = group
+                self._bytes += _size(item)
             self._items.extend(items)
-            self._bytes += sum(_size(item) for item in items)
             self.horizon = items[-1].id
-            if len(self._ids) > 2 * self.buffer_size or self._bytes > self.buffer_bytes:
+            if len(self._items) > 2 * self.buffer_size or self._bytes > self.buffer_bytes:
                 self._trim()
-        self._wake()
+        self._wake(woken.values())
 
-    def _wake(self) -> None:
-        """Wake every waiting stream, thread, greenlet or coroutine."""
+    def _wake(self, groups: Iterable[Waiters]) -> None:
+        """Wake every stream of *groups*, threads, greenlets and coroutines, once each."""
+        loops: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        signals = []
         with self._lock:
-            signal, self._signal = self._signal, threading.Event()
-            waiting, self._loops = self._loops, {}
-        signal.set()
-        for loop, future in waiting.items():
+            for group in groups:
+                group.wakeups += 1
+                signals.append(group.signal)
+                group.signal = threading.Event()
+                if group.futures:
+                    for loop, future in group.futures.items():
+                        loops.setdefault(loop, []).append(future)
+                    group.futures = {}
+        for signal in signals:
+            signal.set()
+        for loop, futures in loops.items():
             try:
-                loop.call_soon_threadsafe(_resolve, future)
+                loop.call_soon_threadsafe(_resolve, futures)
             except RuntimeError:  # the loop has closed; its streams are gone
                 pass
 
     def _trim(self) -> None:
         """Drop the oldest events, down to BUFFER_SIZE events and half of BUFFER_BYTES."""
-        cut = max(0, len(self._ids) - self.buffer_size)
-        dropped = sum(_size(item) for item in self._items[:cut])
-        while cut < len(self._items) and self._bytes - dropped > self.buffer_bytes // 2:
-            dropped += _size(self._items[cut])
-            cut += 1
-        if cut:
-            self.floor = self._ids[cut - 1]
-            del self._ids[:cut]
-            del self._items[:cut]
-            self._bytes -= dropped
+        items = self._items
+        channels = self._channels
+        dropped: dict[str, int] = {}
+        while items and (len(items) > self.buffer_size or self._bytes > self.buffer_bytes // 2):
+            item = items.popleft()
+            self._bytes -= _size(item)
+            self.floor = item.id
+            dropped[item.channel] = dropped.get(item.channel, 0) + 1
+        for name, count in dropped.items():
+            buffer = channels[name]
+            buffer.floor = buffer.ids[count - 1]
+            del buffer.ids[:count]
+            del buffer.items[:count]
+            if not buffer.ids and not buffer.groups:
+                # Nothing buffered and nobody waiting: the hub's floor,
+                # which is at least this channel's, stands for it.
+                del channels[name]
 
     # Waiting --------------------------------------------------------------
 
-    @property
-    def signal(self) -> threading.Event:
-        """Return the event set at the next batch or tick; take it before collect()."""
-        return self._signal
+    def join(self, channels: frozenset[str]) -> Waiters:
+        """Add a stream of *channels* to the hub's waiters; call leave() with the result when it ends."""
+        with self._lock:
+            group = self._groups.get(channels)
+            if group is None:
+                group = self._groups[channels] = Waiters(channels)
+                for name in channels:
+                    buffer = self._channels.get(name)
+                    if buffer is None:
+                        buffer = self._channels[name] = ChannelBuffer(self.floor)
+                    buffer.groups.append(group)
+            group.count += 1
+        return group
 
-    def async_signal(self) -> asyncio.Future[None]:
-        """Return a future of the running loop resolved at the next batch or tick."""
+    def leave(self, group: Waiters) -> None:
+        """Remove a stream that joined *group*."""
+        with self._lock:
+            group.count -= 1
+            if group.count or self._groups.get(group.channels) is not group:
+                return
+            del self._groups[group.channels]
+            for name in group.channels:
+                buffer = self._channels.get(name)
+                if buffer is None:
+                    continue
+                buffer.groups.remove(group)
+                if not buffer.groups and not buffer.ids:
+                    del self._channels[name]
+
+    def async_signal(self, group: Waiters) -> asyncio.Future[None]:
+        """Return a future of the running loop resolved at *group*'s next wake-up."""
         loop = asyncio.get_running_loop()
         with self._lock:
-            future = self._loops.get(loop)
+            future = group.futures.get(loop)
             if future is None:
-                future = self._loops[loop] = loop.create_future()
+                future = group.futures[loop] = loop.create_future()
         return future
 
     def collect(self, channels: frozenset[str], cursor: int) -> tuple[list[Item] | None, int]:
-        """Return buffered events of *channels* after *cursor*, and the new cursor.
+        """Return buffered events of *channels* after *cursor*, in id order, and the new cursor.
 
         Return ``(None, cursor)`` when the buffer no longer reaches back to
-        *cursor*: the caller must read that stretch from the log.
+        *cursor* for one of the channels: the caller must read that stretch
+        from the log.
         """
         with self._lock:
-            if cursor < self.floor:
-                return None, cursor
-            if cursor >= self.horizon:
+            horizon = self.horizon
+            if cursor >= horizon:
                 return [], cursor
-            items = self._items
-            start = bisect_right(self._ids, cursor)
-            found = [items[i] for i in range(start, len(items)) if items[i].channel in channels]
-            return found, self.horizon
+            found: list[Item] = []
+            sources = 0
+            for name in channels:
+                buffer = self._channels.get(name)
+                if buffer is None:
+                    if cursor < self.floor:
+                        return None, cursor
+                    continue
+                if cursor < buffer.floor:
+                    return None, cursor
+                start = bisect_right(buffer.ids, cursor)
+                if start < len(buffer.ids):
+                    found.extend(buffer.items[start:])
+                    sources += 1
+            if sources > 1:
+                found.sort(key=_item_id)
+            return found, horizon
+
+
+def _item_id(item: Item) -> int:
+    return item.id
 
 
 def _size(item: Item) -> int:
-    # The SSE bytes hold the data once in UTF-8; the JSON text about as much again.
-    return 2 * len(item.sse)
+    # The SSE bytes and the WebSocket text each hold the data about once
+    # more, when made; the JSON text once; and the objects around them.
+    return 3 * len(item.data_json) + 200
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 _hub: Hub | None = None
@@ -265,11 +330,8 @@ def get_hub() -> Hub:
     global _hub, _hub_pid
     with _hub_lock:
         if _hub is None or _hub_pid != os.getpid():
-            from .backends import load_backend
-
-            # A backend of its own: its listener lives and dies with this hub.
             _hub = Hub(
-                load_backend(realtime_settings.BACKEND, realtime_settings.OPTIONS),
+                get_backend(),
                 using=realtime_settings.DATABASE,
                 buffer_size=realtime_settings.BUFFER_SIZE,
                 buffer_bytes=realtime_settings.BUFFER_BYTES,
@@ -279,12 +341,6 @@ def get_hub() -> Hub:
         return _hub
 
 
-def poke_local_hub() -> None:
-    """Wake this process's hub if it is running; never start one."""
-    if _hub is not None and _hub_pid == os.getpid():
-        _hub.poke()
-
-
 def reset_hub() -> None:
     """Stop and forget this process's hub (for tests and settings changes)."""
     global _hub
@@ -292,3 +348,11 @@ def reset_hub() -> None:
         hub, _hub = _hub, None
     if hub is not None:
         hub.stop()
+
+
+def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
+    if setting == "REALTIME":
+        reset_hub()
+
+
+setting_changed.connect(_on_setting_changed)

@@ -22,6 +22,9 @@ import time
 from typing import TYPE_CHECKING
 
 from django.db import connections
+from django.db.models import Max
+
+from .sse import encode_event
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -40,8 +43,58 @@ GAP_RECHECK = 0.1
 Row = tuple[int, str, str, str]
 
 
-def insert_event(using: str, channel: str, event: str, data_json: str) -> Event:
-    """Store one event and return it, with its id."""
+class Item:
+    """A stored event as streams need it; each transport's encoding is made once, on first use."""
+
+    __slots__ = ("id", "channel", "event", "data_json", "_sse", "websocket")
+
+    def __init__(self, id: int, channel: str, event: str, data_json: str) -> None:
+        self.id = id
+        self.channel = channel
+        self.event = event
+        self.data_json = data_json
+        self._sse: bytes | None = None
+        #: The WebSocket message, filled in by the WebSocket transport when it first sends the event.
+        self.websocket: str | None = None
+
+    @property
+    def sse(self) -> bytes:
+        """Return the event as SSE bytes, encoding it on first use (two threads may both encode it once)."""
+        sse = self._sse
+        if sse is None:
+            sse = self._sse = encode_event(self.data_json, event=self.event, id=str(self.id))
+        return sse
+
+    def __repr__(self) -> str:
+        return f"Item({self.id}, {self.channel!r}, {self.event!r}, {self.data_json!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Item):
+            return NotImplemented
+        return (self.id, self.channel, self.event, self.data_json) == (
+            other.id,
+            other.channel,
+            other.event,
+            other.data_json,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def release_connections() -> None:
+    """Close this thread's database connections, so an idle stream holds none."""
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close()
+
+
+def insert_event(using: str, channel: str, event: str, data_json: str, *, notify: str | None = None) -> Event:
+    """Store one event and return it, with its id.
+
+    On PostgreSQL, *notify* names a LISTEN channel to which the same
+    statement sends ``NOTIFY "channel id"``: PostgreSQL delivers it when the
+    transaction commits and drops it on rollback.
+    """
     from .models import Event
 
     stored = Event(channel=channel, event=event, data_json=data_json)
@@ -50,50 +103,96 @@ def insert_event(using: str, channel: str, event: str, data_json: str) -> Event:
         stored.save(using=using, force_insert=True)
         return stored
     meta = Event._meta
-    column = {field.name: field.column for field in meta.concrete_fields}
+    column = {field.name: connection.ops.quote_name(field.column) for field in meta.concrete_fields}
+    table = connection.ops.quote_name(meta.db_table)
+    params: list[object] = [*LOCK_KEY, channel, event, data_json, stored.created]
+    # The CTE takes the lock before the INSERT draws its id from the
+    # sequence, so a tailer that sees a later id can find this transaction
+    # among the lock's holders.
     sql = (
-        f"WITH lock AS (SELECT pg_advisory_xact_lock_shared(%s, %s)) "
-        f"INSERT INTO {meta.db_table} ({column['channel']}, {column['event']}, {column['data_json']}, "
-        f"{column['created']}) SELECT %s, %s, %s, %s FROM lock RETURNING {column['id']}"
+        f"WITH lock AS (SELECT pg_advisory_xact_lock_shared(%s, %s)), "
+        f"ins AS (INSERT INTO {table} ({column['channel']}, {column['event']}, {column['data_json']}, "
+        f"{column['created']}) SELECT %s, %s, %s, %s FROM lock RETURNING {column['id']} AS id) "
     )
+    if notify is None:
+        sql += "SELECT id FROM ins"
+    else:
+        # One statement, one round trip: the NOTIFY rides on the INSERT.
+        sql += "SELECT id, pg_notify(%s, %s || ' ' || id::text) FROM ins"
+        params += [notify, channel]
     with connection.cursor() as cursor:
-        # The CTE takes the lock before the INSERT draws its id from the
-        # sequence, so a tailer that sees a later id can find this
-        # transaction among the lock's holders.
-        cursor.execute(sql, [*LOCK_KEY, channel, event, data_json, stored.created])
+        cursor.execute(sql, params)
         stored.id = cursor.fetchone()[0]
     stored._state.adding = False
     stored._state.db = using
     return stored
 
 
+def _select(using: str, *, upto: bool, channels: int) -> str:
+    """Return the SQL that reads a page of rows: ids after %s (up to %s), of *channels* channels, LIMIT %s."""
+    from .models import Event
+
+    ops = connections[using].ops
+    meta = Event._meta
+    column = {field.name: ops.quote_name(field.column) for field in meta.concrete_fields}
+    where = [f"{column['id']} > %s"]
+    if upto:
+        where.append(f"{column['id']} <= %s")
+    if channels:
+        where.append(f"{column['channel']} IN ({', '.join(['%s'] * channels)})")
+    return (
+        f"SELECT {column['id']}, {column['channel']}, {column['event']}, {column['data_json']} "
+        f"FROM {ops.quote_name(meta.db_table)} WHERE {' AND '.join(where)} ORDER BY {column['id']} LIMIT %s"
+    )
+
+
+_SQL: dict[tuple[str, bool, int], str] = {}
+
+
 def read_rows(
-    using: str, after: int, *, upto: int | None = None, channels: Iterable[str] | None = None
+    using: str, after: int, *, upto: int | None = None, channels: Iterable[str] | None = None, limit: int = PAGE
 ) -> tuple[list[Row], bool]:
     """Return stored rows after *after* in id order, and whether they are all there are (up to *upto*).
 
-    A read stops at PAGE rows or once it holds PAGE_BYTES of data, so a
-    backlog of large events never lands in memory at once.
+    A plain query (no server-side cursor, so it works through PgBouncer in
+    transaction mode) of at most *limit* rows; the rows past PAGE_BYTES of
+    data are dropped here, so a read hands on about a megabyte at most.
     """
-    from .models import Event
-
-    query = Event.objects.using(using).filter(id__gt=after)
+    names = sorted(channels) if channels is not None else []
+    key = (using, upto is not None, len(names))
+    sql = _SQL.get(key)
+    if sql is None:
+        sql = _SQL[key] = _select(using, upto=upto is not None, channels=len(names))
+    params: list[object] = [after]
     if upto is not None:
-        query = query.filter(id__lte=upto)
-    if channels is not None:
-        query = query.filter(channel__in=list(channels))
-    rows: list[Row] = []
+        params.append(upto)
+    params += names
+    params.append(limit)
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, params)
+        rows: list[Row] = cursor.fetchall()
     size = 0
-    for row in query.order_by("id").values_list("id", "channel", "event", "data_json")[:PAGE].iterator(50):
-        rows.append(row)
+    for index, row in enumerate(rows):
         size += len(row[3])
         if size >= PAGE_BYTES:
-            return rows, False
-    return rows, len(rows) < PAGE
+            return rows[: index + 1], False
+    return rows, len(rows) < limit
 
 
-def _read_after(using: str, horizon: int) -> list[Row]:
-    return read_rows(using, horizon)[0]
+def read_page(using: str, channels: Iterable[str], after: int, upto: int) -> tuple[list[Item], int]:
+    """Read stored events of *channels* in (after, upto]; return them and the new cursor."""
+    rows, complete = read_rows(using, after, upto=upto, channels=channels)
+    items = [Item(*row) for row in rows]
+    return items, (upto if complete else items[-1].id)
+
+
+def high_water_mark(using: str) -> int:
+    """Return the highest event id the log has ever held, pruned ones included."""
+    from .models import Event, PruneMark
+
+    newest = Event.objects.using(using).aggregate(m=Max("id"))["m"] or 0
+    pruned = PruneMark.objects.using(using).aggregate(m=Max("pruned_through"))["m"] or 0
+    return max(newest, pruned)
 
 
 def _unbroken(rows: list[Row], horizon: int, settled: int = 0) -> list[Row]:
@@ -111,16 +210,25 @@ class Tailer:
 
     def __init__(self, using: str) -> None:
         self.using = using
+        #: Rows to ask for next: fewer after a page of large events, so a
+        #: read never holds much more than PAGE_BYTES in the driver's memory.
+        self.limit = PAGE
 
     def start_horizon(self, stopping: Callable[[], bool] = bool) -> int:
         """Return an id below which every event is visible or dead: where a hub starts."""
-        from .hub import high_water_mark
-
         return high_water_mark(self.using)
 
     def read(self, horizon: int) -> list[Row]:
         """Return the next rows after *horizon* that are safe to deliver, in id order."""
-        return _read_after(self.using, horizon)
+        return self._read_after(horizon)
+
+    def _read_after(self, horizon: int) -> list[Row]:
+        rows, complete = read_rows(self.using, horizon, limit=self.limit)
+        if len(rows) < self.limit and not complete:
+            self.limit = max(1, len(rows))  # cut by PAGE_BYTES: ask for as many as fit
+        elif self.limit < PAGE:
+            self.limit = min(PAGE, 2 * self.limit)
+        return rows
 
     @property
     def recheck_after(self) -> float | None:
@@ -143,7 +251,7 @@ class GapTailer(Tailer):
         self._settled = 0
 
     def read(self, horizon: int) -> list[Row]:
-        rows = _read_after(self.using, horizon)
+        rows = self._read_after(horizon)
         safe = self._safe(rows, horizon)
         if self._pending is None:
             return safe
@@ -153,7 +261,7 @@ class GapTailer(Tailer):
         # Every id up to top is now visible or dead: read again, past the dead.
         self._pending = None
         self._settled = max(self._settled, top)
-        return self._safe(_read_after(self.using, horizon), horizon)
+        return self._safe(self._read_after(horizon), horizon)
 
     def _safe(self, rows: list[Row], horizon: int) -> list[Row]:
         """Return the rows up to the first gap, and keep the evidence that will settle it."""

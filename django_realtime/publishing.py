@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connections
 
 from .conf import realtime_settings
 from .exceptions import EventTooLarge, InvalidEventData
@@ -50,8 +51,11 @@ def publish(channel: str, data: Any = None, *, event: str = "message") -> Event:
     validate_channel(channel)
     validate_event_name(event)
     alias = realtime_settings.DATABASE
-    stored = insert_event(alias, channel, event, encode_data(data, limit=realtime_settings.MAX_DATA_SIZE))
-    get_backend().published(stored, alias)
+    backend = get_backend()
+    data_json = encode_data(data, limit=realtime_settings.MAX_DATA_SIZE)
+    notify = backend.insert_notify if connections[alias].vendor == "postgresql" else None
+    stored = insert_event(alias, channel, event, data_json, notify=notify)
+    backend.published(stored, alias, notified=notify is not None)
     return stored
 
 

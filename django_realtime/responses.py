@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
     from django.http import HttpRequest
 
-    from .hub import Hub, Item
+    from .hub import Hub
+    from .log import Item
 
 
 class SSEResponse(StreamingHttpResponse):

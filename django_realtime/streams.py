@@ -1,7 +1,10 @@
 """Follow channels of the log: replay after a cursor, then live, with no gap.
 
-``follow`` (threads, gevent) and ``afollow`` (asyncio) yield batches of
-events; an empty batch means "quiet for KEEPALIVE seconds".  Replay and live
+:class:`Follower` is one stream's cursor and decides, without I/O, what the
+stream does next (:meth:`Follower.step`): deliver a batch from the hub's
+buffer, read a stretch from the log that the buffer no longer holds, send a
+keepalive, or wait.  ``follow`` (threads, gevent) and ``afollow`` (asyncio)
+are the two thin drivers that do the I/O and the waiting.  Replay and live
 delivery share one cursor, so the handoff between them can neither skip nor
 repeat an event: everything at or below the cursor has been delivered,
 everything above it comes from the hub's buffer or, when the buffer no longer
@@ -12,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from typing import TYPE_CHECKING, TypeVar
 
 from asgiref.sync import sync_to_async
 
-from .hub import Item, high_water_mark, read_page, release_connections
-from .sse import encode_event
+from .log import Item, high_water_mark, read_page, release_connections
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,6 +30,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: What Follower.step() asks of its driver.
+DELIVER, READ, WAIT = range(3)
+
 
 def reset_item(reason: str, cursor: int, resume: int, channels: list[str]) -> Item:
     """Build the in-band ``reset`` event: the client's state is stale, reload it."""
@@ -34,20 +40,54 @@ def reset_item(reason: str, cursor: int, resume: int, channels: list[str]) -> It
         {"reason": reason, "last_event_id": str(cursor), "resume_id": str(resume), "channels": channels},
         separators=(",", ":"),
     )
-    return Item(resume, "", "reset", data, encode_event(data, event="reset", id=str(resume)))
+    return Item(resume, "", "reset", data)
 
 
 class Follower:
-    """One stream's cursor over the log; its methods touch the database and release it."""
+    """One stream's cursor over the log.
 
-    __slots__ = ("channels", "hub", "position", "reported")
+    ``step()`` touches neither the database nor the network; ``start()`` and
+    ``catch_up()`` read the log and release their connection.  With
+    *keepalive* None the stream never sends keepalives (WebSockets).
+    """
 
-    def __init__(self, hub: Hub, channels: frozenset[str], cursor: int | None) -> None:
+    __slots__ = ("channels", "hub", "position", "reported", "due", "timed", "last_write")
+
+    def __init__(self, hub: Hub, channels: frozenset[str], cursor: int | None, keepalive: float | None) -> None:
         self.hub = hub
         self.channels = channels
         self.position = hub.horizon if cursor is None else cursor
         #: The highest prune mark already reported with a reset.
         self.reported = 0
+        # The hub's tick wakes every stream each hub.tick seconds: a stream
+        # whose keepalive is that coarse waits for it instead of a timer of
+        # its own (one per wait costs gevent a timer start and stop).
+        if keepalive is None:
+            self.timed, self.due = False, math.inf
+        else:
+            self.timed = keepalive < 2 * hub.tick
+            self.due = keepalive if self.timed else keepalive - hub.tick
+        self.last_write = time.monotonic()
+
+    def step(self, now: float) -> tuple[int, list[Item] | float | None]:
+        """Return what to do next: ``(DELIVER, batch)``, ``(READ, None)`` or ``(WAIT, timeout)``.
+
+        An empty batch is a keepalive.  Take the waiter group's signal before
+        calling this, and wait on it after a WAIT: a batch that lands in
+        between has already set it.
+        """
+        if self.position < self.hub.horizon:
+            items, self.position = self.hub.collect(self.channels, self.position)
+            if items is None:
+                return READ, None
+            if items:
+                self.last_write = now
+                return DELIVER, items
+        silence = now - self.last_write
+        if silence >= self.due:
+            self.last_write = now
+            return DELIVER, []
+        return WAIT, (self.due - silence if self.timed else None)
 
     def start(self) -> list[Item]:
         """Return a reset if the cursor is newer than anything the log ever held."""
@@ -78,13 +118,18 @@ class Follower:
                 .values_list("channel", "pruned_through")
             )
             if not marks:
-                return page
+                return self._wrote(page)
             # Events after the cursor are gone: say so, then go on with
             # every event still stored, so nothing that exists is skipped.
             self.reported = max(mark for _, mark in marks)
-            return [reset_item("expired", start, start, sorted(c for c, _ in marks)), *page]
+            return self._wrote([reset_item("expired", start, start, sorted(c for c, _ in marks)), *page])
         finally:
             release_connections()
+
+    def _wrote(self, items: list[Item]) -> list[Item]:
+        if items:
+            self.last_write = time.monotonic()
+        return items
 
 
 def _batch(items: list[Item]) -> list[Item]:
@@ -101,38 +146,32 @@ def follow(
 ) -> Iterator[T]:
     """Yield *first* if given, then ``encode(batch)`` for each batch of events after *cursor*, forever.
 
-    A batch is empty after *keepalive* seconds of silence.  This loop runs once
-    per stream per wake-up, and a waiting stream's memory is mostly its
-    stack: so the loop is kept flat (*encode* and *first* spare a generator
-    level), and when the hub's ticks are frequent enough the wait has no timer.
+    A batch is empty after *keepalive* seconds of silence.  A waiting
+    stream's memory is mostly its stack, so this driver is kept flat
+    (*encode* and *first* spare a generator level).
     """
     if first is not None:
         yield first
-    follower = Follower(hub, channels, cursor)
-    resets = follower.start()
-    if resets:
-        yield encode(resets)
-    timed = keepalive < 2 * hub.tick
-    due = keepalive if timed else keepalive - hub.tick  # the next tick comes within hub.tick
-    last_write = time.monotonic()
-    while True:
-        signal = hub.signal
-        if follower.position < hub.horizon:
-            items, follower.position = hub.collect(channels, follower.position)
-            if items is None:
+    follower = Follower(hub, channels, cursor, keepalive)
+    group = hub.join(channels)
+    try:
+        resets = follower.start()
+        if resets:
+            yield encode(resets)
+        monotonic = time.monotonic
+        while True:
+            signal = group.signal
+            action, value = follower.step(monotonic())
+            if action == DELIVER:
+                yield encode(value)  # type: ignore[arg-type]
+            elif action == READ:
                 items = follower.catch_up()
-            if items:
-                yield encode(items)
-                last_write = time.monotonic()
-                continue
-        silence = time.monotonic() - last_write
-        if silence >= due:
-            yield encode([])
-            last_write = time.monotonic()
-        elif timed:
-            signal.wait(due - silence)
-        else:
-            signal.wait()
+                if items:
+                    yield encode(items)
+            else:
+                signal.wait(value)  # type: ignore[arg-type]
+    finally:
+        hub.leave(group)
 
 
 async def afollow(
@@ -143,35 +182,37 @@ async def afollow(
     encode: Callable[[list[Item]], T] = _batch,  # type: ignore[assignment]
 ) -> AsyncIterator[T]:
     """Yield ``encode(batch)`` for each batch of events of *channels* after *cursor*, forever, on asyncio."""
-    follower = Follower(hub, channels, cursor)
-    resets = await sync_to_async(follower.start, thread_sensitive=False)()
-    if resets:
-        yield encode(resets)
-    loop = asyncio.get_running_loop()
-    timed = keepalive < 2 * hub.tick
-    due = keepalive if timed else keepalive - hub.tick
-    last_write = loop.time()
-    while True:
-        # Shielded: the future is shared by every stream of the loop, and a
-        # stream that leaves (cancellation) must not cancel it for the rest.
-        signal = hub.async_signal()
-        if follower.position < hub.horizon:
-            items, follower.position = hub.collect(channels, follower.position)
-            if items is None:
+    follower = Follower(hub, channels, cursor, keepalive)
+    group = hub.join(channels)
+    try:
+        resets = await sync_to_async(follower.start, thread_sensitive=False)()
+        if resets:
+            yield encode(resets)
+        monotonic = time.monotonic
+        while True:
+            signal = hub.async_signal(group)
+            action, value = follower.step(monotonic())
+            if action == DELIVER:
+                yield encode(value)  # type: ignore[arg-type]
+            elif action == READ:
                 items = await sync_to_async(follower.catch_up, thread_sensitive=False)()
-            if items:
-                yield encode(items)
-                last_write = loop.time()
-                continue
-        silence = loop.time() - last_write
-        if silence >= due:
-            yield encode([])
-            last_write = loop.time()
-        elif timed:
-            try:
-                async with asyncio.timeout(due - silence):
-                    await asyncio.shield(signal)
-            except TimeoutError:
-                pass
-        else:
+                if items:
+                    yield encode(items)
+            else:
+                await wait_signal(signal, value)  # type: ignore[arg-type]
+    finally:
+        hub.leave(group)
+
+
+async def wait_signal(signal: asyncio.Future[None], timeout: float | None) -> None:
+    """Wait for a hub future, at most *timeout* seconds, without cancelling it for the others."""
+    # Shielded: the future is shared by every stream of the group on this
+    # loop, and a stream that leaves (cancellation) must not cancel it.
+    if timeout is None:
+        await asyncio.shield(signal)
+        return
+    try:
+        async with asyncio.timeout(timeout):
             await asyncio.shield(signal)
+    except TimeoutError:
+        pass

@@ -558,11 +558,10 @@ def test_a_log_that_cannot_be_read_closes_the_connection_with_4002(monkeypatch):
 
 
 def test_a_subscription_that_fails_closes_the_connection_with_4002(monkeypatch, caplog):
-    async def failing(*args, **kwargs):
+    def failing(*args, **kwargs):
         raise OperationalError("no such table")
-        yield
 
-    monkeypatch.setattr("django_realtime.consumers.afollow", failing)
+    monkeypatch.setattr("django_realtime.streams.Follower.step", failing)
 
     async def main():
         communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/")

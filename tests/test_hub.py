@@ -1,12 +1,17 @@
 import asyncio
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 from django.db import connection
 from django.test import override_settings
 
 from django_realtime import publish
-from django_realtime.hub import Hub, get_hub, poke_local_hub
+from django_realtime.hub import Hub, get_hub
+from django_realtime.log import Item
 from django_realtime.models import Event
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,10 +27,9 @@ def store_behind_the_hubs_back(channel, data="x"):
 def wait_for(hub, cursor, timeout=5.0):
     """Wait until the hub's horizon passes *cursor*."""
     for _ in range(int(timeout / 0.01)):
-        signal = hub.signal
         if hub.horizon >= cursor:
             return
-        signal.wait(0.01)
+        time.sleep(0.01)
     raise AssertionError(f"hub horizon {hub.horizon} never reached {cursor}")
 
 
@@ -67,48 +71,160 @@ def test_inprocess_backend_hears_only_local_pokes():
         hub = get_hub()
         hub.ensure_ready()
         event = store_behind_the_hubs_back("a")
-        signal = hub.signal
+        group = hub.join(frozenset({"a"}))
+        signal = group.signal
         assert not signal.wait(0.3)
         assert hub.horizon < event.id
-        poke_local_hub()
+        hub.poke()
         wait_for(hub, event.id)
 
 
-def test_a_publish_wakes_waiting_threads():
-    with override_settings(REALTIME=INPROCESS):
+#: A keepalive so long that the hub's tick (every KEEPALIVE/2) never wakes anyone during a test.
+QUIET = {**INPROCESS, "KEEPALIVE": 3600}
+
+
+def test_a_publish_wakes_the_threads_of_its_channel_only():
+    with override_settings(REALTIME=QUIET):
         hub = get_hub()
         hub.ensure_ready()
-        woken = []
+        groups = {name: hub.join(frozenset({name})) for name in ["a", "b"]}
+        both = hub.join(frozenset({"a", "b"}))
+        assert hub.join(frozenset({"a"})) is groups["a"], "streams of the same channels share a group"
+        woken = {}
         ready = threading.Barrier(4)
 
-        def waiter():
-            signal = hub.signal
+        def waiter(name, group):
+            signal = group.signal
             ready.wait()
-            woken.append(signal.wait(5))
+            woken[name] = signal.wait(1)
 
-        threads = [threading.Thread(target=waiter) for _ in range(3)]
+        threads = [threading.Thread(target=waiter, args=item) for item in [*groups.items(), ("a+b", both)]]
         for thread in threads:
             thread.start()
         ready.wait()
         publish("a", 1)
         for thread in threads:
             thread.join(5)
-        assert woken == [True, True, True]
+        assert woken == {"a": True, "b": False, "a+b": True}
+        assert (groups["a"].wakeups, groups["b"].wakeups, both.wakeups) == (1, 0, 1)
 
 
-def test_a_publish_wakes_asyncio_waiters():
-    with override_settings(REALTIME=INPROCESS):
+def test_a_batch_of_several_channels_wakes_a_stream_of_several_channels_once():
+    with override_settings(REALTIME=QUIET):
         hub = get_hub()
         hub.ensure_ready()
+        both = hub.join(frozenset({"a", "b"}))
+        other = hub.join(frozenset({"c"}))
+        start = hub.horizon
+        hub._append([Item(start + 1, "a", "message", "1"), Item(start + 2, "b", "message", "2")])
+        assert (both.wakeups, other.wakeups) == (1, 0)
+        items, _ = hub.collect(both.channels, start)
+        assert [item.id for item in items] == [start + 1, start + 2]
+
+
+def test_a_publish_wakes_the_asyncio_waiters_of_its_channel_only():
+    with override_settings(REALTIME=QUIET):
+        hub = get_hub()
+        hub.ensure_ready()
+        a, b = hub.join(frozenset({"a"})), hub.join(frozenset({"b"}))
 
         async def main():
-            signals = [hub.async_signal() for _ in range(3)]
-            assert len({id(signal) for signal in signals}) == 1, "one future per loop, shared"
+            signals = [hub.async_signal(a) for _ in range(3)]
+            assert len({id(signal) for signal in signals}) == 1, "one future per group and loop, shared"
+            other = hub.async_signal(b)
             await asyncio.get_running_loop().run_in_executor(None, publish, "a", 1)
             await asyncio.wait_for(asyncio.gather(*signals), 5)
+            await asyncio.sleep(0.1)
+            assert not other.done()
 
         asyncio.run(main())
         connection.close()
+        assert (a.wakeups, b.wakeups) == (1, 0)
+
+
+GEVENT_SCRIPT = """
+from gevent import monkey; monkey.patch_all()
+import os, sys, time
+import django
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+django.setup()
+from django.conf import settings
+settings.REALTIME = {"BACKEND": "inprocess", "KEEPALIVE": 3600}
+from django.db import connection
+from django.core.management import call_command
+import gevent
+from django_realtime.hub import get_hub
+from django_realtime.log import Item
+
+settings.DATABASES["default"]["NAME"] = sys.argv[1]
+call_command("migrate", verbosity=0)
+hub = get_hub()
+assert hub.ensure_ready()
+woken = {}
+def wait(name, count):
+    group = hub.join(frozenset({name}))
+    for _ in range(count):
+        group.signal.wait()
+        woken[name] = woken.get(name, 0) + 1
+    hub.leave(group)
+waiting = [gevent.spawn(wait, f"user:{n}", 2) for n in range(200)]
+gevent.sleep(0.1)
+start = hub.horizon
+hub._append([Item(start + 1, "user:7", "message", "1")])
+gevent.sleep(0.1)
+hub._append([Item(start + 2, "user:7", "message", "2"), Item(start + 3, "user:9", "message", "3")])
+gevent.sleep(0.1)
+print(sorted(woken.items()))
+gevent.killall(waiting)
+"""
+
+
+def test_under_gevent_an_event_wakes_only_the_greenlets_of_its_channel(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", GEVENT_SCRIPT, str(tmp_path / "db.sqlite3")],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[('user:7', 2), ('user:9', 1)]"
+
+
+def test_a_tick_wakes_every_group_for_its_keepalives():
+    with override_settings(REALTIME={**INPROCESS, "KEEPALIVE": 0.2}):
+        hub = get_hub()
+        hub.ensure_ready()
+        groups = [hub.join(frozenset({f"user:{n}"})) for n in range(3)]
+        time.sleep(0.5)
+        assert all(group.wakeups >= 2 for group in groups)
+
+
+def test_a_group_left_by_its_last_stream_is_forgotten():
+    with override_settings(REALTIME=QUIET):
+        hub = get_hub()
+        hub.ensure_ready()
+        first, second = hub.join(frozenset({"a"})), hub.join(frozenset({"a"}))
+        hub.leave(first)
+        assert hub.join(frozenset({"a"})) is second
+        hub.leave(second)
+        hub.leave(second)
+        assert hub._groups == {} and hub._channels == {}
+
+
+def test_a_channel_that_had_no_event_for_long_is_still_served_from_the_buffer():
+    """A stream of a quiet channel whose cursor is far below the hub's floor needs no database read."""
+    with override_settings(REALTIME={**QUIET, "BUFFER_SIZE": 3}):
+        hub = get_hub()
+        hub.ensure_ready()
+        group = hub.join(frozenset({"user:1"}))
+        start = hub.horizon
+        ids = [publish("user:2", n).id for n in range(10)]
+        wait_for(hub, ids[-1])
+        assert hub.floor > start
+        assert hub.collect(group.channels, start) == ([], ids[-1])
+        assert hub.collect(frozenset({"user:2"}), start) == (None, start)
+        assert hub.collect(frozenset({"user:3"}), start) == (None, start), "an unfollowed channel has no such record"
 
 
 def test_buffer_keeps_the_newest_events_and_reports_when_a_cursor_fell_out():

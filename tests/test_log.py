@@ -136,3 +136,62 @@ def test_start_horizon_waits_for_publishers_in_flight():
     held.end(commit=True)
     thread.join(10)
     assert result["h"] == later
+
+
+def _listener():
+    import psycopg
+
+    from django_realtime.backends.postgres import CHANNEL
+
+    params = connections["postgres"].settings_dict
+    test_name = params["TEST"]["NAME"]
+    listener = psycopg.connect(
+        f"host={params['HOST']} port={params['PORT']} user={params['USER']} dbname={test_name}", autocommit=True
+    )
+    listener.execute(f'LISTEN "{CHANNEL}"')
+    return listener
+
+
+def _notifies(listener, wait=0.3):
+    return [notify.payload for notify in listener.notifies(timeout=wait, stop_after=10)]
+
+
+def test_a_publish_on_the_postgres_backend_is_one_statement_that_notifies_at_commit(settings):
+    from django.test.utils import CaptureQueriesContext
+
+    settings.REALTIME = {**settings.REALTIME, "BACKEND": "postgres"}
+    listener = _listener()
+    try:
+        with transaction.atomic(using="postgres"), CaptureQueriesContext(connections["postgres"]) as queries:
+            event = publish("c", 1)
+            assert _notifies(listener) == [], "NOTIFY went out before COMMIT"
+        assert len(queries) == 1, [query["sql"] for query in queries]
+        assert _notifies(listener, 5) == [f"c {event.id}"]
+        with pytest.raises(RuntimeError), transaction.atomic(using="postgres"):
+            publish("c", 2)
+            raise RuntimeError
+        assert _notifies(listener) == [], "a rolled-back publish notified"
+        outside = publish("c", 3)  # autocommit: its own transaction
+        assert _notifies(listener, 5) == [f"c {outside.id}"]
+    finally:
+        listener.close()
+
+
+def test_reads_are_plain_queries_and_pages_are_capped_in_bytes(monkeypatch):
+    from django.test.utils import CaptureQueriesContext
+
+    from django_realtime import log
+
+    monkeypatch.setattr(log, "PAGE_BYTES", 5000)
+    first = publish("c", "x" * 2000)
+    for _ in range(5):
+        publish("c", "x" * 2000)
+    tailer = SerialTailer("postgres")
+    with CaptureQueriesContext(connections["postgres"]) as queries:
+        rows = tailer.read(first.id - 1)
+    assert [sql for sql in (q["sql"] for q in queries) if "DECLARE" in sql.upper()] == []
+    assert len(queries) == 1
+    assert ids(rows) == [first.id, first.id + 1, first.id + 2], "cut at the row that reaches PAGE_BYTES"
+    assert tailer.limit == 3, "the next read asks for no more rows than fitted"
+    rows = tailer.read(rows[-1][0])
+    assert ids(rows) == [first.id + 3, first.id + 4, first.id + 5]

@@ -1,9 +1,12 @@
-"""Load the wake-up backend named by the ``BACKEND`` setting."""
+"""Load the wake-up backend named by the ``BACKEND`` setting: one instance per process."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+import threading
+from typing import TYPE_CHECKING, Any
 
+from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 from ..conf import realtime_settings
@@ -21,6 +24,8 @@ ALIASES = {
 }
 
 _backend: BaseBackend | None = None
+_backend_pid = 0
+_lock = threading.Lock()
 
 
 def load_backend(name: str, options: dict | None = None) -> BaseBackend:
@@ -37,14 +42,24 @@ def load_backend(name: str, options: dict | None = None) -> BaseBackend:
 
 
 def get_backend() -> BaseBackend:
-    """Return this process's backend, loading it on first use."""
-    global _backend
-    if _backend is None:
-        _backend = load_backend(realtime_settings.BACKEND, realtime_settings.OPTIONS)
-    return _backend
+    """Return this process's backend, loading it on first use (and again after a fork)."""
+    global _backend, _backend_pid
+    with _lock:
+        if _backend is None or _backend_pid != os.getpid():
+            _backend = load_backend(realtime_settings.BACKEND, realtime_settings.OPTIONS)
+            _backend_pid = os.getpid()
+        return _backend
 
 
 def clear_cache() -> None:
     """Forget the loaded backend so the next call re-reads the settings."""
     global _backend
     _backend = None
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "REALTIME":
+        clear_cache()
+
+
+setting_changed.connect(_on_setting_changed)

@@ -9,19 +9,32 @@ from typing import TYPE_CHECKING
 from .base import BaseBackend
 
 if TYPE_CHECKING:
-    from ..hub import Hub
+    from collections.abc import Callable
 
 logger = logging.getLogger("django_realtime")
+
+
+class Listening:
+    """One run of a backend's listener, from start() to stop(): what it wakes and whether it hears."""
+
+    def __init__(self, wake: Callable[[], None], using: str) -> None:
+        self.wake = wake
+        self.using = using
+        #: Set while wake-ups flow.
+        self.listening = threading.Event()
+        self.stopping = threading.Event()
+        #: The listening connection while there is one, for interrupt().
+        self.connection: object = None
 
 
 class ListenerBackend(BaseBackend):
     """Listen on one connection per process; poll the log while it is down.
 
-    Subclasses provide ``listen(hub)``: connect, call ``subscribed(hub)``
-    once wake-ups flow, call ``hub.poke()`` for each, and return or raise
-    when the connection ends.  This class reconnects with backoff and has
-    the hub read the log after every change, so no wake-up lost in between
-    can hold an event back.
+    Subclasses provide ``listen(run)``: connect, call ``subscribed(run)``
+    once wake-ups flow, call ``run.wake()`` for each, and return or raise
+    when the connection ends or ``run.stopping`` is set.  This class
+    reconnects with backoff and has the hub read the log after every change,
+    so no wake-up lost in between can hold an event back.
     """
 
     #: Name of the service, for log messages.
@@ -29,46 +42,60 @@ class ListenerBackend(BaseBackend):
 
     def __init__(self, fallback_interval: float = 1.0) -> None:
         self.fallback_interval = fallback_interval
-        self.listening = threading.Event()
-        self._stopping = threading.Event()
+        self._run: Listening | None = None
         self._backoff = 0.1
 
     @property
     def poll_interval(self) -> float | None:  # type: ignore[override]
-        return None if self.listening.is_set() else self.fallback_interval
-
-    def start(self, hub: Hub) -> None:
-        self._stopping.clear()
-        thread = threading.Thread(target=self._run, args=(hub,), name="django-realtime-listen", daemon=True)
-        thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
+        run = self._run
+        return None if run is not None and run.listening.is_set() else self.fallback_interval
 
     @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
+    def listening(self) -> bool:
+        """Return whether wake-ups from other processes flow now."""
+        run = self._run
+        return run is not None and run.listening.is_set()
 
-    def listen(self, hub: Hub) -> None:
-        """Hold one listening connection until it ends or the backend stops."""
+    def start(self, wake: Callable[[], None], using: str) -> None:
+        super().start(wake, using)
+        self.stop_listening()
+        run = self._run = Listening(wake, using)
+        threading.Thread(target=self._loop, args=(run,), name="django-realtime-listen", daemon=True).start()
+
+    def stop(self) -> None:
+        super().stop()
+        self.stop_listening()
+
+    def stop_listening(self) -> None:
+        """End the current listener, if any; a later start() begins a new one."""
+        run, self._run = self._run, None
+        if run is not None:
+            run.stopping.set()
+            self.interrupt(run)
+
+    def interrupt(self, run: Listening) -> None:
+        """Cut short a listen() that blocks; the default waits for its next timeout."""
+
+    def listen(self, run: Listening) -> None:
+        """Hold one listening connection until it ends or *run* stops."""
         raise NotImplementedError("subclasses of ListenerBackend must provide a listen() method")
 
-    def subscribed(self, hub: Hub) -> None:
+    def subscribed(self, run: Listening) -> None:
         """Note that wake-ups flow, and have the hub read what came while none did."""
-        self.listening.set()
+        run.listening.set()
         self._backoff = 0.1
-        hub.poke()
+        run.wake()
 
-    def _run(self, hub: Hub) -> None:
-        while not self.stopping:
+    def _loop(self, run: Listening) -> None:
+        while not run.stopping.is_set():
             try:
-                self.listen(hub)
+                self.listen(run)
             except Exception:
-                if self.stopping:
+                if run.stopping.is_set():
                     break
                 logger.warning("%s listener lost; polling the log until it is back", self.service, exc_info=True)
             finally:
-                self.listening.clear()
-                hub.poke()
-            self._stopping.wait(self._backoff)
+                run.listening.clear()
+                run.wake()
+            run.stopping.wait(self._backoff)
             self._backoff = min(self._backoff * 2, 5.0)

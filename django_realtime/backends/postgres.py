@@ -1,8 +1,9 @@
 """PostgreSQL LISTEN/NOTIFY: wake-ups between processes and hosts through the database.
 
-NOTIFY is sent inside the publishing transaction, so PostgreSQL delivers it
-at COMMIT and drops it on ROLLBACK.  It carries "channel id", never the
-data, so payload limits never matter.  Each process LISTENs on one dedicated
+NOTIFY is sent inside the publishing transaction, by the very statement
+that inserts the event, so PostgreSQL delivers it at COMMIT and drops it on
+ROLLBACK, and a publish costs one round trip.  It carries "channel id",
+never the data, so payload limits never matter.  Each process LISTENs on one dedicated
 psycopg 3 connection (give ``dsn`` to route it around PgBouncer in
 transaction mode, which does not support LISTEN).  If that connection drops,
 the hub polls the log until the listener is back, then reads it once more.
@@ -15,12 +16,12 @@ from typing import TYPE_CHECKING
 
 from django.db import connections, transaction
 
-from .. import hub as hub_module
 from ..conf import realtime_settings
-from .listener import ListenerBackend
+from .listener import ListenerBackend, Listening
 
 if TYPE_CHECKING:
-    from ..hub import Hub
+    from collections.abc import Callable
+
     from ..models import Event
 
 logger = logging.getLogger("django_realtime")
@@ -35,19 +36,20 @@ class PostgresBackend(ListenerBackend):
     """Notify through PostgreSQL; listen on one connection per process."""
 
     service = "PostgreSQL"
+    insert_notify = CHANNEL
 
     def __init__(self, dsn: str | None = None, fallback_interval: float = 1.0, database: str | None = None) -> None:
         super().__init__(fallback_interval)
         self.dsn = dsn
         self.database = database
-        self._connection = None
         self._conninfo = ""
         self._log_database = ""
 
-    def published(self, event: Event, using: str) -> None:
-        # Inside the transaction: PostgreSQL delivers it at COMMIT, never on ROLLBACK.
-        self._send(using, event.channel, event.id)
-        transaction.on_commit(hub_module.poke_local_hub, using=using)
+    def published(self, event: Event, using: str, *, notified: bool = False) -> None:
+        if not notified:
+            # Inside the transaction: PostgreSQL delivers it at COMMIT, never on ROLLBACK.
+            self._send(using, event.channel, event.id)
+        transaction.on_commit(self.wake_local, using=using)
 
     def notify(self, channel: str, event_id: int) -> None:
         self._send(self.database or realtime_settings.DATABASE, channel, event_id)
@@ -67,28 +69,27 @@ class PostgresBackend(ListenerBackend):
             **{k: v for k, v in params.items() if k not in _NOT_CONNINFO and isinstance(v, (str, int))}
         )
 
-    def start(self, hub: Hub) -> None:
+    def start(self, wake: Callable[[], None], using: str) -> None:
         self._conninfo = self.conninfo()
-        with connections[hub.using].cursor() as cursor:
+        with connections[using].cursor() as cursor:
             cursor.execute("SELECT current_database()")
             self._log_database = cursor.fetchone()[0]
-        super().start(hub)
+        super().start(wake, using)
 
-    def stop(self) -> None:
-        super().stop()
-        connection = self._connection
+    def interrupt(self, run: Listening) -> None:
+        connection = run.connection
         if connection is not None:
             try:
-                connection.cancel_safe()
+                connection.cancel_safe()  # type: ignore[attr-defined]
             except Exception:  # the listener is going away either way
                 logger.debug("could not cancel the LISTEN connection", exc_info=True)
 
-    def listen(self, hub: Hub) -> None:
+    def listen(self, run: Listening) -> None:
         import psycopg
         from psycopg import sql
 
         with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as connection:
-            self._connection = connection
+            run.connection = connection
             try:
                 (database,) = connection.execute("SELECT current_database()").fetchone()
                 if database != self._log_database:
@@ -98,9 +99,10 @@ class PostgresBackend(ListenerBackend):
                         f"but the event log is in {self._log_database!r}"
                     )
                 connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
-                self.subscribed(hub)
-                while not self.stopping:
+                self.subscribed(run)
+                wake = run.wake
+                while not run.stopping.is_set():
                     for _ in connection.notifies(timeout=1.0):
-                        hub.poke()
+                        wake()
             finally:
-                self._connection = None
+                run.connection = None

@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .. import hub as hub_module
 from .listener import ListenerBackend
 
 if TYPE_CHECKING:
-    from ..hub import Hub
+    from .listener import Listening
 
 logger = logging.getLogger("django_realtime")
 
@@ -50,7 +49,7 @@ class RedisBackend(ListenerBackend):
         return self._client
 
     def notify(self, channel: str, event_id: int) -> None:
-        hub_module.poke_local_hub()
+        self.wake_local()
         try:
             self._redis().publish(self.channel, f"{channel} {event_id}")
         except Exception:
@@ -58,21 +57,21 @@ class RedisBackend(ListenerBackend):
             # their fallback polling or their next wake-up comes.
             logger.warning("could not publish a wake-up to Redis", exc_info=True)
 
-    def listen(self, hub: Hub) -> None:
+    def listen(self, run: Listening) -> None:
         import redis
 
         client = redis.Redis.from_url(self.url, socket_timeout=None, socket_connect_timeout=5)
         pubsub = client.pubsub()
         try:
             pubsub.subscribe(self.channel)
-            while not self.stopping:
+            while not run.stopping.is_set():
                 message = pubsub.get_message(timeout=1.0)
                 if message is None:
                     continue
                 if message["type"] == "subscribe":
-                    self.subscribed(hub)
+                    self.subscribed(run)
                 else:
-                    hub.poke()
+                    run.wake()
         finally:
             pubsub.close()
             client.close()
