@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django.core.handlers.asgi import ASGIRequest
-from django.http import StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 
 from .conf import realtime_settings
 from .sse import KEEPALIVE, encode_retry
@@ -19,8 +19,6 @@ from .streams import afollow, follow
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
-
-    from django.http import HttpRequest
 
     from .hub import Hub
     from .log import Item
@@ -36,6 +34,12 @@ class SSEResponse(StreamingHttpResponse):
 
     @property
     def streaming_content(self):
+        # The server asks for this once, as it starts to stream, after the
+        # handler registered request.close() to run when the response closes.
+        # That bound method would keep the request alive as long as the
+        # stream (about 3 KB per stream: META, the resolver match, the lazy
+        # user...), for nothing: a GET stream has no uploaded files to close.
+        self._resource_closers = [closer for closer in self._resource_closers if not _closes_a_request(closer)]
         # The iterators given here yield bytes already: skip Django's map()
         # through make_bytes, a call per chunk and a level of every stream's stack.
         return self._iterator
@@ -43,6 +47,10 @@ class SSEResponse(StreamingHttpResponse):
     @streaming_content.setter
     def streaming_content(self, value):
         self._set_streaming_content(value)
+
+
+def _closes_a_request(closer: object) -> bool:
+    return getattr(closer, "__func__", None) is HttpRequest.close
 
 
 def is_async_request(request: HttpRequest) -> bool:
