@@ -31,6 +31,7 @@ import httpx
 from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
+from tests.redis_server import RedisServer
 from tests.servers import ROOT, SERVER_COMMANDS, Server, free_port, stop_server, wait_until_answering
 
 #: Seconds a publisher may take to set Django up, and to finish publishing.
@@ -40,14 +41,6 @@ PUBLISHER_RUN_TIMEOUT = 40.0
 SUBSCRIBE_TIMEOUT = 20.0
 #: Seconds a subscriber may take to connect (reading has no timeout: the test's deadlines bound it).
 CONNECT_TIMEOUT = 10.0
-
-REDIS_HOST, REDIS_PORT = "127.0.0.1", "6379"
-#: How CI starts Redis (.ci/run); a restart must leave the machine as CI would.
-REDIS_START = [
-    *("redis-server", "--daemonize", "yes", "--bind", REDIS_HOST, "--port", REDIS_PORT),
-    *("--save", "", "--appendonly", "no"),
-]
-
 
 # Servers ------------------------------------------------------------------
 
@@ -206,7 +199,11 @@ class Outcome:
 
 
 def terminate_listeners(admin: Any, database: str) -> int:
-    """Terminate the connections to *database* whose last statement was a LISTEN; return how many."""
+    """Terminate the connections to *database* whose last statement was a LISTEN; return how many.
+
+    *database* must be one the test created (see the ``database`` fixture of
+    tests/test_scale_out.py): then every connection to it is the test's own.
+    """
     query = (
         "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
         "WHERE datname = %s AND query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
@@ -220,43 +217,11 @@ def listening_connections(admin: Any, database: str) -> int:
     return admin.execute(query, [database]).fetchone()[0]
 
 
-def redis_subscribers(channel: str) -> int:
-    """Return how many clients of Redis subscribe to *channel*."""
-    reply = _redis_cli("pubsub", "numsub", channel).split()
-    return int(reply[-1]) if len(reply) == 2 else 0
-
-
-def _redis_cli(*args: str) -> str:
-    result = subprocess.run(
-        ["redis-cli", "-h", REDIS_HOST, "-p", REDIS_PORT, *args], capture_output=True, text=True, timeout=10
-    )
-    return result.stdout.strip()
-
-
-def redis_answers() -> bool:
-    return _redis_cli("ping") == "PONG"
-
-
-def stop_redis(timeout: float = 10.0) -> None:
-    """Shut Redis down without saving, and wait until it no longer answers."""
-    _redis_cli("shutdown", "nosave")
-    deadline = time.monotonic() + timeout
-    while redis_answers():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Redis still answers {timeout}s after SHUTDOWN")
-        time.sleep(0.05)
-
-
-def start_redis(timeout: float = 10.0) -> None:
-    """Start Redis as CI does, unless it answers already, and wait until it answers PING."""
-    if redis_answers():
-        return
-    subprocess.run(REDIS_START, check=True, capture_output=True, timeout=timeout)
-    deadline = time.monotonic() + timeout
-    while not redis_answers():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Redis does not answer PING {timeout}s after {' '.join(REDIS_START)}")
-        time.sleep(0.05)
+def redis_subscribers(redis: RedisServer, channel: str) -> int:
+    """Return how many clients of the test's own *redis* subscribe to *channel*."""
+    with redis.client() as client:
+        ((_, count),) = client.pubsub_numsub(channel)
+    return count
 
 
 # Subscribers ----------------------------------------------------------------

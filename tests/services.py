@@ -2,6 +2,7 @@
 
 import os
 import socket
+from typing import NoReturn
 
 import pytest
 
@@ -22,7 +23,11 @@ def require(address, name):
     """Skip the test if the service is absent; in CI, fail instead: CI must run them."""
     if answers(address):
         return
-    message = f"{name} is not answering on {address[0]}:{address[1]}"
+    unavailable(f"{name} is not answering on {address[0]}:{address[1]}", remedy="start it to run this test")
+
+
+def unavailable(message: str, *, remedy: str = "install it to run this test") -> NoReturn:
+    """Skip the test, saying what is missing (*message*) and what to do; in CI, fail instead."""
     if os.environ.get("CI"):
         pytest.fail(f"{message}, and CI must run every test")
-    pytest.skip(f"{message}: start it to run this test")
+    pytest.skip(f"{message}: {remedy}")

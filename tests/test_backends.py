@@ -14,6 +14,7 @@ from django_realtime import publish
 from django_realtime.hub import get_hub
 from django_realtime.streams import follow
 from tests import services
+from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,9 +28,17 @@ def wait_until(predicate, timeout=5.0, message="condition"):
     raise AssertionError(f"{message} not met within {timeout}s")
 
 
-def take(batches, count):
+#: Seconds within which an event must arrive: far less than the hub's tick, so that a
+#: backend that does not wake the hub fails instead of being rescued by the tick.
+WITHIN = 3.0
+
+
+def take(batches, count, within=WITHIN):
+    """Take *count* events from a follow() iterator (with a short keepalive) within *within* seconds."""
+    deadline = time.monotonic() + within
     items = []
     while len(items) < count:
+        assert time.monotonic() < deadline, f"{len(items)} of {count} events arrived within {within}s"
         items.extend(next(batches))
     return items
 
@@ -52,6 +61,8 @@ class BackendContract:
             "DATABASE": self.alias,
             "PRUNE_INTERVAL": None,
             "POLL_INTERVAL": 0.2,
+            # The hub's tick (KEEPALIVE/2) would read the log anyway: keep it out of reach.
+            "KEEPALIVE": 120,
         }
         yield
         get_hub().stop()
@@ -120,13 +131,13 @@ class BackendContract:
 
     def test_a_local_publish_reaches_the_hub_at_once(self):
         hub = self.ready_hub()
-        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=5)
+        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=0.2)
         event = self.publish("c", 1)
         assert [item.id for item in take(batches, 1)] == [event.id]
 
     def test_a_publish_in_another_process_reaches_the_hub(self):
         hub = self.ready_hub()
-        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=0.5)
+        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=0.2)
         event_id = self.publish_elsewhere("c", '{"from": "elsewhere"}')
         if not self.crosses_processes:
             # By design: nothing wakes this hub until something in this process does.
@@ -137,7 +148,7 @@ class BackendContract:
 
     def test_a_rolled_back_publish_is_never_delivered(self):
         hub = self.ready_hub()
-        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=5)
+        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=0.2)
 
         def roll_back():
             with pytest.raises(RuntimeError), transaction.atomic(using=self.alias):
@@ -179,7 +190,7 @@ class BackendContract:
 
     def test_concurrent_publishers_arrive_once_each_in_order(self):
         hub = self.ready_hub()
-        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=5)
+        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=0.2)
         committed = []
         lock = threading.Lock()
 
@@ -208,9 +219,8 @@ class BackendContract:
 
     def test_stop_ends_the_listener(self):
         hub = self.ready_hub()
-        listening = getattr(hub.backend, "listening", threading.Event())
         hub.stop()
-        wait_until(lambda: not listening.is_set(), message="listener stopped")
+        wait_until(lambda: not getattr(hub.backend, "listening", False), message="listener stopped")
 
 
 class InProcessContract(BackendContract):
@@ -250,8 +260,8 @@ class TestPostgres(BackendContract):
     def test_the_listener_comes_back_after_its_connection_is_terminated(self):
         hub = self.ready_hub()
         backend = hub.backend
-        wait_until(backend.listening.is_set, message="listening")
-        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=5)
+        wait_until(lambda: backend.listening, message="listening")
+        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=0.2)
         with connections[self.alias].cursor() as cursor:
             cursor.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -260,45 +270,64 @@ class TestPostgres(BackendContract):
             assert cursor.fetchone() == (True,)
         event_id = self.publish_elsewhere("c", '"while reconnecting"')
         assert [item.id for item in take(batches, 1)] == [event_id]
-        wait_until(backend.listening.is_set, message="listening again")
+        wait_until(lambda: backend.listening, message="listening again")
         event_id = self.publish_elsewhere("c", '"after"')
         assert [item.id for item in take(batches, 1)] == [event_id]
 
     def test_a_listener_on_another_database_is_refused_and_the_hub_polls(self, settings, caplog):
         settings.REALTIME = {**settings.REALTIME, "OPTIONS": {"dsn": "postgresql://postgres@127.0.0.1:5432/test"}}
         hub = self.ready_hub()
-        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=5)
+        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=0.2)
         event_id = self.publish_elsewhere("c", '"polled"')
         assert [item.id for item in take(batches, 1)] == [event_id]
-        assert not hub.backend.listening.is_set()
+        assert not hub.backend.listening
         assert "but the event log is in" in caplog.text
 
 
-@POSTGRES_DB
-class TestRedisOnPostgres(BackendContract):
+@pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of the test's own, which it may stop or kill the clients of; ended afterwards."""
+    with RedisServer(tmp_path) as server:
+        yield server
+
+
+class RedisContract(BackendContract):
     backend = "redis"
     options = {"url": services.REDIS_URL}
+
+    def env(self):
+        # publish_elsewhere()'s processes must reach the Redis this process listens on.
+        return {**super().env(), "REDIS_URL": self.options["url"]}
+
+    @pytest.fixture
+    def own_redis(self, settings, private_redis):
+        """Point the backend, and the processes publish_elsewhere() starts, at a private Redis."""
+        self.options = {"url": private_redis.url}
+        settings.REALTIME = {**settings.REALTIME, "OPTIONS": self.options}
+        return private_redis
+
+
+@POSTGRES_DB
+class TestRedisOnPostgres(RedisContract):
     alias = "postgres"
     services = ((services.POSTGRES, "PostgreSQL"), (services.REDIS, "Redis"))
 
-    def test_the_listener_comes_back_after_redis_drops_it(self):
-        import redis
-
+    def test_the_listener_comes_back_after_redis_drops_it(self, own_redis):
         hub = self.ready_hub()
         backend = hub.backend
-        wait_until(backend.listening.is_set, message="listening")
-        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=5)
-        killed = redis.Redis.from_url(services.REDIS_URL).client_kill_filter(_type="pubsub")
-        assert killed >= 1
+        wait_until(lambda: backend.listening, message="listening")
+        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=0.2)
+        # CLIENT KILL on the shared Redis would drop every pub/sub client on the machine.
+        with own_redis.client() as client:
+            killed = client.client_kill_filter(_type="pubsub")
+        assert killed == 1, f"{killed} pub/sub clients on the test's Redis, not just the hub's listener"
         event_id = self.publish_elsewhere("c", '"while reconnecting"')
         assert [item.id for item in take(batches, 1)] == [event_id]
-        wait_until(backend.listening.is_set, message="listening again")
+        wait_until(lambda: backend.listening, message="listening again")
         event_id = self.publish_elsewhere("c", '"after"')
         assert [item.id for item in take(batches, 1)] == [event_id]
 
 
 @pytest.mark.django_db(transaction=True, databases=["default"])
-class TestRedisOnSQLite(BackendContract):
-    backend = "redis"
-    options = {"url": services.REDIS_URL}
+class TestRedisOnSQLite(RedisContract):
     services = ((services.REDIS, "Redis"),)

@@ -10,7 +10,9 @@ commit out of order), or roll back.  Six more subscribers join from the same
 id while they run.  Every subscriber must receive exactly the committed
 events of its channels: each once, in id order, none rolled back.  The same
 runs with the notification engine disrupted mid-run: the PostgreSQL
-listeners' connections terminated, Redis restarted.  See
+listeners' connections terminated, Redis restarted.  Everything is the
+test's own: the database, and for the redis cases a redis-server of its own
+(tests/redis_server.py), which it may stop without harm to anyone else.  See
 tests/scale_out_helpers.py and tests/scale_out_publisher.py.
 """
 
@@ -28,6 +30,7 @@ from typing import Any
 import pytest
 
 from django_realtime.backends.redis import CHANNEL as REDIS_CHANNEL
+from tests.redis_server import RedisServer
 from tests.scale_out_helpers import (
     PUBLISHER_RUN_TIMEOUT,
     PUBLISHER_START_TIMEOUT,
@@ -38,12 +41,10 @@ from tests.scale_out_helpers import (
     listening_connections,
     redis_subscribers,
     running_servers,
-    start_redis,
-    stop_redis,
     terminate_listeners,
 )
 from tests.servers import Server, manage, project_env
-from tests.services import POSTGRES, REDIS, REDIS_URL, require
+from tests.services import POSTGRES, require
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
 
@@ -62,7 +63,7 @@ DELIVERY_TIMEOUT = 30.0
 GRACE = 0.5
 #: Seconds the servers have, after delivery, to be listening again (the backends' backoff tops out at 5 s).
 RELISTEN_TIMEOUT = 10.0
-#: Seconds Redis stays down.
+#: Seconds the test's Redis stays down.
 REDIS_DOWNTIME = 1.5
 #: The publishers' seeds (publisher i gets seed + i): a different, reproducible mix in each scenario.
 SEEDS = {None: 100, "terminate-listener": 300, "restart-redis": 400}
@@ -132,21 +133,21 @@ def wait_for_transactions(publishers: list[PublisherProcess], count: int) -> Non
         time.sleep(0.01)
 
 
-def wait_for_listeners(backend: str, database: Database, count: int) -> int:
-    """Wait until *count* processes listen for wake-ups; return how many do."""
+def wait_for_listeners(database: Database, redis: RedisServer | None, count: int) -> int:
+    """Wait until *count* processes listen for wake-ups, on *redis* if given; return how many do."""
     deadline = time.monotonic() + RELISTEN_TIMEOUT
     while True:
-        if backend == "postgres":
+        if redis is None:
             listening = listening_connections(database.admin, database.name)
         else:
-            listening = redis_subscribers(REDIS_CHANNEL)
+            listening = redis_subscribers(redis, REDIS_CHANNEL)
         if listening >= count or time.monotonic() > deadline:
             return listening
         time.sleep(0.1)
 
 
-def disrupt(kind: str | None, database: Database, publishers: list[PublisherProcess]) -> str:
-    """Disrupt the notification engine while the publishers run; return what was done."""
+def disrupt(kind: str | None, database: Database, redis: RedisServer | None, publishers: list[PublisherProcess]) -> str:
+    """Disrupt the notification engine (the test's own database or Redis) while the publishers run; say what."""
     if kind is None:
         return "nothing"
     if kind == "terminate-listener":
@@ -154,12 +155,9 @@ def disrupt(kind: str | None, database: Database, publishers: list[PublisherProc
         assert terminated >= 1, "no LISTEN connection to terminate"
         done = f"terminated {terminated} LISTEN connections"
     else:
-        try:
-            stop_redis()
-            time.sleep(REDIS_DOWNTIME)
-        finally:
-            start_redis()  # whatever happened: leave Redis running, as CI starts it
-        done = f"restarted Redis, down for {REDIS_DOWNTIME}s"
+        assert redis is not None, f"{kind} needs the test's own Redis"
+        redis.restart(REDIS_DOWNTIME)
+        done = f"restarted the test's Redis on port {redis.port}, down for {REDIS_DOWNTIME}s"
     still_running = sum(not p.done.is_set() for p in publishers)
     assert still_running, f"{done}, but only after every publisher had finished"
     return f"{done} while {still_running} publishers ran"
@@ -175,19 +173,21 @@ SCENARIOS = [
 
 @pytest.mark.parametrize(("backend", "disruption"), SCENARIOS)
 def test_every_subscriber_receives_every_committed_event_once_in_order(database, tmp_path, backend, disruption):
-    if backend == "redis":
-        require(REDIS, "Redis")
-    env = {
-        **project_env(database.url),
-        "REALTIME_BACKEND": backend,
-        "REDIS_URL": REDIS_URL,
-        # Keepalives far apart: nothing but the backend's wake-ups (and its
-        # fallback polling) may make a hub read the log during the test.
-        "REALTIME_KEEPALIVE": "120",
-    }
     cursor = database.newest_id()
     marks = {"start": time.monotonic()}
     with ExitStack() as stack:
+        # Its own Redis, stopped last: the servers and publishers reach no other, and
+        # the listeners it counts are theirs alone.
+        redis = stack.enter_context(RedisServer(tmp_path)) if backend == "redis" else None
+        env = {
+            **project_env(database.url),
+            "REALTIME_BACKEND": backend,
+            # Keepalives far apart: nothing but the backend's wake-ups (and its
+            # fallback polling) may make a hub read the log during the test.
+            "REALTIME_KEEPALIVE": "120",
+        }
+        if redis is not None:
+            env["REDIS_URL"] = redis.url
         servers = stack.enter_context(running_servers(["gunicorn-gevent", "daphne"], env, tmp_path))
         pool = stack.enter_context(SubscriberPool())
         publishers = []
@@ -207,7 +207,7 @@ def test_every_subscriber_receives_every_committed_event_once_in_order(database,
             publisher.go()
         wait_for_transactions(publishers, MIDWAY)
         pool.start(subscribers(LATE_SUBSCRIBERS, servers, cursor, late=True))
-        done = disrupt(disruption, database, publishers)
+        done = disrupt(disruption, database, redis, publishers)
         deadline = time.monotonic() + PUBLISHER_RUN_TIMEOUT
         for publisher in publishers:
             publisher.finish(deadline)
@@ -218,7 +218,7 @@ def test_every_subscriber_receives_every_committed_event_once_in_order(database,
         time.sleep(GRACE)
         problems = [problem for subscriber in pool.subscribers for problem in subscriber.problems(outcome)]
         # Polling the log would deliver everything too: the listeners must be back.
-        listening = wait_for_listeners(backend, database, len(servers))
+        listening = wait_for_listeners(database, redis, len(servers))
         if listening < len(servers):
             problems.append(f"{listening} of {len(servers)} servers listen for wake-ups {RELISTEN_TIMEOUT}s later")
         for server in servers.values():
