@@ -14,6 +14,7 @@ from django.test import override_settings
 from django_realtime import protocol
 from django_realtime.consumers import run_released
 from django_realtime.hub import Hub, get_hub
+from django_realtime.log import Item
 from django_realtime.models import Event
 from django_realtime.publishing import publish
 from django_realtime.retention import prune
@@ -157,6 +158,36 @@ def test_several_subscriptions_share_one_connection():
             assert sorted((m["channel"], m["id"]) for m in got) == [("chat:x", str(x.id)), ("chat:y", str(y.id))]
 
     run(main())
+
+
+def test_a_connection_waits_as_one_stream_of_all_its_channels_and_is_woken_once_per_batch():
+    async def main():
+        hub = get_hub()
+        async with connected() as client:
+            for channel in ["chat:x", "chat:y"]:
+                await client.request({"type": "subscribe", "channel": channel})
+            assert await client.silent()
+            group = hub._groups[frozenset({"chat:x", "chat:y"})]
+            assert (len(hub._groups), group.count) == (1, 1), "one follow loop per connection, not per subscription"
+            woken = group.wakeups
+            start = hub.horizon
+            await asyncio.to_thread(
+                hub._append,
+                [Item(start + 1, "chat:x", "message", "1"), Item(start + 2, "chat:y", "message", "2")],
+            )
+            assert [m["id"] for m in await client.take(2)] == [str(start + 1), str(start + 2)]
+            assert group.wakeups == woken + 1
+            await client.request({"type": "unsubscribe", "channel": "chat:y"})
+            assert await client.silent()
+            assert list(hub._groups) == [frozenset({"chat:x"})]
+        for _ in range(100):
+            if not hub._groups:
+                break
+            await asyncio.sleep(0.01)
+        assert hub._groups == {}, "a closed connection leaves the hub"
+
+    with realtime(KEEPALIVE=3600):
+        run(main())
 
 
 def test_a_last_id_from_the_future_gets_a_reset_then_live_events():
