@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     hub = setup()
     from django_realtime.hub import make_item
-    from django_realtime.responses import sse_stream
+    from django_realtime.sse.responses import sse_stream
     from django_realtime.streams import follow
 
     iterators = {

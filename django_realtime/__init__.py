@@ -8,16 +8,16 @@ __all__ = ["ServerEvent", "apublish", "event_stream", "publish", "stream_channel
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .decorators import ServerEvent, event_stream
     from .publishing import apublish, publish
-    from .views import stream_channels
+    from .sse.decorators import ServerEvent, event_stream
+    from .sse.views import stream_channels
 
 _HOMES = {
-    "ServerEvent": "decorators",
-    "event_stream": "decorators",
+    "ServerEvent": "sse.decorators",
+    "event_stream": "sse.decorators",
     "publish": "publishing",
     "apublish": "publishing",
-    "stream_channels": "views",
+    "stream_channels": "sse.views",
 }
 
 

@@ -49,7 +49,7 @@ def check_settings(app_configs, **kwargs):
         errors.append(
             Warning(
                 "Django's GZipMiddleware holds event streams back until they end.",
-                hint="Use 'django_realtime.middleware.GZipMiddleware' in its place.",
+                hint="Use 'django_realtime.sse.middleware.GZipMiddleware' in its place.",
                 id="django_realtime.W001",
             )
         )

@@ -24,8 +24,6 @@ from typing import TYPE_CHECKING
 from django.db import connections
 from django.db.models import Max
 
-from .sse import encode_event
-
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
@@ -44,26 +42,24 @@ Row = tuple[int, str, str, str]
 
 
 class Item:
-    """A stored event as streams need it; each transport's encoding is made once, on first use."""
+    """A stored event as streams need it.
 
-    __slots__ = ("id", "channel", "event", "data_json", "_sse", "websocket")
+    Each transport encodes an event the first time one of its streams sends
+    it and keeps the result here, for every other stream of the process
+    (two threads may both encode it once; either result is the same).
+    """
+
+    __slots__ = ("id", "channel", "event", "data_json", "sse", "websocket")
 
     def __init__(self, id: int, channel: str, event: str, data_json: str) -> None:
         self.id = id
         self.channel = channel
         self.event = event
         self.data_json = data_json
-        self._sse: bytes | None = None
-        #: The WebSocket message, filled in by the WebSocket transport when it first sends the event.
+        #: The SSE bytes, once the SSE transport made them.
+        self.sse: bytes | None = None
+        #: The WebSocket message, once the WebSocket transport made it.
         self.websocket: str | None = None
-
-    @property
-    def sse(self) -> bytes:
-        """Return the event as SSE bytes, encoding it on first use (two threads may both encode it once)."""
-        sse = self._sse
-        if sse is None:
-            sse = self._sse = encode_event(self.data_json, event=self.event, id=str(self.id))
-        return sse
 
     def __repr__(self) -> str:
         return f"Item({self.id}, {self.channel!r}, {self.event!r}, {self.data_json!r})"

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from .sse import views
 
 app_name = "django_realtime"
 urlpatterns = [path("", views.events, name="events")]

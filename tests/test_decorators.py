@@ -5,8 +5,8 @@ from django.http import HttpResponseForbidden
 from django.test import RequestFactory
 
 from django_realtime import ServerEvent, event_stream
-from django_realtime.decorators import to_sse
-from django_realtime.sse import KEEPALIVE
+from django_realtime.sse.decorators import to_sse
+from django_realtime.sse.encoding import KEEPALIVE
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from django_realtime import publish
 from django_realtime.hub import Hub, get_hub
 from django_realtime.log import Item
 from django_realtime.models import Event
+from django_realtime.sse.responses import event_bytes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,7 +43,7 @@ def test_hub_starts_at_the_newest_event_and_buffers_what_comes_after():
     wait_for(hub, new.id)
     items, cursor = hub.collect(frozenset({"a"}), old.id)
     assert [(item.id, item.data_json) for item in items] == [(new.id, "1")]
-    assert items[0].sse == f"id: {new.id}\nevent: message\ndata: 1\n\n".encode()
+    assert event_bytes(items[0]) == f"id: {new.id}\nevent: message\ndata: 1\n\n".encode()
     assert cursor == new.id
 
 
@@ -155,6 +156,7 @@ from django.core.management import call_command
 import gevent
 from django_realtime.hub import get_hub
 from django_realtime.log import Item
+from django_realtime.sse.responses import event_bytes
 
 settings.DATABASES["default"]["NAME"] = sys.argv[1]
 call_command("migrate", verbosity=0)

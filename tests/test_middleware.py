@@ -1,8 +1,8 @@
 from django.http import HttpResponse
 from django.test import RequestFactory
 
-from django_realtime.middleware import GZipMiddleware
-from django_realtime.responses import SSEResponse
+from django_realtime.sse.middleware import GZipMiddleware
+from django_realtime.sse.responses import SSEResponse
 
 
 def process(response):

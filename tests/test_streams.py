@@ -11,6 +11,7 @@ from django_realtime import publish
 from django_realtime.hub import get_hub
 from django_realtime.models import Event
 from django_realtime.retention import prune
+from django_realtime.sse.responses import event_bytes
 from django_realtime.streams import afollow, follow
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -110,7 +111,7 @@ def test_a_cursor_from_the_future_gets_a_reset_then_live_events():
         "resume_id": str(hub.horizon),
         "channels": ["a"],
     }
-    assert f"id: {hub.horizon}\nevent: reset\n".encode() in reset.sse
+    assert f"id: {hub.horizon}\nevent: reset\n".encode() in event_bytes(reset)
     live = publish("a", 2)
     assert [item.id for item in take(batches, 1)] == [live.id]
 

@@ -3,7 +3,7 @@
 from django.urls import include, path
 
 from django_realtime import stream_channels
-from django_realtime.views import events
+from django_realtime.sse.views import events
 from testproject.urls import urlpatterns as demo_urlpatterns
 
 

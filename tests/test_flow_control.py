@@ -4,7 +4,7 @@ import functools
 import pytest
 from daphne.server import Server
 
-from django_realtime.transport import WriteGate, adapt_connection, daphne_protocol
+from django_realtime.websocket.flow_control import WriteGate, adapt_connection, daphne_protocol
 
 
 class Producer:

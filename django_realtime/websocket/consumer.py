@@ -5,7 +5,7 @@ it joins the hub once for the connection's set of channels, keeps one
 :class:`~django_realtime.streams.Follower` (cursor) per subscription, and is
 woken once per batch that carries any of them.  A message goes straight to
 the server when nothing is queued and the server can take it; otherwise it
-waits in the connection's bounded :class:`~django_realtime.limits.Outbox`,
+waits in the connection's bounded :class:`~django_realtime.websocket.outbox.Outbox`,
 which one sender task hands on, under daphne only while Twisted's write
 buffer has room.  A client that leaves the outbox full for
 ``WEBSOCKET_SEND_TIMEOUT`` seconds is closed with 4000 and resumes from its
@@ -25,21 +25,22 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
+from ..auth import PUBLISH, SUBSCRIBE, get_authorizer
+from ..conf import realtime_settings
+from ..exceptions import EventTooLarge, InvalidChannelName, InvalidCursor, InvalidEventData, InvalidEventName
+from ..hub import get_hub
+from ..log import release_connections
+from ..names import parse_cursor, validate_channel, validate_event_name
+from ..publishing import publish
+from ..streams import READ, WAIT, Follower
 from . import protocol
-from .auth import PUBLISH, SUBSCRIBE, get_authorizer
-from .conf import realtime_settings
-from .exceptions import EventTooLarge, InvalidChannelName, InvalidCursor, InvalidEventData, InvalidEventName
-from .hub import get_hub
-from .limits import Outbox, TokenBucket
-from .log import release_connections
-from .names import parse_cursor, validate_channel, validate_event_name
-from .publishing import publish
-from .streams import READ, WAIT, Follower
-from .transport import adapt_connection
+from .flow_control import adapt_connection
+from .outbox import Outbox
+from .rate import TokenBucket
 
 if TYPE_CHECKING:
-    from .hub import Hub, Waiters
-    from .log import Item
+    from ..hub import Hub, Waiters
+    from ..log import Item
 
 logger = logging.getLogger("django_realtime")
 

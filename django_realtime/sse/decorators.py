@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from django.http import HttpResponseBase
 
-from .conf import realtime_settings
-from .log import release_connections
-from .names import validate_event_name
-from .publishing import encode_data
+from ..conf import realtime_settings
+from ..log import release_connections
+from ..names import validate_event_name
+from ..publishing import encode_data
+from .encoding import KEEPALIVE, encode_event, encode_retry
 from .responses import SSEResponse, is_async_request, prelude
-from .sse import KEEPALIVE, encode_event, encode_retry
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator

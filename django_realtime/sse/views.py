@@ -8,12 +8,12 @@ from collections.abc import Iterable
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.http import require_GET
 
-from .auth import SUBSCRIBE, get_authorizer
-from .conf import realtime_settings
-from .exceptions import InvalidChannelName, InvalidCursor
-from .hub import get_hub
-from .log import release_connections
-from .names import parse_cursor, validate_channel
+from ..auth import SUBSCRIBE, get_authorizer
+from ..conf import realtime_settings
+from ..exceptions import InvalidChannelName, InvalidCursor
+from ..hub import get_hub
+from ..log import release_connections
+from ..names import parse_cursor, validate_channel
 from .responses import SSEResponse, asse_stream, is_async_request, sse_stream
 
 logger = logging.getLogger("django_realtime")

@@ -1,6 +1,6 @@
 import pytest
 
-from django_realtime.sse import KEEPALIVE, FieldError, encode_comment, encode_event, encode_retry
+from django_realtime.sse.encoding import KEEPALIVE, FieldError, encode_comment, encode_event, encode_retry
 
 
 def test_event_fields_come_in_order_and_end_with_a_blank_line():

@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, StreamingHttpResponse
 
-from .conf import realtime_settings
-from .sse import KEEPALIVE, encode_retry
-from .streams import afollow, follow
+from ..conf import realtime_settings
+from ..streams import afollow, follow
+from .encoding import KEEPALIVE, encode_event, encode_retry
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
-    from .hub import Hub
-    from .log import Item
+    from ..hub import Hub
+    from ..log import Item
 
 
 class SSEResponse(StreamingHttpResponse):
@@ -63,9 +63,17 @@ def prelude() -> bytes:
     return encode_retry(int(realtime_settings.RETRY))
 
 
+def event_bytes(item: Item) -> bytes:
+    """Return the SSE bytes of *item*, made once per process and event."""
+    data = item.sse
+    if data is None:
+        data = item.sse = encode_event(item.data_json, event=item.event, id=str(item.id))
+    return data
+
+
 def sse_chunk(batch: list[Item]) -> bytes:
     """Encode a batch of events, or a keepalive for an empty one."""
-    return b"".join(item.sse for item in batch) if batch else KEEPALIVE
+    return b"".join(map(event_bytes, batch)) if batch else KEEPALIVE
 
 
 def sse_stream(hub: Hub, channels: frozenset[str], cursor: int | None, keepalive: float) -> Iterator[bytes]:

@@ -1,10 +1,10 @@
-"""What bounds one WebSocket connection: its queue of outgoing messages and its publish rate.
+"""The bounded queue of one WebSocket connection's outgoing messages.
 
 The :class:`Outbox` holds the messages not yet handed to the server, bounded
 in characters; a producer that finds it full waits, and the consumer closes
 a connection whose outbox stays full too long.  It bounds what the package
 holds; what the server holds once ``send()`` returns is bounded by
-:mod:`django_realtime.transport`.
+:mod:`django_realtime.websocket.flow_control`.
 """
 
 from __future__ import annotations
@@ -64,22 +64,3 @@ class Outbox:
         self.size -= len(text)
         self._drained.set()
         return text
-
-
-class TokenBucket:
-    """Allow *rate* actions per second on average, in bursts of up to *burst*."""
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = max(burst, 1.0)
-        self.tokens = self.burst
-        self.stamp = now
-
-    def take(self, now: float) -> bool:
-        """Spend one token if there is one; return whether there was."""
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False

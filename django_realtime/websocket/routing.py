@@ -1,4 +1,4 @@
-"""WebSocket URLs: ``URLRouter(django_realtime.routing.websocket_urlpatterns)`` serves ``/ws/``.
+"""WebSocket URLs: ``URLRouter(django_realtime.websocket.routing.websocket_urlpatterns)`` serves ``/ws/``.
 
 To serve the endpoint elsewhere, route to the consumer yourself::
 
@@ -7,6 +7,6 @@ To serve the endpoint elsewhere, route to the consumer yourself::
 
 from django.urls import path
 
-from .consumers import RealtimeConsumer
+from .consumer import RealtimeConsumer
 
 websocket_urlpatterns = [path("ws/", RealtimeConsumer.as_asgi(), name="realtime-websocket")]

@@ -11,14 +11,14 @@ from django.conf import settings
 from django.db import OperationalError
 from django.test import override_settings
 
-from django_realtime import protocol
-from django_realtime.consumers import run_released
 from django_realtime.hub import Hub, get_hub
 from django_realtime.log import Item
 from django_realtime.models import Event
 from django_realtime.publishing import publish
 from django_realtime.retention import prune
-from django_realtime.routing import websocket_urlpatterns
+from django_realtime.websocket import protocol
+from django_realtime.websocket.consumer import run_released
+from django_realtime.websocket.routing import websocket_urlpatterns
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -469,7 +469,7 @@ def test_a_database_failure_while_publishing_is_unavailable_and_the_connection_s
     def failing(*args, **kwargs):
         raise OperationalError("database is locked")
 
-    monkeypatch.setattr("django_realtime.consumers.publish", failing)
+    monkeypatch.setattr("django_realtime.websocket.consumer.publish", failing)
 
     async def main():
         async with connected() as client:
@@ -544,7 +544,9 @@ def test_a_message_over_the_size_limit_is_too_large_and_the_connection_stays_usa
 
 
 def test_a_client_that_does_not_read_is_closed_as_slow_consumer_and_resumes_without_loss(monkeypatch):
-    monkeypatch.setattr("django_realtime.consumers.adapt_connection", lambda send: asyncio.Event())  # never writable
+    monkeypatch.setattr(
+        "django_realtime.websocket.consumer.adapt_connection", lambda send: asyncio.Event()
+    )  # never writable
 
     async def main():
         start = await apublish("chat:slow", "before")

@@ -1,0 +1,1 @@
+"""The WebSocket transport: the JSON protocol, the Channels consumer, its outbox and daphne's flow control."""

@@ -1,0 +1,74 @@
+"""The tree shows the architecture: the core imports no transport, and no module imports another in a cycle."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "django_realtime"
+CORE = {"publishing", "log", "hub", "streams", "retention", "conf", "names", "exceptions", "models", "backends"}
+TRANSPORTS = {"sse", "websocket"}
+
+
+def module_name(path):
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path):
+    """Return the django_realtime modules *path* imports, at any depth of its code (lazy imports too)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            targets = [target] + [f"{target}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        else:
+            continue
+        found.update(t for t in targets if t.startswith("django_realtime") and t != "django_realtime")
+    return found
+
+
+def graph():
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py") if "migrations" not in path.parts}
+    edges = {}
+    for name, path in modules.items():
+        # "from . import protocol" names a module; "from .log import Item" names a module and a symbol.
+        edges[name] = {target for target in imports(path) if target in modules and target != name}
+    return edges
+
+
+def _part(name):
+    """Return the top-level part of the package that *name* belongs to (``hub``, ``sse``...)."""
+    return name.split(".")[1] if "." in name else ""
+
+
+def test_core_modules_import_no_transport():
+    for name, targets in graph().items():
+        if _part(name) in CORE:
+            transports = {t for t in targets if _part(t) in TRANSPORTS}
+            assert not transports, f"{name} imports {sorted(transports)}"
+
+
+def test_no_module_imports_another_in_a_cycle():
+    edges = graph()
+    state = {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for target in sorted(edges[node]):
+            if state.get(target) == "open":
+                cycle = path[path.index(target) :] + [target]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target, path + [target])
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
