@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_realtime")
 
+#: A tick (every KEEPALIVE/2 seconds, each waiter group woken once) is spread over this many slices.
+TICK_SLICES = 16
+
 
 class Waiters:
     """The streams of one process that follow one set of channels, and what they wait on."""
@@ -80,7 +83,10 @@ class Hub:
         self.buffer_bytes = buffer_bytes
         #: Seconds between two wake-ups of every stream, for their keepalives.
         self.tick = keepalive / 2
-        self._next_tick = 0.0
+        self._next_slice = self._next_period = self._next_read = 0.0
+        #: The groups still to wake in this tick, and how many to wake per slice.
+        self._ticking: deque[Waiters] = deque()
+        self._slice = 0
         self._bytes = 0
         #: Every event with an id in (floor, horizon] is buffered, for any channel.
         self.floor = 0
@@ -123,21 +129,21 @@ class Hub:
         prune_every = realtime_settings.PRUNE_INTERVAL
         next_prune = time.monotonic() + (prune_every or 0) * random.uniform(0.1, 1.0)
         while not self._stopping:
+            poked = self._poke.is_set()
             self._poke.clear()
-            if time.monotonic() >= self._next_tick:
-                # Streams wait without a timer of their own (one per wait
-                # costs gevent a timer start and stop): this tick wakes them
-                # all, and those silent for long enough send a keepalive.
-                self._next_tick = time.monotonic() + self.tick
-                self._wake(list(self._groups.values()))
+            now = time.monotonic()
+            if now >= self._next_slice:
+                self._tick(now)
             try:
-                if self._ready.is_set():
-                    self._read_new()
-                else:
+                if not self._ready.is_set():
                     self._tailer = tailer_for(self.using)
                     self.horizon = self.floor = self._tailer.start_horizon(lambda: self._stopping)
                     self.backend.start(self.poke, self.using)
                     self._ready.set()
+                    self._next_read = now + self._read_every()
+                elif poked or now >= self._next_read:
+                    self._next_read = now + self._read_every()
+                    self._read_new()
                 if prune_every and time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + prune_every
                     self._prune()
@@ -151,14 +157,30 @@ class Hub:
                 release_connections()
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+                self._next_read = 0.0
                 continue
-            self._poke.wait(self._timeout())
+            self._poke.wait(max(0.0, min(self._next_slice, self._next_read) - time.monotonic()))
         release_connections()
 
-    def _timeout(self) -> float:
-        """Return how long to wait for a poke before reading the log or ticking anyway."""
-        tick = max(0.0, self._next_tick - time.monotonic())
-        return min(t for t in (self.backend.poll_interval, self._tailer.recheck_after, tick) if t is not None)
+    def _read_every(self) -> float:
+        """Return how long the log may go unread if nothing wakes the hub: a poll interval, a gap's recheck, a tick."""
+        return min(t for t in (self.backend.poll_interval, self._tailer.recheck_after, self.tick) if t is not None)
+
+    def _tick(self, now: float) -> None:
+        """Wake the next slice of the waiter groups, so that every group is woken once per tick.
+
+        Streams wait without a timer of their own (one per wait costs gevent a
+        timer start and stop): these wake-ups let those silent for long
+        enough send a keepalive.  A tick is spread over TICK_SLICES slices,
+        so that 10,000 streams do not all wake, and all write, at once.
+        """
+        self._next_slice = now + self.tick / TICK_SLICES
+        ticking = self._ticking
+        if not ticking and now >= self._next_period:
+            self._next_period = now + self.tick
+            ticking.extend(self._groups.values())
+            self._slice = -(-len(ticking) // TICK_SLICES)  # ceil
+        self._wake([ticking.popleft() for _ in range(min(self._slice, len(ticking)))])
 
     def _prune(self) -> None:
         from .retention import prune

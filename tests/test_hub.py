@@ -285,3 +285,19 @@ def test_buffer_is_bounded_in_bytes_too():
         assert hub._bytes <= 10_000
         items, _ = hub.collect(frozenset({"a"}), hub.floor)
         assert [item.id for item in items] == [i for i in ids if i > hub.floor]
+
+
+def test_a_tick_is_spread_over_slices_and_wakes_each_group_once_per_tick():
+    from django_realtime.backends.inprocess import InProcessBackend
+    from django_realtime.hub import TICK_SLICES
+
+    hub = Hub(InProcessBackend(), using="default", buffer_size=10, buffer_bytes=10_000, keepalive=16.0)
+    groups = [hub.join(frozenset({f"user:{n}"})) for n in range(10 * TICK_SLICES)]
+    now, woken_per_slice = 1000.0, []
+    for _ in range(3 * TICK_SLICES):
+        before = sum(group.wakeups for group in groups)
+        hub._tick(now)
+        woken_per_slice.append(sum(group.wakeups for group in groups) - before)
+        now = hub._next_slice
+    assert max(woken_per_slice) == 10, "no slice wakes more than its share"
+    assert [group.wakeups for group in groups] == [3] * len(groups), "three ticks, each group woken once in each"
