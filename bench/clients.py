@@ -5,8 +5,10 @@ obeys commands from the runner over a pipe.  Parsing is the least that gives
 an honest number: undo HTTP chunking, split lines, and ``json.loads`` only the
 ``data: {`` lines, which carry ``{"t": publish time, "seq": n}``.  Each chunk
 is timestamped once, on arrival.  Events with a negative seq are warm-ups and
-are ignored.  Other transports subclass :class:`Stream` (``bench.ws_clients``)
-and are named in :meth:`ClientPool.open`.
+are ignored.  By default every stream expects every event; a path with
+``{i}`` gives each stream a channel of its own, and :meth:`ClientPool.reset`
+can then name the one stream each event is for.  Other transports subclass
+:class:`Stream` (``bench.ws_clients``) and are named in :meth:`ClientPool.open`.
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ import multiprocessing
 import resource
 import time
 from array import array
+from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 #: Connections each client process opens at once, by default: more only overflows listen backlogs.
 OPENING = 64
+
+# What a stream's ``seen[seq]`` holds.
+WANTED, SEEN, NOT_FOR_IT = 0, 1, 2
 
 
 def raise_fd_limit(wanted: int) -> None:
@@ -37,9 +44,10 @@ class Tally:
     def __init__(self, expect: int = 0) -> None:
         self.expect = expect
         self.latencies = array("d")
-        self.received = 0  # distinct (stream, seq) pairs within range(expect)
+        self.wanted = 0  # (stream, seq) pairs to receive, counted at reset
+        self.received = 0  # distinct wanted (stream, seq) pairs received
         self.duplicates = 0
-        self.unexpected = 0  # seqs outside range(expect)
+        self.unexpected = 0  # seqs outside range(expect), or meant for another stream
         self.cpu_start = time.process_time()
 
 
@@ -54,9 +62,10 @@ class Stream(asyncio.Protocol):
             "Cache-Control: no-cache\r\n\r\n"
         ).encode()
 
-    def __init__(self, worker: Worker, request: bytes) -> None:
+    def __init__(self, worker: Worker, request: bytes, index: int | None = None) -> None:
         self.worker = worker
         self.request = request
+        self.index = index  # the {i} of its path, if any
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.head = b""
@@ -110,14 +119,15 @@ class Stream(asyncio.Protocol):
         if seq < 0:
             return
         tally = self.worker.tally
-        if seq >= tally.expect:
-            tally.unexpected += 1
-        elif self.seen[seq]:
-            tally.duplicates += 1
-        else:
-            self.seen[seq] = 1
+        mark = self.seen[seq] if seq < tally.expect else NOT_FOR_IT
+        if mark == WANTED:
+            self.seen[seq] = SEEN
             tally.received += 1
             tally.latencies.append(now - payload["t"])
+        elif mark == SEEN:
+            tally.duplicates += 1
+        else:
+            tally.unexpected += 1
 
     def _dechunk(self, data: bytes) -> bytes:
         """Return the payload of the complete chunks received so far; keep the rest."""
@@ -146,18 +156,28 @@ class Worker:
         self.done = asyncio.get_running_loop().create_future()
 
     async def open(
-        self, host: str, port: int, path: str, count: int, concurrency: int, kind: type[Stream] = Stream
+        self,
+        host: str,
+        port: int,
+        path: str,
+        count: int,
+        concurrency: int,
+        kind: type[Stream] = Stream,
+        first: int = 0,
     ) -> dict[str, Any]:
+        """Open *count* streams to *path*; with ``{i}`` in it, stream k's is ``path.format(i=first + k)``."""
         loop = asyncio.get_running_loop()
-        prepared = kind.prepare(host, port, path)
+        own = "{i}" in path
+        shared = None if own else kind.prepare(host, port, path)
         gate = asyncio.Semaphore(concurrency)
         errors: list[str] = []
 
-        async def one() -> None:
+        async def one(index: int) -> None:
+            prepared = kind.prepare(host, port, path.format(i=index)) if own else shared
             async with gate:
                 try:
                     _, stream = await asyncio.wait_for(
-                        loop.create_connection(lambda: kind(self, prepared), host, port), 30
+                        loop.create_connection(lambda: kind(self, prepared, index if own else None), host, port), 30
                     )
                     await asyncio.wait_for(stream.opened, 30)
                 except (OSError, TimeoutError, ConnectionError) as exc:
@@ -166,7 +186,7 @@ class Worker:
                 self.streams.append(stream)
 
         started = time.monotonic()
-        await asyncio.gather(*(one() for _ in range(count)))
+        await asyncio.gather(*(one(first + k) for k in range(count)))
         return {
             "opened": count - len(errors),
             "errors": errors[:5],
@@ -181,23 +201,39 @@ class Worker:
         closed, self.streams = len(self.streams), []
         return {"closed": closed}
 
-    def reset(self, expect: int) -> dict[str, Any]:
+    def reset(self, expect: int, owners: Sequence[int] | None = None) -> dict[str, Any]:
+        """Expect seqs ``range(expect)``: each on every stream, or seq n only on the stream of index ``owners[n]``."""
         self.tally = Tally(expect)
-        for stream in self.streams:
-            stream.seen = bytearray(expect)
+        if owners is None:
+            for stream in self.streams:
+                stream.seen = bytearray(expect)
+        else:
+            seqs = defaultdict(list)
+            for seq, index in enumerate(owners):
+                seqs[index].append(seq)
+            for stream in self.streams:
+                stream.seen = bytearray([NOT_FOR_IT]) * expect
+                for seq in seqs.get(stream.index, ()):
+                    stream.seen[seq] = WANTED
+        self.tally.wanted = sum(stream.seen.count(WANTED) for stream in self.streams)
         return {"streams": len(self.streams)}
 
     def status(self) -> dict[str, Any]:
         live = sum(not stream.lost_connection for stream in self.streams)
-        return {"received": self.tally.received, "live": live, "streams": len(self.streams)}
+        return {
+            "received": self.tally.received,
+            "expected": self.tally.wanted,
+            "live": live,
+            "streams": len(self.streams),
+        }
 
     def results(self) -> dict[str, Any]:
         tally = self.tally
-        short = [tally.expect - sum(stream.seen) for stream in self.streams]
+        short = [stream.seen.count(WANTED) for stream in self.streams]
         return {
             "latencies": tally.latencies.tobytes(),
             "received": tally.received,
-            "expected": tally.expect * len(self.streams),
+            "expected": tally.wanted,
             "duplicates": tally.duplicates,
             "unexpected": tally.unexpected,
             "streams_with_loss": sum(1 for n in short if n),
@@ -274,10 +310,16 @@ class ClientPool:
         timeout: float = 120,
         kind: type[Stream] = Stream,
     ) -> dict[str, Any]:
-        """Open *count* streams of class *kind* (SSE by default; it must be importable by the workers)."""
+        """Open *count* streams of class *kind* (SSE by default; it must be importable by the workers).
+
+        With ``{i}`` in *path*, the streams get paths ``path.format(i=0)`` to
+        ``path.format(i=count - 1)``, each process a contiguous range of them.
+        """
         shares = [count // len(self.conns) + (i < count % len(self.conns)) for i in range(len(self.conns))]
+        first = 0
         for conn, share in zip(self.conns, shares, strict=True):
-            conn.send(("open", host, port, path, share, concurrency, kind))
+            conn.send(("open", host, port, path, share, concurrency, kind, first))
+            first += share
         replies = self._gather(timeout)
         return {
             "opened": sum(r["opened"] for r in replies),
@@ -289,12 +331,13 @@ class ClientPool:
     def close_all(self) -> int:
         return sum(r["closed"] for r in self._all("close_all"))
 
-    def reset(self, expect: int) -> int:
-        return sum(r["streams"] for r in self._all("reset", expect))
+    def reset(self, expect: int, owners: Sequence[int] | None = None) -> int:
+        """Expect seqs ``range(expect)`` on every stream, or seq n only on stream ``owners[n]`` (see ``open``)."""
+        return sum(r["streams"] for r in self._all("reset", expect, owners))
 
     def status(self) -> dict[str, int]:
         replies = self._all("status")
-        return {key: sum(r[key] for r in replies) for key in ("received", "live", "streams")}
+        return {key: sum(r[key] for r in replies) for key in ("received", "expected", "live", "streams")}
 
     def results(self) -> dict[str, Any]:
         replies = self._all("results")

@@ -112,11 +112,11 @@ def _version(python: str, package: str) -> str:
     return done.stdout.strip() or "absent"
 
 
-def _git_state() -> str:
-    """Return the commit under test, marked when the package's files differ from it."""
+def git_state(tree: Path = ROOT) -> str:
+    """Return the commit of the source tree *tree*, marked when its package's files differ from it."""
 
     def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run(["git", *args], cwd=tree, capture_output=True, text=True)
         return done.stdout.strip()
 
     dirty = git("status", "--porcelain", "--", "django_realtime")
@@ -145,7 +145,9 @@ def machine(
     servers = {f"{t.name} ({t.publisher})": " ".join([Path(t.python).name, "-m", *t.server_argv]) for t in targets}
     return {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "package": _git_state(),
+        "package": git_state(),
+        # Other source trees the targets run django_realtime from (Target.tree).
+        "trees": {tree: git_state(Path(tree)) for tree in sorted({t.tree for t in targets if t.tree})},
         "cpu": f"{cpu}, {os.cpu_count()} cores",
         "kernel": platform.release(),
         "python": platform.python_version(),
@@ -162,12 +164,20 @@ def _ratio(ours: Any, peer: Any) -> str:
     return f"{ours / peer:.2f}"
 
 
-def markdown(meta: dict, runs: list[dict]) -> str:
-    out = [
+def header(meta: dict) -> list[str]:
+    """Return the report's first lines: when, where, what was measured, with which command."""
+    trees = "".join(f"; {tree} at {state}" for tree, state in meta.get("trees", {}).items())
+    return [
         f"Run {meta['date']} on {meta['cpu']}, Linux {meta['kernel']}, Python {meta['python']}; "
-        f"django-realtime at {meta['package']}.",
+        f"django-realtime at {meta['package']}{trees}.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
         f"Command: `{meta['command']}`",
+    ]
+
+
+def markdown(meta: dict, runs: list[dict]) -> str:
+    out = [
+        *header(meta),
         "",
         "| server | publisher | streams | p50 / p99 / max ms | KB per idle stream "
         "| CPU µs per delivered event (of which sys) | lost / expected | events/s achieved "

@@ -185,7 +185,7 @@ def run_latency(
             machine_start = machine_busy()
             wall_start = time.monotonic()
             rate = publish_paced(publisher, range(args.events), args.rate)
-            status = wait_delivered(pool, args.events, time.monotonic() + args.drain)
+            status = wait_delivered(pool, time.monotonic() + args.drain)
             cpu_end = [cpu_times(pid) for pid in pids]
             machine_seconds = machine_busy() - machine_start
             wall = time.monotonic() - wall_start
@@ -289,12 +289,7 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], rates: list[dict[
     if runs:
         out = [report.markdown(meta, runs).rstrip("\n")]
     else:
-        out = [
-            f"Run {meta['date']} on {meta['cpu']}, Linux {meta['kernel']}, Python {meta['python']}; "
-            f"django-realtime at {meta['package']}.",
-            "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
-            f"Command: `{meta['command']}`",
-        ]
+        out = report.header(meta)
     ok = [run for run in runs if "error" not in run]
     base = next((run for run in ok if run["backend"] == "polling" and run["servers"] > 1), None)
     reference = next((run for run in ok if run["servers"] == 1), None)

@@ -3,19 +3,27 @@
 Every child process is started in a session of its own and registered, so
 ``stop_all()`` (called from the runner's ``finally``) kills whole process
 groups: gunicorn's arbiter and its forked worker alike, even after Ctrl-C.
+
+A target may run ``django_realtime`` and the demo project ``testproject``
+from another source tree (a ``git worktree`` of an older commit, say) with
+this checkout's ``bench`` and the same venv, so that two versions of the
+package are measured in one run (:func:`workdir`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -38,6 +46,7 @@ class Target:
     path: str = "/events/?channel=demo%3Abench"  # what each client opens
     transport: str = "sse"  # the clients: "sse" (bench.clients) or "ws" (bench.ws_clients)
     stats_path: str | None = None  # GET after the run; its JSON goes into the results
+    tree: str | None = None  # run django_realtime from this source tree; None: from this checkout (ROOT)
 
 
 def free_port() -> int:
@@ -46,11 +55,48 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: What a target with a ``tree`` imports from it: the package, and the demo project its settings and URLs fit.
+FROM_TREE = ("django_realtime", "testproject")
+
+
+def workdir(target: Target) -> Path:
+    """Return the directory *target*'s processes start in, first on their ``sys.path``.
+
+    ROOT, or for a target with a ``tree``, a directory holding only
+    symlinks to the tree's ``django_realtime`` and ``testproject``:
+    ``python -m`` and gunicorn put the working directory first on
+    ``sys.path``, ROOT comes next (for ``bench``), and the venv's editable
+    install (a finder appended to ``sys.meta_path``) is never asked.
+    """
+    if target.tree is None:
+        return ROOT
+    tree = Path(target.tree).resolve()
+    missing = [name for name in FROM_TREE if not (tree / name / "__init__.py").is_file()]
+    if missing:
+        raise ValueError(f"{target.tree} has no {', '.join(missing)}: not a source tree of the package")
+    if tree == ROOT:
+        return ROOT
+    shim = Path(tempfile.gettempdir()) / f"django-realtime-bench-{hashlib.sha1(str(tree).encode()).hexdigest()[:10]}"
+    shim.mkdir(exist_ok=True)
+    for name in FROM_TREE:
+        link = shim / name
+        if not link.is_symlink() or link.resolve() != tree / name:
+            link.unlink(missing_ok=True)
+            link.symlink_to(tree / name, target_is_directory=True)
+    return shim
+
+
+def package_dir(target: Target) -> Path:
+    """Return the directory *target*'s processes should import ``django_realtime`` from."""
+    return Path(target.tree).resolve() / "django_realtime" if target.tree else ROOT / "django_realtime"
+
+
 def environment(target: Target, database_url: str) -> dict[str, str]:
     env = {**os.environ, **target.env, "DATABASE_URL": database_url}
     if target.settings:
         env["DJANGO_SETTINGS_MODULE"] = target.settings
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), target.env.get("PYTHONPATH")]))
+    first = [str(workdir(target))] if workdir(target) != ROOT else []
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [*first, str(ROOT), target.env.get("PYTHONPATH")]))
     return env
 
 
@@ -59,18 +105,18 @@ def migrate(target: Target, database_url: str) -> None:
         return
     subprocess.run(
         [target.python, "-m", "django", "migrate", "-v0", "--no-input"],
-        cwd=ROOT,
+        cwd=workdir(target),
         env=environment(target, database_url),
         check=True,
         timeout=180,
     )
 
 
-def spawn(argv: list[str], env: dict[str, str], log: Path, **kwargs) -> subprocess.Popen:
-    """Start *argv* in a new session, output to *log*, and remember it for stop_all()."""
+def spawn(argv: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT, **kwargs) -> subprocess.Popen:
+    """Start *argv* in *cwd* in a new session, output to *log*, and remember it for stop_all()."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=kwargs.pop("stdout", out), stderr=out, start_new_session=True, **kwargs
+            argv, cwd=cwd, env=env, stdout=kwargs.pop("stdout", out), stderr=out, start_new_session=True, **kwargs
         )
     _running.append(proc)
     return proc
@@ -104,7 +150,7 @@ def stop_all() -> None:
 def start_server(target: Target, database_url: str, log: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     argv = [target.python, "-m", *(arg.format(port=port) for arg in target.server_argv)]
-    return spawn(argv, environment(target, database_url), log), port
+    return spawn(argv, environment(target, database_url), log, workdir(target)), port
 
 
 def wait_ready(proc: subprocess.Popen, port: int, timeout: float = 60) -> None:
@@ -215,10 +261,11 @@ class HttpPublisher:
         self.port = port
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
-    def publish(self, seq: int) -> None:
+    def publish(self, seq: int, channel: str | None = None) -> None:
+        query = f"seq={seq}" + (f"&channel={quote(channel)}" if channel else "")
         for attempt in (1, 2):
             try:
-                self.conn.request("POST", f"/bench/publish/?seq={seq}", body=b"")
+                self.conn.request("POST", f"/bench/publish/?{query}", body=b"")
                 response = self.conn.getresponse()
                 response.read()
                 if response.status not in (200, 204):
@@ -243,14 +290,18 @@ class ProcessPublisher:
             [target.python, "-m", "bench.publisher"],
             environment(target, database_url),
             log,
+            workdir(target),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
-        if self.proc.stdout.readline().strip() != b"ready":
+        ready, _, package = self.proc.stdout.readline().decode().strip().partition(" ")
+        if ready != "ready":
             raise RuntimeError(f"bench.publisher did not start; see {log}")
+        #: Where the publisher imported django_realtime from (the package directory, symlinks resolved).
+        self.package = package
 
-    def publish(self, seq: int) -> None:
-        self.proc.stdin.write(f"{seq}\n".encode())
+    def publish(self, seq: int, channel: str | None = None) -> None:
+        self.proc.stdin.write(f"{seq} {channel}\n".encode() if channel else f"{seq}\n".encode())
         self.proc.stdin.flush()
         answer = self.proc.stdout.readline()
         if not answer.startswith(b"ok"):

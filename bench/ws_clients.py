@@ -57,8 +57,8 @@ class WebSocketStream(Stream):
         ).encode()
         return handshake, json.dumps({"type": "subscribe", "channel": channel}).encode()
 
-    def __init__(self, worker: Worker, prepared: tuple[bytes, bytes]) -> None:
-        super().__init__(worker, prepared[0])
+    def __init__(self, worker: Worker, prepared: tuple[bytes, bytes], index: int | None = None) -> None:
+        super().__init__(worker, prepared[0], index)
         self.subscribe = prepared[1]
         self.fragments: list[bytes] = []
         self.close_code: int | None = None

@@ -10,4 +10,9 @@ ROOT_URLCONF = "bench.site.urls"
 WSGI_APPLICATION = "bench.site.wsgi.application"
 ASGI_APPLICATION = "bench.site.asgi.application"
 # Retention is not what is measured: keep the hub from pruning mid-run.
-REALTIME = {**REALTIME, "PRUNE_INTERVAL": None}  # noqa: F405
+# user:<i> are bench.per_user's channels, one per stream.
+REALTIME = {
+    **REALTIME,  # noqa: F405
+    "PRUNE_INTERVAL": None,
+    "PUBLIC_CHANNELS": [*REALTIME["PUBLIC_CHANNELS"], "user:*"],  # noqa: F405
+}
