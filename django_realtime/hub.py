@@ -53,7 +53,8 @@ class Waiters:
         self.count = 0
         #: Set at the group's next wake-up; take it before looking at the hub.
         self.signal = threading.Event()
-        self.futures: dict[asyncio.AbstractEventLoop, asyncio.Future[None]] = {}
+        #: One future per waiting coroutine, its own: it may cancel it without harm to the others.
+        self.futures: list[asyncio.Future[None]] = []
         #: Wake-ups so far, batches and ticks: for tests and benchmarks.
         self.wakeups = 0
 
@@ -225,9 +226,9 @@ class Hub:
                 signals.append(group.signal)
                 group.signal = threading.Event()
                 if group.futures:
-                    for loop, future in group.futures.items():
-                        loops.setdefault(loop, []).append(future)
-                    group.futures = {}
+                    for future in group.futures:
+                        loops.setdefault(future.get_loop(), []).append(future)
+                    group.futures = []
         for signal in signals:
             signal.set()
         for loop, futures in loops.items():
@@ -288,12 +289,14 @@ class Hub:
                     del self._channels[name]
 
     def async_signal(self, group: Waiters) -> asyncio.Future[None]:
-        """Return a future of the running loop resolved at *group*'s next wake-up."""
-        loop = asyncio.get_running_loop()
+        """Return a new future of the running loop, resolved at *group*'s next wake-up.
+
+        The future is the caller's alone (cancelling it harms nobody); the
+        hub resolves all the futures of one loop with one call_soon_threadsafe.
+        """
+        future = asyncio.get_running_loop().create_future()
         with self._lock:
-            future = group.futures.get(loop)
-            if future is None:
-                future = group.futures[loop] = loop.create_future()
+            group.futures.append(future)
         return future
 
     def collect(self, channels: frozenset[str], cursor: int) -> tuple[list[Item] | None, int]:

@@ -205,14 +205,12 @@ async def afollow(
 
 
 async def wait_signal(signal: asyncio.Future[None], timeout: float | None) -> None:
-    """Wait for a hub future, at most *timeout* seconds, without cancelling it for the others."""
-    # Shielded: the future is shared by every stream of the group on this
-    # loop, and a stream that leaves (cancellation) must not cancel it.
+    """Wait for a future of ``hub.async_signal()``, at most *timeout* seconds."""
     if timeout is None:
-        await asyncio.shield(signal)
+        await signal
         return
     try:
         async with asyncio.timeout(timeout):
-            await asyncio.shield(signal)
+            await signal
     except TimeoutError:
         pass

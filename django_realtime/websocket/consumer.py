@@ -97,7 +97,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.writable = adapt_connection(self.base_send)
         rate = realtime_settings.WEBSOCKET_PUBLISH_RATE
         loop = asyncio.get_running_loop()
-        self.kicked: asyncio.Future[None] = loop.create_future()
+        self.wakeup: asyncio.Future[None] = loop.create_future()
+        self.regroup = False
         self.bucket = None
         if rate is not None:
             self.bucket = TokenBucket(rate, realtime_settings.WEBSOCKET_PUBLISH_BURST, loop.time())
@@ -119,23 +120,27 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     # Following --------------------------------------------------------------
 
     def kick(self) -> None:
-        """Have the follow loop look at its subscriptions again."""
-        if not self.kicked.done():
-            self.kicked.set_result(None)
+        """Have the follow loop look at its subscriptions again: they changed."""
+        self.regroup = True
+        if not self.wakeup.done():
+            self.wakeup.set_result(None)
 
     async def _follow_loop(self) -> None:
         hub = self.hub
         group: Waiters | None = None
         try:
             while True:
-                group = self._regroup(hub, group)
-                if self.kicked.done():
-                    self.kicked = asyncio.get_running_loop().create_future()
-                waits = [self.kicked] if group is None else [self.kicked, hub.async_signal(group)]
+                if self.regroup:
+                    self.regroup = False
+                    group = self._regroup(hub, group)
+                # The connection's own future: the hub resolves it at the
+                # group's next wake-up, kick() when the subscriptions change.
+                if group is None:
+                    self.wakeup = asyncio.get_running_loop().create_future()
+                else:
+                    self.wakeup = hub.async_signal(group)
                 if not await self._deliver():
-                    # Not cancelled when this task is: asyncio.wait leaves the
-                    # hub's future alone for the other connections that share it.
-                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    await self.wakeup
         finally:
             if group is not None:
                 hub.leave(group)
