@@ -9,7 +9,9 @@ CPU per delivered event, publish->receive latency, RSS per idle stream, and
 check that each stream got exactly its events.  With ``--tree`` the server
 and the publisher import ``django_realtime`` and the demo project from
 another source tree (a ``git worktree`` of an older commit, say), so two
-versions are measured in one run.  See bench/README.md.
+versions are measured in one run.  With ``--floor`` a bare gevent server
+(``bench.wake_floor``: LISTEN, one query, a send per subscriber) is measured
+beside them, as a floor on the CPU a wake-up costs.  See bench/README.md.
 
     python -m bench.per_user --tree /tmp/base-tree --tree .
 """
@@ -67,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         type=Path,
         help="source tree to import django_realtime from; repeat to compare trees in one run (default: this checkout)",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure bench.wake_floor (bare gevent, LISTEN, one query and a send per event) at each stream count",
     )
     parser.add_argument("--events", type=int, default=1000, help="events published per run (default: 1000)")
     parser.add_argument("--rate", type=float, default=100.0, help="events per second (default: 100)")
@@ -136,6 +143,26 @@ def target(tree: Path, max_streams: int, keepalive: float | None = None) -> Targ
     )
 
 
+#: The name of the floor target; the report's first column shows what precedes the colon.
+FLOOR_NAME = "wake floor: bare gevent StreamServer, psycopg LISTEN + SELECT, no Django"
+
+
+def floor_target() -> Target:
+    """Return bench.wake_floor: the least a gevent process does per wake-up, fed by the same publisher."""
+    return Target(
+        key="floor",
+        name=FLOOR_NAME,
+        python=sys.executable,
+        # Not for the server (no Django there), for migrate and the publisher: the schema and publish().
+        settings="bench.site.settings",
+        server_argv=["bench.wake_floor", "--port", "{port}"],
+        forks=False,
+        publisher="process",
+        env={"REALTIME_BACKEND": "postgres", "DJANGO_DEBUG": "0"},
+        path=PATH,
+    )
+
+
 def coprime_stride(stride: int, streams: int) -> int:
     """Return the first number from *stride* up that is coprime with *streams*: then min(events, N) streams get one."""
     while math.gcd(stride, streams) != 1:
@@ -154,8 +181,9 @@ def run_one(
 ) -> dict[str, Any]:
     """Measure *target* with *streams* streams, one channel each, on a fresh server and database."""
     print(f"== {target.name}, {streams} streams", flush=True)
-    slug = f"{'base' if target.tree else 'here'}-{streams}"
-    log = logdir / f"{Path(target.tree or ROOT).name}-{streams}.log"
+    floor = target.key == "floor"
+    slug = f"{'floor' if floor else 'base' if target.tree else 'here'}-{streams}"
+    log = logdir / f"{'wake_floor' if floor else Path(target.tree or ROOT).name}-{streams}.log"
     stride = coprime_stride(args.stride, streams)
     owners = [seq * stride % streams for seq in range(args.events)]
     background = wait_for_quiet(args.max_background)
@@ -167,11 +195,12 @@ def run_one(
             wait_ready(proc, port)
             pid = measured_pid(target, proc)
             info = get_json(port, "/bench/info/")
-            check_package("server", info["django_realtime"], target)
+            if not floor:  # the floor imports no django_realtime
+                check_package("server", info["django_realtime"], target)
             if info["pid"] != pid:
                 raise RuntimeError(f"/bench/info/ answered from pid {info['pid']}, not the worker {pid}")
             publisher = ProcessPublisher(target, database_url, log)
-            check_package("publisher", publisher.package, target)
+            check_package("publisher", publisher.package, target)  # the floor's too: this checkout's
 
             # Warm-up, as in bench.run, on the warm-up streams' own channels; after they
             # close, one event per channel so the worker writes to, and drops, each.
@@ -231,8 +260,9 @@ def run_one(
     run["events"] = args.events  # published; each to one stream
     run["stride"] = stride
     run["most_events_per_stream"] = max(Counter(owners).values(), default=0)
-    run["django_realtime"] = info["django_realtime"]
-    run["testproject"] = info["testproject"]
+    run["django_realtime"] = info.get("django_realtime")
+    run["testproject"] = info.get("testproject")
+    run["publisher_django_realtime"] = publisher.package
     run["idle_server_cores"] = round(idle_cores, 3)
     # What the worker spends with no event at all (keepalive ticks, with many streams) is not per event.
     net = sum(cpu_used) - idle_cores * wall
@@ -269,6 +299,7 @@ def derived(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append(
             {
                 "tree": tree.split(":", 1)[0],
+                "key": base["target"]["key"],
                 "wakeup_streams": base["streams"],
                 "us_per_wakeup": base["us_per_event"],
                 "us_per_wakeup_net_of_idle": base["us_per_event_net_of_idle"],
@@ -279,13 +310,44 @@ def derived(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def floor_lines(slopes: list[dict[str, Any]]) -> list[str]:
+    """Return "per wake-up: ours X µs, floor Y µs, ratio" for each tree measured beside the floor."""
+    floor = next((s for s in slopes if s["key"] == "floor"), None)
+    if floor is None:
+        return []
+    out = []
+    for slope in slopes:
+        if slope is floor:
+            continue
+        where = (
+            f" ({slope['wakeup_streams']:,} streams)"
+            if slope["wakeup_streams"] == floor["wakeup_streams"]
+            else f" (ours at {slope['wakeup_streams']:,} streams, floor at {floor['wakeup_streams']:,})"
+        )
+        out.append(
+            f"- per wake-up: {slope['tree']} {slope['us_per_wakeup']} µs, floor {floor['us_per_wakeup']} µs, "
+            f"ratio {_ratio(slope['us_per_wakeup'], floor['us_per_wakeup'])}; net of idle "
+            f"{slope['us_per_wakeup_net_of_idle']} µs, {floor['us_per_wakeup_net_of_idle']} µs, "
+            f"ratio {_ratio(slope['us_per_wakeup_net_of_idle'], floor['us_per_wakeup_net_of_idle'])}{where}"
+        )
+    return out
+
+
 def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], slopes: list[dict[str, Any]]) -> str:
+    has_floor = any(run["target"]["key"] == "floor" for run in runs)
     out = [
         *report.header(meta),
         "",
         "Each stream on a channel of its own, each event on one of them (one subscriber), published from another "
         "process; one gunicorn gevent worker, postgres backend, PostgreSQL log. Net of idle: minus what the worker "
-        "used per second with the streams idle (keepalive ticks), times the phase.",
+        "used per second with the streams idle (keepalive ticks), times the phase."
+        + (
+            " The wake floor (bench/wake_floor.py) is one bare gevent process, no Django: it LISTENs on "
+            "the backend's channel, and on each notification runs one SELECT of the rows after the last id "
+            "seen and sendall()s each row as SSE to its channel's sockets."
+            if has_floor
+            else ""
+        ),
         "",
         "| tree | streams | CPU µs per delivered event (of which sys) | net of idle | vs fewest streams, same tree "
         "| p50 / p99 / max ms | KB per idle stream | lost / duplicated / unexpected of expected "
@@ -325,6 +387,14 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], slopes: list[dict
                 f"- {slope['tree']}: {slope['us_per_wakeup']} ({slope['us_per_wakeup_net_of_idle']}) µs per wake-up "
                 f"({slope['wakeup_streams']:,} streams)" + (f"; {further}" if further else "")
             )
+    lines = floor_lines(slopes)
+    if lines:
+        out += [
+            "",
+            "Against the wake floor, CPU per wake-up (per event at the fewest streams; above 1: ours costs more):",
+            "",
+            *lines,
+        ]
     names = list(dict.fromkeys(run["target"]["name"] for run in ok))
     if len(names) > 1:
         out += [
@@ -353,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     counts = [int(n) for n in args.streams.split(",")]
     targets = [target(tree, max(counts), args.keepalive) for tree in args.tree]
+    if args.floor:
+        targets.append(floor_target())
     # The worker inherits this limit: it holds every stream, plus its database and listener.
     raise_fd_limit(max(counts) + SPARE_CONNECTIONS + 1000)
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
