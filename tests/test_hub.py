@@ -14,6 +14,7 @@ from django_realtime.hub import Hub, get_hub
 from django_realtime.log import Item
 from django_realtime.models import Event
 from django_realtime.sse.responses import event_bytes
+from tests.threads import publish_and_close
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -133,7 +134,7 @@ def test_a_publish_wakes_the_asyncio_waiters_of_its_channel_only():
             signals = [hub.async_signal(a) for _ in range(3)]
             assert len({id(signal) for signal in signals}) == 3, "a future per waiter, its own to cancel"
             other = hub.async_signal(b)
-            await asyncio.get_running_loop().run_in_executor(None, publish, "a", 1)
+            await asyncio.get_running_loop().run_in_executor(None, publish_and_close, "a", 1)
             await asyncio.wait_for(asyncio.gather(*signals), 5)
             await asyncio.sleep(0.1)
             assert not other.done()

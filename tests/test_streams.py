@@ -13,6 +13,7 @@ from django_realtime.models import Event
 from django_realtime.retention import prune
 from django_realtime.sse.responses import event_bytes
 from django_realtime.streams import afollow, follow
+from tests.threads import publish_and_close
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -187,7 +188,7 @@ def test_afollow_replays_and_goes_live_on_asyncio():
         batches = afollow(hub, frozenset({"a"}), ids[0], keepalive=5)
         got = [item.id for item in await anext(batches)]
         loop = asyncio.get_running_loop()
-        live = await loop.run_in_executor(None, publish, "a", "live")
+        live = await loop.run_in_executor(None, publish_and_close, "a", "live")
         while len(got) < 3:
             got += [item.id for item in await anext(batches)]
         await batches.aclose()

@@ -1,0 +1,92 @@
+"""Run the test suite on each supported pair of Python and Django versions.
+
+``nox`` runs the whole matrix; ``nox -t ci`` the sessions that .ci/run adds
+to the README's test command; ``nox -t django6.0`` or ``nox -t py3.13`` one
+column; ``nox -s "tests(py3.13-django6.1)"`` one session.  Arguments after
+``--`` replace a session's pytest arguments, e.g.
+``nox -t django6.1 -- -x -k replay``.  Each session makes a fresh virtual
+environment under .nox/ and installs the package with its test extra there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+# This machine reaches no download site for interpreters: use those installed.
+nox.options.download_python = "never"
+# nox.options.error_on_missing_interpreters is left to nox's default, which
+# is whether CI is set: locally a session whose Python is missing is skipped,
+# in CI it fails.
+
+#: The whole suite, browser and scale-out tests included.
+FULL: tuple[str, ...] = ()
+#: Everything that starts no server process (about 50 s): the core, both
+#: transports' protocol code, the views through Django's test client and
+#: every backend against the real PostgreSQL and Redis.
+UNIT = ("-m", "not server")
+#: UNIT, plus the demo under gunicorn (gevent), daphne and runserver on
+#: SQLite, for SSE and WebSockets (about 2.5 min): what a Django release can
+#: break in its request handlers, runserver or ASGI streaming.  Left out:
+#: the browser, the scale-out runs and the PostgreSQL-served copies, which
+#: exercise this package and the services rather than Django.
+SERVERS = ("-m", "not browser and not postgres")
+
+# (python, django, pytest arguments, in CI).  The newest pair runs the full
+# suite.  Real servers run at least once on every Python and every Django:
+# the README's command in .ci/run runs the full suite on Python 3.11 and
+# Django 5.2 (which is why that pair is left out of CI here), this file runs
+# them on (3.12, 6.0) and, in the full suite, on (3.13, 6.1).  The other pairs
+# check, quickly, that the package installs and its unit tests pass there.
+# (3.13, 5.2) is supported too, and left out to keep CI short: Python 3.13
+# runs with Django 6.0 and 6.1, Django 5.2 with Python 3.11 and 3.12.  For
+# the same reason (3.12, 6.1) runs locally only: Django 6.1 gets the full
+# suite on 3.13 and Python 3.12 the servers on 6.0.
+MATRIX = [
+    ("3.11", "5.2", UNIT, False),
+    ("3.12", "5.2", UNIT, True),
+    ("3.12", "6.0", SERVERS, True),
+    ("3.13", "6.0", UNIT, True),
+    ("3.12", "6.1", UNIT, False),
+    ("3.13", "6.1", FULL, True),
+]
+
+
+def interpreter(version: str) -> str:
+    """Return pyenv's newest build of CPython *version* if it has one, else *version* for nox to find.
+
+    pyenv's ``pythonX.Y`` shims run only the versions PYENV_VERSION (or a
+    .python-version file) names, so nox cannot use them as they stand.
+    """
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"), "versions")
+    builds = {}
+    for path in root.glob(f"{version}.*/bin/python{version}"):
+        build = path.parent.parent.name
+        if re.fullmatch(rf"{re.escape(version)}\.\d+", build):
+            builds[int(build.rsplit(".", 1)[1])] = path
+    return str(builds[max(builds)]) if builds else version
+
+
+@nox.session
+@nox.parametrize(
+    ("python", "django", "pytest_args"),
+    [
+        nox.param(
+            interpreter(python),
+            django,
+            args,
+            id=f"py{python}-django{django}",
+            tags=[f"py{python}", f"django{django}", *(["ci"] if ci else [])],
+        )
+        for python, django, args, ci in MATRIX
+    ],
+)
+def tests(session: nox.Session, django: str, pytest_args: tuple[str, ...]) -> None:
+    """Install the package with its test extra and Django *django*, and run pytest."""
+    session.install("-e", ".[test]", f"django~={django}.0")
+    session.run("python", "-m", "django", "--version")
+    session.run("pytest", *(session.posargs or pytest_args))
