@@ -134,3 +134,25 @@ def test_adapting_gives_up_with_a_warning_when_the_slot_holds_a_pull_producer(ca
         assert "cannot watch" in caplog.text
 
     asyncio.run(main())
+
+
+def test_event_messages_skip_channels_session_middleware_and_nothing_else():
+    from channels.sessions import InstanceSessionWrapper
+
+    from django_realtime.websocket.flow_control import unwrap_send
+
+    async def server_send(message):
+        pass
+
+    scope = {"cookies": {}}
+    wrapper = InstanceSessionWrapper(scope, server_send)
+    assert unwrap_send(wrapper.send) is server_send
+    outer = InstanceSessionWrapper({**scope, "session": object()}, wrapper.send)
+    assert unwrap_send(outer.send) is server_send, "nested session middleware, both passed over"
+
+    class Logging:
+        async def send(self, message):
+            pass
+
+    other = Logging().send
+    assert unwrap_send(other) is other, "middleware of another kind is kept"

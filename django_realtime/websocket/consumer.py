@@ -34,7 +34,7 @@ from ..names import parse_cursor, validate_channel, validate_event_name
 from ..publishing import publish
 from ..streams import READ, WAIT, Follower
 from . import protocol
-from .flow_control import adapt_connection
+from .flow_control import adapt_connection, unwrap_send
 from .outbox import Outbox
 from .rate import TokenBucket
 
@@ -95,6 +95,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.outbox = Outbox(int(realtime_settings.WEBSOCKET_SEND_BUFFER))
         self.sending = asyncio.Lock()
         self.writable = adapt_connection(self.base_send)
+        #: Where event messages go: the server's send, past middleware that does nothing for them.
+        self.send_text = unwrap_send(self.base_send)
         rate = realtime_settings.WEBSOCKET_PUBLISH_RATE
         loop = asyncio.get_running_loop()
         self.wakeup: asyncio.Future[None] = loop.create_future()
@@ -197,7 +199,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             async with self.sending:
                 if self.writable is not None:
                     await self.writable.wait()
-                await self.base_send({"type": "websocket.send", "text": text})
+                await self.send_text({"type": "websocket.send", "text": text})
 
     async def put(self, text: str) -> bool:
         """Send *text* to the client, or queue it; close as a slow consumer if no room comes in time."""
@@ -206,7 +208,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if not self.outbox and not self.sending.locked() and (self.writable is None or self.writable.is_set()):
             # Nothing queued and the server can take it: no need to go through the sender task.
             async with self.sending:
-                await self.base_send({"type": "websocket.send", "text": text})
+                await self.send_text({"type": "websocket.send", "text": text})
             return True
         if self.outbox.put_nowait(text):
             return True
