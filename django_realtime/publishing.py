@@ -23,6 +23,8 @@ def encode_data(data: Any, *, limit: int | None = None) -> str:
     options = {"cls": DjangoJSONEncoder, "separators": (",", ":"), "allow_nan": False}
     try:
         text = json.dumps(data, ensure_ascii=False, **options)
+    except RecursionError:
+        raise InvalidEventData("event data is nested too deeply to encode as JSON") from None
     except (TypeError, ValueError) as exc:
         raise InvalidEventData(f"event data is not JSON-serialisable: {exc}") from exc
     try:

@@ -71,6 +71,17 @@ def test_publish_event_stdin_publishes_each_line_and_stops_at_the_first_bad_one(
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("depth", [5_000, 50_000])
+def test_publish_event_refuses_deeply_nested_json_with_a_clear_error(depth):
+    nested = "[" * depth + "]" * depth
+    with pytest.raises(CommandError, match="the data argument is nested too deeply"):
+        run("publish_event", "c", nested)
+    with pytest.raises(CommandError, match="line 2 is nested too deeply"):
+        run("publish_event", "c", "--stdin", stdin="1\n" + nested + "\n")
+    assert Event.objects.count() == 1
+
+
+@pytest.mark.django_db
 def test_publish_event_stdin_prints_one_id_per_line():
     out = run("publish_event", "c", "--stdin", stdin="1\n2\n")
     assert out.split() == [str(i) for i in Event.objects.order_by("id").values_list("id", flat=True)]

@@ -125,6 +125,16 @@ def test_apublish_publishes_from_async_code(recorded):
     assert recorded == [("c", event.id)]
 
 
+@pytest.mark.django_db
+def test_deeply_nested_data_is_refused_with_a_clear_error_and_nothing_is_stored():
+    nested = []
+    for _ in range(5_000):
+        nested = [nested]
+    with pytest.raises(InvalidEventData, match="nested too deeply"):
+        publish("c", nested)
+    assert not Event.objects.exists()
+
+
 def test_stored_json_is_compact():
     from django_realtime.publishing import encode_data
 

@@ -38,6 +38,8 @@ class Command(BaseCommand):
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise CommandError(f"{where} is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise CommandError(f"{where} is nested too deeply") from None
 
     def _publish(self, channel, value, event, where=""):
         try:
