@@ -295,9 +295,14 @@ class Hub:
         hub resolves all the futures of one loop with one call_soon_threadsafe.
         """
         future = asyncio.get_running_loop().create_future()
-        with self._lock:
-            group.futures.append(future)
+        self.register(group, future)
         return future
+
+    def register(self, group: Waiters, waiter: asyncio.Future[None]) -> None:
+        """Have *group*'s next wake-up resolve *waiter*, on its loop: a future, or anything with its
+        ``get_loop()``, ``done()`` and ``set_result()``."""
+        with self._lock:
+            group.futures.append(waiter)
 
     def collect(self, channels: frozenset[str], cursor: int) -> tuple[list[Item] | None, int]:
         """Return buffered events of *channels* after *cursor*, in id order, and the new cursor.

@@ -34,13 +34,14 @@ from ..names import parse_cursor, validate_channel, validate_event_name
 from ..publishing import publish
 from ..streams import READ, WAIT, Follower
 from . import protocol
-from .flow_control import adapt_connection, unwrap_send
+from .flow_control import adapt_connection, send_now, unwrap_send
 from .outbox import Outbox
 from .rate import TokenBucket
 
 if TYPE_CHECKING:
     from ..hub import Hub, Waiters
     from ..log import Item
+    from ..streams import Follower as FollowerType
 
 logger = logging.getLogger("django_realtime")
 
@@ -55,6 +56,28 @@ def _released(func: Any, *args: Any, **kwargs: Any) -> Any:
 async def run_released(func: Any, *args: Any, **kwargs: Any) -> Any:
     """Run *func* on a worker thread and close that thread's database connections after it."""
     return await sync_to_async(_released, thread_sensitive=False)(func, *args, **kwargs)
+
+
+class Waker:
+    """Stands in the hub's list for a future: resolving it runs the connection's woken()."""
+
+    __slots__ = ("consumer", "group", "fired")
+
+    def __init__(self, consumer: RealtimeConsumer, group: Waiters) -> None:
+        self.consumer = consumer
+        self.group = group
+        self.fired = False
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self.consumer.loop
+
+    def done(self) -> bool:
+        return self.fired
+
+    def set_result(self, result: None) -> None:
+        if not self.fired:
+            self.fired = True
+            self.consumer.woken()
 
 
 def event_text(channel: str, item: Item) -> str:
@@ -99,8 +122,18 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.send_text = unwrap_send(self.base_send)
         rate = realtime_settings.WEBSOCKET_PUBLISH_RATE
         loop = asyncio.get_running_loop()
+        self.loop = loop
         self.wakeup: asyncio.Future[None] = loop.create_future()
         self.regroup = False
+        self.group: Waiters | None = None
+        #: Under daphne, whose send() never waits, the hub's wake-up sends a
+        #: parked connection's events itself (see woken()); elsewhere it
+        #: wakes the connection's task.
+        self.fast = self.writable is not None
+        self.parked = False
+        self.waker: Waker | None = None
+        #: Events the fast path could not send at once, for the task to queue, in order.
+        self.pending: list[tuple[str, FollowerType, str]] = []
         self.bucket = None
         if rate is not None:
             self.bucket = TokenBucket(rate, realtime_settings.WEBSOCKET_PUBLISH_BURST, loop.time())
@@ -129,23 +162,105 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def _follow_loop(self) -> None:
         hub = self.hub
-        group: Waiters | None = None
         try:
             while True:
                 if self.regroup:
                     self.regroup = False
-                    group = self._regroup(hub, group)
-                # The connection's own future: the hub resolves it at the
+                    self.group = self._regroup(hub, self.group)
+                # The task's own future: woken() or the hub resolves it at the
                 # group's next wake-up, kick() when the subscriptions change.
-                if group is None:
-                    self.wakeup = asyncio.get_running_loop().create_future()
-                else:
-                    self.wakeup = hub.async_signal(group)
+                self.wakeup = self.loop.create_future()
+                self._listen()
+                if self.pending and not await self._flush():
+                    return
                 if not await self._deliver():
-                    await self.wakeup
+                    self.parked = True
+                    try:
+                        await self.wakeup
+                    finally:
+                        self.parked = False
         finally:
-            if group is not None:
-                hub.leave(group)
+            if self.group is not None:
+                hub.leave(self.group)
+                self.group = None
+
+    def _listen(self) -> None:
+        """Be woken by the group's next wake-up: register before looking, so nothing landing after is missed."""
+        group = self.group
+        if group is None:
+            return
+        if not self.fast:
+            self.hub.register(group, self.wakeup)
+        elif self.waker is None or self.waker.fired or self.waker.group is not group:
+            self.waker = Waker(self, group)
+            self.hub.register(group, self.waker)
+
+    def woken(self) -> None:
+        """Handle a wake-up of the group on the loop: send the events now if the task is parked and all is clear.
+
+        This spares a task wake-up per connection and event: at 1,000
+        subscribers of a channel, one callback sends to all of them, as a
+        bare ASGI application would.  Anything else (a read from the log,
+        a full outbox, a paused transport) goes to the task.
+        """
+        if self.closing:
+            return
+        if not self.parked or self.pending:
+            self._rouse()
+            return
+        try:
+            self._deliver_now()
+        except Exception:
+            logger.exception("django_realtime could not send WebSocket events at once; sending them from the task")
+            self.fast = False
+            self._rouse()
+
+    def _rouse(self) -> None:
+        if not self.wakeup.done():
+            self.wakeup.set_result(None)
+
+    def _deliver_now(self) -> None:
+        now = time.monotonic()
+        while True:
+            self._listen()
+            progressed = False
+            for channel, follower in list(self.followers.items()):
+                action, value = follower.step(now)
+                if action == WAIT:
+                    continue
+                if action == READ:  # the task reads the log: step() left the cursor where it was
+                    self._rouse()
+                    return
+                progressed = True
+                for item in value:  # type: ignore[union-attr]
+                    text = event_text(channel, item)
+                    if self.pending or not self._writable_now():
+                        self.pending.append((channel, follower, text))
+                        continue
+                    try:
+                        send_now(self.send_text, {"type": "websocket.send", "text": text})
+                    except RuntimeError:
+                        self.pending.append((channel, follower, text))  # not sent: the task sends it
+                        raise
+            if self.pending:
+                self._rouse()
+                return
+            if not progressed:
+                return
+
+    def _writable_now(self) -> bool:
+        writable = self.writable
+        return not self.outbox and not self.sending.locked() and (writable is None or writable.is_set())
+
+    async def _flush(self) -> bool:
+        """Queue the events woken() could not send; return False if the connection is closing."""
+        pending, self.pending = self.pending, []
+        for channel, follower, text in pending:
+            if self.followers.get(channel) is not follower:
+                continue  # unsubscribed meanwhile: nothing of it follows the reply
+            if not await self.put(text):
+                return False
+        return True
 
     def _regroup(self, hub: Hub, group: Waiters | None) -> Waiters | None:
         """Join the hub for the channels subscribed now, leaving the group of the channels before."""

@@ -104,6 +104,23 @@ def unwrap_send(send: Any) -> Any:
     return send
 
 
+def send_now(send: Any, message: dict[str, Any]) -> None:
+    """Hand *message* to daphne at once, from synchronous code on the event loop.
+
+    daphne's ``Server.handle_reply`` is a coroutine that never waits (it
+    checks the connection and calls the protocol), so running it one step
+    completes it.  Raise RuntimeError if it does wait: then it did not
+    finish, and the caller must send the message the ordinary way.
+    """
+    coroutine = send(message)
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return
+    coroutine.close()
+    raise RuntimeError("the server's send() waited; it cannot be driven synchronously")
+
+
 def adapt_connection(send: Any) -> asyncio.Event | None:
     """Adapt a daphne connection; return an event set while its write buffer has room.
 
