@@ -44,13 +44,14 @@ SERVERS = ("-m", "not browser and not postgres")
 # check, quickly, that the package installs and its unit tests pass there.
 # (3.13, 5.2) is supported too, and left out to keep CI short: Python 3.13
 # runs with Django 6.0 and 6.1, Django 5.2 with Python 3.11 and 3.12.  For
-# the same reason (3.12, 6.1) runs locally only: Django 6.1 gets the full
-# suite on 3.13 and Python 3.12 the servers on 6.0.
+# the same reason (3.12, 6.1) and (3.13, 6.0) run locally only: Django 6.1
+# gets the full suite on 3.13, Django 6.0 the servers on 3.12, and CI stays
+# under 20 minutes.
 MATRIX = [
     ("3.11", "5.2", UNIT, False),
     ("3.12", "5.2", UNIT, True),
     ("3.12", "6.0", SERVERS, True),
-    ("3.13", "6.0", UNIT, True),
+    ("3.13", "6.0", UNIT, False),
     ("3.12", "6.1", UNIT, False),
     ("3.13", "6.1", FULL, True),
 ]
