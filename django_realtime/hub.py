@@ -143,8 +143,9 @@ class Hub:
                     self._ready.set()
                     self._next_read = now + self._read_every()
                 elif poked or now >= self._next_read:
-                    self._next_read = now + self._read_every()
                     self._read_new()
+                    # After the read: a gap it found asks for a recheck soon.
+                    self._next_read = time.monotonic() + self._read_every()
                 if prune_every and time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + prune_every
                     self._prune()
