@@ -8,7 +8,7 @@ Printed: CPU microseconds per (stream, event).  Variants:
 - ``follow``: the package's ``follow()``;
 - ``sse_stream``: the bytes iterator the WSGI response iterates.
 
-It uses the hub's internals (``Hub(...)``, ``_append``): adjust it when they change.
+It uses the hub's internals (``Hub(...)``, ``append``): adjust it when they change.
 
     python -m bench.wake_cost --streams 1000 --events 200
 """
@@ -76,7 +76,7 @@ def main() -> None:
         cpu = time.process_time()
         for i in range(args.events):
             next_id += 1
-            hub._append([make_item(next_id, "demo:bench", "message", f'{{"t":0,"seq":{i}}}')])
+            hub.append([make_item(next_id, "demo:bench", "message", f'{{"t":0,"seq":{i}}}')])
             while wakes[0] < baseline + (i + 1) * args.streams:
                 gevent.sleep(0)
         cpu = time.process_time() - cpu

@@ -20,6 +20,10 @@ DEFAULTS: dict[str, Any] = {
     "POLL_INTERVAL": 0.25,
     # Seconds a gap in the ids is waited for on databases other than SQLite and PostgreSQL.
     "GAP_TIMEOUT": 5.0,
+    # Seconds one query of the hub may take before the hub gives up on it and reads again.
+    "READ_TIMEOUT": 10.0,
+    # Seconds {% realtime_cursor %} waits for publishing transactions in flight (then an older cursor).
+    "CURSOR_TIMEOUT": 1.0,
     # Seconds of silence after which a stream sends a keepalive comment.
     "KEEPALIVE": 15.0,
     # Reconnection delay sent to EventSource clients, in milliseconds.

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import threading
 import time
 from bisect import bisect_right
@@ -29,7 +28,9 @@ from django.core.signals import setting_changed
 
 from .backends import get_backend
 from .conf import realtime_settings
-from .log import PAGE, PAGE_BYTES, Item, Tailer, release_connections, tailer_for
+from .log import Item
+from .reader import Reader
+from .retention import Pruner
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -40,6 +41,8 @@ logger = logging.getLogger("django_realtime")
 
 #: A tick (every KEEPALIVE/2 seconds, each waiter group woken once) is spread over this many slices.
 TICK_SLICES = 16
+#: Replaced readers that may stay blocked at once; past that a hung reader is left to its query.
+MAX_STUCK_READERS = 3
 
 
 class Waiters:
@@ -73,10 +76,24 @@ class ChannelBuffer:
 
 
 class Hub:
-    """Read the log once per process and fan new events out to the streams that follow their channels."""
+    """Read the log once per process and fan new events out to the streams that follow their channels.
+
+    Two threads (greenlets under gevent) serve a hub: the *reader*
+    (``reader.py``), the only one that queries the log, and the *ticker*,
+    which wakes the waiter groups for their keepalives and watches the
+    reader.  The ticker never waits on the database, so a database that
+    hangs delays events, never keepalives.
+    """
 
     def __init__(
-        self, backend: BaseBackend, *, using: str, buffer_size: int, buffer_bytes: int, keepalive: float = 15.0
+        self,
+        backend: BaseBackend,
+        *,
+        using: str,
+        buffer_size: int,
+        buffer_bytes: int,
+        keepalive: float = 15.0,
+        read_timeout: float = 10.0,
     ) -> None:
         self.backend = backend
         self.using = using
@@ -84,7 +101,11 @@ class Hub:
         self.buffer_bytes = buffer_bytes
         #: Seconds between two wake-ups of every stream, for their keepalives.
         self.tick = keepalive / 2
-        self._next_slice = self._next_period = self._next_read = 0.0
+        #: Seconds a query of the reader may take before the reader is replaced.
+        self.read_timeout = read_timeout
+        self._next_slice = self._next_period = 0.0
+        #: When the reader reads the log next, unless something wakes it first.
+        self.next_read = 0.0
         #: The groups still to wake in this tick, and how many to wake per slice.
         self._ticking: deque[Waiters] = deque()
         self._slice = 0
@@ -92,81 +113,166 @@ class Hub:
         #: Every event with an id in (floor, horizon] is buffered, for any channel.
         self.floor = 0
         self.horizon = 0
+        #: The reader's last failure, until a read succeeds.
         self.error: BaseException | None = None
+        #: time.monotonic() of the last successful read, or None.
+        self.last_read: float | None = None
+        #: Readers replaced so far, hung or dead.
+        self.replaced = 0
         self._items: deque[Item] = deque()
         self._channels: dict[str, ChannelBuffer] = {}
         self._groups: dict[frozenset[str], Waiters] = {}
         self._lock = threading.Lock()
         self._poke = threading.Event()
         self._ready = threading.Event()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._tailer: Tailer = Tailer(using)
+        self._stop = threading.Event()
+        self.stopping = False
+        self._reader: Reader | None = None
+        #: Replaced readers still blocked somewhere (a connect to a host that does not answer).
+        self._stuck: list[Reader] = []
+        self._ticker: threading.Thread | None = None
+        self._backend_started = False
+        self._pruner: Pruner | None = None
 
     # Life cycle -----------------------------------------------------------
 
     def ensure_ready(self, timeout: float = 10.0) -> bool:
-        """Start the reader if needed; return whether it has read the log."""
+        """Start the hub if needed; return whether it has read the log and its reader runs."""
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="django-realtime-hub", daemon=True)
-                self._thread.start()
-        return self._ready.wait(timeout)
+            if self.stopping:
+                return False
+            if self._ticker is None or not self._ticker.is_alive():
+                self._ticker = threading.Thread(target=self._run_ticker, name="django-realtime-tick", daemon=True)
+                self._ticker.start()
+                interval = realtime_settings.PRUNE_INTERVAL
+                if interval and self._pruner is None:
+                    self._pruner = Pruner(self.using, interval)
+                    self._pruner.start()
+            if self._reader is None or not self._reader.alive():
+                self._replace_reader("ended" if self._reader is not None else None)
+            reader = self._reader
+        return self._ready.wait(timeout) and reader.alive()
+
+    @property
+    def ready(self) -> bool:
+        """Return whether the hub has started: its horizon is a safe place to follow from."""
+        return self._ready.is_set()
 
     def stop(self) -> None:
-        """Stop the reader thread and the backend's listener."""
-        self._stopping = True
+        """Stop the reader, the ticker and the backend's listener."""
+        self.stopping = True
+        self._stop.set()
         self._poke.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5)
+        current = threading.current_thread()
+        for thread in (self._reader.thread if self._reader else None, self._ticker):
+            if thread is not None and thread is not current and thread.is_alive():
+                thread.join(5)
+        if self._pruner is not None:
+            self._pruner.stop()
         self.backend.stop()
 
     def poke(self) -> None:
         """Ask the reader to look at the log now."""
         self._poke.set()
 
-    def _run(self) -> None:
-        backoff = 0.1
-        prune_every = realtime_settings.PRUNE_INTERVAL
-        next_prune = time.monotonic() + (prune_every or 0) * random.uniform(0.1, 1.0)
-        while not self._stopping:
-            poked = self._poke.is_set()
-            self._poke.clear()
-            now = time.monotonic()
-            if now >= self._next_slice:
-                self._tick(now)
-            try:
-                if not self._ready.is_set():
-                    self._tailer = tailer_for(self.using)
-                    self.horizon = self.floor = self._tailer.start_horizon(lambda: self._stopping)
-                    self.backend.start(self.poke, self.using)
-                    self._ready.set()
-                    self._next_read = now + self._read_every()
-                elif poked or now >= self._next_read:
-                    self._read_new()
-                    # After the read: a gap it found asks for a recheck soon.
-                    self._next_read = time.monotonic() + self._read_every()
-                if prune_every and time.monotonic() >= next_prune:
-                    next_prune = time.monotonic() + prune_every
-                    self._prune()
-                self.error = None
-                backoff = 0.1
-            except Exception as exc:
-                # A database hiccup must not end delivery: log it, drop the
-                # connection and read again, from the same horizon, later.
-                self.error = exc
-                logger.exception("django_realtime hub could not read the event log; retrying in %.1fs", backoff)
-                release_connections()
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                self._next_read = 0.0
-                continue
-            self._poke.wait(max(0.0, min(self._next_slice, self._next_read) - time.monotonic()))
-        release_connections()
+    def take_poke(self) -> bool:
+        """Return whether the hub was poked since the last call."""
+        poked = self._poke.is_set()
+        self._poke.clear()
+        return poked
 
-    def _read_every(self) -> float:
+    def wait_poke(self, timeout: float) -> None:
+        self._poke.wait(timeout)
+
+    def status(self) -> dict[str, object]:
+        """Describe the hub's health: for a health check, and for logs."""
+        reader = self._reader
+        now = time.monotonic()
+        return {
+            "ready": self.ready,
+            "reader": "running" if reader is not None and reader.alive() else "stopped",
+            "error": None if self.error is None else f"{type(self.error).__name__}: {self.error}",
+            "seconds_since_read": None if self.last_read is None else round(now - self.last_read, 3),
+            "horizon": self.horizon,
+            "streams": sum(group.count for group in list(self._groups.values())),
+            "readers_replaced": self.replaced,
+        }
+
+    def healthy(self) -> bool:
+        """Return whether the hub reads the log now: started, its reader running, its last read a success."""
+        reader = self._reader
+        return self.ready and reader is not None and reader.alive() and self.error is None
+
+    # The reader's calls ---------------------------------------------------
+
+    def started(self, horizon: int) -> None:
+        """Start following the log from *horizon*, below which every event is visible or dead."""
+        self.horizon = self.floor = horizon
+        if not self._backend_started:
+            self._backend_started = True
+            self.backend.start(self.poke, self.using)
+        self.next_read = time.monotonic() + self.read_every()
+        self._ready.set()
+
+    def read_succeeded(self) -> None:
+        self.error = None
+        self.last_read = time.monotonic()
+
+    def read_failed(self, exc: BaseException) -> None:
+        self.error = exc
+
+    def read_every(self) -> float:
         """Return how long the log may go unread if nothing wakes the hub: a poll interval, a gap's recheck, a tick."""
-        return min(t for t in (self.backend.poll_interval, self._tailer.recheck_after, self.tick) if t is not None)
+        reader = self._reader
+        recheck = reader.tailer.recheck_after if reader is not None else None
+        return min(t for t in (self.backend.poll_interval, recheck, self.tick) if t is not None)
+
+    # The ticker -----------------------------------------------------------
+
+    def _run_ticker(self) -> None:
+        while not self._stop.is_set():
+            now = time.monotonic()
+            try:
+                if now >= self._next_slice:
+                    self._tick(now)
+                self._supervise(now)
+            except Exception:  # the ticker must outlive any bug in what it calls
+                logger.exception("django_realtime hub tick failed")
+            self._stop.wait(max(0.01, min(self._next_slice - time.monotonic(), 0.25)))
+
+    def _supervise(self, now: float) -> None:
+        """Replace a reader that died or hangs: streams must never be left unwoken."""
+        with self._lock:
+            reader = self._reader
+            if reader is None or self.stopping:
+                return
+            if not reader.alive():
+                self._replace_reader("ended")
+            elif reader.hung(now, self.read_timeout):
+                self.error = TimeoutError(f"the event log did not answer within {self.read_timeout:g} s")
+                reader.interrupt()
+                self._stuck = [stuck for stuck in self._stuck if stuck.alive()]
+                if len(self._stuck) < MAX_STUCK_READERS:
+                    self._stuck.append(reader)
+                    self._replace_reader("hung")
+
+    def _replace_reader(self, why: str | None) -> None:
+        """Start a new reader (call with the lock held); the old one, if any, changes nothing more."""
+        old = self._reader
+        if old is not None:
+            old.superseded = True
+            self.replaced += 1
+            if why == "ended":
+                self.error = self.error or RuntimeError("the hub's reader ended")
+                logger.error("django_realtime hub reader ended unexpectedly; starting another")
+            else:
+                logger.error(
+                    "django_realtime hub reader hung for over %g s on the event log; starting another",
+                    self.read_timeout,
+                )
+        self._reader = Reader(self)
+        self.next_read = 0.0
+        self._reader.start()
 
     def _tick(self, now: float) -> None:
         """Wake the next slice of the waiter groups, so that every group is woken once per tick.
@@ -184,23 +290,17 @@ class Hub:
             self._slice = -(-len(ticking) // TICK_SLICES)  # ceil
         self._wake([ticking.popleft() for _ in range(min(self._slice, len(ticking)))])
 
-    def _prune(self) -> None:
-        from .retention import prune
+    # Buffering ------------------------------------------------------------
 
-        prune(using=self.using)
+    def append(self, items: list[Item], source: Reader | None = None) -> bool:
+        """Buffer *items* (in id order, after the horizon) and wake the groups of their channels.
 
-    # Reading --------------------------------------------------------------
-
-    def _read_new(self) -> None:
-        while rows := self._tailer.read(self.horizon):
-            self._append([Item(*row) for row in rows])
-            if len(rows) < PAGE and sum(len(row[3]) for row in rows) < PAGE_BYTES:
-                return  # a short page is the end (or a gap): no need for an empty read to say so
-
-    def _append(self, items: list[Item]) -> None:
-        """Buffer *items* (in id order, after the horizon) and wake the groups of their channels."""
+        Return False, and change nothing, if *source* is a reader the hub replaced.
+        """
         woken: dict[int, Waiters] = {}
         with self._lock:
+            if source is not None and source is not self._reader:
+                return False
             channels = self._channels
             for item in items:
                 buffer = channels.get(item.channel)
@@ -216,6 +316,7 @@ class Hub:
             if len(self._items) > 2 * self.buffer_size or self._bytes > self.buffer_bytes:
                 self._trim()
         self._wake(woken.values())
+        return True
 
     def _wake(self, groups: Iterable[Waiters]) -> None:
         """Wake every stream of *groups*, threads, greenlets and coroutines, once each."""
@@ -367,6 +468,7 @@ def get_hub() -> Hub:
                 buffer_size=realtime_settings.BUFFER_SIZE,
                 buffer_bytes=realtime_settings.BUFFER_BYTES,
                 keepalive=float(realtime_settings.KEEPALIVE),
+                read_timeout=float(realtime_settings.READ_TIMEOUT),
             )
             _hub_pid = os.getpid()
         return _hub

@@ -25,7 +25,7 @@ from django.db import connections
 from django.db.models import Max
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
 
     from .models import Event
 
@@ -210,8 +210,27 @@ class Tailer:
         #: read never holds much more than PAGE_BYTES in the driver's memory.
         self.limit = PAGE
 
-    def start_horizon(self, stopping: Callable[[], bool] = bool) -> int:
-        """Return an id below which every event is visible or dead: where a hub starts."""
+    def start_horizon(self, *, wait: bool = True, timeout: float | None = None) -> int:
+        """Return the newest id of the log: where a hub starts.
+
+        Every id below it is visible or dead once ``settled_start()`` says
+        so; with *wait*, this waits for that, at most *timeout* seconds
+        (then raises TimeoutError).
+        """
+        newest = self._begin_start()
+        if wait:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self.settled_start():
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"publishing transactions still open after {timeout:g} s")
+                time.sleep(GAP_RECHECK)
+        return newest
+
+    def settled_start(self) -> bool:
+        """Return whether every id below the last ``start_horizon()`` is visible or dead."""
+        return True
+
+    def _begin_start(self) -> int:
         return high_water_mark(self.using)
 
     def read(self, horizon: int) -> list[Row]:
@@ -286,6 +305,8 @@ class GapTailer(Tailer):
 class PostgresTailer(GapTailer):
     """PostgreSQL: a gap is settled when the publishers in flight at its sighting have ended."""
 
+    _in_flight: set[str] | None = None
+
     _HOLDERS = (
         "SELECT virtualtransaction FROM pg_locks WHERE locktype = 'advisory' "
         "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
@@ -297,17 +318,18 @@ class PostgresTailer(GapTailer):
             cursor.execute(self._HOLDERS, list(LOCK_KEY))
             return {row[0] for row in cursor.fetchall()}
 
-    def start_horizon(self, stopping: Callable[[], bool] = bool) -> int:
+    def _begin_start(self) -> int:
         # An id below the newest may still be in flight, held by a publisher
         # that took the lock before we read the newest id: wait for those.
-        newest = super().start_horizon()
-        in_flight = self._holders()
-        while in_flight:
-            if stopping():
-                raise RuntimeError("stopped while waiting for publishing transactions to end")
-            time.sleep(GAP_RECHECK)
-            in_flight &= self._holders()
+        self._in_flight = None
+        newest = super()._begin_start()
+        self._in_flight = self._holders()
         return newest
+
+    def settled_start(self) -> bool:
+        if self._in_flight:
+            self._in_flight &= self._holders()
+        return not self._in_flight
 
     def _evidence(self) -> object:
         return frozenset(self._holders())

@@ -1,14 +1,22 @@
 """Retention: delete old events in batches and remember what was deleted.
 
 Each deletion raises the channel's PruneMark, so a client that resumes from a
-cursor below it gets a ``reset`` event rather than a silent gap.
+cursor below it gets a ``reset`` event rather than a silent gap.  Each
+process's :class:`Pruner` prunes every ``PRUNE_INTERVAL`` seconds on a thread
+of its own, never the hub's reader, and only one process of the deployment
+at a time prunes (an advisory lock on PostgreSQL, a named lock on MySQL).
 """
 
 from __future__ import annotations
 
+import logging
+import random
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
@@ -16,6 +24,12 @@ from .conf import realtime_settings
 
 BATCH = 1000
 _UNSET = object()
+#: Key of the session advisory lock one pruning process holds on PostgreSQL.
+PRUNE_LOCK_KEY = (0x7265616C, 2)
+#: Name of the lock one pruning process holds on MySQL and MariaDB.
+PRUNE_LOCK_NAME = "django_realtime_prune"
+
+logger = logging.getLogger("django_realtime")
 
 
 def _delete_batch(using: str, queryset) -> int:
@@ -76,3 +90,65 @@ def prune(
             while n := _delete_batch(using, own.filter(id__lte=threshold)):
                 deleted["by_count"] += n
     return deleted
+
+
+@contextmanager
+def pruning_lock(using: str) -> Iterator[bool]:
+    """Hold the deployment's pruning lock if no other process does; yield whether this one got it.
+
+    Databases with no such lock (SQLite, whose writers one machine
+    serialises anyway) always get it.
+    """
+    connection = connections[using]
+    vendor = connection.vendor
+    if vendor == "postgresql":
+        take, give, params = "SELECT pg_try_advisory_lock(%s, %s)", "SELECT pg_advisory_unlock(%s, %s)", PRUNE_LOCK_KEY
+    elif vendor == "mysql":
+        take, give, params = "SELECT GET_LOCK(%s, 0)", "SELECT RELEASE_LOCK(%s)", (PRUNE_LOCK_NAME,)
+    else:
+        yield True
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(take, list(params))
+        got = bool(cursor.fetchone()[0])
+    try:
+        yield got
+    finally:
+        if got:
+            with connection.cursor() as cursor:
+                cursor.execute(give, list(params))
+
+
+class Pruner:
+    """Prune the log every *interval* seconds (with jitter) on a thread of its own."""
+
+    def __init__(self, using: str, interval: float) -> None:
+        self.using = using
+        self.interval = interval
+        #: Prunes this process ran (it held the lock), for tests.
+        self.runs = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="django-realtime-prune", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        from .log import release_connections
+
+        # Processes that start together do not all prune together.
+        wait = self.interval * random.uniform(0.1, 1.0)
+        while not self._stop.wait(wait):
+            wait = self.interval * random.uniform(0.9, 1.1)
+            try:
+                with pruning_lock(self.using) as got:
+                    if got and not self._stop.is_set():
+                        prune(using=self.using)
+                        self.runs += 1
+            except Exception:
+                logger.exception("django_realtime could not prune the event log; trying again in %.0fs", wait)
+            finally:
+                release_connections()

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 from typing import TYPE_CHECKING, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.db import DatabaseError
 
 from .log import Item, high_water_mark, read_page, release_connections
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from .hub import Hub
 
 T = TypeVar("T")
+logger = logging.getLogger("django_realtime")
 
 #: What Follower.step() asks of its driver.
 DELIVER, READ, WAIT = range(3)
@@ -170,6 +173,8 @@ def follow(
                     yield encode(items)
             else:
                 signal.wait(value)  # type: ignore[arg-type]
+    except DatabaseError:
+        _log_end(channels, follower)
     finally:
         hub.leave(group)
 
@@ -200,8 +205,23 @@ async def afollow(
                     yield encode(items)
             else:
                 await wait_signal(signal, value)  # type: ignore[arg-type]
+    except DatabaseError:
+        _log_end(channels, follower)
     finally:
         hub.leave(group)
+
+
+def _log_end(channels: frozenset[str], follower: Follower) -> None:
+    # The stream ends, cleanly: its client reconnects with the id of the
+    # last event it got, as after any end of stream, and misses nothing.
+    # (An exception would leave the connection open under daphne, and an
+    # EventSource waits on a silent connection forever.)
+    logger.warning(
+        "django_realtime ends a stream of %s at %s: the event log cannot be read",
+        ", ".join(sorted(channels)),
+        follower.position,
+        exc_info=True,
+    )
 
 
 async def wait_signal(signal: asyncio.Future[None], timeout: float | None) -> None:

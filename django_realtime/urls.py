@@ -5,4 +5,7 @@ from django.urls import path
 from .sse import views
 
 app_name = "django_realtime"
-urlpatterns = [path("", views.events, name="events")]
+urlpatterns = [
+    path("", views.events, name="events"),
+    path("health/", views.health, name="health"),
+]

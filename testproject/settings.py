@@ -3,9 +3,11 @@
 Environment: DATABASE_URL (default: a SQLite file beside manage.py),
 REALTIME_BACKEND (polling, the default; postgres; redis), REDIS_URL (for
 redis; default redis://127.0.0.1:6379/0), DJANGO_DEBUG, DJANGO_SECRET_KEY,
-CHAT_PRESENCE_INTERVAL (the chat's presence heartbeat, in seconds; default 10).
+CHAT_PRESENCE_INTERVAL (the chat's presence heartbeat, in seconds; default 10),
+REALTIME_KEEPALIVE and REALTIME_JSON (more REALTIME settings as a JSON object).
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -83,6 +85,8 @@ if REALTIME["BACKEND"] == "redis":
     REALTIME["OPTIONS"] = {"url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}
 if "REALTIME_KEEPALIVE" in os.environ:
     REALTIME["KEEPALIVE"] = float(os.environ["REALTIME_KEEPALIVE"])
+# More REALTIME settings, as a JSON object: for the tests that run this project.
+REALTIME.update(json.loads(os.environ.get("REALTIME_JSON", "{}")))
 
 # The demo chat: seconds between two presence heartbeats of a page. A page that
 # sends none for 2.5 times this is taken to have left (see chat/static/chat/room.js).

@@ -29,6 +29,8 @@ from typing import Any
 
 import httpx
 from httpx_sse import ServerSentEvent, connect_sse
+from httpx_sse._api import _iter_sse_lines
+from httpx_sse._decoders import SSEDecoder
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -363,6 +365,8 @@ class EventStream:
         self.response: httpx.Response | None = None
         self.retry: int | None = None
         self.error: BaseException | None = None
+        #: time.monotonic() of each comment line (keepalive) received.
+        self.comments: list[float] = []
         self._events: queue.Queue[Any] = queue.Queue()
         self._answered = threading.Event()
         self._prelude = threading.Event()
@@ -415,7 +419,7 @@ class EventStream:
                     self._answered.set()
                     if not source.response.headers.get("content-type", "").startswith("text/event-stream"):
                         return
-                    for sse in source.iter_sse():
+                    for sse in self._events_of(source.response):
                         if sse.retry is not None:
                             self.retry = sse.retry
                             self._prelude.set()
@@ -427,6 +431,17 @@ class EventStream:
         finally:
             self._answered.set()
             self._events.put(_END)
+
+    def _events_of(self, response: httpx.Response) -> Iterator[ServerSentEvent]:
+        """Decode *response* as ``EventSource.iter_sse()`` does, noting the time of each comment line too."""
+        decoder = SSEDecoder()
+        for line in _iter_sse_lines(response):
+            line = line.rstrip("\n")
+            if line.startswith(":"):
+                self.comments.append(time.monotonic())
+            sse = decoder.decode(line)
+            if sse is not None:
+                yield sse
 
     def next_timed(self, timeout: float = 5.0) -> tuple[ServerSentEvent, float]:
         """Return the next event and the monotonic time it arrived."""
@@ -475,6 +490,11 @@ class EventStream:
                 raise AssertionError(f"{self!r}: the stream ended (error: {self.error!r})") from self.error
             received.append(item[0])
         return received
+
+    def ended(self, timeout: float) -> bool:
+        """Return whether the server ended the stream within *timeout* seconds."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def close(self) -> None:
         """Disconnect, and wait for the reading thread to finish."""

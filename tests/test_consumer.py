@@ -172,7 +172,7 @@ def test_a_connection_waits_as_one_stream_of_all_its_channels_and_is_woken_once_
             woken = group.wakeups
             start = hub.horizon
             await asyncio.to_thread(
-                hub._append,
+                hub.append,
                 [Item(start + 1, "chat:x", "message", "1"), Item(start + 2, "chat:y", "message", "2")],
             )
             assert [m["id"] for m in await client.take(2)] == [str(start + 1), str(start + 2)]

@@ -118,7 +118,7 @@ def test_a_batch_of_several_channels_wakes_a_stream_of_several_channels_once():
         both = hub.join(frozenset({"a", "b"}))
         other = hub.join(frozenset({"c"}))
         start = hub.horizon
-        hub._append([Item(start + 1, "a", "message", "1"), Item(start + 2, "b", "message", "2")])
+        hub.append([Item(start + 1, "a", "message", "1"), Item(start + 2, "b", "message", "2")])
         assert (both.wakeups, other.wakeups) == (1, 0)
         items, _ = hub.collect(both.channels, start)
         assert [item.id for item in items] == [start + 1, start + 2]
@@ -173,9 +173,9 @@ def wait(name, count):
 waiting = [gevent.spawn(wait, f"user:{n}", 2) for n in range(200)]
 gevent.sleep(0.1)
 start = hub.horizon
-hub._append([Item(start + 1, "user:7", "message", "1")])
+hub.append([Item(start + 1, "user:7", "message", "1")])
 gevent.sleep(0.1)
-hub._append([Item(start + 2, "user:7", "message", "2"), Item(start + 3, "user:9", "message", "3")])
+hub.append([Item(start + 2, "user:7", "message", "2"), Item(start + 3, "user:9", "message", "3")])
 gevent.sleep(0.1)
 print(sorted(woken.items()))
 gevent.killall(waiting)

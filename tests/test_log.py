@@ -195,3 +195,32 @@ def test_reads_are_plain_queries_and_pages_are_capped_in_bytes(monkeypatch):
     assert tailer.limit == 3, "the next read asks for no more rows than fitted"
     rows = tailer.read(rows[-1][0])
     assert ids(rows) == [first.id + 3, first.id + 4, first.id + 5]
+
+
+def test_start_horizon_gives_up_after_its_timeout():
+    held = Held()
+    try:
+        with pytest.raises(TimeoutError):
+            PostgresTailer("postgres").start_horizon(timeout=0.3)
+    finally:
+        held.end(commit=True)
+
+
+def test_realtime_cursor_gives_an_older_cursor_while_a_publisher_stays_open(settings):
+    from django.template import Context, Template
+
+    from django_realtime.hub import get_hub
+
+    settings.REALTIME = {**settings.REALTIME, "CURSOR_TIMEOUT": 0.3}
+    template = Template("{% load realtime %}{% realtime_cursor %}")
+    before = publish("c", "before").id
+    hub = get_hub()
+    assert hub.ensure_ready()
+    held = Held()
+    try:
+        after = publish("c", "after").id
+        # The newest id, after, is not safe: held's id, below it, may still commit.
+        assert template.render(Context()) == str(before)
+    finally:
+        held.end(commit=True)
+    assert template.render(Context()) == str(after)

@@ -1,3 +1,4 @@
+import time
 from datetime import timedelta
 
 import pytest
@@ -63,3 +64,53 @@ def test_prune_defaults_to_the_retention_settings():
         assert prune() == {"by_age": 1, "by_count": 1}
     with override_settings(REALTIME={"MAX_AGE": None, "MAX_EVENTS_PER_CHANNEL": None}):
         assert prune() == {"by_age": 0, "by_count": 0}
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_one_process_of_the_deployment_prunes_at_a_time_on_postgresql():
+    import threading
+
+    from django.db import connections
+
+    from tests import services
+
+    services.require(services.POSTGRES, "PostgreSQL")
+    results = []
+
+    def other_process():
+        try:
+            with retention.pruning_lock("postgres") as got:
+                results.append(got)
+        finally:
+            connections["postgres"].close()
+
+    with retention.pruning_lock("postgres") as got:
+        assert got
+        thread = threading.Thread(target=other_process)
+        thread.start()
+        thread.join(10)
+    assert results == [False]
+    thread = threading.Thread(target=other_process)
+    thread.start()
+    thread.join(10)
+    assert results == [False, True]
+    connections["postgres"].close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_process_prunes_on_a_thread_of_its_own_not_the_hubs_reader():
+    from django_realtime.hub import get_hub
+
+    with override_settings(REALTIME={"PRUNE_INTERVAL": 0.2, "MAX_EVENTS_PER_CHANNEL": 1}):
+        publish("a", 1)
+        publish("a", 2)
+        hub = get_hub()
+        assert hub.ensure_ready()
+        pruner = hub._pruner
+        for _ in range(100):
+            if pruner.runs:
+                break
+            time.sleep(0.05)
+        assert pruner.runs
+        assert Event.objects.filter(channel="a").count() == 1
+        assert pruner._thread is not hub._reader.thread

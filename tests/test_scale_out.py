@@ -18,10 +18,8 @@ tests/scale_out_helpers.py and tests/scale_out_publisher.py.
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ from typing import Any
 import pytest
 
 from django_realtime.backends.redis import CHANNEL as REDIS_CHANNEL
+from tests.postgres_database import SERVER, scratch_database
 from tests.redis_server import RedisServer
 from tests.scale_out_helpers import (
     PUBLISHER_RUN_TIMEOUT,
@@ -44,7 +43,7 @@ from tests.scale_out_helpers import (
     terminate_listeners,
 )
 from tests.servers import Server, manage, project_env
-from tests.services import POSTGRES, require
+from tests.services import POSTGRES
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
 
@@ -83,36 +82,18 @@ class Database:
 @pytest.fixture(scope="module")
 def database() -> Iterator[Database]:
     """A fresh PostgreSQL database, migrated, with events on CHANNELS that nobody may receive; dropped afterwards."""
-    require(POSTGRES, "PostgreSQL")
     import psycopg
-    from psycopg import sql
 
-    server = f"postgresql://postgres@{POSTGRES[0]}:{POSTGRES[1]}"
-    try:
-        admin = psycopg.connect(f"{server}/test", autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot connect to PostgreSQL as postgres to database test, and CI must run every test: {exc}")
-        pytest.skip(f"cannot connect to PostgreSQL as postgres to database test: {exc}")
-    name = f"realtime_scale_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            url = f"postgres://postgres@{POSTGRES[0]}:{POSTGRES[1]}/{name}"
-            env = project_env(url)
-            manage(env, "migrate", "--verbosity", "0")
-            # Below every subscriber's cursor: delivering one of them is a bug.
-            seed = "from django_realtime import publish\nfor n in range(3):\n"
-            seed += "".join(f"    publish({channel!r}, {{'seed': n}}, event='scale')\n" for channel in CHANNELS)
-            manage(env, "shell", "--command", seed)
-            with closing(psycopg.connect(f"{server}/{name}", autocommit=True, connect_timeout=5)) as log:
-                yield Database(name, url, admin, log)
-        finally:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                [name],
-            )
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    with scratch_database("realtime_scale") as (name, admin):
+        url = f"postgres://postgres@{POSTGRES[0]}:{POSTGRES[1]}/{name}"
+        env = project_env(url)
+        manage(env, "migrate", "--verbosity", "0")
+        # Below every subscriber's cursor: delivering one of them is a bug.
+        seed = "from django_realtime import publish\nfor n in range(3):\n"
+        seed += "".join(f"    publish({channel!r}, {{'seed': n}}, event='scale')\n" for channel in CHANNELS)
+        manage(env, "shell", "--command", seed)
+        with closing(psycopg.connect(f"{SERVER}/{name}", autocommit=True, connect_timeout=5)) as log:
+            yield Database(name, url, admin, log)
 
 
 def subscribers(spread: dict[tuple[str, str], int], servers: dict[str, Server], cursor: int, **kwargs):

@@ -10,7 +10,6 @@ tests/servers.py.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -21,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.postgres_database import scratch_database
 from tests.servers import (
     CommandProcess,
     EventStream,
@@ -33,7 +33,7 @@ from tests.servers import (
     publish_lines,
     running_server,
 )
-from tests.services import POSTGRES, require
+from tests.services import POSTGRES
 
 pytestmark = pytest.mark.server
 
@@ -109,33 +109,12 @@ class PostgresDeployment(Deployment):
 @pytest.fixture(scope="module")
 def postgres(tmp_path_factory) -> Iterator[PostgresDeployment]:
     """gunicorn (gevent) on a PostgreSQL database of its own, dropped afterwards."""
-    require(POSTGRES, "PostgreSQL")
-    import psycopg
-    from psycopg import sql
-
-    dsn = f"postgresql://postgres@{POSTGRES[0]}:{POSTGRES[1]}"
-    try:
-        admin = psycopg.connect(f"{dsn}/test", autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot connect to PostgreSQL as postgres to database test, and CI must run every test: {exc}")
-        pytest.skip(f"cannot connect to PostgreSQL as postgres to database test: {exc}")
-
-    name = f"realtime_e2e_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            env = project_env(f"postgres://postgres@{POSTGRES[0]}:{POSTGRES[1]}/{name}")
-            seeded = prepare_database(env)
-            log = tmp_path_factory.mktemp("postgres") / "server.log"
-            with running_server("gunicorn-gevent", env, log, ["--worker-connections", "1000"]) as server:
-                yield PostgresDeployment(server, *seeded, admin=admin, database=name)
-        finally:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                [name],
-            )
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    with scratch_database("realtime_e2e") as (name, admin):
+        env = project_env(f"postgres://postgres@{POSTGRES[0]}:{POSTGRES[1]}/{name}")
+        seeded = prepare_database(env)
+        log = tmp_path_factory.mktemp("postgres") / "server.log"
+        with running_server("gunicorn-gevent", env, log, ["--worker-connections", "1000"]) as server:
+            yield PostgresDeployment(server, *seeded, admin=admin, database=name)
 
 
 @pytest.fixture(scope="module", params=SERVER_KINDS)

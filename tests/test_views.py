@@ -1,3 +1,5 @@
+import time
+
 import pytest
 from django.test import override_settings
 
@@ -102,7 +104,37 @@ def test_a_log_that_cannot_be_read_gets_503(client, monkeypatch):
     monkeypatch.setattr(Hub, "ensure_ready", lambda self, timeout=10.0: False)
     response = client.get("/events/?channel=chat:a")
     assert response.status_code == 503
+    assert response["Retry-After"] == "3"  # RETRY, 3000 ms by default
     assert response.content == b"The event log cannot be read right now; try again later.\n"
+
+
+def test_health_says_ok_while_the_hub_reads_the_log(client):
+    response = client.get("/events/health/")
+    for _ in range(50):  # the first request starts the hub
+        if response.status_code == 200:
+            break
+        time.sleep(0.1)
+        response = client.get("/events/health/")
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store"
+    health = response.json()
+    assert health["status"] == "ok" and health["ready"] and health["reader"] == "running"
+    assert health["error"] is None
+
+
+def test_health_is_503_with_the_kind_of_error_while_the_log_cannot_be_read(client, monkeypatch):
+    from django_realtime.hub import get_hub
+
+    hub = get_hub()
+    assert hub.ensure_ready()
+    monkeypatch.setattr(hub, "read_succeeded", lambda: None)  # the reader's next read must not clear the error
+    hub.read_failed(ConnectionRefusedError("secret host name"))
+    response = client.get("/events/health/")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "3"
+    health = response.json()
+    assert health["status"] == "unavailable"
+    assert health["error"] == "ConnectionRefusedError"  # the kind only: details are for the log
 
 
 @pytest.mark.parametrize("cursor", ["1%0D%0A", "%201", "1%E2%80%A8"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Iterable
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
@@ -21,6 +23,18 @@ logger = logging.getLogger("django_realtime")
 
 def _plain(status: int, message: str) -> HttpResponse:
     return HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
+
+
+def retry_after() -> str:
+    """Return the seconds a client refused with a 503 should wait: the ``RETRY`` setting's, at least one."""
+    return str(max(1, math.ceil(int(realtime_settings.RETRY) / 1000)))
+
+
+def unavailable(message: str) -> HttpResponse:
+    """Return a 503 with ``Retry-After``, which realtime.js and well-behaved clients honour."""
+    response = _plain(503, message)
+    response["Retry-After"] = retry_after()
+    return response
 
 
 def request_cursor(request: HttpRequest) -> int | None:
@@ -63,7 +77,7 @@ def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpRespon
     if not ready:
         # The cause (hosts, users...) is for the log, not for anonymous clients.
         logger.error("django_realtime: the event log cannot be read: %s", hub.error or "timed out")
-        return _plain(503, "The event log cannot be read right now; try again later.")
+        return unavailable("The event log cannot be read right now; try again later.")
     if cursor is None:  # live from now, not from when the server first pulls the stream
         cursor = hub.horizon
     keepalive = float(realtime_settings.KEEPALIVE)
@@ -98,3 +112,26 @@ def events(request: HttpRequest, channels: Iterable[str] | None = None) -> HttpR
     if denied:
         return _plain(403, f"Not allowed to subscribe to: {', '.join(denied)}")
     return stream_channels(request, names)
+
+
+@require_GET
+def health(request: HttpRequest) -> HttpResponse:
+    """Report this process's hub as JSON: 200 while it reads the log, 503 (with the reason) when it cannot.
+
+    For a load balancer's or an orchestrator's health check.  It starts the
+    hub if need be and waits for nothing, and tells anonymous clients no
+    more than a status and the kind of error.
+    """
+    hub = get_hub()
+    hub.ensure_ready(0)
+    status = hub.status()
+    status["error"] = type(hub.error).__name__ if hub.error is not None else None
+    response = HttpResponse(
+        json.dumps({"status": "ok" if hub.healthy() else "unavailable", **status}),
+        status=200 if hub.healthy() else 503,
+        content_type="application/json",
+    )
+    if response.status_code == 503:
+        response["Retry-After"] = retry_after()
+    response["Cache-Control"] = "no-store"
+    return response

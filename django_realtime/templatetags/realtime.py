@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django import template
 from django.conf import settings
 from django.templatetags.static import static
@@ -9,6 +11,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
 register = template.Library()
+logger = logging.getLogger("django_realtime")
 
 
 def _events_url() -> str:
@@ -39,9 +42,23 @@ def realtime_cursor() -> str:
     """Return the newest event id of the log: a ``lastId`` that starts a subscription at this render.
 
     Events published after the page was rendered are delivered; earlier ones
-    are not (docs/sse.md, "Starting from a page you rendered").
+    are not (docs/sse.md, "Starting from a page you rendered").  On
+    PostgreSQL the newest id is safe only once the publishing transactions
+    in flight have ended: past ``CURSOR_TIMEOUT`` seconds of waiting for
+    them, the tag gives this process's hub's horizon instead (older: the
+    page may be sent a few events it already shows, never miss one), or an
+    empty string (follow from the moment the page connects) if the hub has
+    not started.
     """
     from ..conf import realtime_settings
+    from ..hub import get_hub
     from ..log import tailer_for
 
-    return str(tailer_for(realtime_settings.DATABASE).start_horizon())
+    try:
+        return str(
+            tailer_for(realtime_settings.DATABASE).start_horizon(timeout=float(realtime_settings.CURSOR_TIMEOUT))
+        )
+    except TimeoutError:
+        hub = get_hub()
+        logger.warning("django_realtime: {%% realtime_cursor %%} gave up waiting for publishers in flight")
+        return str(hub.horizon) if hub.ensure_ready(0) else ""

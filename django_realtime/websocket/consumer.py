@@ -394,7 +394,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         # is delivered, and the client holds a cursor before any event arrives.
         follower = Follower(self.hub, frozenset({channel}), cursor, None)
         position = follower.position
-        resets = await run_released(follower.start) if follower.position > self.hub.horizon else []
+        try:
+            resets = await run_released(follower.start) if follower.position > self.hub.horizon else []
+        except DatabaseError:
+            logger.warning(
+                "django_realtime could not subscribe to %s: the event log cannot be read", channel, exc_info=True
+            )
+            raise protocol.ProtocolError(
+                protocol.UNAVAILABLE, "the event log cannot be read right now; subscribe again later", request.ref
+            ) from None
         # Sent here, not returned: it must precede the subscription's first event.
         if not await self.put(protocol.subscribed(channel, str(position), request.ref)):
             return

@@ -136,7 +136,8 @@
       /** Event names delivered to onEvent. Over SSE only named events reach a page, so list them all. */
       this.events = new Set(options.events || ["message"]);
       /** The id of the last event of the channel seen, or null: where a reconnect resumes. */
-      this.lastId = options.lastId === undefined || options.lastId === null ? null : String(options.lastId);
+      // "" (what {% realtime_cursor %} gives when it has no safe cursor) means none, as null does.
+      this.lastId = options.lastId === undefined || options.lastId === null || options.lastId === "" ? null : String(options.lastId);
       this.onEvent = options.onEvent || null;
       this.onReset = options.onReset || null;
       this.onError = options.onError || null;

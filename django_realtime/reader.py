@@ -1,0 +1,169 @@
+"""The hub's reader: the one thread (a greenlet under gevent) of a process that queries the log.
+
+A reader is watched by the hub's ticker (:meth:`Hub._supervise`), which
+never waits on the database.  A reader whose query has run longer than
+``READ_TIMEOUT`` is interrupted where the driver allows it and, in any case,
+replaced: the hub forgets it (it may stay blocked until the network gives
+its socket back) and starts another, with a connection of its own.  A
+reader that ends for any reason other than the hub's ``stop()`` is replaced
+too.  A replaced reader changes nothing when it comes back: the hub only
+takes rows from its current reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from django.db import connections
+
+from .log import PAGE, PAGE_BYTES, Item, release_connections, tailer_for
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+logger = logging.getLogger("django_realtime")
+
+#: Seconds between two attempts to read a log that failed, at first...
+RETRY_FIRST = 0.1
+#: ...and at most: delivery resumes within about this long of the database's return.
+RETRY_MOST = 1.0
+
+
+class Host(Protocol):
+    """What a reader needs of its hub (``hub.Hub``)."""
+
+    using: str
+    horizon: int
+    next_read: float
+    stopping: bool
+
+    @property
+    def ready(self) -> bool: ...
+    def take_poke(self) -> bool: ...
+    def wait_poke(self, timeout: float) -> None: ...
+    def started(self, horizon: int) -> None: ...
+    def read_succeeded(self) -> None: ...
+    def read_failed(self, exc: BaseException) -> None: ...
+    def read_every(self) -> float: ...
+    def append(self, items: list[Item], source: Reader | None = None) -> bool: ...
+
+
+class Reader:
+    """One run of the hub's reading thread."""
+
+    def __init__(self, hub: Host) -> None:
+        self.hub = hub
+        self.tailer = tailer_for(hub.using)
+        #: Set by the hub when it replaced this reader: change nothing, end.
+        self.superseded = False
+        #: When the current query (or connect) began, or None between queries.
+        self.busy_since: float | None = None
+        #: The connection the current query runs on, for interrupt().
+        self.connection: BaseDatabaseWrapper | None = None
+        self.thread = threading.Thread(target=self.run, name="django-realtime-hub", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def run(self) -> None:
+        hub = self.hub
+        backoff = RETRY_FIRST
+        started: int | None = None
+        try:
+            while not (self.superseded or hub.stopping):
+                poked = hub.take_poke()
+                try:
+                    self._begin()
+                    if not hub.ready:
+                        if started is None:
+                            started = self.tailer.start_horizon(wait=False)
+                        if self.tailer.settled_start() and not self.superseded:
+                            hub.started(started)
+                    elif poked or time.monotonic() >= hub.next_read:
+                        self._read_new()
+                        # After the read: a gap it found asks for a recheck soon.
+                        hub.next_read = time.monotonic() + hub.read_every()
+                    self._end()
+                    if not self.superseded:
+                        hub.read_succeeded()
+                    backoff = RETRY_FIRST
+                except Exception as exc:
+                    self._end()
+                    release_connections()
+                    if self.superseded or hub.stopping:
+                        break
+                    # A database hiccup must not end delivery: log it and read
+                    # again, from the same horizon, soon.  A listener that
+                    # reconnects pokes the hub and cuts the wait short.
+                    hub.read_failed(exc)
+                    logger.error(
+                        "django_realtime hub could not read the event log; retrying in %.1fs", backoff, exc_info=True
+                    )
+                    hub.wait_poke(backoff)
+                    backoff = min(backoff * 2, RETRY_MOST)
+                    hub.next_read = 0.0
+                    continue
+                hub.wait_poke(max(0.0, hub.next_read - time.monotonic()) if hub.ready else _START_RECHECK)
+        finally:
+            self._end()  # dead, not hung: the hub tells the two apart
+            release_connections()
+
+    def _begin(self) -> None:
+        self.connection = connections[self.hub.using]
+        self.busy_since = time.monotonic()
+
+    def _end(self) -> None:
+        self.busy_since = None
+
+    def _read_new(self) -> None:
+        hub = self.hub
+        while rows := self.tailer.read(hub.horizon):
+            if not hub.append([Item(*row) for row in rows], source=self):
+                return
+            if len(rows) < PAGE and sum(len(row[3]) for row in rows) < PAGE_BYTES:
+                return  # a short page is the end (or a gap): no need for an empty read to say so
+
+    def hung(self, now: float, timeout: float) -> bool:
+        """Return whether the current query has run longer than *timeout* seconds."""
+        since = self.busy_since
+        return since is not None and now - since > timeout
+
+    def interrupt(self) -> None:
+        """Make the current query fail now, where the driver allows it from another thread."""
+        connection = self.connection
+        raw = getattr(connection, "connection", None)
+        if connection is None or raw is None:
+            return  # not connected yet: a connect can only be abandoned
+        try:
+            if connection.vendor == "sqlite":
+                raw.interrupt()
+            elif connection.vendor in ("postgresql", "mysql"):
+                # Shut the socket down under the driver: its wait returns at
+                # once with "connection closed", which a cancel request (a new
+                # connection to a server that does not answer) would not.
+                fd = raw.fileno() if connection.vendor == "postgresql" else _mysql_fd(raw)
+                if fd is not None:
+                    sock = socket.socket(fileno=os.dup(fd))
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    finally:
+                        sock.close()
+        except Exception:  # best effort: the reader is replaced anyway
+            logger.debug("django_realtime could not interrupt the hub's query", exc_info=True)
+
+
+def _mysql_fd(raw: object) -> int | None:
+    get = getattr(raw, "fileno", None)
+    return get() if callable(get) else None
+
+
+#: Seconds between two looks at the publishers a starting hub waits for.
+_START_RECHECK = 0.1
