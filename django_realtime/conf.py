@@ -28,6 +28,10 @@ DEFAULTS: dict[str, Any] = {
     "KEEPALIVE": 15.0,
     # Reconnection delay sent to EventSource clients, in milliseconds.
     "RETRY": 3000,
+    # Most SSE streams one process serves at once (None: no limit); past it, 503 with Retry-After.
+    "MAX_STREAMS": 1000,
+    # Seconds after which an SSE stream ends, for its client to reconnect and resume (None: never).
+    "SSE_MAX_LIFETIME": None,
     # Most channels one SSE connection may subscribe to.
     "MAX_CHANNELS": 16,
     # Largest event data, in bytes of JSON text.

@@ -62,6 +62,30 @@ class Waiters:
         self.wakeups = 0
 
 
+class Seats:
+    """Open streams of a process, at most *limit* of them (None: any number)."""
+
+    __slots__ = ("limit", "taken", "_lock")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.taken = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        """Take a seat; return False, taking none, if all are taken."""
+        with self._lock:
+            if self.limit is not None and self.taken >= self.limit:
+                return False
+            self.taken += 1
+            return True
+
+    def give(self) -> None:
+        """Give a seat back: its stream has ended."""
+        with self._lock:
+            self.taken -= 1
+
+
 class ChannelBuffer:
     """The buffered events of one channel: every one of them with an id in (floor, hub.horizon]."""
 
@@ -94,6 +118,7 @@ class Hub:
         buffer_bytes: int,
         keepalive: float = 15.0,
         read_timeout: float = 10.0,
+        max_streams: int | None = None,
     ) -> None:
         self.backend = backend
         self.using = using
@@ -103,6 +128,8 @@ class Hub:
         self.tick = keepalive / 2
         #: Seconds a query of the reader may take before the reader is replaced.
         self.read_timeout = read_timeout
+        #: The SSE streams this process serves, MAX_STREAMS at most.
+        self.seats = Seats(max_streams)
         self._next_slice = self._next_period = 0.0
         #: When the reader reads the log next, unless something wakes it first.
         self.next_read = 0.0
@@ -194,7 +221,7 @@ class Hub:
             "error": None if self.error is None else f"{type(self.error).__name__}: {self.error}",
             "seconds_since_read": None if self.last_read is None else round(now - self.last_read, 3),
             "horizon": self.horizon,
-            "streams": sum(group.count for group in list(self._groups.values())),
+            "streams": self.seats.taken,
             "readers_replaced": self.replaced,
         }
 
@@ -469,6 +496,7 @@ def get_hub() -> Hub:
                 buffer_bytes=realtime_settings.BUFFER_BYTES,
                 keepalive=float(realtime_settings.KEEPALIVE),
                 read_timeout=float(realtime_settings.READ_TIMEOUT),
+                max_streams=realtime_settings.MAX_STREAMS,
             )
             _hub_pid = os.getpid()
         return _hub

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import math
+import random
 import time
 from typing import TYPE_CHECKING, TypeVar
 
@@ -146,33 +147,43 @@ def follow(
     keepalive: float,
     encode: Callable[[list[Item]], T] = _batch,  # type: ignore[assignment]
     first: T | None = None,
+    lifetime: float | None = None,
 ) -> Iterator[T]:
-    """Yield *first* if given, then ``encode(batch)`` for each batch of events after *cursor*, forever.
+    """Yield *first* if given, then ``encode(batch)`` for each batch of events after *cursor*.
 
-    A batch is empty after *keepalive* seconds of silence.  A waiting
-    stream's memory is mostly its stack, so this driver is kept flat
-    (*encode* and *first* spare a generator level).
+    A batch is empty after *keepalive* seconds of silence.  The stream goes
+    on forever, or ends once *lifetime* seconds (less up to a tenth, so that
+    streams opened together do not all end together) have passed and it has
+    nothing more to send.  A waiting stream's memory is mostly its stack,
+    so this driver is kept flat (*encode* and *first* spare a generator level).
     """
     if first is not None:
         yield first
+    # The server pulls this after the view has returned, out of any
+    # ATOMIC_REQUESTS transaction: the connection the view used can go now.
+    release_connections()
     follower = Follower(hub, channels, cursor, keepalive)
     group = hub.join(channels)
+    monotonic = time.monotonic
+    end = _end_of(lifetime, monotonic())
     try:
         resets = follower.start()
         if resets:
             yield encode(resets)
-        monotonic = time.monotonic
         while True:
             signal = group.signal
-            action, value = follower.step(monotonic())
+            now = monotonic()
+            action, value = follower.step(now)
             if action == DELIVER:
                 yield encode(value)  # type: ignore[arg-type]
             elif action == READ:
                 items = follower.catch_up()
                 if items:
                     yield encode(items)
+            elif now >= end:
+                return
             else:
-                signal.wait(value)  # type: ignore[arg-type]
+                signal.wait(_until(value, now, end))  # type: ignore[arg-type]
     except DatabaseError:
         _log_end(channels, follower)
     finally:
@@ -185,30 +196,48 @@ async def afollow(
     cursor: int | None,
     keepalive: float,
     encode: Callable[[list[Item]], T] = _batch,  # type: ignore[assignment]
+    lifetime: float | None = None,
 ) -> AsyncIterator[T]:
-    """Yield ``encode(batch)`` for each batch of events of *channels* after *cursor*, forever, on asyncio."""
+    """Yield ``encode(batch)`` for each batch of events of *channels* after *cursor*, on asyncio, as ``follow``."""
     follower = Follower(hub, channels, cursor, keepalive)
     group = hub.join(channels)
+    monotonic = time.monotonic
+    end = _end_of(lifetime, monotonic())
     try:
         resets = await sync_to_async(follower.start, thread_sensitive=False)()
         if resets:
             yield encode(resets)
-        monotonic = time.monotonic
         while True:
             signal = hub.async_signal(group)
-            action, value = follower.step(monotonic())
+            now = monotonic()
+            action, value = follower.step(now)
             if action == DELIVER:
                 yield encode(value)  # type: ignore[arg-type]
             elif action == READ:
                 items = await sync_to_async(follower.catch_up, thread_sensitive=False)()
                 if items:
                     yield encode(items)
+            elif now >= end:
+                signal.cancel()
+                return
             else:
-                await wait_signal(signal, value)  # type: ignore[arg-type]
+                await wait_signal(signal, _until(value, now, end))  # type: ignore[arg-type]
     except DatabaseError:
         _log_end(channels, follower)
     finally:
         hub.leave(group)
+
+
+def _end_of(lifetime: float | None, now: float) -> float:
+    return math.inf if lifetime is None else now + lifetime * random.uniform(0.9, 1.0)
+
+
+def _until(timeout: float | None, now: float, end: float) -> float | None:
+    """Return how long to wait: *timeout*, but not past *end*."""
+    if end == math.inf:
+        return timeout
+    left = end - now
+    return left if timeout is None else min(timeout, left)
 
 
 def _log_end(channels: frozenset[str], follower: Follower) -> None:

@@ -4,7 +4,8 @@ Environment: DATABASE_URL (default: a SQLite file beside manage.py),
 REALTIME_BACKEND (polling, the default; postgres; redis), REDIS_URL (for
 redis; default redis://127.0.0.1:6379/0), DJANGO_DEBUG, DJANGO_SECRET_KEY,
 CHAT_PRESENCE_INTERVAL (the chat's presence heartbeat, in seconds; default 10),
-REALTIME_KEEPALIVE and REALTIME_JSON (more REALTIME settings as a JSON object).
+DJANGO_ATOMIC_REQUESTS ("1": on), REALTIME_KEEPALIVE and REALTIME_JSON (more
+REALTIME settings as a JSON object).
 """
 
 import json
@@ -61,6 +62,7 @@ DATABASES = {
         os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=0
     )
 }
+DATABASES["default"]["ATOMIC_REQUESTS"] = os.environ.get("DJANGO_ATOMIC_REQUESTS") == "1"
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the hubs' polling reads run beside writes; IMMEDIATE avoids
     # "database is locked" when several processes publish at once.

@@ -4,7 +4,7 @@ import threading
 import time
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test import override_settings
 
 from django_realtime import publish
@@ -37,7 +37,8 @@ def ready_hub():
 def test_without_a_cursor_only_live_events_arrive():
     publish("a", "old")
     hub = ready_hub()
-    batches = follow(hub, frozenset({"a"}), None, keepalive=5)
+    batches = follow(hub, frozenset({"a"}), None, keepalive=0.05)
+    assert next(batches) == []  # the stream has started: "now" is the hub's horizon at this moment
     new = publish("a", "new")
     assert [item.id for item in take(batches, 1)] == [new.id]
 
@@ -219,3 +220,42 @@ def test_keepalives_ride_on_the_hubs_ticks_when_they_are_frequent_enough():
         assert next(batches) == []
         assert next(batches) == []
         assert time.monotonic() - started < 2
+
+
+def test_a_stream_with_a_lifetime_ends_after_it_and_a_resume_misses_nothing():
+    hub = ready_hub()
+    start = hub.horizon
+    batches = follow(hub, frozenset({"a"}), start, keepalive=5, lifetime=0.5)
+    first = publish("a", 1)
+    assert [item.id for item in take(batches, 1)] == [first.id]
+    started = time.monotonic()
+    second = publish("a", 2)  # delivered before the end: a stream ends only with nothing left to send
+    rest = [item.id for batch in batches for item in batch]  # runs to the end of the stream
+    assert time.monotonic() - started < 2
+    assert rest == [second.id]
+    third = publish("a", 3)
+    resumed = follow(hub, frozenset({"a"}), rest[-1], keepalive=5)
+    assert [item.id for item in take(resumed, 1)] == [third.id]
+
+
+def test_an_async_stream_with_a_lifetime_ends_after_it():
+    hub = ready_hub()
+
+    async def main():
+        started = time.monotonic()
+        batches = [batch async for batch in afollow(hub, frozenset({"a"}), None, keepalive=5, lifetime=0.3)]
+        return batches, time.monotonic() - started
+
+    batches, took = asyncio.run(main())
+    assert batches == [] and 0.25 < took < 2
+
+
+def test_a_stream_leaves_the_views_connection_once_the_view_has_returned():
+    hub = ready_hub()
+    with transaction.atomic():  # ATOMIC_REQUESTS: release_connections() in the view skips this connection
+        connection.ensure_connection()
+        batches = follow(hub, frozenset({"a"}), None, keepalive=0.05, first=b"prelude")
+        assert next(batches) == b"prelude"
+    assert connection.connection is not None
+    assert next(batches) == []
+    assert connection.connection is None

@@ -140,3 +140,19 @@ def test_health_is_503_with_the_kind_of_error_while_the_log_cannot_be_read(clien
 @pytest.mark.parametrize("cursor", ["1%0D%0A", "%201", "1%E2%80%A8"])
 def test_a_cursor_with_whitespace_is_malformed_too(client, cursor):
     assert client.get(f"/events/?channel=chat:a&lastEventId={cursor}").status_code == 400
+
+
+def test_past_max_streams_a_stream_gets_503_with_retry_after_until_one_closes(client):
+    with override_settings(REALTIME={"PUBLIC_CHANNELS": ["chat:*"], "MAX_STREAMS": 2}):
+        first = client.get("/events/?channel=chat:a")
+        second = client.get("/events/?channel=chat:a")
+        assert first.status_code == second.status_code == 200
+        refused = client.get("/events/?channel=chat:a")
+        assert refused.status_code == 503
+        assert refused["Retry-After"] == "3"
+        assert refused.content == b"This server has too many open streams right now; try again later.\n"
+        first.close()  # as the server does when the client leaves
+        third = client.get("/events/?channel=chat:a")
+        assert third.status_code == 200
+        second.close()
+        third.close()

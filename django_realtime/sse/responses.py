@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, StreamingHttpResponse
 
 from ..conf import realtime_settings
+from ..log import release_connections
 from ..streams import afollow, follow
 from .encoding import KEEPALIVE, encode_event, encode_retry
 
@@ -76,13 +78,20 @@ def sse_chunk(batch: list[Item]) -> bytes:
     return b"".join(map(event_bytes, batch)) if batch else KEEPALIVE
 
 
-def sse_stream(hub: Hub, channels: frozenset[str], cursor: int | None, keepalive: float) -> Iterator[bytes]:
+def sse_stream(
+    hub: Hub, channels: frozenset[str], cursor: int | None, keepalive: float, lifetime: float | None = None
+) -> Iterator[bytes]:
     """Return the SSE bytes of a stream, for threads and gevent."""
-    return follow(hub, channels, cursor, keepalive, sse_chunk, first=prelude())
+    return follow(hub, channels, cursor, keepalive, sse_chunk, first=prelude(), lifetime=lifetime)
 
 
-async def asse_stream(hub: Hub, channels: frozenset[str], cursor: int | None, keepalive: float) -> AsyncIterator[bytes]:
+async def asse_stream(
+    hub: Hub, channels: frozenset[str], cursor: int | None, keepalive: float, lifetime: float | None = None
+) -> AsyncIterator[bytes]:
     """Yield the SSE bytes of a stream, on asyncio."""
     yield prelude()
-    async for chunk in afollow(hub, channels, cursor, keepalive, sse_chunk):
+    # On the thread that ran the view, after it returned and left any
+    # ATOMIC_REQUESTS transaction: the stream must not hold its connection.
+    await sync_to_async(release_connections)()
+    async for chunk in afollow(hub, channels, cursor, keepalive, sse_chunk, lifetime):
         yield chunk

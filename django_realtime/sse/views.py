@@ -7,6 +7,7 @@ import logging
 import math
 from collections.abc import Iterable
 
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.http import require_GET
 
@@ -78,14 +79,24 @@ def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpRespon
         # The cause (hosts, users...) is for the log, not for anonymous clients.
         logger.error("django_realtime: the event log cannot be read: %s", hub.error or "timed out")
         return unavailable("The event log cannot be read right now; try again later.")
+    if not hub.seats.take():
+        logger.warning("django_realtime refuses a stream: this process serves MAX_STREAMS (%s)", hub.seats.limit)
+        return unavailable("This server has too many open streams right now; try again later.")
     if cursor is None:  # live from now, not from when the server first pulls the stream
         cursor = hub.horizon
     keepalive = float(realtime_settings.KEEPALIVE)
+    lifetime = realtime_settings.SSE_MAX_LIFETIME
+    lifetime = float(lifetime) if lifetime else None
     if is_async_request(request):
-        return SSEResponse(asse_stream(hub, names, cursor, keepalive))
-    return SSEResponse(sse_stream(hub, names, cursor, keepalive))
+        response = SSEResponse(asse_stream(hub, names, cursor, keepalive, lifetime))
+    else:
+        response = SSEResponse(sse_stream(hub, names, cursor, keepalive, lifetime))
+    # The server closes every response it was given, streamed or not, whatever ended it.
+    response._resource_closers.append(hub.seats.give)
+    return response
 
 
+@transaction.non_atomic_requests
 @require_GET
 def events(request: HttpRequest, channels: Iterable[str] | None = None) -> HttpResponseBase:
     """Stream the channels named by ``?channel=`` parameters (or by the URLconf)."""
