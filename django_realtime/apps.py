@@ -7,4 +7,15 @@ class RealtimeConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from django.db.models.signals import post_save
+
+        from . import (
+            checks,  # noqa: F401  (registers the system checks)
+            publishing,
+            signals,
+        )
+        from .models import Event
+
+        # Rows written through the ORM wake the hubs too (publish() wakes them itself).
+        post_save.connect(publishing.event_saved, sender=Event, dispatch_uid="django_realtime.event_saved")
+        signals.events_stored.connect(publishing.events_stored, sender=Event, dispatch_uid="django_realtime.stored")

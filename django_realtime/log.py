@@ -94,6 +94,7 @@ def insert_event(using: str, channel: str, event: str, data_json: str, *, notify
     from .models import Event
 
     stored = Event(channel=channel, event=event, data_json=data_json)
+    stored._announced = True  # publish() wakes the hubs itself, not the post_save receiver
     connection = connections[using]
     if connection.vendor != "postgresql":
         stored.save(using=using, force_insert=True)

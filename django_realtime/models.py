@@ -9,6 +9,15 @@ from django.db import models
 from django.utils import timezone
 
 from .names import CHANNEL_MAX_LENGTH, EVENT_MAX_LENGTH
+from .signals import events_stored
+
+
+class EventQuerySet(models.QuerySet):
+    def bulk_create(self, objs, *args, **kwargs):
+        """Store the events as QuerySet.bulk_create() does, and send ``events_stored`` for them."""
+        created = super().bulk_create(objs, *args, **kwargs)
+        events_stored.send(sender=self.model, events=created, using=self.db)
+        return created
 
 
 class Event(models.Model):
@@ -23,6 +32,8 @@ class Event(models.Model):
     event = models.CharField(max_length=EVENT_MAX_LENGTH, default="message")
     data_json = models.TextField(db_column="data")
     created = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = EventQuerySet.as_manager()
 
     class Meta:
         indexes = [models.Index(fields=["channel", "id"], name="django_realtime_channel_id")]

@@ -15,6 +15,8 @@ from .log import insert_event
 from .names import validate_channel, validate_event_name
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from .models import Event
 
 
@@ -59,6 +61,37 @@ def publish(channel: str, data: Any = None, *, event: str = "message") -> Event:
     stored = insert_event(alias, channel, event, data_json, notify=notify)
     backend.published(stored, alias, notified=notify is not None)
     return stored
+
+
+def announce(events: Iterable[Event], using: str) -> None:
+    """Wake every process's hub once *events*, stored without publish(), commit: once per channel.
+
+    publish() wakes the hubs itself; this is for rows written through the
+    ORM (``create()``, ``save()``, ``bulk_create()``, the admin, ``loaddata``).
+    """
+    from .backends import get_backend
+
+    if using != realtime_settings.DATABASE:
+        return
+    newest: dict[str, Event] = {}
+    for event in events:
+        if event.pk is not None and not getattr(event, "_announced", False):
+            newest[event.channel] = event
+    if newest:
+        backend = get_backend()
+        for event in newest.values():
+            backend.published(event, using)
+
+
+def event_saved(sender: type[Event], instance: Event, created: bool, using: str, **kwargs: Any) -> None:
+    """Receive ``post_save`` for Event."""
+    if created:
+        announce([instance], using)
+
+
+def events_stored(sender: type[Event], events: list[Event], using: str, **kwargs: Any) -> None:
+    """Receive ``signals.events_stored``, sent by ``Event.objects.bulk_create()``."""
+    announce(events, using)
 
 
 async def apublish(channel: str, data: Any = None, *, event: str = "message") -> Event:

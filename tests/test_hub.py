@@ -23,7 +23,10 @@ INPROCESS = {"BACKEND": "inprocess"}
 
 def store_behind_the_hubs_back(channel, data="x"):
     """Insert a row as another process would: no notification reaches this hub."""
-    return Event.objects.create(channel=channel, data_json=f'"{data}"')
+    event = Event(channel=channel, data_json=f'"{data}"')
+    event._announced = True  # as if stored in another process: the post_save wake-up would reach only that one
+    event.save()
+    return event
 
 
 def wait_for(hub, cursor, timeout=5.0):
@@ -302,3 +305,15 @@ def test_a_tick_is_spread_over_slices_and_wakes_each_group_once_per_tick():
         now = hub._next_slice
     assert max(woken_per_slice) == 10, "no slice wakes more than its share"
     assert [group.wakeups for group in groups] == [3] * len(groups), "three ticks, each group woken once in each"
+
+
+@pytest.mark.parametrize("write", ["create", "bulk_create"])
+def test_events_stored_through_the_orm_wake_the_hub_after_commit(write):
+    with override_settings(REALTIME=INPROCESS):  # only wake-ups reach the hub: no polling
+        hub = get_hub()
+        hub.ensure_ready()
+        if write == "create":
+            newest = Event.objects.create(channel="a", data_json='"orm"')
+        else:
+            newest = Event.objects.bulk_create([Event(channel="a", data_json=f'"{n}"') for n in range(3)])[-1]
+        wait_for(hub, newest.id, timeout=1)

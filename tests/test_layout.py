@@ -4,7 +4,20 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "django_realtime"
-CORE = {"publishing", "log", "hub", "streams", "retention", "conf", "names", "exceptions", "models", "backends"}
+CORE = {
+    "publishing",
+    "log",
+    "hub",
+    "reader",
+    "streams",
+    "retention",
+    "conf",
+    "names",
+    "exceptions",
+    "models",
+    "signals",
+    "backends",
+}
 TRANSPORTS = {"sse", "websocket"}
 
 

@@ -7,6 +7,7 @@ from django.db import connections, transaction
 
 from django_realtime import publish
 from django_realtime.log import PostgresTailer, SerialTailer, _unbroken, tailer_for
+from django_realtime.models import Event
 from tests import services
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
@@ -24,10 +25,15 @@ def ids(rows):
     return [row[0] for row in rows]
 
 
-class Held:
-    """Publish in a transaction on another thread and hold it open until commit() or roll_back()."""
+def published():
+    return publish("c", "held").id
 
-    def __init__(self):
+
+class Held:
+    """Store an event in a transaction on another thread (with *write*) and hold it open until end()."""
+
+    def __init__(self, write=published):
+        self.write = write
         self.drawn, self.release, self.keep = threading.Event(), threading.Event(), True
         self.thread = threading.Thread(target=self._run)
         self.thread.start()
@@ -36,7 +42,7 @@ class Held:
     def _run(self):
         try:
             with transaction.atomic(using="postgres"):
-                self.id = publish("c", "held").id
+                self.id = self.write()
                 self.drawn.set()
                 self.release.wait(10)
                 if not self.keep:
@@ -224,3 +230,41 @@ def test_realtime_cursor_gives_an_older_cursor_while_a_publisher_stays_open(sett
     finally:
         held.end(commit=True)
     assert template.render(Context()) == str(after)
+
+
+def created():
+    return Event.objects.using("postgres").create(channel="c", data_json='"created"').id
+
+
+def bulk_created():
+    rows = Event.objects.using("postgres").bulk_create([Event(channel="c", data_json=f'"{n}"') for n in range(3)])
+    return rows[0].id
+
+
+def saved():
+    event = Event(channel="c", data_json='"saved"')
+    event.save(using="postgres")
+    return event.id
+
+
+@pytest.mark.parametrize("write", [created, bulk_created, saved])
+def test_rows_written_through_the_orm_are_held_back_for_too(write):
+    tailer = PostgresTailer("postgres")
+    horizon = tailer.start_horizon()
+    held = Held(write)
+    later = publish("c", "later").id
+    assert tailer.read(horizon) == [], "stepped over an event written through the ORM while it was in flight"
+    held.end(commit=True)
+    assert ids(tailer.read(horizon))[0] == held.id
+    assert ids(tailer.read(horizon))[-1] == later
+
+
+def test_ids_keep_growing_past_the_identity_the_migration_replaced():
+    with connections["postgres"].cursor() as cursor:
+        cursor.execute(
+            "SELECT column_default, is_identity FROM information_schema.columns "
+            "WHERE table_name = 'django_realtime_event' AND column_name = 'id'"
+        )
+        default, identity = cursor.fetchone()
+    assert default == "django_realtime_next_id()" and identity == "NO"
+    assert created() < created()

@@ -9,10 +9,10 @@ from django.test import override_settings
 
 from django_realtime import publish
 from django_realtime.hub import get_hub
-from django_realtime.models import Event
 from django_realtime.retention import prune
 from django_realtime.sse.responses import event_bytes
 from django_realtime.streams import afollow, follow
+from tests.test_hub import store_behind_the_hubs_back
 from tests.threads import publish_and_close
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -164,7 +164,7 @@ def test_a_cursor_the_hub_has_not_read_yet_is_not_mistaken_for_an_unknown_one():
     """A client may resume on this process with an id another process already served."""
     with override_settings(REALTIME=INPROCESS):
         hub = ready_hub()
-        elsewhere = Event.objects.create(channel="a", data_json='"elsewhere"')  # no wake-up here
+        elsewhere = store_behind_the_hubs_back("a", "elsewhere")  # no wake-up here
         assert hub.horizon < elsewhere.id
         batches = follow(hub, frozenset({"a"}), elsewhere.id, keepalive=5)
         live = publish("a", "live")
