@@ -15,6 +15,7 @@ from django_realtime.hub import get_hub
 from django_realtime.streams import follow
 from tests import services
 from tests.redis_server import RedisServer
+from tests.tcp_proxy import TCPProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,6 +129,21 @@ class BackendContract:
         return int(result.stdout)
 
     # The contract ---------------------------------------------------------
+
+    def check_black_hole(self, proxy):
+        """Black-hole the listener's connection (through *proxy*): wake-ups must go on, by polling, then listening."""
+        hub = self.ready_hub()
+        backend = hub.backend
+        wait_until(lambda: backend.listening, message="listening")
+        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=0.2)
+        proxy.blackhole()
+        wait_until(lambda: not backend.listening, timeout=3, message="the silent listener dropped")
+        event_id = self.publish_elsewhere("c", '"while black-holed"')
+        assert [item.id for item in take(batches, 1)] == [event_id]
+        proxy.forward()
+        wait_until(lambda: backend.listening, timeout=20, message="listening again")
+        event_id = self.publish_elsewhere("c", '"after"')
+        assert [item.id for item in take(batches, 1)] == [event_id]
 
     def test_a_local_publish_reaches_the_hub_at_once(self):
         hub = self.ready_hub()
@@ -274,6 +290,13 @@ class TestPostgres(BackendContract):
         event_id = self.publish_elsewhere("c", '"after"')
         assert [item.id for item in take(batches, 1)] == [event_id]
 
+    def test_a_black_holed_listener_is_dropped_the_hub_polls_and_it_listens_again(self, settings):
+        name = connections[self.alias].settings_dict["NAME"]
+        with TCPProxy(services.POSTGRES) as proxy:
+            dsn = f"postgresql://postgres@127.0.0.1:{proxy.port}/{name}"
+            settings.REALTIME = {**settings.REALTIME, "OPTIONS": {"dsn": dsn, "heartbeat": 0.5}}
+            self.check_black_hole(proxy)
+
     def test_a_listener_on_another_database_is_refused_and_the_hub_polls(self, settings, caplog):
         settings.REALTIME = {**settings.REALTIME, "OPTIONS": {"dsn": "postgresql://postgres@127.0.0.1:5432/test"}}
         hub = self.ready_hub()
@@ -326,6 +349,16 @@ class TestRedisOnPostgres(RedisContract):
         wait_until(lambda: backend.listening, message="listening again")
         event_id = self.publish_elsewhere("c", '"after"')
         assert [item.id for item in take(batches, 1)] == [event_id]
+
+
+    def test_a_black_holed_listener_is_dropped_the_hub_polls_and_it_listens_again(self, settings, own_redis):
+        with TCPProxy(("127.0.0.1", own_redis.port)) as proxy:
+            # publish_elsewhere()'s processes reach Redis directly, as other servers would.
+            settings.REALTIME = {
+                **settings.REALTIME,
+                "OPTIONS": {"url": f"redis://127.0.0.1:{proxy.port}/0", "heartbeat": 0.5},
+            }
+            self.check_black_hole(proxy)
 
 
 @pytest.mark.django_db(transaction=True, databases=["default"])

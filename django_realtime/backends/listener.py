@@ -40,8 +40,12 @@ class ListenerBackend(BaseBackend):
     #: Name of the service, for log messages.
     service = "the notification service"
 
-    def __init__(self, fallback_interval: float = 1.0) -> None:
+    def __init__(self, fallback_interval: float = 1.0, heartbeat: float = 5.0) -> None:
         self.fallback_interval = fallback_interval
+        #: Seconds of silence after which listen() checks that its connection still answers, and
+        #: how long the answer may take: a connection that a network partition or a hung server
+        #: keeps open but silent is then dropped, and the hub polls until a new one listens.
+        self.heartbeat = heartbeat
         self._run: Listening | None = None
         self._backoff = 0.1
 

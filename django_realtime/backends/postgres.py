@@ -12,6 +12,10 @@ the hub polls the log until the listener is back, then reads it once more.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import threading
+import time
 from typing import TYPE_CHECKING
 
 from django.db import connections, transaction
@@ -38,8 +42,14 @@ class PostgresBackend(ListenerBackend):
     service = "PostgreSQL"
     insert_notify = CHANNEL
 
-    def __init__(self, dsn: str | None = None, fallback_interval: float = 1.0, database: str | None = None) -> None:
-        super().__init__(fallback_interval)
+    def __init__(
+        self,
+        dsn: str | None = None,
+        fallback_interval: float = 1.0,
+        database: str | None = None,
+        heartbeat: float = 5.0,
+    ) -> None:
+        super().__init__(fallback_interval, heartbeat)
         self.dsn = dsn
         self.database = database
         self._conninfo = ""
@@ -101,8 +111,37 @@ class PostgresBackend(ListenerBackend):
                 connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
                 self.subscribed(run)
                 wake = run.wake
+                heard = time.monotonic()
                 while not run.stopping.is_set():
-                    for _ in connection.notifies(timeout=1.0):
+                    for _ in connection.notifies(timeout=min(1.0, self.heartbeat)):
                         wake()
+                        heard = time.monotonic()
+                    if time.monotonic() - heard >= self.heartbeat:
+                        self._ping(connection)
+                        heard = time.monotonic()
             finally:
                 run.connection = None
+
+    def _ping(self, connection: object) -> None:
+        """Check that *connection* answers within ``heartbeat`` seconds; make it fail if not."""
+        # A query on a connection nobody answers would wait forever, and a
+        # cancel request would go where the query went: shut the socket down.
+        timer = threading.Timer(self.heartbeat, _shut_down, args=(connection,))
+        timer.daemon = True
+        timer.start()
+        try:
+            connection.execute("SELECT 1")  # type: ignore[attr-defined]
+        finally:
+            timer.cancel()
+
+
+def _shut_down(connection: object) -> None:
+    logger.warning("the PostgreSQL listener's connection did not answer; dropping it")
+    try:
+        sock = socket.socket(fileno=os.dup(connection.fileno()))  # type: ignore[attr-defined]
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+    except OSError:
+        pass

@@ -9,6 +9,7 @@ polls the log.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from .listener import ListenerBackend
@@ -28,9 +29,13 @@ class RedisBackend(ListenerBackend):
     service = "Redis"
 
     def __init__(
-        self, url: str = "redis://127.0.0.1:6379/0", fallback_interval: float = 1.0, channel: str = CHANNEL
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        fallback_interval: float = 1.0,
+        channel: str = CHANNEL,
+        heartbeat: float = 5.0,
     ) -> None:
-        super().__init__(fallback_interval)
+        super().__init__(fallback_interval, heartbeat)
         self.url = url
         self.channel = channel
         self._client = None
@@ -64,14 +69,24 @@ class RedisBackend(ListenerBackend):
         pubsub = client.pubsub()
         try:
             pubsub.subscribe(self.channel)
+            heard = time.monotonic()
+            pinged: float | None = None
             while not run.stopping.is_set():
-                message = pubsub.get_message(timeout=1.0)
-                if message is None:
-                    continue
-                if message["type"] == "subscribe":
-                    self.subscribed(run)
-                else:
-                    run.wake()
+                message = pubsub.get_message(timeout=min(1.0, self.heartbeat))
+                now = time.monotonic()
+                if message is not None:
+                    heard, pinged = now, None
+                    kind = message["type"]
+                    if kind == "subscribe":
+                        self.subscribed(run)
+                    elif kind == "message":
+                        run.wake()
+                elif pinged is not None and now - pinged >= self.heartbeat:
+                    # A partition or a hung server keeps the socket open and silent.
+                    raise ConnectionError(f"Redis did not answer a PING within {self.heartbeat:g} s")
+                elif pinged is None and now - heard >= self.heartbeat:
+                    pubsub.ping()
+                    pinged = now
         finally:
             pubsub.close()
             client.close()
