@@ -319,16 +319,27 @@ class Hub:
 
     # Buffering ------------------------------------------------------------
 
-    def append(self, items: list[Item], source: Reader | None = None) -> bool:
+    def append(self, items: list[Item], source: Reader | None = None, pruned: dict[str, int] | None = None) -> bool:
         """Buffer *items* (in id order, after the horizon) and wake the groups of their channels.
 
-        Return False, and change nothing, if *source* is a reader the hub replaced.
+        *pruned* maps channels to the newest id retention deleted after the
+        horizon, unread: the buffer no longer holds every event of those
+        channels below that id, so their streams read the log past it (and
+        get a reset).  Return False, and change nothing, if *source* is a
+        reader the hub replaced.
         """
         woken: dict[int, Waiters] = {}
         with self._lock:
             if source is not None and source is not self._reader:
                 return False
             channels = self._channels
+            for name, mark in (pruned or {}).items():
+                buffer = channels.get(name)
+                if buffer is None:
+                    buffer = channels[name] = ChannelBuffer(self.floor)
+                buffer.floor = max(buffer.floor, min(mark, items[-1].id))
+                for group in buffer.groups:
+                    woken[id(group)] = group
             for item in items:
                 buffer = channels.get(item.channel)
                 if buffer is None:

@@ -192,6 +192,14 @@ def high_water_mark(using: str) -> int:
     return max(newest, pruned)
 
 
+def pruned_after(using: str, horizon: int) -> dict[str, int]:
+    """Return the channels with events after *horizon* that retention deleted, and the newest of those ids."""
+    from .models import PruneMark
+
+    marks = PruneMark.objects.using(using).filter(pruned_through__gt=horizon)
+    return dict(marks.values_list("channel", "pruned_through"))
+
+
 def _unbroken(rows: list[Row], horizon: int, settled: int = 0) -> list[Row]:
     """Return the rows after *horizon* up to the first missing id above *settled*."""
     expected = horizon + 1

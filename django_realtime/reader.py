@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from django.db import connections
 
-from .log import PAGE, PAGE_BYTES, Item, release_connections, tailer_for
+from .log import PAGE, PAGE_BYTES, Item, Row, pruned_after, release_connections, tailer_for
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -50,7 +50,7 @@ class Host(Protocol):
     def read_succeeded(self) -> None: ...
     def read_failed(self, exc: BaseException) -> None: ...
     def read_every(self) -> float: ...
-    def append(self, items: list[Item], source: Reader | None = None) -> bool: ...
+    def append(self, items: list[Item], source: Reader | None = None, pruned: dict[str, int] | None = None) -> bool: ...
 
 
 class Reader:
@@ -126,7 +126,11 @@ class Reader:
     def _read_new(self) -> None:
         hub = self.hub
         while rows := self.tailer.read(hub.horizon):
-            if not hub.append([Item(*row) for row in rows], source=self):
+            # A missing id may be one retention deleted before this hub read
+            # it (a hub that was down or behind): its channel's streams must
+            # then read the log, and be told with a reset, not skip it.
+            pruned = pruned_after(hub.using, hub.horizon) if _has_gap(rows, hub.horizon) else None
+            if not hub.append([Item(*row) for row in rows], source=self, pruned=pruned):
                 return
             if len(rows) < PAGE and sum(len(row[3]) for row in rows) < PAGE_BYTES:
                 return  # a short page is the end (or a gap): no need for an empty read to say so
@@ -158,6 +162,10 @@ class Reader:
                         sock.close()
         except Exception:  # best effort: the reader is replaced anyway
             logger.debug("django_realtime could not interrupt the hub's query", exc_info=True)
+
+
+def _has_gap(rows: list[Row], horizon: int) -> bool:
+    return rows[-1][0] - horizon != len(rows)  # ids are increasing: a jump anywhere shows in the count
 
 
 def _mysql_fd(raw: object) -> int | None:

@@ -24,6 +24,9 @@ from .conf import realtime_settings
 
 BATCH = 1000
 _UNSET = object()
+#: Seconds during which count-based retention leaves a new event alone, so
+#: that the hubs of every process read it before it can go.
+COUNT_GRACE = 60.0
 #: Key of the session advisory lock one pruning process holds on PostgreSQL.
 PRUNE_LOCK_KEY = (0x7265616C, 2)
 #: Name of the lock one pruning process holds on MySQL and MariaDB.
@@ -58,11 +61,15 @@ def prune(
     keep: int | None | object = _UNSET,
     channel: str | None = None,
     using: str | None = None,
+    grace: float = COUNT_GRACE,
 ) -> dict[str, int]:
     """Delete events older than *older_than* and beyond the newest *keep* per channel.
 
     Both default to the MAX_AGE and MAX_EVENTS_PER_CHANNEL settings; None
-    turns a rule off.  Return how many events each rule deleted.
+    turns a rule off.  The count rule spares events younger than *grace*
+    seconds, so that it never deletes one before the hubs of the other
+    processes read it (a hub that was behind even so tells its streams with
+    a reset).  Return how many events each rule deleted.
     """
     from .models import Event
 
@@ -81,13 +88,14 @@ def prune(
             deleted["by_age"] += n
     if keep is not None:
         crowded = events.values("channel").annotate(n=Count("id")).filter(n__gt=keep)
+        recent = timezone.now() - timedelta(seconds=grace)
         for name in list(crowded.values_list("channel", flat=True)):
             own = Event.objects.using(using).filter(channel=name)
             threshold = list(own.order_by("-id").values_list("id", flat=True)[keep : keep + 1])
             if not threshold:
                 continue
             threshold = threshold[0]
-            while n := _delete_batch(using, own.filter(id__lte=threshold)):
+            while n := _delete_batch(using, own.filter(id__lte=threshold, created__lt=recent)):
                 deleted["by_count"] += n
     return deleted
 

@@ -350,7 +350,6 @@ class TestRedisOnPostgres(RedisContract):
         event_id = self.publish_elsewhere("c", '"after"')
         assert [item.id for item in take(batches, 1)] == [event_id]
 
-
     def test_a_black_holed_listener_is_dropped_the_hub_polls_and_it_listens_again(self, settings, own_redis):
         with TCPProxy(("127.0.0.1", own_redis.port)) as proxy:
             # publish_elsewhere()'s processes reach Redis directly, as other servers would.

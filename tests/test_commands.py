@@ -93,7 +93,7 @@ def test_prune_events_reports_what_it_deleted():
     publish("b", 0)
     Event.objects.filter(pk=ids[0]).update(created=timezone.now() - timedelta(hours=3))
     assert run("prune_events", "--older-than", "2h") == "Deleted 1 events (1 by age, 0 by count per channel).\n"
-    assert run("prune_events", "--keep", "1", "--channel", "a") == (
+    assert run("prune_events", "--keep", "1", "--channel", "a", "--grace", "0") == (
         "Deleted 1 events (0 by age, 1 by count per channel).\n"
     )
     assert Event.objects.count() == 2

@@ -212,7 +212,7 @@ def test_a_last_id_from_the_future_gets_a_reset_then_live_events():
 
 def test_a_last_id_older_than_the_retained_history_gets_a_reset_then_what_is_left():
     ids = [publish("chat:e", n).id for n in range(5)]
-    prune(older_than=None, keep=2)
+    prune(older_than=None, grace=0, keep=2)
 
     async def main():
         async with connected() as client:

@@ -33,7 +33,7 @@ def test_prune_by_age_deletes_old_events_and_marks_their_channels():
 def test_prune_by_count_keeps_the_newest_n_of_each_channel():
     a = [publish("a", n).id for n in range(5)]
     b = [publish("b", n).id for n in range(2)]
-    assert prune(older_than=None, keep=2) == {"by_age": 0, "by_count": 3}
+    assert prune(older_than=None, grace=0, keep=2) == {"by_age": 0, "by_count": 3}
     assert sorted(Event.objects.values_list("id", flat=True)) == sorted(a[3:] + b)
     assert marks() == {"a": a[2]}
 
@@ -41,7 +41,7 @@ def test_prune_by_count_keeps_the_newest_n_of_each_channel():
 def test_prune_one_channel_only():
     a = [publish("a", n).id for n in range(3)]
     b = [publish("b", n).id for n in range(3)]
-    prune(older_than=None, keep=0, channel="a")
+    prune(older_than=None, grace=0, keep=0, channel="a")
     assert sorted(Event.objects.values_list("id", flat=True)) == b
     assert marks() == {"a": a[-1]}
 
@@ -49,11 +49,11 @@ def test_prune_one_channel_only():
 def test_prune_works_in_batches_and_marks_never_go_down(monkeypatch):
     monkeypatch.setattr(retention, "BATCH", 3)
     ids = [publish("a", n).id for n in range(10)]
-    assert prune(older_than=None, keep=1)["by_count"] == 9
+    assert prune(older_than=None, grace=0, keep=1)["by_count"] == 9
     assert marks() == {"a": ids[8]}
     PruneMark.objects.filter(channel="a").update(pruned_through=10**9)
     publish("a", "x")
-    prune(older_than=None, keep=1)
+    prune(older_than=None, grace=0, keep=1)
     assert marks() == {"a": 10**9}
 
 
@@ -61,9 +61,9 @@ def test_prune_defaults_to_the_retention_settings():
     events = [publish("a", n) for n in range(4)]
     age(events[0], days=8)
     with override_settings(REALTIME={"MAX_EVENTS_PER_CHANNEL": 2}):
-        assert prune() == {"by_age": 1, "by_count": 1}
+        assert prune(grace=0) == {"by_age": 1, "by_count": 1}
     with override_settings(REALTIME={"MAX_AGE": None, "MAX_EVENTS_PER_CHANNEL": None}):
-        assert prune() == {"by_age": 0, "by_count": 0}
+        assert prune(grace=0) == {"by_age": 0, "by_count": 0}
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
@@ -102,7 +102,7 @@ def test_each_process_prunes_on_a_thread_of_its_own_not_the_hubs_reader():
     from django_realtime.hub import get_hub
 
     with override_settings(REALTIME={"PRUNE_INTERVAL": 0.2, "MAX_EVENTS_PER_CHANNEL": 1}):
-        publish("a", 1)
+        age(publish("a", 1), minutes=2)
         publish("a", 2)
         hub = get_hub()
         assert hub.ensure_ready()
@@ -114,3 +114,12 @@ def test_each_process_prunes_on_a_thread_of_its_own_not_the_hubs_reader():
         assert pruner.runs
         assert Event.objects.filter(channel="a").count() == 1
         assert pruner._thread is not hub._reader.thread
+
+
+def test_count_retention_spares_events_younger_than_the_grace():
+    events = [publish("a", n) for n in range(4)]
+    assert prune(older_than=None, keep=1)["by_count"] == 0  # none is a minute old: other hubs may not have read them
+    age(events[0], seconds=61)
+    age(events[1], seconds=61)
+    assert prune(older_than=None, keep=1)["by_count"] == 2
+    assert list(Event.objects.values_list("id", flat=True)) == [events[2].id, events[3].id]

@@ -84,7 +84,7 @@ def prepare_database(env: dict[str, str]) -> tuple[list[str], str]:
     """
     manage(env, "migrate", "--verbosity", "0")
     pruned_ids = publish_lines(env, PRUNED_CHANNEL, [1, 2, 3, 4, 5])
-    manage(env, "prune_events", "--keep", "1", "--channel", PRUNED_CHANNEL)
+    manage(env, "prune_events", "--keep", "1", "--channel", PRUNED_CHANNEL, "--grace", "0")
     return pruned_ids, publish_event(env, STORED_CHANNEL, "stored")
 
 

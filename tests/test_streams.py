@@ -21,9 +21,14 @@ INPROCESS = {"BACKEND": "inprocess"}
 
 
 def take(batches, count, timeout=5.0):
-    """Take *count* events from a follow() iterator, ignoring keepalives."""
+    """Take *count* events from a follow() iterator, ignoring keepalives, within *timeout* seconds.
+
+    The deadline is checked between batches: give the iterator a short keepalive.
+    """
+    deadline = time.monotonic() + timeout
     items = []
     while len(items) < count:
+        assert time.monotonic() < deadline, f"{len(items)} of {count} events within {timeout}s: {items}"
         items.extend(next(batches))
     return items
 
@@ -121,7 +126,7 @@ def test_a_cursor_from_the_future_gets_a_reset_then_live_events():
 def test_a_cursor_older_than_the_retained_history_gets_a_reset_then_what_is_left():
     ids = [publish("a", n).id for n in range(5)]
     other = publish("b", "kept")
-    prune(older_than=None, keep=2)
+    prune(older_than=None, grace=0, keep=2)
     hub = ready_hub()
     reset, *rest = next(follow(hub, frozenset({"a", "b"}), ids[0], keepalive=5))
     assert json.loads(reset.data_json) == {
@@ -143,7 +148,7 @@ def test_a_stream_that_falls_behind_a_prune_is_told_once():
             if hub.horizon >= ids[-1]:
                 break
             time.sleep(0.01)
-        prune(older_than=None, keep=3)
+        prune(older_than=None, grace=0, keep=3)
         batches = follow(hub, frozenset({"a"}), start, keepalive=0.05)
         got = []
         while (batch := next(batches)) != []:
@@ -154,7 +159,7 @@ def test_a_stream_that_falls_behind_a_prune_is_told_once():
 
 def test_a_cursor_at_the_prune_mark_still_resumes_without_reset():
     ids = [publish("a", n).id for n in range(5)]
-    prune(older_than=None, keep=2)
+    prune(older_than=None, grace=0, keep=2)
     hub = ready_hub()
     items = next(follow(hub, frozenset({"a"}), ids[2], keepalive=5))
     assert [item.id for item in items] == ids[3:]
@@ -259,3 +264,17 @@ def test_a_stream_leaves_the_views_connection_once_the_view_has_returned():
     assert connection.connection is not None
     assert next(batches) == []
     assert connection.connection is None
+
+
+def test_events_pruned_before_the_hub_read_them_give_a_reset_not_a_silent_gap():
+    with override_settings(REALTIME={**INPROCESS, "KEEPALIVE": 120}):  # the hub reads only when poked
+        hub = ready_hub()
+        start = hub.horizon
+        batches = follow(hub, frozenset({"a"}), start, keepalive=0.2)
+        unread = [store_behind_the_hubs_back("a", n) for n in range(3)]  # a hub that is behind
+        prune(older_than=None, grace=0, keep=1)  # another process prunes two of them
+        hub.poke()
+        items = take(batches, 2)
+    assert items[0].event == "reset"
+    assert json.loads(items[0].data_json)["reason"] == "expired"
+    assert [item.id for item in items[1:]] == [unread[2].id]
