@@ -22,6 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "GAP_TIMEOUT": 5.0,
     # Seconds one query of the hub may take before the hub gives up on it and reads again.
     "READ_TIMEOUT": 10.0,
+    # Most database connections one process opens at once for streams that read history from the log.
+    "CATCH_UP_CONNECTIONS": 4,
     # Seconds {% realtime_cursor %} waits for publishing transactions in flight (then an older cursor).
     "CURSOR_TIMEOUT": 1.0,
     # Seconds of silence after which a stream sends a keepalive comment.

@@ -22,18 +22,20 @@ import threading
 import time
 from bisect import bisect_right
 from collections import deque
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from django.core.signals import setting_changed
+from django.db import OperationalError, connections
 
 from .backends import get_backend
 from .conf import realtime_settings
 from .log import Item
-from .reader import Reader
+from .reader import Reader, interrupt
 from .retention import Pruner
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
     from .backends.base import BaseBackend
 
@@ -119,6 +121,7 @@ class Hub:
         keepalive: float = 15.0,
         read_timeout: float = 10.0,
         max_streams: int | None = None,
+        catch_up_connections: int = 4,
     ) -> None:
         self.backend = backend
         self.using = using
@@ -130,6 +133,9 @@ class Hub:
         self.read_timeout = read_timeout
         #: The SSE streams this process serves, MAX_STREAMS at most.
         self.seats = Seats(max_streams)
+        #: Streams reading the log themselves (history older than the buffer), at most this many at once.
+        self.catch_up_connections = catch_up_connections
+        self._catch_ups = threading.BoundedSemaphore(catch_up_connections)
         self._next_slice = self._next_period = 0.0
         #: When the reader reads the log next, unless something wakes it first.
         self.next_read = 0.0
@@ -229,6 +235,30 @@ class Hub:
         """Return whether the hub reads the log now: started, its reader running, its last read a success."""
         reader = self._reader
         return self.ready and reader is not None and reader.alive() and self.error is None
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Let a stream read the log on its own connection, one of CATCH_UP_CONNECTIONS, for READ_TIMEOUT at most.
+
+        After a restart every client whose cursor is older than the new
+        buffer reads the log at once: they take turns, so a reconnect storm
+        opens CATCH_UP_CONNECTIONS connections, not one per client.  A
+        stream that gets no turn within READ_TIMEOUT, or whose read takes
+        longer, gets an OperationalError (and ends; its client resumes later).
+        """
+        if not self._catch_ups.acquire(timeout=self.read_timeout):
+            raise OperationalError(
+                f"no turn to read the event log within {self.read_timeout:g} s: "
+                f"all CATCH_UP_CONNECTIONS ({self.catch_up_connections}) are busy"
+            )
+        timer = threading.Timer(self.read_timeout, interrupt, args=(connections[self.using],))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+            self._catch_ups.release()
 
     # The reader's calls ---------------------------------------------------
 
@@ -508,6 +538,7 @@ def get_hub() -> Hub:
                 keepalive=float(realtime_settings.KEEPALIVE),
                 read_timeout=float(realtime_settings.READ_TIMEOUT),
                 max_streams=realtime_settings.MAX_STREAMS,
+                catch_up_connections=int(realtime_settings.CATCH_UP_CONNECTIONS),
             )
             _hub_pid = os.getpid()
         return _hub

@@ -142,26 +142,31 @@ class Reader:
 
     def interrupt(self) -> None:
         """Make the current query fail now, where the driver allows it from another thread."""
-        connection = self.connection
-        raw = getattr(connection, "connection", None)
-        if connection is None or raw is None:
-            return  # not connected yet: a connect can only be abandoned
-        try:
-            if connection.vendor == "sqlite":
-                raw.interrupt()
-            elif connection.vendor in ("postgresql", "mysql"):
-                # Shut the socket down under the driver: its wait returns at
-                # once with "connection closed", which a cancel request (a new
-                # connection to a server that does not answer) would not.
-                fd = raw.fileno() if connection.vendor == "postgresql" else _mysql_fd(raw)
-                if fd is not None:
-                    sock = socket.socket(fileno=os.dup(fd))
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    finally:
-                        sock.close()
-        except Exception:  # best effort: the reader is replaced anyway
-            logger.debug("django_realtime could not interrupt the hub's query", exc_info=True)
+        if self.connection is not None:
+            interrupt(self.connection)
+
+
+def interrupt(connection: BaseDatabaseWrapper) -> None:
+    """Make a query that another thread runs on *connection* fail now, where the driver allows it."""
+    raw = getattr(connection, "connection", None)
+    if raw is None:
+        return  # not connected yet: a connect can only be abandoned
+    try:
+        if connection.vendor == "sqlite":
+            raw.interrupt()
+        elif connection.vendor in ("postgresql", "mysql"):
+            # Shut the socket down under the driver: its wait returns at
+            # once with "connection closed", which a cancel request (a new
+            # connection to a server that does not answer) would not.
+            fd = raw.fileno() if connection.vendor == "postgresql" else _mysql_fd(raw)
+            if fd is not None:
+                sock = socket.socket(fileno=os.dup(fd))
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                finally:
+                    sock.close()
+    except Exception:  # best effort: the caller gives up on the query anyway
+        logger.debug("django_realtime could not interrupt a query", exc_info=True)
 
 
 def _has_gap(rows: list[Row], horizon: int) -> bool:

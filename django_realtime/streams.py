@@ -99,8 +99,9 @@ class Follower:
         if self.position <= horizon:
             return []
         try:
-            if self.position <= high_water_mark(self.hub.using):
-                return []  # another process served it; this hub will catch up
+            with self.hub.reading():
+                if self.position <= high_water_mark(self.hub.using):
+                    return []  # another process served it; this hub will catch up
         finally:
             release_connections()
         reset = reset_item("unknown", self.position, horizon, sorted(self.channels))
@@ -112,15 +113,17 @@ class Follower:
         from .models import PruneMark
 
         try:
-            # Read first, then look for prune marks above where we were: a
-            # prune that lands between the two gives a reset, never a silent gap.
-            start = self.position
-            page, self.position = read_page(self.hub.using, self.channels, start, self.hub.horizon)
-            marks = list(
-                PruneMark.objects.using(self.hub.using)
-                .filter(channel__in=list(self.channels), pruned_through__gt=max(start, self.reported))
-                .values_list("channel", "pruned_through")
-            )
+            with self.hub.reading():
+                # Read first, then look for prune marks above where we were: a
+                # prune that lands between the two gives a reset, never a silent gap.
+                start = self.position
+                page, position = read_page(self.hub.using, self.channels, start, self.hub.horizon)
+                marks = list(
+                    PruneMark.objects.using(self.hub.using)
+                    .filter(channel__in=list(self.channels), pruned_through__gt=max(start, self.reported))
+                    .values_list("channel", "pruned_through")
+                )
+            self.position = position
             if not marks:
                 return self._wrote(page)
             # Events after the cursor are gone: say so, then go on with
