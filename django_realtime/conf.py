@@ -32,6 +32,8 @@ DEFAULTS: dict[str, Any] = {
     "RETRY": 3000,
     # Most SSE streams one process serves at once (None: no limit); past it, 503 with Retry-After.
     "MAX_STREAMS": 1000,
+    # Seconds a write to an SSE client may block before the connection is cut (None: never; WSGI servers only).
+    "SSE_SEND_TIMEOUT": 30.0,
     # Seconds after which an SSE stream ends, for its client to reconnect and resume (None: never).
     "SSE_MAX_LIFETIME": None,
     # Most channels one SSE connection may subscribe to.

@@ -35,7 +35,7 @@ from .reader import Reader, interrupt
 from .retention import Pruner
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from .backends.base import BaseBackend
 
@@ -43,6 +43,8 @@ logger = logging.getLogger("django_realtime")
 
 #: A tick (every KEEPALIVE/2 seconds, each waiter group woken once) is spread over this many slices.
 TICK_SLICES = 16
+#: Seconds between two looks at the streams' writes, for clients that stopped reading.
+WRITE_CHECK = 0.5
 #: Replaced readers that may stay blocked at once; past that a hung reader is left to its query.
 MAX_STUCK_READERS = 3
 
@@ -88,6 +90,18 @@ class Seats:
             self.taken -= 1
 
 
+class Write:
+    """A stream's write to its client, watched by the hub: a client that stops reading blocks it."""
+
+    __slots__ = ("since", "close")
+
+    def __init__(self, close: Callable[[], None]) -> None:
+        #: time.monotonic() when the server took the stream's current chunk, or 0 between chunks.
+        self.since = 0.0
+        #: Cut the connection: the server's blocked write fails and the stream ends.
+        self.close = close
+
+
 class ChannelBuffer:
     """The buffered events of one channel: every one of them with an id in (floor, hub.horizon]."""
 
@@ -122,6 +136,7 @@ class Hub:
         read_timeout: float = 10.0,
         max_streams: int | None = None,
         catch_up_connections: int = 4,
+        send_timeout: float | None = None,
     ) -> None:
         self.backend = backend
         self.using = using
@@ -136,6 +151,12 @@ class Hub:
         #: Streams reading the log themselves (history older than the buffer), at most this many at once.
         self.catch_up_connections = catch_up_connections
         self._catch_ups = threading.BoundedSemaphore(catch_up_connections)
+        #: Seconds a write to a client may block before the hub cuts the connection (None: never).
+        self.send_timeout = send_timeout
+        self._writes: set[Write] = set()
+        self._next_write_check = 0.0
+        #: Connections cut because their client stopped reading, for tests and status().
+        self.slow_clients = 0
         self._next_slice = self._next_period = 0.0
         #: When the reader reads the log next, unless something wakes it first.
         self.next_read = 0.0
@@ -229,6 +250,7 @@ class Hub:
             "horizon": self.horizon,
             "streams": self.seats.taken,
             "readers_replaced": self.replaced,
+            "slow_clients_closed": self.slow_clients,
         }
 
     def healthy(self) -> bool:
@@ -293,9 +315,42 @@ class Hub:
                 if now >= self._next_slice:
                     self._tick(now)
                 self._supervise(now)
+                if now >= self._next_write_check:
+                    self._next_write_check = now + WRITE_CHECK
+                    self._check_writes(now)
             except Exception:  # the ticker must outlive any bug in what it calls
                 logger.exception("django_realtime hub tick failed")
             self._stop.wait(max(0.01, min(self._next_slice - time.monotonic(), 0.25)))
+
+    def watch_write(self, close: Callable[[], None]) -> Write | None:
+        """Watch a stream's writes (see Write); call unwatch() with the result when it ends."""
+        if self.send_timeout is None:
+            return None
+        write = Write(close)
+        with self._lock:
+            self._writes.add(write)
+        return write
+
+    def unwatch(self, write: Write | None) -> None:
+        if write is not None:
+            with self._lock:
+                self._writes.discard(write)
+
+    def _check_writes(self, now: float) -> None:
+        """Cut the connections whose client has not taken a chunk for send_timeout seconds."""
+        timeout = self.send_timeout
+        if timeout is None:
+            return
+        with self._lock:
+            stuck = [write for write in self._writes if write.since and now - write.since > timeout]
+        for write in stuck:
+            write.since = 0.0
+            self.slow_clients += 1
+            logger.info("django_realtime closes an SSE stream whose client has not read for %g s", timeout)
+            try:
+                write.close()
+            except Exception:
+                logger.warning("django_realtime could not close a stream's connection", exc_info=True)
 
     def _supervise(self, now: float) -> None:
         """Replace a reader that died or hangs: streams must never be left unwoken."""
@@ -539,6 +594,7 @@ def get_hub() -> Hub:
                 read_timeout=float(realtime_settings.READ_TIMEOUT),
                 max_streams=realtime_settings.MAX_STREAMS,
                 catch_up_connections=int(realtime_settings.CATCH_UP_CONNECTIONS),
+                send_timeout=realtime_settings.SSE_SEND_TIMEOUT,
             )
             _hub_pid = os.getpid()
         return _hub

@@ -8,6 +8,9 @@ a sync one otherwise.
 
 from __future__ import annotations
 
+import functools
+import socket
+import time
 from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
@@ -20,9 +23,9 @@ from ..streams import afollow, follow
 from .encoding import KEEPALIVE, encode_event, encode_retry
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
 
-    from ..hub import Hub
+    from ..hub import Hub, Write
     from ..log import Item
 
 
@@ -78,11 +81,63 @@ def sse_chunk(batch: list[Item]) -> bytes:
     return b"".join(map(event_bytes, batch)) if batch else KEEPALIVE
 
 
+class Watched:
+    """Iterate a stream for a WSGI server, telling the hub when the server holds a chunk it has not sent.
+
+    The server pulls the next chunk only once it has written the last: while
+    it holds one (``write.since`` set), a client that stops reading blocks
+    it, and the hub cuts the connection after SSE_SEND_TIMEOUT.  A class,
+    not a generator: a waiting stream's memory is mostly its stack.
+    """
+
+    __slots__ = ("iterator", "hub", "write")
+
+    def __init__(self, iterator: Iterator[bytes], hub: Hub, write: Write) -> None:
+        self.iterator = iterator
+        self.hub = hub
+        self.write = write
+
+    def __iter__(self) -> Watched:
+        return self
+
+    def __next__(self) -> bytes:
+        self.write.since = 0.0
+        chunk = next(self.iterator)
+        self.write.since = time.monotonic()
+        return chunk
+
+    def close(self) -> None:
+        self.hub.unwatch(self.write)
+        self.iterator.close()  # type: ignore[attr-defined]
+
+
+def connection_closer(request: HttpRequest) -> Callable[[], None] | None:
+    """Return a callable that cuts *request*'s connection from another thread, or None if the server offers none."""
+    sock = request.META.get("gunicorn.socket")
+    if sock is None:
+        return None
+    return functools.partial(_shut_down, sock)
+
+
+def _shut_down(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed
+        pass
+
+
 def sse_stream(
-    hub: Hub, channels: frozenset[str], cursor: int | None, keepalive: float, lifetime: float | None = None
+    hub: Hub,
+    channels: frozenset[str],
+    cursor: int | None,
+    keepalive: float,
+    lifetime: float | None = None,
+    close: Callable[[], None] | None = None,
 ) -> Iterator[bytes]:
-    """Return the SSE bytes of a stream, for threads and gevent."""
-    return follow(hub, channels, cursor, keepalive, sse_chunk, first=prelude(), lifetime=lifetime)
+    """Return the SSE bytes of a stream, for threads and gevent; *close* cuts its connection."""
+    stream = follow(hub, channels, cursor, keepalive, sse_chunk, first=prelude(), lifetime=lifetime)
+    write = hub.watch_write(close) if close is not None else None
+    return stream if write is None else Watched(stream, hub, write)
 
 
 async def asse_stream(

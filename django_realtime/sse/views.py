@@ -17,7 +17,7 @@ from ..exceptions import InvalidChannelName, InvalidCursor
 from ..hub import get_hub
 from ..log import release_connections
 from ..names import parse_cursor, validate_channel
-from .responses import SSEResponse, asse_stream, is_async_request, sse_stream
+from .responses import SSEResponse, asse_stream, connection_closer, is_async_request, sse_stream
 
 logger = logging.getLogger("django_realtime")
 
@@ -90,7 +90,7 @@ def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpRespon
     if is_async_request(request):
         response = SSEResponse(asse_stream(hub, names, cursor, keepalive, lifetime))
     else:
-        response = SSEResponse(sse_stream(hub, names, cursor, keepalive, lifetime))
+        response = SSEResponse(sse_stream(hub, names, cursor, keepalive, lifetime, connection_closer(request)))
     # The server closes every response it was given, streamed or not, whatever ended it.
     response._resource_closers.append(hub.seats.give)
     return response
