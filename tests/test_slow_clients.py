@@ -46,7 +46,9 @@ def test_a_client_that_stops_reading_is_cut_off_and_resumes_with_nothing_lost(tm
             assert status["slow_clients_closed"] == 1, status
             stalled.close()
             # The cut-off client reconnects with the last id it parsed, and misses nothing.
-            resumed = EventStream(server.events_url(), params=[("channel", "demo:slow")], headers={"Last-Event-ID": "0"})
+            resumed = EventStream(
+                server.events_url(), params=[("channel", "demo:slow")], headers={"Last-Event-ID": "0"}
+            )
             with resumed:
                 assert [sse.id for sse in resumed.take(EVENTS, timeout=30)] == ids
         finally:
