@@ -338,9 +338,7 @@ class Hub:
 
     def _check_writes(self, now: float) -> None:
         """Cut the connections whose client has not taken a chunk for send_timeout seconds."""
-        timeout = self.send_timeout
-        if timeout is None:
-            return
+        timeout = self.send_timeout  # not None: watch_write() adds no write without one
         with self._lock:
             stuck = [write for write in self._writes if write.since and now - write.since > timeout]
         for write in stuck:

@@ -18,6 +18,8 @@ missing id (a gap) as "maybe still in flight" until it knows better:
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -82,6 +84,26 @@ def release_connections() -> None:
     for conn in connections.all(initialized_only=True):
         if not conn.in_atomic_block:
             conn.close()
+
+
+def shut_down_socket(fd: int) -> None:
+    """Shut down the socket behind file descriptor *fd*, which another thread may be blocked on.
+
+    Its blocked read or write returns at once with "connection closed",
+    which a cancel request (a new connection to a server that does not
+    answer) would not.  A duplicate of *fd* is shut down, not *fd* itself
+    closed, so the owner's descriptor stays valid until it closes it.
+    """
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:  # already closed
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
 
 
 def insert_event(using: str, channel: str, event: str, data_json: str, *, notify: str | None = None) -> Event:

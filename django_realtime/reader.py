@@ -13,15 +13,13 @@ takes rows from its current reader.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Protocol
 
 from django.db import connections
 
-from .log import PAGE, PAGE_BYTES, Item, Row, pruned_after, release_connections, tailer_for
+from .log import PAGE, PAGE_BYTES, Item, Row, pruned_after, release_connections, shut_down_socket, tailer_for
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -155,16 +153,9 @@ def interrupt(connection: BaseDatabaseWrapper) -> None:
         if connection.vendor == "sqlite":
             raw.interrupt()
         elif connection.vendor in ("postgresql", "mysql"):
-            # Shut the socket down under the driver: its wait returns at
-            # once with "connection closed", which a cancel request (a new
-            # connection to a server that does not answer) would not.
             fd = raw.fileno() if connection.vendor == "postgresql" else _mysql_fd(raw)
             if fd is not None:
-                sock = socket.socket(fileno=os.dup(fd))
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                finally:
-                    sock.close()
+                shut_down_socket(fd)
     except Exception:  # best effort: the caller gives up on the query anyway
         logger.debug("django_realtime could not interrupt a query", exc_info=True)
 

@@ -12,8 +12,6 @@ the hub polls the log until the listener is back, then reads it once more.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING
 from django.db import connections, transaction
 
 from ..conf import realtime_settings
+from ..log import shut_down_socket
 from .listener import ListenerBackend, Listening
 
 if TYPE_CHECKING:
@@ -137,11 +136,4 @@ class PostgresBackend(ListenerBackend):
 
 def _shut_down(connection: object) -> None:
     logger.warning("the PostgreSQL listener's connection did not answer; dropping it")
-    try:
-        sock = socket.socket(fileno=os.dup(connection.fileno()))  # type: ignore[attr-defined]
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        finally:
-            sock.close()
-    except OSError:
-        pass
+    shut_down_socket(connection.fileno())  # type: ignore[attr-defined]

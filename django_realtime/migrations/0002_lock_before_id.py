@@ -22,6 +22,12 @@ FUNCTION = "django_realtime_next_id"
 LOCK_KEY = (0x7265616C, 1)
 
 
+def last_value(cursor, sequence):
+    """Return the last value *sequence* handed out (one below its start if none)."""
+    cursor.execute(f"SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM {sequence}")
+    return cursor.fetchone()[0]
+
+
 def forwards(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
@@ -30,10 +36,7 @@ def forwards(apps, schema_editor):
         # and past every id the log ever held (pruned ones included).
         cursor.execute(f"SELECT pg_get_serial_sequence('{TABLE}', 'id')")
         (identity,) = cursor.fetchone()
-        last = 0
-        if identity is not None:
-            cursor.execute(f"SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM {identity}")
-            (last,) = cursor.fetchone()
+        last = 0 if identity is None else last_value(cursor, identity)
         cursor.execute(
             f"SELECT greatest(%s, (SELECT coalesce(max(id), 0) FROM {TABLE}),"
             " (SELECT coalesce(max(pruned_through), 0) FROM django_realtime_prunemark))",
@@ -55,8 +58,7 @@ def backwards(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
     with schema_editor.connection.cursor() as cursor:
-        cursor.execute(f"SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM {SEQUENCE}")
-        (last,) = cursor.fetchone()
+        last = last_value(cursor, SEQUENCE)
     schema_editor.execute(f"ALTER TABLE {TABLE} ALTER COLUMN id DROP DEFAULT")
     schema_editor.execute(f"DROP FUNCTION {FUNCTION}()")
     schema_editor.execute(f"DROP SEQUENCE {SEQUENCE}")

@@ -18,7 +18,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, StreamingHttpResponse
 
 from ..conf import realtime_settings
-from ..log import release_connections
+from ..log import release_connections, shut_down_socket
 from ..streams import afollow, follow
 from .encoding import KEEPALIVE, encode_event, encode_retry
 
@@ -120,10 +120,7 @@ def connection_closer(request: HttpRequest) -> Callable[[], None] | None:
 
 
 def _shut_down(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:  # already closed
-        pass
+    shut_down_socket(sock.fileno())  # -1 once closed: nothing to shut down
 
 
 def sse_stream(

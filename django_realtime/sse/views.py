@@ -137,12 +137,13 @@ def health(request: HttpRequest) -> HttpResponse:
     hub.ensure_ready(0)
     status = hub.status()
     status["error"] = type(hub.error).__name__ if hub.error is not None else None
+    healthy = hub.healthy()
     response = HttpResponse(
-        json.dumps({"status": "ok" if hub.healthy() else "unavailable", **status}),
-        status=200 if hub.healthy() else 503,
+        json.dumps({"status": "ok" if healthy else "unavailable", **status}),
+        status=200 if healthy else 503,
         content_type="application/json",
     )
-    if response.status_code == 503:
+    if not healthy:
         response["Retry-After"] = retry_after()
     response["Cache-Control"] = "no-store"
     return response
