@@ -590,6 +590,34 @@ def test_a_log_that_cannot_be_read_closes_the_connection_with_4002(monkeypatch):
     run(main())
 
 
+def test_past_max_streams_a_connection_is_closed_with_4002_until_one_leaves():
+    async def opened():
+        communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/")
+        accepted, _ = await communicator.connect(TIMEOUT)
+        assert accepted
+        return communicator, Client(communicator)
+
+    async def main():
+        first, first_client = await opened()
+        second, second_client = await opened()
+        refused, refused_client = await opened()
+        assert await refused_client.closed_with() == protocol.CLOSE_UNAVAILABLE
+        await refused.disconnect()
+        # The two seated ones are served; the refused one gave back no seat it never had.
+        assert await first_client.request({"type": "ping"}) == {"type": "pong"}
+        assert await second_client.request({"type": "ping"}) == {"type": "pong"}
+        assert get_hub().seats.taken == 2
+        await first.disconnect()
+        third, third_client = await opened()
+        assert await third_client.request({"type": "ping"}) == {"type": "pong"}
+        await second.disconnect()
+        await third.disconnect()
+        assert get_hub().seats.taken == 0
+
+    with realtime(MAX_STREAMS=2):
+        run(main())
+
+
 def test_a_subscription_that_fails_closes_the_connection_with_4002(monkeypatch, caplog):
     def failing(*args, **kwargs):
         raise OperationalError("no such table")

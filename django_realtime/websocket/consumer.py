@@ -108,6 +108,18 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
         self.hub = get_hub()
+        #: Whether this connection holds one of the process's MAX_STREAMS seats.
+        self.seated = self.hub.seats.take()
+        if not self.seated:
+            logger.warning(
+                "django_realtime refuses a WebSocket: this process serves MAX_STREAMS (%s)", self.hub.seats.limit
+            )
+            # Accepted to be closed with a code of our own: a refused handshake
+            # is a bare 1006 in the browser, which says nothing of retrying.
+            self.closing = True
+            await self.accept()
+            await self.close(protocol.CLOSE_UNAVAILABLE)
+            return
         ready = self.hub.ensure_ready(0) or await sync_to_async(self.hub.ensure_ready, thread_sensitive=False)()
         await self.accept()
         if not ready:
@@ -145,6 +157,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
+        if getattr(self, "seated", False):
+            self.seated = False
+            self.hub.seats.give()
         if hasattr(self, "lifetime"):
             self.lifetime.cancel()
         tasks = list(self.tasks)
