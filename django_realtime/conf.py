@@ -20,6 +20,8 @@ DEFAULTS: dict[str, Any] = {
     "POLL_INTERVAL": 0.25,
     # Seconds a gap in the ids is waited for on databases other than SQLite and PostgreSQL.
     "GAP_TIMEOUT": 5.0,
+    # PostgreSQL: seconds a transaction that published may sit idle before the server ends it (None: no bound).
+    "PUBLISH_IDLE_TIMEOUT": 60.0,
     # Seconds one query of the hub may take before the hub gives up on it and reads again.
     "READ_TIMEOUT": 10.0,
     # Most database connections one process opens at once for streams that read history from the log.
@@ -30,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "KEEPALIVE": 15.0,
     # Reconnection delay sent to EventSource clients, in milliseconds.
     "RETRY": 3000,
-    # Most SSE streams one process serves at once (None: no limit); past it, 503 with Retry-After.
+    # Most streams (SSE and WebSocket) one process serves at once (None: no limit); past it, 503 or 4002.
     "MAX_STREAMS": 1000,
     # Seconds a write to an SSE client may block before the connection is cut (None: never; WSGI servers only).
     "SSE_SEND_TIMEOUT": 30.0,

@@ -242,6 +242,7 @@ class Hub:
         """Describe the hub's health: for a health check, and for logs."""
         reader = self._reader
         now = time.monotonic()
+        waiting = None if reader is None else reader.tailer.waiting_since
         return {
             "ready": self.ready,
             "reader": "running" if reader is not None and reader.alive() else "stopped",
@@ -249,6 +250,7 @@ class Hub:
             "seconds_since_read": None if self.last_read is None else round(now - self.last_read, 3),
             "horizon": self.horizon,
             "streams": self.seats.taken,
+            "waiting_for_publishers": None if waiting is None else round(now - waiting, 3),
             "readers_replaced": self.replaced,
             "slow_clients_closed": self.slow_clients,
         }

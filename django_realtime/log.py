@@ -106,12 +106,24 @@ def shut_down_socket(fd: int) -> None:
         sock.close()
 
 
-def insert_event(using: str, channel: str, event: str, data_json: str, *, notify: str | None = None) -> Event:
+def insert_event(
+    using: str,
+    channel: str,
+    event: str,
+    data_json: str,
+    *,
+    notify: str | None = None,
+    idle_timeout: float | None = None,
+) -> Event:
     """Store one event and return it, with its id.
 
     On PostgreSQL, *notify* names a LISTEN channel to which the same
     statement sends ``NOTIFY "channel id"``: PostgreSQL delivers it when the
-    transaction commits and drops it on rollback.
+    transaction commits and drops it on rollback.  Inside a transaction,
+    *idle_timeout* (seconds) bounds how long that transaction may then sit
+    idle: every hub holds delivery back behind it (commit order), so the
+    server ends it past that, unless its own idle_in_transaction_session_timeout
+    is shorter.
     """
     from .models import Event
 
@@ -124,12 +136,22 @@ def insert_event(using: str, channel: str, event: str, data_json: str, *, notify
     meta = Event._meta
     column = {field.name: connection.ops.quote_name(field.column) for field in meta.concrete_fields}
     table = connection.ops.quote_name(meta.db_table)
-    params: list[object] = [*LOCK_KEY, channel, event, data_json, stored.created]
+    params: list[object] = [*LOCK_KEY]
+    bound = ""
+    if idle_timeout is not None and connection.in_atomic_block:
+        # SET LOCAL, in the same statement: it lasts as long as the transaction.
+        milliseconds = max(1, round(idle_timeout * 1000))
+        bound = (
+            ", (SELECT count(set_config(name, %s, true)) FROM pg_settings "
+            "WHERE name = 'idle_in_transaction_session_timeout' AND setting::bigint NOT BETWEEN 1 AND %s)"
+        )
+        params += [str(milliseconds), milliseconds]
+    params += [channel, event, data_json, stored.created]
     # The CTE takes the lock before the INSERT draws its id from the
     # sequence, so a tailer that sees a later id can find this transaction
     # among the lock's holders.
     sql = (
-        f"WITH lock AS (SELECT pg_advisory_xact_lock_shared(%s, %s)), "
+        f"WITH lock AS (SELECT pg_advisory_xact_lock_shared(%s, %s){bound}), "
         f"ins AS (INSERT INTO {table} ({column['channel']}, {column['event']}, {column['data_json']}, "
         f"{column['created']}) SELECT %s, %s, %s, %s FROM lock RETURNING {column['id']} AS id) "
     )
@@ -235,6 +257,9 @@ def _unbroken(rows: list[Row], horizon: int, settled: int = 0) -> list[Row]:
 class Tailer:
     """Read committed rows after a horizon, never stepping over an in-flight id."""
 
+    #: time.monotonic() since when committed rows wait behind an id still in flight, or None.
+    waiting_since: float | None = None
+
     def __init__(self, using: str) -> None:
         self.using = using
         #: Rows to ask for next: fewer after a page of large events, so a
@@ -295,6 +320,8 @@ class GapTailer(Tailer):
         self._pending: tuple[int, object] | None = None
         #: Every missing id up to here is known dead (rolled back).
         self._settled = 0
+        #: time.monotonic() when the tailer began to hold rows back behind the gap it waits at, or None.
+        self.waiting_since: float | None = None
 
     def read(self, horizon: int) -> list[Row]:
         rows = self._read_after(horizon)
@@ -305,7 +332,7 @@ class GapTailer(Tailer):
         if not self._settled_by(evidence):
             return safe
         # Every id up to top is now visible or dead: read again, past the dead.
-        self._pending = None
+        self._pending = self.waiting_since = None
         self._settled = max(self._settled, top)
         return self._safe(self._read_after(horizon), horizon)
 
@@ -313,12 +340,14 @@ class GapTailer(Tailer):
         """Return the rows up to the first gap, and keep the evidence that will settle it."""
         safe = _unbroken(rows, horizon, self._settled)
         if len(safe) == len(rows):
-            self._pending = None  # no gap now: one seen before has filled
+            self._pending = self.waiting_since = None  # no gap now: one seen before has filled
             return safe
         gap = max((safe[-1][0] if safe else horizon) + 1, self._settled + 1)
         if self._pending is None or self._pending[0] < gap:
             # Evidence taken after seeing rows[-1] covers every id below it;
             # evidence of an older gap, since filled, covers nothing here.
+            if self._pending is None:
+                self.waiting_since = time.monotonic()
             self._pending = (rows[-1][0], self._evidence())
         return safe
 

@@ -58,7 +58,9 @@ def publish(channel: str, data: Any = None, *, event: str = "message") -> Event:
     backend = get_backend()
     data_json = encode_data(data, limit=realtime_settings.MAX_DATA_SIZE)
     notify = backend.insert_notify if connections[alias].vendor == "postgresql" else None
-    stored = insert_event(alias, channel, event, data_json, notify=notify)
+    stored = insert_event(
+        alias, channel, event, data_json, notify=notify, idle_timeout=realtime_settings.PUBLISH_IDLE_TIMEOUT
+    )
     backend.published(stored, alias, notified=notify is not None)
     return stored
 

@@ -30,6 +30,8 @@ logger = logging.getLogger("django_realtime")
 RETRY_FIRST = 0.1
 #: ...and at most: delivery resumes within about this long of the database's return.
 RETRY_MOST = 1.0
+#: Seconds behind a publishing transaction in flight after which the reader logs a warning.
+WAITING_WARNING = 10.0
 
 
 class Host(Protocol):
@@ -63,6 +65,8 @@ class Reader:
         self.busy_since: float | None = None
         #: The connection the current query runs on, for interrupt().
         self.connection: BaseDatabaseWrapper | None = None
+        #: The tailer's waiting_since when the reader last warned of it.
+        self.warned: float | None = None
         self.thread = threading.Thread(target=self.run, name="django-realtime-hub", daemon=True)
 
     def start(self) -> None:
@@ -87,6 +91,7 @@ class Reader:
                             hub.started(started)
                     elif poked or time.monotonic() >= hub.next_read:
                         self._read_new()
+                        self._warn_if_held_back()
                         # After the read: a gap it found asks for a recheck soon.
                         hub.next_read = time.monotonic() + hub.read_every()
                     self._end()
@@ -132,6 +137,18 @@ class Reader:
                 return
             if len(rows) < PAGE and sum(len(row[3]) for row in rows) < PAGE_BYTES:
                 return  # a short page is the end (or a gap): no need for an empty read to say so
+
+    def _warn_if_held_back(self) -> None:
+        since = self.tailer.waiting_since
+        if since is None or since == self.warned or time.monotonic() - since < WAITING_WARNING:
+            return
+        self.warned = since
+        logger.warning(
+            "django_realtime holds back every channel's events: for %.0f s they have waited for a transaction "
+            "that published before them to end (commit order; PUBLISH_IDLE_TIMEOUT bounds an idle one on "
+            "PostgreSQL)",
+            time.monotonic() - since,
+        )
 
     def hung(self, now: float, timeout: float) -> bool:
         """Return whether the current query has run longer than *timeout* seconds."""

@@ -1,9 +1,10 @@
 """The gap-safe tailer on PostgreSQL, step by step (the commit-order trap)."""
 
 import threading
+import time
 
 import pytest
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 
 from django_realtime import publish
 from django_realtime.log import PostgresTailer, SerialTailer, _unbroken, tailer_for
@@ -268,3 +269,92 @@ def test_ids_keep_growing_past_the_identity_the_migration_replaced():
         default, identity = cursor.fetchone()
     assert default == "django_realtime_next_id()" and identity == "NO"
     assert created() < created()
+
+
+# A publisher that stays open ---------------------------------------------------
+
+
+def wait_for(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return result
+
+
+def test_a_publisher_held_open_holds_back_every_channel_and_the_hub_says_so(caplog, monkeypatch):
+    from django_realtime import reader
+    from django_realtime.hub import get_hub
+
+    monkeypatch.setattr(reader, "WAITING_WARNING", 0.3)
+    hub = get_hub()
+    assert hub.ensure_ready()
+    assert hub.status()["waiting_for_publishers"] is None
+    held = Held()
+    try:
+        other = publish("another-channel", "later").id
+        hub.poke()
+        assert wait_for(lambda: (hub.status()["waiting_for_publishers"] or 0) > 0.5)
+        assert hub.horizon < held.id  # the other channel's event waits too: commit order
+        assert wait_for(lambda: "holds back every channel's events" in caplog.text)
+    finally:
+        held.end(commit=True)
+    hub.poke()
+    assert wait_for(lambda: hub.horizon >= other)
+    assert hub.status()["waiting_for_publishers"] is None
+
+
+def idle_timeout():
+    with connections["postgres"].cursor() as cursor:
+        cursor.execute("SHOW idle_in_transaction_session_timeout")
+        return cursor.fetchone()[0]
+
+
+def test_a_transaction_that_publishes_may_sit_idle_for_publish_idle_timeout(settings):
+    with transaction.atomic(using="postgres"):
+        publish("c", 1)
+        assert idle_timeout() == "1min"  # the default, 60 s, for this transaction only
+    assert idle_timeout() == "0"
+    publish("c", 2)  # autocommit: nothing to bound
+    assert idle_timeout() == "0"
+    with transaction.atomic(using="postgres"):
+        with connections["postgres"].cursor() as cursor:
+            cursor.execute("SET LOCAL idle_in_transaction_session_timeout = 200")
+        publish("c", 3)
+        assert idle_timeout() == "200ms"  # a stricter bound of the project's own is kept
+    settings.REALTIME = {**settings.REALTIME, "PUBLISH_IDLE_TIMEOUT": None}
+    with transaction.atomic(using="postgres"):
+        publish("c", 4)
+        assert idle_timeout() == "0"
+
+
+def test_past_publish_idle_timeout_the_server_ends_the_publisher_and_the_rest_flows(settings):
+    settings.REALTIME = {**settings.REALTIME, "PUBLISH_IDLE_TIMEOUT": 0.5}
+    tailer = PostgresTailer("postgres")
+    horizon = tailer.start_horizon()
+    outcome = {}
+    drawn = threading.Event()
+
+    def stuck():
+        try:
+            with transaction.atomic(using="postgres"):
+                outcome["id"] = publish("c", "stuck").id
+                drawn.set()
+                time.sleep(2)  # idle in transaction: a view waiting on something else
+                Event.objects.using("postgres").count()
+        except DatabaseError as exc:
+            outcome["error"] = exc
+        finally:
+            connections["postgres"].close()
+
+    thread = threading.Thread(target=stuck)
+    thread.start()
+    try:
+        assert drawn.wait(10)
+        later = publish("c", "later").id
+        assert tailer.read(horizon) == []
+        # PostgreSQL ends the idle transaction after 0.5 s: its id is dead, the later event flows.
+        assert wait_for(lambda: ids(tailer.read(horizon)) == [later], timeout=5)
+    finally:
+        thread.join(10)
+    assert "idle-in-transaction timeout" in str(outcome["error"])
+    assert not Event.objects.using("postgres").filter(id=outcome["id"]).exists()
