@@ -18,12 +18,14 @@ missing id (a gap) as "maybe still in flight" until it knows better:
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import socket
 import time
 from typing import TYPE_CHECKING
 
-from django.db import connections
+from django.db import DatabaseError, connections, transaction
 from django.db.models import Max
 
 if TYPE_CHECKING:
@@ -39,6 +41,12 @@ PAGE_BYTES = 1024 * 1024
 LOCK_KEY = (0x7265616C, 1)  # b"real"
 #: Seconds between two re-reads while a gap is unresolved.
 GAP_RECHECK = 0.1
+#: Seconds INNODB_TRX must go unread before InnoDB refreshes its cache of it (0.1 s), with room.
+INNODB_TRX_CACHE = 0.12
+#: Longest wait, in seconds, before INNODB_TRX is read again while its cache stays stale.
+INNODB_TRX_STALE_MOST = 4.0
+#: MySQL error codes of a user without the PROCESS privilege (ER_SPECIFIC_ACCESS_DENIED_ERROR, ...).
+_NO_PRIVILEGE = (1227, 1142, 1044)
 
 Row = tuple[int, str, str, str]
 
@@ -212,6 +220,8 @@ def read_rows(
     with connections[using].cursor() as cursor:
         cursor.execute(sql, params)
         rows: list[Row] = cursor.fetchall()
+    if not isinstance(rows, list):  # mysqlclient gives a tuple
+        rows = list(rows)
     size = 0
     for index, row in enumerate(rows):
         size += len(row[3])
@@ -398,6 +408,148 @@ class PostgresTailer(GapTailer):
         return not (evidence & self._holders())  # type: ignore[operator]
 
 
+class Sighting:
+    """The InnoDB transactions that may hold a missing id: those open when the gap was seen."""
+
+    __slots__ = ("open", "retry_at", "stale")
+
+    def __init__(self) -> None:
+        #: (connection id, start) of each transaction open since the sighting, once listed fresh.
+        self.open: set[tuple[int, object]] | None = None
+        #: time.monotonic() before which the list is not asked for again, after a stale one.
+        self.retry_at = 0.0
+        #: Stale lists in a row.
+        self.stale = 0
+
+
+_nonces = itertools.count()
+
+
+class InnoDBTailer(GapTailer):
+    """MySQL and MariaDB: a gap is settled when the InnoDB transactions open at its sighting have ended.
+
+    An id is drawn inside a transaction that InnoDB lists in
+    ``information_schema.INNODB_TRX`` from its first statement until it
+    ends.  A missing id u below a visible id V was drawn before V (the
+    auto-increment counter only grows), so u's transaction was open before
+    V committed, before the read that saw V: in a list taken after that
+    read, it is there unless it has ended.  Once all of those have ended, u
+    is visible or will never exist.
+
+    InnoDB serves the table from a cache that it refreshes only when nobody
+    has read it for 0.1 s (``CACHE_MIN_IDLE_TIME_US`` in trx0i_s.cc), so a
+    list can be older than the read.  The first list of a sighting is
+    therefore taken inside a transaction of the tailer's own, begun after
+    the read, by a statement that carries a nonce, and is used only if it
+    shows that transaction running that very statement (an older cache may
+    show an older transaction of the same connection).  Between two lists
+    the tailer leaves the table unread for INNODB_TRX_CACHE or more, with
+    jitter and a backoff while lists come back stale, since processes that
+    read it more often than every 0.1 s between them would keep the cache
+    from ever being refreshed.
+
+    Autocommit read-only statements, which cannot draw an id, are left out
+    (``trx_is_read_only``), so a long report holds nothing back.  Other
+    transactions do, while they are open: InnoDB does not say which table a
+    transaction wrote.  Reading INNODB_TRX needs the PROCESS privilege;
+    without it the tailer warns once and waits GAP_TIMEOUT at each gap.
+    """
+
+    _LIST = (
+        "SELECT trx_mysql_thread_id, trx_started, trx_mysql_thread_id = CONNECTION_ID(), trx_query "
+        "FROM information_schema.INNODB_TRX WHERE trx_is_read_only = 0"
+    )
+
+    def __init__(self, using: str) -> None:
+        super().__init__(using)
+        self._start: Sighting | None = None
+        #: Set when INNODB_TRX cannot be read: GAP_TIMEOUT rules, as on other databases.
+        self.fallback: TimeoutTailer | None = None
+
+    def _list(self) -> tuple[set[tuple[int, object]], bool]:
+        """Return the other connections' open transactions, and whether the list is newer than this call.
+
+        The list is taken inside a transaction begun here, by a statement
+        that carries a nonce: it shows that statement if, and only if,
+        InnoDB refreshed its cache during it.
+        """
+        from .models import Event
+
+        connection = connections[self.using]
+        table = connection.ops.quote_name(Event._meta.db_table)
+        nonce = f"django_realtime {os.getpid()} {next(_nonces)}"
+        with connection.cursor() as cursor, transaction.atomic(using=self.using):
+            cursor.execute(f"SELECT 1 FROM {table} LIMIT 1")  # InnoDB begins this transaction here
+            cursor.execute(f"{self._LIST} /* {nonce} */")
+            rows = cursor.fetchall()
+        fresh = any(row[2] and nonce in (row[3] or "") for row in rows)
+        return {(row[0], row[1]) for row in rows if not row[2]}, fresh
+
+    def _ended(self, sighting: Sighting) -> bool:
+        """Return whether every transaction open at *sighting* has ended (False: not known yet)."""
+        now = time.monotonic()
+        if now < sighting.retry_at:
+            return False
+        try:
+            listed, fresh = self._list()
+        except DatabaseError as exc:
+            if getattr(exc, "args", (None,))[0] not in _NO_PRIVILEGE:
+                raise
+            self._fall_back(exc)
+            return False
+        if fresh:
+            sighting.stale = 0
+            sighting.open = listed if sighting.open is None else sighting.open & listed
+            if not sighting.open:
+                return True
+        else:
+            sighting.stale += 1  # the cache is older than this call: not read for 0.1 s since
+        # Leave the cache unread for a while, for InnoDB to refresh it; longer while
+        # it stays stale (other processes read it too), with jitter to part them.
+        longest = min(INNODB_TRX_CACHE * 2 ** (sighting.stale + 1), INNODB_TRX_STALE_MOST)
+        sighting.retry_at = now + random.uniform(INNODB_TRX_CACHE, longest)
+        return False
+
+    def _fall_back(self, exc: Exception) -> None:
+        import logging
+
+        logging.getLogger("django_realtime").warning(
+            "django_realtime cannot list InnoDB's open transactions (%s): grant the database user the "
+            "PROCESS privilege, or each gap in the event ids (a rolled-back publish) holds delivery back "
+            "GAP_TIMEOUT seconds and an event that commits later than that is not delivered live",
+            exc,
+        )
+        self.fallback = TimeoutTailer(self.using)
+
+    def _begin_start(self) -> int:
+        newest = super()._begin_start()
+        self._start = Sighting()
+        return newest
+
+    def settled_start(self) -> bool:
+        if self._start is None or self.fallback is not None:
+            return True  # without the privilege a hub starts at once, as on other databases
+        if self._ended(self._start):
+            self._start = None
+            return True
+        return self.fallback is not None
+
+    def _evidence(self) -> object:
+        if self.fallback is not None:
+            return self.fallback._evidence()
+        return Sighting()
+
+    def _settled_by(self, evidence: object) -> bool:
+        if self.fallback is not None and not isinstance(evidence, Sighting):
+            return self.fallback._settled_by(evidence)
+        if self._ended(evidence):  # type: ignore[arg-type]
+            return True
+        if self.fallback is not None and self._pending is not None:
+            # The privilege is missing, found out just now: GAP_TIMEOUT from now.
+            self._pending = (self._pending[0], self.fallback._evidence())
+        return False
+
+
 class TimeoutTailer(GapTailer):
     """Other databases: a gap still open after GAP_TIMEOUT seconds is skipped."""
 
@@ -417,4 +569,6 @@ def tailer_for(using: str) -> Tailer:
         return SerialTailer(using)
     if vendor == "postgresql":
         return PostgresTailer(using)
+    if vendor == "mysql":
+        return InnoDBTailer(using)
     return TimeoutTailer(using)

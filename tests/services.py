@@ -7,6 +7,7 @@ from typing import NoReturn
 import pytest
 
 POSTGRES = ("127.0.0.1", 5432)
+MARIADB = ("127.0.0.1", 3306)
 REDIS = ("127.0.0.1", 6379)
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -24,6 +25,25 @@ def require(address, name):
     if answers(address):
         return
     unavailable(f"{name} is not answering on {address[0]}:{address[1]}", remedy="start it to run this test")
+
+
+def mysql_driver() -> bool:
+    """Return whether mysqlclient, the driver Django's MySQL backend uses, is installed."""
+    try:
+        import MySQLdb  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def require_mariadb() -> None:
+    """Skip the test unless MariaDB answers and mysqlclient is installed (in CI, fail instead)."""
+    require(MARIADB, "MariaDB")
+    if not mysql_driver():
+        unavailable(
+            "mysqlclient is not installed",
+            remedy="pip install mysqlclient (it needs pkg-config and libmariadb-dev) to run this test",
+        )
 
 
 def unavailable(message: str, *, remedy: str = "install it to run this test") -> NoReturn:

@@ -4,7 +4,7 @@ import os
 import tempfile
 
 from testproject.settings import *  # noqa: F403
-from tests.services import POSTGRES, answers
+from tests.services import MARIADB, POSTGRES, answers, mysql_driver
 
 REALTIME = {**REALTIME, "PRUNE_INTERVAL": None}  # noqa: F405
 
@@ -24,4 +24,16 @@ if answers(POSTGRES):
         "HOST": POSTGRES[0],
         "PORT": POSTGRES[1],
         "TEST": {"NAME": f"test_django_realtime_{os.getpid()}"},
+    }
+
+if answers(MARIADB) and mysql_driver():
+    # Tests that need MariaDB (or MySQL) ask for this alias (databases=["default", "mysql"]).
+    DATABASES["mysql"] = {  # noqa: F405
+        "ENGINE": "django.db.backends.mysql",
+        "NAME": "test",
+        "USER": "root",
+        "HOST": MARIADB[0],
+        "PORT": MARIADB[1],
+        "OPTIONS": {"charset": "utf8mb4"},
+        "TEST": {"NAME": f"test_django_realtime_{os.getpid()}", "CHARSET": "utf8mb4"},
     }

@@ -1,0 +1,199 @@
+"""The gap-safe tailer on MariaDB (InnoDB), step by step: the commit-order trap without GAP_TIMEOUT."""
+
+import threading
+import time
+
+import pytest
+from django.db import connections, transaction
+
+from django_realtime import publish
+from django_realtime.log import InnoDBTailer, TimeoutTailer, tailer_for
+from tests import services
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "mysql"])
+
+#: Far longer than the InnoDB rule needs (INNODB_TRX_CACHE plus a recheck or two): a
+#: tailer that waited GAP_TIMEOUT out instead, or skipped, fails the test.
+GAP_TIMEOUT = 30.0
+
+
+@pytest.fixture(autouse=True)
+def _log_on_mariadb(settings):
+    services.require_mariadb()
+    settings.REALTIME = {
+        "BACKEND": "inprocess",
+        "DATABASE": "mysql",
+        "PRUNE_INTERVAL": None,
+        "GAP_TIMEOUT": GAP_TIMEOUT,
+    }
+    yield
+    connections["mysql"].close()
+
+
+def ids(rows):
+    return [row[0] for row in rows]
+
+
+def published():
+    return publish("c", "held").id
+
+
+class Held:
+    """Run *work* in a transaction on another thread and hold the transaction open until end()."""
+
+    def __init__(self, work=published):
+        self.work = work
+        self.drawn, self.release, self.keep = threading.Event(), threading.Event(), True
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+        assert self.drawn.wait(10)
+
+    def _run(self):
+        try:
+            with transaction.atomic(using="mysql"):
+                self.id = self.work()
+                self.drawn.set()
+                self.release.wait(20)
+                if not self.keep:
+                    transaction.set_rollback(True, using="mysql")
+        finally:
+            connections["mysql"].close()
+
+    def end(self, *, commit):
+        self.keep = commit
+        self.release.set()
+        self.thread.join(10)
+
+
+def read_until(tailer, horizon, expected, timeout=5.0):
+    """Read after *horizon* until the rows' ids are *expected*; return the seconds it took."""
+    start = time.monotonic()
+    while (got := ids(tailer.read(horizon))) != expected:
+        assert not got or got == expected[: len(got)], f"read {got}, expected {expected}"
+        assert time.monotonic() - start < timeout, f"read {got} for {timeout}s, expected {expected}"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def test_mariadb_gets_the_innodb_tailer():
+    assert isinstance(tailer_for("mysql"), InnoDBTailer)
+
+
+def test_the_tailer_holds_back_behind_an_open_transaction_and_releases_in_order():
+    tailer = tailer_for("mysql")
+    horizon = tailer.start_horizon()
+    held = Held()
+    later = publish("c", "later").id
+    time.sleep(0.5)  # many rechecks: the open transaction must hold the later event back all along
+    assert tailer.read(horizon) == []
+    assert tailer.recheck_after is not None
+    held.end(commit=True)
+    read_until(tailer, horizon, [held.id, later])
+
+
+def test_a_rolled_back_id_costs_a_fraction_of_a_second_not_gap_timeout():
+    tailer = tailer_for("mysql")
+    horizon = tailer.start_horizon()
+    held = Held()
+    later = publish("c", "later").id
+    assert tailer.read(horizon) == []
+    held.end(commit=False)
+    assert read_until(tailer, horizon, [later], timeout=2.0) < 2.0
+    assert tailer.recheck_after is None
+
+
+def test_a_transaction_that_stays_open_past_gap_timeout_is_still_delivered_in_order(settings):
+    settings.REALTIME = {**settings.REALTIME, "GAP_TIMEOUT": 0.2}
+    tailer = tailer_for("mysql")
+    horizon = tailer.start_horizon()
+    held = Held()
+    later = publish("c", "later").id
+    time.sleep(1.0)  # five GAP_TIMEOUTs: the timeout rule would have skipped the held id
+    assert tailer.read(horizon) == []
+    held.end(commit=True)
+    read_until(tailer, horizon, [held.id, later])
+
+
+def test_innodb_trx_is_never_read_from_a_cache_older_than_the_read_that_saw_the_gap():
+    tailer = tailer_for("mysql")
+    horizon = tailer.start_horizon()  # lists INNODB_TRX: InnoDB's cache of it is fresh for 0.1 s
+    held = Held()  # ...and this transaction, begun after, is not in that cache
+    later = publish("c", "later").id
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        assert tailer.read(horizon) == [], "a gap was settled from a cache that did not list its transaction"
+        time.sleep(0.01)
+    held.end(commit=True)
+    read_until(tailer, horizon, [held.id, later])
+
+
+def test_a_long_read_only_statement_elsewhere_does_not_hold_a_gap_open():
+    before = publish("c", "before").id
+    tailer = tailer_for("mysql")
+    horizon = tailer.start_horizon()
+    started = threading.Event()
+
+    def report():
+        try:
+            with connections["mysql"].cursor() as cursor:
+                started.set()
+                # Autocommit and read-only, on the log's table: InnoDB lists it, and it cannot draw an id.
+                cursor.execute("SELECT SLEEP(3) FROM django_realtime_event WHERE id >= %s LIMIT 1", [before])
+        finally:
+            connections["mysql"].close()
+
+    reading = threading.Thread(target=report)
+    reading.start()
+    assert started.wait(5)
+    time.sleep(0.2)
+    try:
+        held = Held()
+        later = publish("c", "later").id
+        held.end(commit=False)
+        assert read_until(tailer, horizon, [later], timeout=2.0) < 2.0
+    finally:
+        reading.join(10)
+
+
+def test_start_horizon_waits_for_publishers_in_flight():
+    held = Held()
+    result = {}
+
+    def start():
+        try:
+            result["horizon"] = tailer_for("mysql").start_horizon()
+        finally:
+            connections["mysql"].close()
+
+    later = publish("c", "later").id
+    starting = threading.Thread(target=start)
+    starting.start()
+    starting.join(0.5)
+    assert starting.is_alive(), "the hub started while an id below the newest was in flight"
+    held.end(commit=True)
+    starting.join(10)
+    assert result["horizon"] == later
+
+
+def test_without_the_process_privilege_the_tailer_warns_and_waits_gap_timeout(settings, caplog, monkeypatch):
+    from MySQLdb import OperationalError as DriverError
+
+    settings.REALTIME = {**settings.REALTIME, "GAP_TIMEOUT": 0.3}
+
+    def denied(self):
+        from django.db.utils import OperationalError
+
+        raise OperationalError(1227, "Access denied; you need (at least one of) the PROCESS privilege(s)") from (
+            DriverError(1227, "denied")
+        )
+
+    monkeypatch.setattr(InnoDBTailer, "_list", denied)
+    tailer = tailer_for("mysql")
+    horizon = tailer.start_horizon()
+    held = Held()
+    later = publish("c", "later").id
+    # The timeout rule: the held id is skipped after GAP_TIMEOUT, though it is still open.
+    assert read_until(tailer, horizon, [later], timeout=3.0) >= 0.3
+    held.end(commit=True)
+    assert isinstance(tailer.fallback, TimeoutTailer)
+    assert "grant the database user the PROCESS privilege" in caplog.text
