@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -23,6 +24,10 @@ from django.utils import timezone
 from .conf import realtime_settings
 
 BATCH = 1000
+#: Seconds between two batches: publishers waiting for SQLite's write lock
+#: get it, and under gevent (where a SQLite call blocks the whole process)
+#: the streams run, between batches rather than after the whole prune.
+BATCH_PAUSE = 0.005
 _UNSET = object()
 #: Seconds during which count-based retention leaves a new event alone, so
 #: that the hubs of every process read it before it can go.
@@ -52,7 +57,9 @@ def _delete_batch(using: str, queryset) -> int:
                 PruneMark.objects.using(using).filter(channel=channel, pruned_through__lt=newest).update(
                     pruned_through=newest
                 )
-        return batch.delete()[0]
+        deleted = batch.delete()[0]
+    time.sleep(BATCH_PAUSE)
+    return deleted
 
 
 def prune(
