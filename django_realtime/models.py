@@ -8,13 +8,21 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
-from .names import CHANNEL_MAX_LENGTH, EVENT_MAX_LENGTH
+from .exceptions import InvalidEventData
+from .names import CHANNEL_MAX_LENGTH, EVENT_MAX_LENGTH, validate_channel, validate_event_name
 from .signals import events_stored
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 class EventQuerySet(models.QuerySet):
     def bulk_create(self, objs, *args, **kwargs):
         """Store the events as QuerySet.bulk_create() does, and send ``events_stored`` for them."""
+        objs = list(objs)
+        for obj in objs:
+            obj.check_fields()
         created = super().bulk_create(objs, *args, **kwargs)
         events_stored.send(sender=self.model, events=created, using=self.db)
         return created
@@ -40,6 +48,26 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id} {self.channel} {self.event}"
+
+    def check_fields(self) -> None:
+        """Raise a ValueError subclass unless this row, written without publish(), holds what publish() would store.
+
+        A row with a line break in its event name, or data that is not one
+        JSON value, would break every stream that reaches it (a WebSocket
+        message carries the data as it is): ``save()``, ``loaddata`` (through
+        ``pre_save``) and ``bulk_create()`` refuse it before it is written.
+        """
+        validate_channel(self.channel)
+        validate_event_name(self.event)
+        text = self.data_json
+        if not isinstance(text, str):
+            raise InvalidEventData(f"data_json must be JSON text, not {type(text).__name__}")
+        try:
+            json.loads(text, parse_constant=_no_constant)
+        except RecursionError:
+            raise InvalidEventData("data_json is nested too deeply") from None
+        except ValueError as exc:
+            raise InvalidEventData(f"data_json is not one JSON value: {exc}") from None
 
     @property
     def data(self) -> Any:

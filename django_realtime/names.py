@@ -31,12 +31,17 @@ def _check(kind: str, value: object, pattern: re.Pattern[str], max_length: int, 
     if not value:
         return f"{kind} must not be empty"
     if any(c in value for c in _LINE_BREAKS):
-        return f"{kind} must not contain CR, LF or NUL: {value!r}"
+        return f"{kind} must not contain CR, LF or NUL: {_shown(value)}"
     if len(value) > max_length:
-        return f"{kind} is longer than {max_length} characters: {value[:40]!r}..."
+        return f"{kind} is longer than {max_length} characters: {_shown(value)}"
     if not pattern.match(value):
-        return f"{kind} may contain only {allowed}: {value!r}"
+        return f"{kind} may contain only {allowed}: {_shown(value)}"
     return ""
+
+
+def _shown(value: str, length: int = 40) -> str:
+    """Return *value* for an error message: its start, so that an error is never much longer than its cause."""
+    return repr(value) if len(value) <= length else f"{value[:length]!r}..."
 
 
 def validate_channel(name: object) -> str:

@@ -41,6 +41,12 @@ def encode_data(data: Any, *, limit: int | None = None) -> str:
     return text
 
 
+def event_saving(sender: type[Event], instance: Event, raw: bool, **kwargs: Any) -> None:
+    """Receive ``pre_save`` for Event: check rows written through the ORM, loaddata too."""
+    if not getattr(instance, "_announced", False):
+        instance.check_fields()
+
+
 def publish(channel: str, data: Any = None, *, event: str = "message") -> Event:
     """Store an event on *channel* and return it; subscribers see it once the transaction commits.
 

@@ -618,6 +618,44 @@ def test_past_max_streams_a_connection_is_closed_with_4002_until_one_leaves():
         run(main())
 
 
+def test_an_authorize_hook_that_raises_fails_the_request_not_the_connection(caplog):
+    async def main():
+        async with connected() as client:
+            reply = await client.request({"type": "subscribe", "channel": "chat:a", "ref": 1})
+            assert (reply["type"], reply["code"], reply["ref"]) == ("error", "unavailable", 1)
+            assert await client.request({"type": "ping"}) == {"type": "pong"}
+            assert get_hub().seats.taken == 1
+
+    with realtime(AUTHORIZE="tests.test_consumer.raising_hook"):
+        run(main())
+    assert get_hub().seats.taken == 0
+    assert "AUTHORIZE hook raised for subscribe chat:a" in caplog.text
+
+
+def raising_hook(user, channel, action):
+    raise OperationalError("the database behind the hook is down")
+
+
+def test_a_connection_that_crashes_gives_its_seat_back(monkeypatch):
+    async def crash(self, request):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("django_realtime.websocket.consumer.RealtimeConsumer.subscribe", crash)
+
+    async def main():
+        communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/")
+        accepted, _ = await communicator.connect(TIMEOUT)
+        assert accepted
+        assert get_hub().seats.taken == 1
+        await Client(communicator).send({"type": "subscribe", "channel": "chat:a"})
+        with pytest.raises(RuntimeError, match="a bug"):
+            await communicator.receive_output(TIMEOUT)
+        assert get_hub().seats.taken == 0
+
+    with realtime(MAX_STREAMS=1):
+        run(main())
+
+
 def test_a_subscription_that_fails_closes_the_connection_with_4002(monkeypatch, caplog):
     def failing(*args, **kwargs):
         raise OperationalError("no such table")

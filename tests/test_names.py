@@ -67,3 +67,13 @@ def test_cursors(text, value):
 def test_malformed_cursors(text):
     with pytest.raises(InvalidCursor, match="decimal number"):
         parse_cursor(text)
+
+
+@pytest.mark.parametrize("name", ["a\n" * 30_000, "a" * 30_000, "é" * 150])
+def test_an_error_quotes_only_the_start_of_a_long_name(name):
+    with pytest.raises(InvalidChannelName) as info:
+        validate_channel(name)
+    assert len(str(info.value)) < 150
+    with pytest.raises(InvalidEventName) as info:
+        validate_event_name(name)
+    assert len(str(info.value)) < 150

@@ -140,3 +140,44 @@ def test_stored_json_is_compact():
 
     assert json.loads(encode_data({"a": [1, 2]})) == {"a": [1, 2]}
     assert encode_data({"a": [1, 2]}) == '{"a":[1,2]}'
+
+
+# Rows written without publish() ------------------------------------------------
+
+BAD_ROWS = [
+    pytest.param({"channel": "c", "event": "x\ndata: injected", "data_json": "1"}, InvalidEventName, id="event-lf"),
+    pytest.param({"channel": "c", "event": "reset", "data_json": "1"}, InvalidEventName, id="event-reserved"),
+    pytest.param({"channel": "bad channel", "data_json": "1"}, InvalidChannelName, id="channel"),
+    pytest.param({"channel": "c", "data_json": '1,"channel":"other"'}, InvalidEventData, id="two-values"),
+    pytest.param({"channel": "c", "data_json": "NaN"}, InvalidEventData, id="nan"),
+    pytest.param({"channel": "c", "data_json": "{"}, InvalidEventData, id="unclosed"),
+    pytest.param({"channel": "c", "data_json": "[" * 100_000 + "]" * 100_000}, InvalidEventData, id="deep"),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("fields", "error"), BAD_ROWS)
+def test_the_orm_refuses_a_row_that_publish_would_refuse(fields, error):
+    with pytest.raises(error):
+        Event.objects.create(**fields)
+    with pytest.raises(error):
+        Event.objects.bulk_create([Event(channel="c", data_json="1"), Event(**fields)])
+    assert not Event.objects.exists()
+
+
+@pytest.mark.django_db
+def test_loaddata_refuses_such_a_row_too(tmp_path):
+    from django.core.management import call_command
+
+    fixture = tmp_path / "events.json"
+    fields = {"channel": "c", "event": "x\ny", "data_json": "1", "created": "2026-01-01T00:00:00Z"}
+    fixture.write_text(json.dumps([{"model": "django_realtime.event", "pk": 1, "fields": fields}]))
+    with pytest.raises(InvalidEventName):
+        call_command("loaddata", str(fixture), verbosity=0)
+    assert not Event.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_orm_stores_a_row_that_publish_would_store():
+    stored = Event.objects.create(channel="c", event="said", data_json='{"a": [1, 2.5, "\\u2028"]}')
+    assert Event.objects.get(pk=stored.pk).data == {"a": [1, 2.5, "\u2028"]}

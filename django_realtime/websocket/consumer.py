@@ -155,11 +155,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if lifetime:
             self.lifetime = loop.call_later(lifetime, self.shut, protocol.CLOSE_LIFETIME)
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Here, not in disconnect(): a consumer that crashed never gets there.
+            if getattr(self, "seated", False):
+                self.seated = False
+                self.hub.seats.give()
+
     async def disconnect(self, code: int) -> None:
         self.closing = True
-        if getattr(self, "seated", False):
-            self.seated = False
-            self.hub.seats.give()
         if hasattr(self, "lifetime"):
             self.lifetime.cancel()
         tasks = list(self.tasks)
@@ -386,9 +392,18 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if reply is not None:
             await self.put(reply)
 
-    async def authorize(self, channel: str, action: str) -> bool:
-        """Ask the ``AUTHORIZE`` hook, on a worker thread: it may query the database."""
-        return bool(await run_released(get_authorizer(), self.user, channel, action))
+    async def authorize(self, channel: str, action: str, ref: protocol.Ref) -> bool:
+        """Ask the ``AUTHORIZE`` hook, on a worker thread: it may query the database.
+
+        A hook that raises fails the request with ``unavailable``, not the connection.
+        """
+        try:
+            return bool(await run_released(get_authorizer(), self.user, channel, action))
+        except Exception:
+            logger.exception("django_realtime's AUTHORIZE hook raised for %s %s", action, channel)
+            raise protocol.ProtocolError(
+                protocol.UNAVAILABLE, f"could not check whether you may {action} {channel}; try again later", ref
+            ) from None
 
     async def subscribe(self, request: protocol.Subscribe) -> None:
         channel = _valid_channel(request.channel, request.ref)
@@ -403,7 +418,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             raise protocol.ProtocolError(
                 protocol.TOO_MANY_CHANNELS, f"at most {limit} subscriptions per connection", request.ref
             )
-        if not await self.authorize(channel, SUBSCRIBE):
+        if not await self.authorize(channel, SUBSCRIBE, request.ref):
             raise protocol.ProtocolError(protocol.FORBIDDEN, f"not allowed to subscribe to {channel}", request.ref)
         # Without last_id, start at the hub's horizon: every event after it
         # is delivered, and the client holds a cursor before any event arrives.
@@ -446,7 +461,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             raise protocol.ProtocolError(
                 protocol.RATE_LIMITED, f"more than {rate:g} publishes per second; wait and retry", request.ref
             )
-        if not await self.authorize(channel, PUBLISH):
+        if not await self.authorize(channel, PUBLISH, request.ref):
             raise protocol.ProtocolError(protocol.FORBIDDEN, f"not allowed to publish to {channel}", request.ref)
         try:
             stored = await run_released(publish, channel, request.data, event=event)
