@@ -56,6 +56,8 @@ class BackendContract:
     def _configure(self, settings, django_db_blocker):
         for address, name in self.services:
             services.require(address, name)
+        if self.alias == "mysql":
+            services.require_mariadb()
         settings.REALTIME = {
             "BACKEND": self.backend,
             "OPTIONS": self.options,
@@ -105,6 +107,8 @@ class BackendContract:
         settings_dict = connections[self.alias].settings_dict
         if settings_dict["ENGINE"].endswith("sqlite3"):
             url = f"sqlite:///{settings_dict['NAME']}"
+        elif settings_dict["ENGINE"].endswith("mysql"):
+            url = f"mysql://{settings_dict['USER']}@{settings_dict['HOST']}:{settings_dict['PORT']}/{settings_dict['NAME']}"
         else:
             url = f"postgres://{settings_dict['USER']}@{settings_dict['HOST']}:{settings_dict['PORT']}/{settings_dict['NAME']}"
         return {
@@ -362,4 +366,18 @@ class TestRedisOnPostgres(RedisContract):
 
 @pytest.mark.django_db(transaction=True, databases=["default"])
 class TestRedisOnSQLite(RedisContract):
+    services = ((services.REDIS, "Redis"),)
+
+
+MARIADB_DB = pytest.mark.django_db(transaction=True, databases=["default", "mysql"])
+
+
+@MARIADB_DB
+class TestPollingOnMariaDB(PollingContract):
+    alias = "mysql"
+
+
+@MARIADB_DB
+class TestRedisOnMariaDB(RedisContract):
+    alias = "mysql"
     services = ((services.REDIS, "Redis"),)
