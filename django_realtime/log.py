@@ -414,8 +414,8 @@ class Sighting:
     __slots__ = ("open", "retry_at", "stale")
 
     def __init__(self) -> None:
-        #: (connection id, start) of each transaction open since the sighting, once listed fresh.
-        self.open: set[tuple[int, object]] | None = None
+        #: A key of each transaction open since the sighting (see InnoDBTailer._list), once listed fresh.
+        self.open: set[tuple[object, ...]] | None = None
         #: time.monotonic() before which the list is not asked for again, after a stale one.
         self.retry_at = 0.0
         #: Stale lists in a row.
@@ -448,15 +448,18 @@ class InnoDBTailer(GapTailer):
     read it more often than every 0.1 s between them would keep the cache
     from ever being refreshed.
 
-    Autocommit read-only statements, which cannot draw an id, are left out
-    (``trx_is_read_only``), so a long report holds nothing back.  Other
+    A transaction is known by its InnoDB id once it has written, and by its
+    connection and start before (a start has whole seconds only: a
+    connection's next transaction begun in the same second is waited for
+    too).  Autocommit read-only statements, which cannot draw an id, are
+    left out (``trx_is_read_only``), so a long report holds nothing back.  Other
     transactions do, while they are open: InnoDB does not say which table a
     transaction wrote.  Reading INNODB_TRX needs the PROCESS privilege;
     without it the tailer warns once and waits GAP_TIMEOUT at each gap.
     """
 
     _LIST = (
-        "SELECT trx_mysql_thread_id, trx_started, trx_mysql_thread_id = CONNECTION_ID(), trx_query "
+        "SELECT trx_id, trx_mysql_thread_id, trx_started, trx_mysql_thread_id = CONNECTION_ID(), trx_query "
         "FROM information_schema.INNODB_TRX WHERE trx_is_read_only = 0"
     )
 
@@ -466,8 +469,13 @@ class InnoDBTailer(GapTailer):
         #: Set when INNODB_TRX cannot be read: GAP_TIMEOUT rules, as on other databases.
         self.fallback: TimeoutTailer | None = None
 
-    def _list(self) -> tuple[set[tuple[int, object]], bool]:
+    def _list(self) -> tuple[set[tuple[object, ...]], set[tuple[object, ...]], bool]:
         """Return the other connections' open transactions, and whether the list is newer than this call.
+
+        Each transaction comes as the key a sighting keeps (its InnoDB id, or
+        while it has written nothing and has none, its connection and start)
+        and, in the second set, every key it answers to: one that had no id
+        yet when it was sighted is still recognised once it has one.
 
         The list is taken inside a transaction begun here, by a statement
         that carries a nonce: it shows that statement if, and only if,
@@ -482,8 +490,15 @@ class InnoDBTailer(GapTailer):
             cursor.execute(f"SELECT 1 FROM {table} LIMIT 1")  # InnoDB begins this transaction here
             cursor.execute(f"{self._LIST} /* {nonce} */")
             rows = cursor.fetchall()
-        fresh = any(row[2] and nonce in (row[3] or "") for row in rows)
-        return {(row[0], row[1]) for row in rows if not row[2]}, fresh
+        fresh = any(row[3] and nonce in (row[4] or "") for row in rows)
+        keys, answers = set(), set()
+        for trx_id, thread, started, own, _query in rows:
+            if own:
+                continue
+            by_start = ("started", thread, started)
+            keys.add(("trx", trx_id) if trx_id not in (0, "0") else by_start)
+            answers.update({("trx", trx_id), by_start})
+        return keys, answers, fresh
 
     def _ended(self, sighting: Sighting) -> bool:
         """Return whether every transaction open at *sighting* has ended (False: not known yet)."""
@@ -491,7 +506,7 @@ class InnoDBTailer(GapTailer):
         if now < sighting.retry_at:
             return False
         try:
-            listed, fresh = self._list()
+            listed, answers, fresh = self._list()
         except DatabaseError as exc:
             if getattr(exc, "args", (None,))[0] not in _NO_PRIVILEGE:
                 raise
@@ -499,7 +514,7 @@ class InnoDBTailer(GapTailer):
             return False
         if fresh:
             sighting.stale = 0
-            sighting.open = listed if sighting.open is None else sighting.open & listed
+            sighting.open = listed if sighting.open is None else sighting.open & answers
             if not sighting.open:
                 return True
         else:

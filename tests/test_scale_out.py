@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from tests.scale_out_helpers import (
     terminate_listeners,
 )
 from tests.servers import Server, manage, project_env
-from tests.services import POSTGRES
+from tests.services import MARIADB, POSTGRES, require_mariadb
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
 
@@ -72,28 +73,56 @@ SEEDS = {None: 100, "terminate-listener": 300, "restart-redis": 400}
 class Database:
     name: str
     url: str
-    admin: Any  # autocommit psycopg connection to the server's "test" database
-    log: Any  # autocommit psycopg connection to this database
+    admin: Any  # autocommit psycopg connection to the server's "test" database (PostgreSQL only)
+    log: Any  # autocommit DB-API connection to this database
 
     def newest_id(self) -> int:
-        return self.log.execute("SELECT coalesce(max(id), 0) FROM django_realtime_event").fetchone()[0]
+        cursor = self.log.cursor()
+        cursor.execute("SELECT coalesce(max(id), 0) FROM django_realtime_event")
+        return cursor.fetchone()[0]
+
+
+def migrated(url: str) -> None:
+    """Migrate the database at *url*, and give it events on CHANNELS that nobody may receive."""
+    env = project_env(url)
+    manage(env, "migrate", "--verbosity", "0")
+    # Below every subscriber's cursor: delivering one of them is a bug.
+    seed = "from django_realtime import publish\nfor n in range(3):\n"
+    seed += "".join(f"    publish({channel!r}, {{'seed': n}}, event='scale')\n" for channel in CHANNELS)
+    manage(env, "shell", "--command", seed)
 
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[Database]:
-    """A fresh PostgreSQL database, migrated, with events on CHANNELS that nobody may receive; dropped afterwards."""
+    """A fresh PostgreSQL database, migrated and seeded; dropped afterwards."""
     import psycopg
 
     with scratch_database("realtime_scale") as (name, admin):
         url = f"postgres://postgres@{POSTGRES[0]}:{POSTGRES[1]}/{name}"
-        env = project_env(url)
-        manage(env, "migrate", "--verbosity", "0")
-        # Below every subscriber's cursor: delivering one of them is a bug.
-        seed = "from django_realtime import publish\nfor n in range(3):\n"
-        seed += "".join(f"    publish({channel!r}, {{'seed': n}}, event='scale')\n" for channel in CHANNELS)
-        manage(env, "shell", "--command", seed)
+        migrated(url)
         with closing(psycopg.connect(f"{SERVER}/{name}", autocommit=True, connect_timeout=5)) as log:
             yield Database(name, url, admin, log)
+
+
+@pytest.fixture(scope="module")
+def mariadb_database() -> Iterator[Database]:
+    """A fresh MariaDB database, migrated and seeded; dropped afterwards."""
+    require_mariadb()
+    import MySQLdb
+
+    name = f"realtime_scale_{uuid.uuid4().hex[:12]}"
+    admin = MySQLdb.connect(host=MARIADB[0], port=MARIADB[1], user="root", connect_timeout=5)
+    admin.autocommit(True)
+    with closing(admin):
+        admin.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+        try:
+            migrated(f"mysql://root@{MARIADB[0]}:{MARIADB[1]}/{name}")
+            log = MySQLdb.connect(host=MARIADB[0], port=MARIADB[1], user="root", database=name, connect_timeout=5)
+            log.autocommit(True)
+            with closing(log):
+                yield Database(name, f"mysql://root@{MARIADB[0]}:{MARIADB[1]}/{name}", None, log)
+        finally:
+            admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
 
 
 def subscribers(spread: dict[tuple[str, str], int], servers: dict[str, Server], cursor: int, **kwargs):
@@ -145,15 +174,19 @@ def disrupt(kind: str | None, database: Database, redis: RedisServer | None, pub
 
 
 SCENARIOS = [
-    pytest.param("postgres", None, id="postgres"),
-    pytest.param("redis", None, id="redis"),
-    pytest.param("postgres", "terminate-listener", id="postgres-listener-terminated"),
-    pytest.param("redis", "restart-redis", id="redis-restarted"),
+    pytest.param("database", "postgres", None, id="postgres"),
+    pytest.param("database", "redis", None, id="redis"),
+    pytest.param("database", "postgres", "terminate-listener", id="postgres-listener-terminated"),
+    pytest.param("database", "redis", "restart-redis", id="redis-restarted"),
+    # MySQL and MariaDB: InnoDB's commit-order rule, with polling and with Redis wake-ups.
+    pytest.param("mariadb_database", "polling", None, id="mariadb-polling"),
+    pytest.param("mariadb_database", "redis", None, id="mariadb-redis"),
 ]
 
 
-@pytest.mark.parametrize(("backend", "disruption"), SCENARIOS)
-def test_every_subscriber_receives_every_committed_event_once_in_order(database, tmp_path, backend, disruption):
+@pytest.mark.parametrize(("on", "backend", "disruption"), SCENARIOS)
+def test_every_subscriber_receives_every_committed_event_once_in_order(request, on, tmp_path, backend, disruption):
+    database = request.getfixturevalue(on)
     cursor = database.newest_id()
     marks = {"start": time.monotonic()}
     with ExitStack() as stack:
@@ -173,7 +206,7 @@ def test_every_subscriber_receives_every_committed_event_once_in_order(database,
         pool = stack.enter_context(SubscriberPool())
         publishers = []
         for index in range(PUBLISHERS):
-            seed = SEEDS[disruption] + (100 if backend == "redis" else 0) + index
+            seed = SEEDS[disruption] + (100 if backend == "redis" else 0) + (1000 if on != "database" else 0) + index
             publisher = PublisherProcess(env, f"p{index}", seed, EVENTS_PER_PUBLISHER, CHANNELS, tmp_path)
             stack.callback(publisher.kill)
             publishers.append(publisher)
@@ -199,7 +232,7 @@ def test_every_subscriber_receives_every_committed_event_once_in_order(database,
         time.sleep(GRACE)
         problems = [problem for subscriber in pool.subscribers for problem in subscriber.problems(outcome)]
         # Polling the log would deliver everything too: the listeners must be back.
-        listening = wait_for_listeners(database, redis, len(servers))
+        listening = len(servers) if backend == "polling" else wait_for_listeners(database, redis, len(servers))
         if listening < len(servers):
             problems.append(f"{listening} of {len(servers)} servers listen for wake-ups {RELISTEN_TIMEOUT}s later")
         for server in servers.values():
