@@ -24,10 +24,14 @@ from django.utils import timezone
 from .conf import realtime_settings
 
 BATCH = 1000
-#: Seconds between two batches: publishers waiting for SQLite's write lock
-#: get it, and under gevent (where a SQLite call blocks the whole process)
-#: the streams run, between batches rather than after the whole prune.
+#: Seconds between two batches: under gevent the streams run between them.
 BATCH_PAUSE = 0.005
+#: SQLite: smaller batches, and pauses longer than the first sleeps of
+#: SQLite's busy handler (1, 2, 5, 10 ms...), so that a publisher waiting for
+#: the write lock gets it between two batches, and a batch (a C call that
+#: blocks a whole gevent worker) is short.
+SQLITE_BATCH = 200
+SQLITE_BATCH_PAUSE = 0.03
 _UNSET = object()
 #: Seconds during which count-based retention leaves a new event alone, so
 #: that the hubs of every process read it before it can go.
@@ -44,8 +48,9 @@ def _delete_batch(using: str, queryset) -> int:
     """Delete up to BATCH rows of *queryset*, raising the prune marks first."""
     from .models import Event, PruneMark
 
+    sqlite = connections[using].vendor == "sqlite"
     with transaction.atomic(using=using):
-        ids = list(queryset.order_by("id").values_list("id", flat=True)[:BATCH])
+        ids = list(queryset.order_by("id").values_list("id", flat=True)[: SQLITE_BATCH if sqlite else BATCH])
         if not ids:
             return 0
         batch = Event.objects.using(using).filter(id__in=ids)
@@ -58,7 +63,7 @@ def _delete_batch(using: str, queryset) -> int:
                     pruned_through=newest
                 )
         deleted = batch.delete()[0]
-    time.sleep(BATCH_PAUSE)
+    time.sleep(SQLITE_BATCH_PAUSE if sqlite else BATCH_PAUSE)
     return deleted
 
 

@@ -47,7 +47,7 @@ def test_prune_one_channel_only():
 
 
 def test_prune_works_in_batches_and_marks_never_go_down(monkeypatch):
-    monkeypatch.setattr(retention, "BATCH", 3)
+    monkeypatch.setattr(retention, "SQLITE_BATCH", 3)  # the tests log is on SQLite
     ids = [publish("a", n).id for n in range(10)]
     assert prune(older_than=None, grace=0, keep=1)["by_count"] == 9
     assert marks() == {"a": ids[8]}
