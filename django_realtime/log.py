@@ -44,7 +44,7 @@ GAP_RECHECK = 0.1
 #: Seconds INNODB_TRX must go unread before InnoDB refreshes its cache of it (0.1 s), with room.
 INNODB_TRX_CACHE = 0.12
 #: Longest wait, in seconds, before INNODB_TRX is read again while its cache stays stale.
-INNODB_TRX_STALE_MOST = 4.0
+INNODB_TRX_STALE_MOST = 1.0
 #: MySQL error codes of a user without the PROCESS privilege (ER_SPECIFIC_ACCESS_DENIED_ERROR, ...).
 _NO_PRIVILEGE = (1227, 1142, 1044)
 
