@@ -1,0 +1,735 @@
+"""Helpers of tests/test_chaos.py and bench/chaos.py: a cluster that faults are done to, and clients that resume.
+
+A :class:`Cluster` runs servers of the demo project (tests/servers.py) on
+one PostgreSQL database and can kill (SIGKILL to the whole process group),
+gracefully stop (SIGTERM) and replace them.  A :class:`Subscriber` is an SSE
+or WebSocket client that, whenever its connection ends, reconnects to a
+random live server of the cluster with the last id it parsed, as
+``EventSource`` (and realtime.js over WebSockets) does; it records every
+event, every connection and every ``reset``.  :class:`PublisherLanes` keeps
+tests/scale_out_publisher.py processes publishing (about 25 % of their
+transactions roll back) round after round until told to stop.  A
+:class:`Chaos` run ties them together with random faults of the database
+(through a tests/tcp_proxy.py proxy the run owns) and of the servers; its
+seed makes the choices, not the timing, reproducible.  Everything started is
+in a process group of its own and ended by pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import signal
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from httpx_sse import aconnect_sse
+from websockets.asyncio.client import connect
+
+from tests.scale_out_helpers import PUBLISHER_START_TIMEOUT, Outcome, PublisherProcess
+from tests.servers import Server, start_server, stop_server
+from tests.tcp_proxy import TCPProxy
+
+#: Which server kinds serve which transport (WSGI serves no WebSockets).
+TRANSPORTS = {"gunicorn-gevent": ("sse",), "daphne": ("sse", "ws")}
+#: Seconds a client may take to connect; reading has no timeout but STALL.
+CONNECT_TIMEOUT = 5.0
+#: Seconds without a byte after which an SSE client gives up on a connection: with
+#: KEEPALIVE 1 s, a stalled stream (a bug, reported) rather than a quiet one.
+STALL = 10.0
+#: Seconds a client waits before it reconnects, at least and at most (RETRY is 500 ms).
+BACKOFF = (0.1, 0.6)
+#: The settings of every server of a chaos run (REALTIME_JSON): a hub gives up on a
+#: query after 2 s, polls again quickly after an outage, and opens few connections.
+SERVER_SETTINGS = {"READ_TIMEOUT": 2.0, "POLL_INTERVAL": 0.25, "RETRY": 500, "CATCH_UP_CONNECTIONS": 2}
+#: Events each publisher process publishes before the next one takes over its lane.
+ROUND_EVENTS = 60
+#: Faults, and how often each is chosen: the database refused or black-holed, a server killed or stopped.
+FAULT_WEIGHTS = {"pg-refuse": 2, "pg-blackhole": 2, "kill": 3, "term": 2}
+
+
+def now() -> float:
+    return time.time()
+
+
+# Servers --------------------------------------------------------------------
+
+
+class Cluster:
+    """Servers of the demo project, live or gone; every one ever started is kept for its log."""
+
+    def __init__(self, env: dict[str, str], directory: Path) -> None:
+        self.env = env
+        self.directory = directory
+        self.live: list[Server] = []
+        self.started: list[Server] = []
+        self._lock = threading.Lock()
+        self._count = Counter[str]()
+
+    def start(self, kind: str) -> Server:
+        """Start a server of *kind* and add it to the live ones once it answers."""
+        with self._lock:
+            self._count[kind] += 1
+            log_path = self.directory / f"{kind}-{self._count[kind]}.log"
+        server = start_server(kind, self.env, log_path)
+        with self._lock:
+            self.started.append(server)
+            self.live.append(server)
+        return server
+
+    def servers(self) -> list[Server]:
+        """Return the live servers, as they are now."""
+        with self._lock:
+            return list(self.live)
+
+    def choose(self, transport: str, rng: random.Random) -> Server | None:
+        """Return a random live server that serves *transport*, or None while there is none."""
+        with self._lock:
+            servers = [s for s in self.live if transport in TRANSPORTS[s.kind]]
+        return rng.choice(servers) if servers else None
+
+    def withdraw(self, server: Server) -> None:
+        with self._lock:
+            if server in self.live:
+                self.live.remove(server)
+
+    def kill(self, server: Server) -> None:
+        """SIGKILL the server's whole process group (master and workers), as the OOM killer or a crash does."""
+        self.withdraw(server)
+        try:
+            os.killpg(server.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        server.process.wait()
+
+    def terminate(self, server: Server) -> None:
+        """Stop the server gracefully (SIGTERM, SIGKILL after STOP_TIMEOUT), as a deploy does."""
+        self.withdraw(server)
+        stop_server(server)
+
+    def stop_all(self) -> None:
+        """Stop every server ever started that still runs, side by side."""
+        with self._lock:
+            self.live.clear()
+        for server in self.started:
+            try:
+                os.killpg(server.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for server in self.started:
+            stop_server(server)
+
+
+# Subscribers ------------------------------------------------------------------
+
+
+@dataclass
+class Connection:
+    """One connection of a subscriber: to which server, when, and how it ended."""
+
+    server: str
+    opened: float
+    #: When the stream was open (SSE: the retry: prelude came; WebSocket: every channel subscribed).
+    ready: float | None = None
+    ended: float | None = None
+    how: str = ""
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """A client of *channels* over *transport* that reconnects with its last id whenever its connection ends."""
+
+    name: str
+    transport: str  # "sse" or "ws"
+    channels: tuple[str, ...]
+    choose: Callable[[str, random.Random], Server | None]
+    rng: random.Random
+    #: The cursor it starts from: it is to receive every committed event after this id.
+    after: int = 0
+    #: Events as (id, channel or None where SSE does not say, event name, data, time.time() of arrival).
+    received: list[tuple[int, str | None, str, Any, float]] = field(default_factory=list)
+    #: Every reset the server sent, as (server url, the reset's fields, time.time()).
+    resets: list[tuple[str, dict[str, Any], float]] = field(default_factory=list)
+    #: Messages of any other kind, and stalled streams: each one a problem.
+    anomalies: list[str] = field(default_factory=list)
+    connections: list[Connection] = field(default_factory=list)
+    stopping: bool = False
+
+    def __post_init__(self) -> None:
+        #: SSE: the last id parsed (one stream merges its channels); WebSocket: one per channel.
+        self.cursor = self.after
+        self.cursors = dict.fromkeys(self.channels, self.after)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.transport} to {'+'.join(self.channels)})"
+
+    async def run(self) -> None:
+        while not self.stopping:
+            server = self.choose(self.transport, self.rng)
+            if server is not None:
+                connection = Connection(server.url, now())
+                self.connections.append(connection)
+                try:
+                    if self.transport == "sse":
+                        await self._sse(server, connection)
+                    else:
+                        await self._ws(server, connection)
+                except asyncio.CancelledError:
+                    connection.how = connection.how or "cancelled"
+                    raise
+                except Exception as exc:
+                    connection.how = connection.how or f"{type(exc).__name__}: {exc}"[:200]
+                    if "keepalive ping timeout" in str(exc):  # a server that stopped answering pings
+                        self.anomalies.append(f"{server.url}: WebSocket stalled at {now():.3f}: {exc}")
+                finally:
+                    connection.ended = now()
+            await asyncio.sleep(self.rng.uniform(*BACKOFF))
+
+    async def _sse(self, server: Server, connection: Connection) -> None:
+        params = [("channel", name) for name in self.channels]
+        headers = {"Last-Event-ID": str(self.cursor)}
+        timeout = httpx.Timeout(CONNECT_TIMEOUT, read=STALL)
+        async with httpx.AsyncClient(timeout=timeout, verify=False, trust_env=False) as client:
+            async with aconnect_sse(client, "GET", server.events_url(), params=params, headers=headers) as source:
+                response = source.response
+                if response.status_code != 200:
+                    connection.how = f"status {response.status_code}: {(await response.aread())[:120]!r}"
+                    return
+                try:
+                    async for sse in source.aiter_sse():
+                        if not sse.data:
+                            if sse.retry is not None and connection.ready is None:
+                                connection.ready = now()
+                            continue  # EventSource dispatches nothing without data
+                        if sse.event == "reset":
+                            self.resets.append((server.url, json.loads(sse.data), now()))
+                            self.cursor = int(sse.id)
+                            continue
+                        if not sse.id:
+                            self.anomalies.append(f"{server.url}: an event without an id: {sse.event} {sse.data!r}")
+                            continue
+                        event_id = int(sse.id)
+                        self.received.append((event_id, None, sse.event, json.loads(sse.data), now()))
+                        self.cursor = event_id
+                except httpx.ReadTimeout:
+                    self.anomalies.append(f"{server.url}: stream stalled: no byte in {STALL}s at {now():.3f}")
+                    connection.how = "stalled"
+                    return
+                connection.how = "ended by the server"
+
+    async def _ws(self, server: Server, connection: Connection) -> None:
+        url = server.url.replace("http://", "ws://", 1) + "/ws/"
+        async with connect(
+            url, origin=server.url, proxy=None, open_timeout=CONNECT_TIMEOUT, ping_interval=2, ping_timeout=STALL
+        ) as ws:
+            for name in self.channels:
+                await ws.send(json.dumps({"type": "subscribe", "channel": name, "last_id": str(self.cursors[name])}))
+            pending = set(self.channels)
+            async for text in ws:
+                message = json.loads(text)
+                kind = message.get("type")
+                if kind == "event" and message.get("channel") in self.cursors:
+                    event_id = int(message["id"])
+                    fields = (event_id, message["channel"], message["event"], message["data"], now())
+                    self.received.append(fields)
+                    self.cursors[message["channel"]] = event_id
+                elif kind == "subscribed" and message.get("channel") in pending:
+                    pending.discard(message["channel"])
+                    if not pending:
+                        connection.ready = now()
+                elif kind == "reset" and message.get("channel") in self.cursors:
+                    self.resets.append((server.url, message, now()))
+                    self.cursors[message["channel"]] = int(message["resume_id"])
+                elif kind == "error" and message.get("code") == "unavailable":
+                    # The log could not be read to subscribe (an outage): come back later, elsewhere.
+                    connection.how = "subscribe refused: unavailable"
+                    return
+                else:
+                    self.anomalies.append(f"{server.url}: unexpected message {text[:300]}")
+            connection.how = f"closed by the server: {ws.close_code} {ws.close_reason!r}"
+
+    def reconnects(self) -> int:
+        return max(0, len(self.connections) - 1)
+
+    def has_all(self, expected: dict[str, list[int]]) -> bool:
+        """Return whether it received every id of *expected* (channel: committed ids) of its channels."""
+        got = {item[0] for item in list(self.received)}
+        return all(got.issuperset(i for i in expected[name] if i > self.after) for name in self.channels)
+
+    def latencies(self, outcome: Outcome, ids: set[int] | None = None) -> list[float]:
+        """Return the seconds from commit to arrival of each committed event received (of *ids*, if given)."""
+        ended = outcome.ended_at
+        wanted = outcome.committed if ids is None else ids
+        return [at - ended[i] for i, *_, at in list(self.received) if i in wanted]
+
+    def problems(self, outcome: Outcome, event: str = "scale") -> list[str]:
+        """Return what is wrong with what it received: an empty list when every event came once, in order."""
+        problems = [f"{self}: {anomaly}" for anomaly in self.anomalies]
+        problems += [f"{self}: reset from {url} at {at:.3f}: {fields}" for url, fields, at in self.resets]
+        received = list(self.received)
+        for event_id, channel, name, data, _ in received:
+            published = outcome.committed.get(event_id) or outcome.rolled_back.get(event_id)
+            if event_id in outcome.rolled_back:
+                problems.append(f"{self}: got rolled-back event {event_id} of {published[0]}")
+            elif published is None:
+                problems.append(f"{self}: got event {event_id} ({name} {data!r}), which no publisher committed")
+            elif published[0] not in self.channels:
+                problems.append(f"{self}: got event {event_id} of {published[0]}, a channel it did not subscribe to")
+            elif channel not in (None, published[0]) or name != event or data != published[1]:
+                problems.append(f"{self}: event {event_id} came as {channel} {name} {data!r}, not as published")
+        for name in self.channels:
+            expected = [i for i in outcome.committed_ids(name) if i > self.after]
+            ids = [item[0] for item in received if outcome.committed.get(item[0], ("",))[0] == name]
+            counts = Counter(ids)
+            if missing := [i for i in expected if i not in counts]:
+                problems.append(
+                    f"{self}: {name}: {len(missing)} of {len(expected)} events missing: "
+                    + ", ".join(f"{i} (ended {outcome.ended_at[i]:.3f})" for i in missing[:12])
+                )
+            if duplicates := sorted(i for i, n in counts.items() if n > 1):
+                problems.append(f"{self}: {name}: events received more than once: {duplicates[:20]}")
+            if disorder := [(a, b) for a, b in zip(ids, ids[1:], strict=False) if b <= a]:
+                problems.append(f"{self}: {name}: out of order (id followed by id): {disorder[:10]}")
+        if self.transport == "sse":
+            # docs/sse.md: one stream merges its channels into one sequence, in id order.
+            ids = [item[0] for item in received]
+            if disorder := [(a, b) for a, b in zip(ids, ids[1:], strict=False) if b <= a]:
+                problems.append(f"{self}: the stream is out of id order across its channels: {disorder[:10]}")
+        if problems:
+            problems.append(f"{self}: its connections: " + "; ".join(describe(c) for c in self.connections[-8:]))
+        return problems
+
+
+def describe(connection: Connection) -> str:
+    ready = f"ready +{connection.ready - connection.opened:.2f}s" if connection.ready else "never ready"
+    ended = f"ended {connection.ended:.3f}" if connection.ended else "open"
+    return f"{connection.server} opened {connection.opened:.3f} {ready} {ended} {connection.how}"
+
+
+class SubscriberPool:
+    """Run subscribers as tasks of one asyncio loop on a thread of its own."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="subscribers", daemon=True)
+        self.thread.start()
+        self.subscribers: list[Subscriber] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def __enter__(self) -> SubscriberPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self, subscribers: Sequence[Subscriber]) -> None:
+        async def spawn() -> None:
+            self._tasks += [asyncio.create_task(subscriber.run()) for subscriber in subscribers]
+
+        self.subscribers += subscribers
+        asyncio.run_coroutine_threadsafe(spawn(), self.loop).result(5)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until every subscriber's stream is open."""
+        deadline = time.monotonic() + timeout
+        for subscriber in self.subscribers:
+            while not any(c.ready for c in subscriber.connections):
+                if time.monotonic() > deadline:
+                    last = describe(subscriber.connections[-1]) if subscriber.connections else "never connected"
+                    raise AssertionError(f"{subscriber} did not subscribe within {timeout}s: {last}")
+                time.sleep(0.05)
+
+    def wait_until(self, outcome: Outcome, timeout: float) -> bool:
+        """Wait until every subscriber has every committed event of its channels; return whether they have."""
+        expected = {name: outcome.committed_ids(name) for name in {c for s in self.subscribers for c in s.channels}}
+        deadline = time.monotonic() + timeout
+        while not all(subscriber.has_all(expected) for subscriber in self.subscribers):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def close(self) -> None:
+        """Disconnect every subscriber, then stop and close the loop."""
+
+        async def cancel() -> None:
+            for subscriber in self.subscribers:
+                subscriber.stopping = True
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+        try:
+            asyncio.run_coroutine_threadsafe(cancel(), self.loop).result(30)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+
+# Publishers -------------------------------------------------------------------
+
+
+class PublisherLanes:
+    """Keep *lanes* publisher processes running, a new one (a new seed) as each finishes, until stop()."""
+
+    def __init__(self, env: dict[str, str], lanes: int, seed: int, channels: Sequence[str], directory: Path) -> None:
+        self.env = env
+        self.seed = seed
+        self.channels = tuple(channels)
+        self.directory = directory
+        self.publishers: list[PublisherProcess] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._lane, args=(n,), name=f"lane {n}") for n in range(lanes)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def _lane(self, lane: int) -> None:
+        round_ = 0
+        while not self._stop.is_set():
+            name = f"p{lane}.{round_}"
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                publisher = PublisherProcess(
+                    self.env, name, self.seed * 1000 + lane * 100 + round_, ROUND_EVENTS, self.channels, self.directory
+                )
+                self.publishers.append(publisher)
+            try:
+                publisher.wait_ready(time.monotonic() + PUBLISHER_START_TIMEOUT)
+                publisher.go()
+                # A round publishes ROUND_EVENTS in about 15 s; a minute means it hangs.
+                publisher.finish(time.monotonic() + 60)
+            except AssertionError as exc:
+                self.errors.append(f"publisher {name}: {exc}")
+                publisher.kill()
+                return
+            round_ += 1
+
+    def stop(self, timeout: float = 90.0) -> None:
+        """Let the running rounds finish (no new one starts); then every publisher has ended."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(max(0.1, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
+            self.errors.append("a publisher round did not end in time")
+
+    def kill(self) -> None:
+        self._stop.set()
+        with self._lock:
+            publishers = list(self.publishers)
+        for publisher in publishers:
+            publisher.kill()
+
+    def outcome(self) -> Outcome:
+        return Outcome.of(self.publishers)
+
+    def transactions(self) -> int:
+        return sum(len(p.transactions) for p in list(self.publishers))
+
+
+# Faults -----------------------------------------------------------------------
+
+
+@dataclass
+class Fault:
+    """One fault injected: what, to what, and when it began and ended (time.time())."""
+
+    kind: str
+    target: str
+    began: float
+    ended: float | None = None
+
+
+@dataclass
+class Chaos:
+    """Random faults of the database (through *proxy*) and of the *cluster*'s servers, until stop()."""
+
+    cluster: Cluster
+    proxy: TCPProxy
+    kinds: Sequence[str]
+    rng: random.Random
+    #: Seconds between two faults, at least and at most.
+    interval: tuple[float, float] = (2.0, 6.0)
+    faults: list[Fault] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chaos", daemon=True)
+        self._restarts: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop injecting; heal the database; wait for the servers being replaced."""
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(30)
+        self.proxy.forward()
+        for thread in self._restarts:
+            thread.join(60)
+
+    def _run(self) -> None:
+        weights = {kind: FAULT_WEIGHTS[kind] for kind in self.kinds}
+        while not self._stop.wait(self.rng.uniform(*self.interval)):
+            kind = self.rng.choices(list(weights), weights=list(weights.values()))[0]
+            try:
+                if kind.startswith("pg-"):
+                    self._database(kind, self.rng.uniform(0.5, 3.0))
+                else:
+                    self._server(kind)
+            except Exception as exc:  # reported at the end, not lost on this thread
+                self.errors.append(f"{kind}: {exc!r}")
+
+    def _database(self, kind: str, seconds: float) -> None:
+        fault = Fault(kind, f"PostgreSQL for {seconds:.1f}s", now())
+        self.faults.append(fault)
+        self.proxy.refuse() if kind == "pg-refuse" else self.proxy.blackhole()
+        self._stop.wait(seconds)
+        self.proxy.forward()
+        fault.ended = now()
+
+    def _server(self, kind: str) -> None:
+        live = self.cluster.servers()
+        if len(live) < 2:
+            return  # a replacement is still starting: keep one server up
+        victim = self.rng.choice(live)
+        fault = Fault(kind, f"{victim.kind} {victim.url}", now())
+        self.faults.append(fault)
+
+        def replace() -> None:
+            try:
+                if kind == "kill":
+                    self.cluster.kill(victim)
+                else:
+                    self.cluster.terminate(victim)
+                replacement = self.cluster.start(victim.kind)
+                fault.target += f" -> {replacement.url}"
+            except Exception as exc:
+                self.errors.append(f"replacing {victim.kind} {victim.url}: {exc!r}")
+            finally:
+                fault.ended = now()
+
+        thread = threading.Thread(target=replace, name=f"replace {victim.url}")
+        self._restarts.append(thread)
+        thread.start()
+
+    def counts(self) -> Counter[str]:
+        return Counter(fault.kind for fault in self.faults)
+
+    def during_fault(self, at: float, before: float = 0.5, after: float = 3.0) -> bool:
+        """Return whether *at* falls in a fault, widened by *before* and *after* seconds."""
+        return any(f.began - before <= at <= (f.ended or now()) + after for f in self.faults)
+
+    def timeline(self, origin: float) -> str:
+        return "\n".join(
+            f"  +{f.began - origin:7.2f}s .. +{(f.ended or now()) - origin:7.2f}s  {f.kind:13} {f.target}"
+            for f in self.faults
+        )
+
+
+def percentiles(values: Sequence[float]) -> str:
+    """Return p50/p99/max of *values* in milliseconds."""
+    if not values:
+        return "no samples"
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    median, top = statistics.median(ordered), ordered[-1]
+    return f"p50 {median * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {top * 1000:.0f} ms ({len(ordered):,} deliveries)"
+
+
+# A whole run ------------------------------------------------------------------
+
+#: Channels of a run, and what a subscriber subscribes to (in turn): one, the other, or both.
+CHANNELS = ("chat:chaos-a", "chat:chaos-b")
+CHOICES = (CHANNELS[:1], CHANNELS[1:], CHANNELS)
+#: The servers a run keeps up: two of each kind, so that a fault leaves one of each.
+SLOTS = ("gunicorn-gevent", "daphne", "gunicorn-gevent", "daphne")
+FAULT_KINDS = ("pg-refuse", "pg-blackhole", "kill", "term")
+#: Seconds every subscriber has, once the faults and publishers stopped, to hold every committed event.
+SETTLE_TIMEOUT = 20.0
+#: Seconds to go on listening after that, for a late duplicate.
+GRACE = 1.0
+
+
+@dataclass
+class SoakResult:
+    seed: int
+    seconds: float
+    problems: list[str]
+    summary: str
+    #: What to show when it failed: the fault timeline, the servers' and publishers' output.
+    details: str
+    figures: dict[str, Any]
+
+
+def run_soak(
+    directory: Path,
+    *,
+    seconds: float,
+    seed: int,
+    sse: int = 150,
+    ws: int = 50,
+    lanes: int = 2,
+    interval: tuple[float, float] = (2.0, 6.0),
+    say: Callable[[str], None] = print,
+) -> SoakResult:
+    """Run the chaos soak for *seconds* of faults on a scratch PostgreSQL database; return what happened."""
+    from tests.postgres_database import scratch_database
+    from tests.servers import manage, project_env
+    from tests.services import POSTGRES
+
+    rng = random.Random(seed)
+    marks = {"start": time.monotonic()}
+    with scratch_database("realtime_chaos") as (name, _admin):
+        direct = {
+            **project_env(f"postgres://postgres@{POSTGRES[0]}:{POSTGRES[1]}/{name}"),
+            "REALTIME_BACKEND": "postgres",
+        }
+        manage(direct, "migrate", "--verbosity", "0")
+        proxy = TCPProxy(POSTGRES)
+        env = {
+            **project_env(f"postgres://postgres@127.0.0.1:{proxy.port}/{name}"),
+            "REALTIME_BACKEND": "postgres",
+            "REALTIME_KEEPALIVE": "1",
+            "REALTIME_JSON": json.dumps(SERVER_SETTINGS),
+        }
+        cluster = Cluster(env, directory)
+        publishers = PublisherLanes(direct, lanes, seed, CHANNELS, directory)
+        chaos = Chaos(cluster, proxy, FAULT_KINDS, random.Random(rng.random()), interval)
+        pool = SubscriberPool()
+        origin = now()
+        try:
+            starters = [threading.Thread(target=cluster.start, args=(kind,)) for kind in SLOTS]
+            for thread in starters:
+                thread.start()
+            for thread in starters:
+                thread.join(60)
+            if len(cluster.live) != len(SLOTS):
+                raise AssertionError(f"{len(cluster.live)} of {len(SLOTS)} servers started")
+            marks["servers up"] = time.monotonic()
+            spread = [("sse", n) for n in range(sse)] + [("ws", n) for n in range(ws)]
+            pool.start(
+                [
+                    Subscriber(
+                        f"{transport}{n}", transport, CHOICES[n % 3], cluster.choose, random.Random(rng.random())
+                    )
+                    for transport, n in spread
+                ]
+            )
+            pool.wait_ready(60)
+            marks["subscribed"] = time.monotonic()
+            say(
+                f"chaos: seed {seed}, {len(SLOTS)} servers, {sse} SSE + {ws} WebSocket subscribers, "
+                f"{seconds:g}s of faults"
+            )
+            publishers.start()
+            chaos.start()
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and not publishers.errors:
+                time.sleep(min(10.0, max(0.0, deadline - time.monotonic())))
+                say(
+                    f"chaos: +{now() - origin:.0f}s {publishers.transactions()} transactions, "
+                    f"faults {dict(chaos.counts())}, {len(cluster.live)} servers live"
+                )
+            chaos.stop()
+            marks["faults"] = time.monotonic()
+            publishers.stop()
+            marks["published"] = time.monotonic()
+            outcome = publishers.outcome()
+            settled = pool.wait_until(outcome, SETTLE_TIMEOUT)
+            marks["settled"] = time.monotonic()
+            time.sleep(GRACE)
+            problems = list(publishers.errors) + [f"fault injection: {e}" for e in chaos.errors]
+            if not settled:
+                problems.append(f"not every subscriber had every event {SETTLE_TIMEOUT}s after the faults stopped")
+            found = {subscriber: subscriber.problems(outcome) for subscriber in pool.subscribers}
+            problems += [p for subscriber_problems in found.values() for p in subscriber_problems]
+            problems += check_log(f"postgresql://postgres@{POSTGRES[0]}:{POSTGRES[1]}/{name}", outcome)
+            live = list(cluster.live)
+            if len(live) != len(SLOTS):
+                problems.append(f"{len(live)} of {len(SLOTS)} servers live after the faults")
+            for server in live:
+                if server.process.poll() is not None:
+                    problems.append(f"{server.kind} {server.url} exited with status {server.process.returncode}")
+        finally:
+            pool.close()
+            publishers.kill()
+            chaos.stop()
+            cluster.stop_all()
+            proxy.close()
+    marks["stopped"] = time.monotonic()
+
+    subscribers = pool.subscribers
+    calm = {i for i, at in outcome.ended_at.items() if i in outcome.committed and not chaos.during_fault(at)}
+    quiet = [t for s in subscribers for t in s.latencies(outcome, calm)]
+    every = [t for s in subscribers for t in s.latencies(outcome)]
+    reconnects = sum(s.reconnects() for s in subscribers)
+    figures = {
+        "seed": seed,
+        "seconds of faults": seconds,
+        "transactions": sum(len(p.transactions) for p in publishers.publishers),
+        "publisher processes": len(publishers.publishers),
+        "events committed": len(outcome.committed),
+        "events rolled back": len(outcome.rolled_back),
+        "faults": dict(chaos.counts()),
+        "servers started": len(cluster.started),
+        "subscribers": len(subscribers),
+        "subscribers verified": sum(not found[s] for s in subscribers),
+        "reconnects": reconnects,
+        "events delivered": sum(len(s.received) for s in subscribers),
+        "latency outside faults": percentiles(quiet),
+        "latency overall": percentiles(every),
+        "resets": sum(len(s.resets) for s in subscribers),
+        "connection ends": dict(Counter(ending(c.how) for s in subscribers for c in s.connections).most_common(8)),
+        "wall seconds": round(marks["stopped"] - marks["start"], 1),
+        "phases": ", ".join(f"{b} {marks[b] - marks[a]:.1f}s" for a, b in zip(marks, list(marks)[1:], strict=False)),
+    }
+    summary = "chaos soak: " + "; ".join(f"{key} {value}" for key, value in figures.items())
+    details = [f"fault timeline (seed {seed}):\n{chaos.timeline(origin)}"]
+    for server in cluster.started:
+        details.append(f"--- {server.kind} {server.url} ({server.log_path.name}), tail ---\n{server.log()[-2500:]}")
+    for publisher in publishers.publishers:
+        if stderr := publisher.stderr().strip():
+            details.append(f"--- publisher {publisher.name} stderr ---\n{stderr[-1500:]}")
+    return SoakResult(seed, seconds, problems, summary, "\n".join(details), figures)
+
+
+def ending(how: str) -> str:
+    """Return the gist of how a connection ended, without the addresses and ids that vary."""
+    return re.sub(r"\d+", "N", how.partition("\n")[0])[:60]
+
+
+def check_log(url: str, outcome: Outcome) -> list[str]:
+    """Return how the event log disagrees with what the publishers reported."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as log:
+        rows = dict(log.execute("SELECT id, channel FROM django_realtime_event").fetchall())
+    problems = []
+    if lost := sorted(set(outcome.committed) - set(rows)):
+        problems.append(f"the log lacks committed events {lost[:20]}")
+    if kept := sorted(set(outcome.rolled_back) & set(rows)):
+        problems.append(f"the log holds rolled-back events {kept[:20]}")
+    if unknown := sorted(set(rows) - set(outcome.committed)):
+        problems.append(f"the log holds events no publisher reported committed: {unknown[:20]}")
+    return problems
