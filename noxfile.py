@@ -25,9 +25,10 @@ nox.options.download_python = "never"
 # in CI it fails.
 
 #: The whole suite, browser and scale-out tests included, but for the chaos
-#: soak: the README's command in .ci/run runs it once per CI run, which is
-#: enough for a test of this package under faults rather than of Django.
-FULL = ("-m", "not soak")
+#: soak and the server matrix: the README's command in .ci/run runs them once
+#: per CI run, which is enough for tests of this package under faults and of
+#: the servers rather than of Django.
+FULL = ("-m", "not soak and not matrix")
 #: Everything that starts no server process (about 50 s): the core, both
 #: transports' protocol code, the views through Django's test client and
 #: every backend against the real PostgreSQL and Redis.
@@ -37,7 +38,7 @@ UNIT = ("-m", "not server")
 #: break in its request handlers, runserver or ASGI streaming.  Left out:
 #: the browser, the scale-out runs and the PostgreSQL-served copies, which
 #: exercise this package and the services rather than Django.
-SERVERS = ("-m", "not browser and not postgres")
+SERVERS = ("-m", "not browser and not postgres and not matrix")
 
 # (python, django, pytest arguments, in CI).  The newest pair runs the full
 # suite.  Real servers run at least once on every Python and every Django:

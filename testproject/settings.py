@@ -5,7 +5,7 @@ REALTIME_BACKEND (polling, the default; postgres; redis), REDIS_URL (for
 redis; default redis://127.0.0.1:6379/0), DJANGO_DEBUG, DJANGO_SECRET_KEY,
 CHAT_PRESENCE_INTERVAL (the chat's presence heartbeat, in seconds; default 10),
 DJANGO_ATOMIC_REQUESTS ("1": on), REALTIME_KEEPALIVE and REALTIME_JSON (more
-REALTIME settings as a JSON object).
+REALTIME settings as a JSON object), DEMO_WITHOUT_DAPHNE ("1": runserver serves WSGI).
 """
 
 import json
@@ -29,6 +29,9 @@ INSTALLED_APPS = [
     "django_realtime",
     "testproject.chat",
 ]
+if os.environ.get("DEMO_WITHOUT_DAPHNE") == "1":
+    # runserver then serves WSGI, on threads: one of the tested servers (docs/deployment.md).
+    INSTALLED_APPS.remove("daphne")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

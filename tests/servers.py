@@ -56,6 +56,20 @@ SERVER_COMMANDS: dict[str, list[str]] = {
     "daphne": [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", "{port}", "testproject.asgi:application"],
     # daphne comes first in INSTALLED_APPS, so runserver serves ASGI.
     "runserver": [*MANAGE, "runserver", "127.0.0.1:{port}", "--noreload"],
+    # The other ASGI servers Django teams deploy on (docs/deployment.md).
+    "uvicorn": [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", "{port}", "testproject.asgi:application"],
+    "gunicorn-uvicorn": [
+        str(BIN / "gunicorn"),
+        *("-k", "uvicorn_worker.UvicornWorker", "-w", "1", "-b", "127.0.0.1:{port}"),
+        *("--graceful-timeout", "1", "--no-control-socket"),
+        "testproject.asgi:application",
+    ],
+    "hypercorn": [str(BIN / "hypercorn"), "-b", "127.0.0.1:{port}", "testproject.asgi:application"],
+    "granian": [
+        str(BIN / "granian"),
+        *("--interface", "asgi", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"),
+        "testproject.asgi:application",
+    ],
 }
 
 

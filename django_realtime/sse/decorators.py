@@ -18,7 +18,7 @@ from ..log import release_connections
 from ..names import validate_event_name
 from ..publishing import encode_data
 from .encoding import KEEPALIVE, encode_event, encode_retry
-from .responses import SSEResponse, is_async_request, prelude
+from .responses import SSEResponse, is_async_request, prelude, release_request_thread
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -143,6 +143,8 @@ async def _async_stream(generator: Iterator[object], keepalive: float) -> AsyncI
     producer.start()
     try:
         yield prelude()
+        # The generator has a thread of its own; the request's needs none more.
+        release_request_thread()
         while True:
             try:
                 async with asyncio.timeout(keepalive):

@@ -145,5 +145,35 @@ async def asse_stream(
     # On the thread that ran the view, after it returned and left any
     # ATOMIC_REQUESTS transaction: the stream must not hold its connection.
     await sync_to_async(release_connections)()
+    release_request_thread()
     async for chunk in afollow(hub, channels, cursor, keepalive, sse_chunk, lifetime):
         yield chunk
+
+
+def release_request_thread() -> bool:
+    """Let the thread that Django's ASGI handler keeps for this request's synchronous code end now.
+
+    Django runs a request's synchronous parts (the view, and every
+    ``MiddlewareMixin`` middleware's hooks) on a thread of the request's own,
+    which lives until the response ends: for a stream, as long as the client
+    stays.  Once a stream's view and middleware have returned and its
+    connections are closed on that thread, nothing needs it, so its executor
+    is let go (asgiref creates another, briefly, if the request calls
+    synchronous code again, as Django does to close the response).  This
+    reaches into asgiref (``SyncToAsync.thread_sensitive_context`` and
+    ``context_to_thread_executor``, asgiref 3.3 to 3.13 at least); where
+    those are missing the thread stays, as before, and the server tests'
+    thread count fails.  Return whether a thread was let go.
+    """
+    from asgiref.sync import SyncToAsync
+
+    contexts = getattr(SyncToAsync, "thread_sensitive_context", None)
+    executors = getattr(SyncToAsync, "context_to_thread_executor", None)
+    if contexts is None or executors is None:
+        return False
+    context = contexts.get(None)
+    executor = executors.pop(context, None) if context is not None else None
+    if executor is None:
+        return False
+    executor.shutdown(wait=False)
+    return True
