@@ -8,6 +8,7 @@ a sync one otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import socket
 import time
@@ -140,14 +141,33 @@ def sse_stream(
 async def asse_stream(
     hub: Hub, channels: frozenset[str], cursor: int | None, keepalive: float, lifetime: float | None = None
 ) -> AsyncIterator[bytes]:
-    """Yield the SSE bytes of a stream, on asyncio."""
+    """Yield the SSE bytes of a stream, on asyncio.
+
+    Django sends each chunk before it asks for the next, so the time between
+    a yield and the next request is the server's send.  A server whose send
+    waits for the client (uvicorn, hypercorn, granian) makes a client that
+    stops reading block it: past SSE_SEND_TIMEOUT the hub cancels the task
+    that streams, Django ends the response and the server the connection.
+    (daphne's send never waits: it buffers, and this cannot tell.)
+    """
     yield prelude()
     # On the thread that ran the view, after it returned and left any
     # ATOMIC_REQUESTS transaction: the stream must not hold its connection.
     await sync_to_async(release_connections)()
     release_request_thread()
-    async for chunk in afollow(hub, channels, cursor, keepalive, sse_chunk, lifetime):
-        yield chunk
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    write = hub.watch_write(functools.partial(loop.call_soon_threadsafe, task.cancel)) if task is not None else None
+    try:
+        async for chunk in afollow(hub, channels, cursor, keepalive, sse_chunk, lifetime):
+            if write is None:
+                yield chunk
+                continue
+            write.since = time.monotonic()
+            yield chunk
+            write.since = 0.0
+    finally:
+        hub.unwatch(write)
 
 
 def release_request_thread() -> bool:
