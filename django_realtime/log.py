@@ -18,9 +18,9 @@ missing id (a gap) as "maybe still in flight" until it knows better:
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
+import re
 import socket
 import time
 from typing import TYPE_CHECKING
@@ -411,18 +411,26 @@ class PostgresTailer(GapTailer):
 class Sighting:
     """The InnoDB transactions that may hold a missing id: those open when the gap was seen."""
 
-    __slots__ = ("open", "retry_at", "stale")
+    __slots__ = ("since", "open", "listed", "retry_at", "stale")
 
-    def __init__(self) -> None:
+    def __init__(self, since: str) -> None:
+        #: The database's clock just after the read that showed the gap (see InnoDBTailer.now).
+        self.since = since
         #: A key of each transaction open since the sighting (see InnoDBTailer._list), once listed fresh.
         self.open: set[tuple[object, ...]] | None = None
+        #: The database time the last list used was newer than.
+        self.listed = ""
         #: time.monotonic() before which the list is not asked for again, after a stale one.
         self.retry_at = 0.0
         #: Stale lists in a row.
         self.stale = 0
 
 
-_nonces = itertools.count()
+#: In the SQL comments of the statements that list INNODB_TRX, to tell them apart.
+MARKER = "django_realtime: INNODB_TRX list"
+#: The database clock as text that sorts as it runs, to the microsecond.
+_NOW = "DATE_FORMAT(NOW(6), '%Y%m%d%H%i%s%f')"
+_MARKED = re.compile(re.escape(MARKER) + r" t=(\d{20})")
 
 
 class InnoDBTailer(GapTailer):
@@ -466,61 +474,86 @@ class InnoDBTailer(GapTailer):
     def __init__(self, using: str) -> None:
         super().__init__(using)
         self._start: Sighting | None = None
+        #: time.monotonic() after the tailer's last list of INNODB_TRX.
+        self._listed_at = 0.0
         #: Set when INNODB_TRX cannot be read: GAP_TIMEOUT rules, as on other databases.
         self.fallback: TimeoutTailer | None = None
 
-    def _list(self) -> tuple[set[tuple[object, ...]], set[tuple[object, ...]], bool]:
-        """Return the other connections' open transactions, and whether the list is newer than this call.
+    def now(self) -> str:
+        """Return the database's clock (see _NOW): taken after a read, it is later than what the read saw commit."""
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(f"SELECT {_NOW}")
+            return cursor.fetchone()[0]
+
+    def _list(self) -> tuple[set[tuple[object, ...]], set[tuple[object, ...]], str]:
+        """Return the other connections' open transactions, and the database time the list is surely newer than.
 
         Each transaction comes as the key a sighting keeps (its InnoDB id, or
         while it has written nothing and has none, its connection and start)
         and, in the second set, every key it answers to: one that had no id
         yet when it was sighted is still recognised once it has one.
 
-        The list is taken inside a transaction begun here, by a statement
-        that carries a nonce: it shows that statement if, and only if,
-        InnoDB refreshed its cache during it.
+        The list is taken inside a transaction begun here, whose first
+        statement reads the database clock, t, and whose listing statement
+        carries t in a comment.  A list that shows a transaction running
+        such a statement (this one's or another hub's) was taken while it
+        ran, after its t: the latest such t is returned ("" if none).  Those
+        transactions draw no id, and are left out of the sets: else each hub
+        would wait for the others' lists.
         """
         from .models import Event
 
         connection = connections[self.using]
         table = connection.ops.quote_name(Event._meta.db_table)
-        nonce = f"django_realtime {os.getpid()} {next(_nonces)}"
         with connection.cursor() as cursor, transaction.atomic(using=self.using):
-            cursor.execute(f"SELECT 1 FROM {table} LIMIT 1")  # InnoDB begins this transaction here
-            cursor.execute(f"{self._LIST} /* {nonce} */")
+            # The subquery reads an InnoDB table: InnoDB begins this transaction here.
+            cursor.execute(f"SELECT {_NOW}, (SELECT 1 FROM {table} LIMIT 1) /* {MARKER} */")
+            started = cursor.fetchone()[0]
+            cursor.execute(f"{self._LIST} /* {MARKER} t={started} */")
             rows = cursor.fetchall()
-        fresh = any(row[3] and nonce in (row[4] or "") for row in rows)
-        keys, answers = set(), set()
-        for trx_id, thread, started, own, _query in rows:
-            if own:
+        keys, answers, newer_than = set(), set(), ""
+        for trx_id, thread, began, own, query in rows:
+            marked = _MARKED.search(query or "")
+            if marked:
+                newer_than = max(newer_than, marked.group(1))
+            if own or (query and MARKER in query):
                 continue
-            by_start = ("started", thread, started)
+            by_start = ("started", thread, began)
             keys.add(("trx", trx_id) if trx_id not in (0, "0") else by_start)
             answers.update({("trx", trx_id), by_start})
-        return keys, answers, fresh
+        return keys, answers, newer_than
 
     def _ended(self, sighting: Sighting) -> bool:
         """Return whether every transaction open at *sighting* has ended (False: not known yet)."""
         now = time.monotonic()
-        if now < sighting.retry_at:
+        # Leave the cache unread for a while between two lists, for InnoDB to refresh it.
+        if now < sighting.retry_at or now - self._listed_at < INNODB_TRX_CACHE:
             return False
         try:
-            listed, answers, fresh = self._list()
+            listed, answers, newer_than = self._list()
         except DatabaseError as exc:
             if getattr(exc, "args", (None,))[0] not in _NO_PRIVILEGE:
                 raise
             self._fall_back(exc)
             return False
-        if fresh:
-            sighting.stale = 0
-            sighting.open = listed if sighting.open is None else sighting.open & answers
-            if not sighting.open:
-                return True
+        self._listed_at = time.monotonic()
+        if sighting.open is None:
+            fresh = newer_than >= sighting.since
+            if fresh:
+                sighting.open, sighting.listed = listed, newer_than
         else:
-            sighting.stale += 1  # the cache is older than this call: not read for 0.1 s since
-        # Leave the cache unread for a while, for InnoDB to refresh it; longer while
-        # it stays stale (other processes read it too), with jitter to part them.
+            # A list newer than the last one used: the cache only moves forward, so
+            # a transaction it lacks has ended.
+            fresh = newer_than > sighting.listed
+            if fresh:
+                sighting.open &= answers
+                sighting.listed = newer_than
+        if fresh and not sighting.open:
+            return True
+        # Wait for InnoDB to refresh the cache, which it does only once nobody has
+        # read it for 0.1 s: longer while lists come back stale (other processes
+        # read it too), with jitter to part the processes.
+        sighting.stale = 0 if fresh else sighting.stale + 1
         longest = min(INNODB_TRX_CACHE * 2 ** (sighting.stale + 1), INNODB_TRX_STALE_MOST)
         sighting.retry_at = now + random.uniform(INNODB_TRX_CACHE, longest)
         return False
@@ -538,7 +571,7 @@ class InnoDBTailer(GapTailer):
 
     def _begin_start(self) -> int:
         newest = super()._begin_start()
-        self._start = Sighting()
+        self._start = Sighting(self.now())
         return newest
 
     def settled_start(self) -> bool:
@@ -552,7 +585,7 @@ class InnoDBTailer(GapTailer):
     def _evidence(self) -> object:
         if self.fallback is not None:
             return self.fallback._evidence()
-        return Sighting()
+        return Sighting(self.now())
 
     def _settled_by(self, evidence: object) -> bool:
         if self.fallback is not None and not isinstance(evidence, Sighting):

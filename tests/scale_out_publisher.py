@@ -8,23 +8,32 @@ events: some committed at once, some held open for 0.2-1 s before they
 commit, so that ids commit out of order, and some rolled back, at once or
 after a while.  After each transaction it prints one JSON line::
 
-    {"outcome": "commit" | "rollback", "events": [[id, channel, data], ...], "held": 0.4, "t": 1700000000.1}
+    {"outcome": "commit" | "rollback", "events": [[id, channel, data], ...], "published_at": [t, ...],
+     "held": 0.4, "t": 1700000000.1}
 
-``t`` is when the transaction ended; a final ``{"done": true}`` line says the
-publisher finished.  The seed makes the mix (not the timing) reproducible.
+``published_at`` is when each ``publish()`` was called, ``t`` when the
+transaction ended; a final ``{"done": true}`` line says the publisher
+finished.  The seed makes the mix (not the timing) reproducible.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import time
 
 #: Transaction kinds and their weights: commit at once, hold then commit, roll back at once, hold then roll back.
-KINDS = {"commit": 45, "hold": 30, "rollback": 15, "hold-rollback": 10}
-#: Seconds a held transaction stays open, at least and at most.
-HOLD = (0.2, 1.0)
+#: (bench/mariadb.py sets its own with SCALE_OUT_KINDS, a JSON object.)
+KINDS = json.loads(os.environ.get("SCALE_OUT_KINDS", "null")) or {
+    "commit": 45,
+    "hold": 30,
+    "rollback": 15,
+    "hold-rollback": 10,
+}
+#: Seconds a held transaction stays open, at least and at most (SCALE_OUT_HOLD: "low,high").
+HOLD = tuple(float(s) for s in os.environ.get("SCALE_OUT_HOLD", "0.2,1.0").split(","))
 #: Seconds between two transactions, at most: enough for other publishers' ids to interleave.
 PAUSE = 0.05
 
@@ -49,13 +58,14 @@ def run(name: str, seed: int, count: int, channels: list[str]) -> None:
         size = min(rng.choice([1, 1, 1, 2, 3]), count - sequence)
         kind = rng.choices(list(KINDS), weights=list(KINDS.values()))[0]
         held = round(rng.uniform(*HOLD), 3) if kind.startswith("hold") else 0.0
-        events = []
+        events, published_at = [], []
         try:
             with transaction.atomic():
                 for _ in range(size):
                     sequence += 1
                     channel = rng.choice(channels)
                     data = {"publisher": name, "n": sequence}
+                    published_at.append(time.time())
                     events.append([publish(channel, data, event="scale").id, channel, data])
                 time.sleep(held)
                 if kind.endswith("rollback"):
@@ -64,7 +74,7 @@ def run(name: str, seed: int, count: int, channels: list[str]) -> None:
             outcome = "rollback"
         else:
             outcome = "commit"
-        emit({"outcome": outcome, "events": events, "held": held, "t": time.time()})
+        emit({"outcome": outcome, "events": events, "published_at": published_at, "held": held, "t": time.time()})
         time.sleep(rng.uniform(0, PAUSE))
     emit({"done": True})
 

@@ -9,7 +9,7 @@ a user would notice is asserted: every committed event arrives once, in
 order, none rolled back, and the resume after a crash takes seconds, not
 minutes.
 
-The soak (``-m soak``) runs ``CHAOS_SECONDS`` (90) of random faults: the
+The soak (``-m soak``) runs ``CHAOS_SECONDS`` (60) of random faults: the
 database refused or black-holed for up to 3 s through a TCP proxy the test
 owns (tests/tcp_proxy.py; the shared PostgreSQL is never touched), servers
 killed with SIGKILL to their whole process group or stopped with SIGTERM,
@@ -48,7 +48,7 @@ RESUME_WITHIN = 5.0
 #: Seconds every client has, once the publishers are done, to hold every committed event.
 DELIVERY_TIMEOUT = 30.0
 
-CHAOS_SECONDS = float(os.environ.get("CHAOS_SECONDS", "90"))
+CHAOS_SECONDS = float(os.environ.get("CHAOS_SECONDS", "60"))
 
 
 @pytest.mark.parametrize(("killed", "survivor"), [("gunicorn-gevent", "daphne"), ("daphne", "gunicorn-gevent")])
