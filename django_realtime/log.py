@@ -446,15 +446,9 @@ class InnoDBTailer(GapTailer):
 
     InnoDB serves the table from a cache that it refreshes only when nobody
     has read it for 0.1 s (``CACHE_MIN_IDLE_TIME_US`` in trx0i_s.cc), so a
-    list can be older than the read.  The first list of a sighting is
-    therefore taken inside a transaction of the tailer's own, begun after
-    the read, by a statement that carries a nonce, and is used only if it
-    shows that transaction running that very statement (an older cache may
-    show an older transaction of the same connection).  Between two lists
-    the tailer leaves the table unread for INNODB_TRX_CACHE or more, with
-    jitter and a backoff while lists come back stale, since processes that
-    read it more often than every 0.1 s between them would keep the cache
-    from ever being refreshed.
+    list can be older than the read.  A sighting therefore notes the
+    database's clock after the read, and a list counts only if it is proven
+    newer: see _list() and _ended().
 
     A transaction is known by its InnoDB id once it has written, and by its
     connection and start before (a start has whole seconds only: a
