@@ -2,6 +2,7 @@
 
 import threading
 import time
+from functools import partial
 
 import pytest
 from django.db import DatabaseError, connections, transaction
@@ -10,6 +11,7 @@ from django_realtime import publish
 from django_realtime.log import PostgresTailer, SerialTailer, _unbroken, tailer_for
 from django_realtime.models import Event
 from tests import services
+from tests.held import Held as HeldOpen
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
 
@@ -26,35 +28,8 @@ def ids(rows):
     return [row[0] for row in rows]
 
 
-def published():
-    return publish("c", "held").id
-
-
-class Held:
-    """Store an event in a transaction on another thread (with *write*) and hold it open until end()."""
-
-    def __init__(self, write=published):
-        self.write = write
-        self.drawn, self.release, self.keep = threading.Event(), threading.Event(), True
-        self.thread = threading.Thread(target=self._run)
-        self.thread.start()
-        assert self.drawn.wait(10)
-
-    def _run(self):
-        try:
-            with transaction.atomic(using="postgres"):
-                self.id = self.write()
-                self.drawn.set()
-                self.release.wait(10)
-                if not self.keep:
-                    transaction.set_rollback(True, using="postgres")
-        finally:
-            connections["postgres"].close()
-
-    def end(self, *, commit):
-        self.keep = commit
-        self.release.set()
-        self.thread.join(10)
+#: A publishing transaction held open on this module's database.
+Held = partial(HeldOpen, using="postgres")
 
 
 def test_unbroken_stops_at_the_first_missing_id_above_the_settled_ones():

@@ -2,13 +2,15 @@
 
 import threading
 import time
+from functools import partial
 
 import pytest
-from django.db import connections, transaction
+from django.db import connections
 
 from django_realtime import publish
 from django_realtime.log import InnoDBTailer, TimeoutTailer, tailer_for
 from tests import services
+from tests.held import Held as HeldOpen
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "mysql"])
 
@@ -34,35 +36,8 @@ def ids(rows):
     return [row[0] for row in rows]
 
 
-def published():
-    return publish("c", "held").id
-
-
-class Held:
-    """Run *work* in a transaction on another thread and hold the transaction open until end()."""
-
-    def __init__(self, work=published):
-        self.work = work
-        self.drawn, self.release, self.keep = threading.Event(), threading.Event(), True
-        self.thread = threading.Thread(target=self._run)
-        self.thread.start()
-        assert self.drawn.wait(10)
-
-    def _run(self):
-        try:
-            with transaction.atomic(using="mysql"):
-                self.id = self.work()
-                self.drawn.set()
-                self.release.wait(20)
-                if not self.keep:
-                    transaction.set_rollback(True, using="mysql")
-        finally:
-            connections["mysql"].close()
-
-    def end(self, *, commit):
-        self.keep = commit
-        self.release.set()
-        self.thread.join(10)
+#: A publishing transaction held open on this module's database.
+Held = partial(HeldOpen, using="mysql")
 
 
 def read_until(tailer, horizon, expected, timeout=5.0):
