@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "RETRY": 3000,
     # Most streams (SSE and WebSocket) one process serves at once (None: no limit); past it, 503 or 4002.
     "MAX_STREAMS": 1000,
-    # Seconds a write to an SSE client may block before the connection is cut (None: never; not under daphne).
+    # Seconds a write to an SSE client may block before the connection is cut (None: never).
     "SSE_SEND_TIMEOUT": 30.0,
     # Seconds after which an SSE stream ends, for its client to reconnect and resume (None: never).
     "SSE_MAX_LIFETIME": None,

@@ -1,7 +1,8 @@
 """A client that stops reading is cut off after SSE_SEND_TIMEOUT, and the others go on.
 
-Under gunicorn (gevent), and under the ASGI servers whose send waits for the
-client (uvicorn, granian); daphne buffers what a client does not read.
+Under gunicorn (gevent), under the ASGI servers whose send waits for the
+client (uvicorn, granian), and under daphne, whose send never waits (the
+stream watches Twisted's write buffer itself).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def health(url: str) -> dict:
     return httpx.get(f"{url}/events/health/", timeout=5).json()
 
 
-@pytest.mark.parametrize("kind", ["gunicorn-gevent", "uvicorn", "granian"])
+@pytest.mark.parametrize("kind", ["gunicorn-gevent", "daphne", "uvicorn", "granian"])
 def test_a_client_that_stops_reading_is_cut_off_and_resumes_with_nothing_lost(tmp_path, kind):
     env = project_env(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     env["REALTIME_JSON"] = json.dumps({"SSE_SEND_TIMEOUT": SEND_TIMEOUT, "PRUNE_INTERVAL": None})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import socket
 import time
 from typing import TYPE_CHECKING
@@ -22,6 +23,9 @@ from ..conf import realtime_settings
 from ..log import release_connections, shut_down_socket
 from ..streams import afollow, follow
 from .encoding import KEEPALIVE, encode_event, encode_retry
+from .flow_control import daphne_write_gate
+
+logger = logging.getLogger("django_realtime")
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -139,7 +143,12 @@ def sse_stream(
 
 
 async def asse_stream(
-    hub: Hub, channels: frozenset[str], cursor: int | None, keepalive: float, lifetime: float | None = None
+    hub: Hub,
+    channels: frozenset[str],
+    cursor: int | None,
+    keepalive: float,
+    lifetime: float | None = None,
+    scope: dict | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the SSE bytes of a stream, on asyncio.
 
@@ -148,7 +157,9 @@ async def asse_stream(
     waits for the client (uvicorn, hypercorn, granian) makes a client that
     stops reading block it: past SSE_SEND_TIMEOUT the hub cancels the task
     that streams, Django ends the response and the server the connection.
-    (daphne's send never waits: it buffers, and this cannot tell.)
+    daphne's send never waits, so there the stream watches the connection's
+    write buffer itself (flow_control.py): it sends on only while the buffer
+    has room, and ends if it stays full for SSE_SEND_TIMEOUT.
     """
     yield prelude()
     # On the thread that ran the view, after it returned and left any
@@ -158,8 +169,18 @@ async def asse_stream(
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     write = hub.watch_write(functools.partial(loop.call_soon_threadsafe, task.cancel)) if task is not None else None
+    room = daphne_write_gate(scope) if scope is not None and write is not None else None
     try:
         async for chunk in afollow(hub, channels, cursor, keepalive, sse_chunk, lifetime):
+            if room is not None and not room.is_set():
+                timeout = hub.send_timeout
+                try:
+                    async with asyncio.timeout(timeout):
+                        await room.wait()
+                except TimeoutError:
+                    hub.slow_clients += 1
+                    logger.info("django_realtime ends an SSE stream whose client has not read for %g s", timeout)
+                    return
             if write is None:
                 yield chunk
                 continue

@@ -88,7 +88,7 @@ def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpRespon
     lifetime = realtime_settings.SSE_MAX_LIFETIME
     lifetime = float(lifetime) if lifetime else None
     if is_async_request(request):
-        response = SSEResponse(asse_stream(hub, names, cursor, keepalive, lifetime))
+        response = SSEResponse(asse_stream(hub, names, cursor, keepalive, lifetime, request.scope))
     else:
         response = SSEResponse(sse_stream(hub, names, cursor, keepalive, lifetime, connection_closer(request)))
     # The server closes every response it was given, streamed or not, whatever ended it.
