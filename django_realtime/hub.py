@@ -89,6 +89,17 @@ class Seats:
         with self._lock:
             self.taken -= 1
 
+    def giver(self) -> Callable[[], None]:
+        """Return a callable that gives one seat back, however many times and from wherever it is called."""
+        given = threading.Event()
+
+        def give() -> None:
+            if not given.is_set():
+                given.set()
+                self.give()
+
+        return give
+
 
 class Write:
     """A stream's write to its client, watched by the hub: a client that stops reading blocks it."""

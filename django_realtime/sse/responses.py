@@ -149,6 +149,7 @@ async def asse_stream(
     keepalive: float,
     lifetime: float | None = None,
     scope: dict | None = None,
+    give_seat: Callable[[], None] | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the SSE bytes of a stream, on asyncio.
 
@@ -189,6 +190,8 @@ async def asse_stream(
             write.since = 0.0
     finally:
         hub.unwatch(write)
+        if give_seat is not None:
+            give_seat()
 
 
 def release_request_thread() -> bool:

@@ -82,17 +82,20 @@ def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpRespon
     if not hub.seats.take():
         logger.warning("django_realtime refuses a stream: this process serves MAX_STREAMS (%s)", hub.seats.limit)
         return unavailable("This server has too many open streams right now; try again later.")
+    give_seat = hub.seats.giver()
     if cursor is None:  # live from now, not from when the server first pulls the stream
         cursor = hub.horizon
     keepalive = float(realtime_settings.KEEPALIVE)
     lifetime = realtime_settings.SSE_MAX_LIFETIME
     lifetime = float(lifetime) if lifetime else None
     if is_async_request(request):
-        response = SSEResponse(asse_stream(hub, names, cursor, keepalive, lifetime, request.scope))
+        # Given back by the stream itself too: Django 6.1 does not close the
+        # response of a stream whose task the hub cancelled (SSE_SEND_TIMEOUT).
+        response = SSEResponse(asse_stream(hub, names, cursor, keepalive, lifetime, request.scope, give_seat))
     else:
         response = SSEResponse(sse_stream(hub, names, cursor, keepalive, lifetime, connection_closer(request)))
     # The server closes every response it was given, streamed or not, whatever ended it.
-    response._resource_closers.append(hub.seats.give)
+    response._resource_closers.append(give_seat)
     return response
 
 
