@@ -27,9 +27,9 @@ nox.options.download_python = "never"
 #: The whole suite, browser included, but for what the README's command in
 #: .ci/run runs once per CI run, which is enough for tests of this package
 #: under faults, of the services and of the servers rather than of Django:
-#: the chaos soak, the server matrix, and the runs on PostgreSQL (scale-out,
-#: faults, connections).
-FULL = ("-m", "not soak and not matrix and not postgres")
+#: the chaos soak, the server matrix, the prune under load, and the runs on
+#: PostgreSQL (scale-out, faults, connections).
+FULL = ("-m", "not soak and not matrix and not load and not postgres")
 #: Everything that starts no server process (about 50 s): the core, both
 #: transports' protocol code, the views through Django's test client and
 #: every backend against the real PostgreSQL and Redis.
@@ -39,7 +39,7 @@ UNIT = ("-m", "not server")
 #: break in its request handlers, runserver or ASGI streaming.  Left out:
 #: the browser, the scale-out runs and the PostgreSQL-served copies, which
 #: exercise this package and the services rather than Django.
-SERVERS = ("-m", "not browser and not postgres and not matrix")
+SERVERS = ("-m", "not browser and not postgres and not matrix and not load")
 
 # (python, django, pytest arguments, in CI).  Real servers run at least once
 # on every Django in CI: the README's command in .ci/run runs the full suite

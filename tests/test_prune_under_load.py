@@ -25,7 +25,7 @@ from httpx_sse import ServerSentEvent
 
 from tests.servers import EventStream, Publisher, manage, project_env, running_server
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.load]
 
 OLD_ROWS = 20_000
 OLD_CHANNELS = 4
