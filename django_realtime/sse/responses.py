@@ -169,7 +169,17 @@ async def asse_stream(
     release_request_thread()
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
-    write = hub.watch_write(functools.partial(loop.call_soon_threadsafe, task.cancel)) if task is not None else None
+    write = None
+    if task is not None:
+
+        def cut() -> None:
+            task.cancel()
+            # Now, not when the generator is finalised: Django 6.1 neither closes
+            # the response of a cancelled stream nor closes this generator.
+            if give_seat is not None:
+                give_seat()
+
+        write = hub.watch_write(functools.partial(loop.call_soon_threadsafe, cut))
     room = daphne_write_gate(scope) if scope is not None and write is not None else None
     try:
         async for chunk in afollow(hub, channels, cursor, keepalive, sse_chunk, lifetime):
