@@ -13,7 +13,9 @@ missing id (a gap) as "maybe still in flight" until it knows better:
   end of its transaction, and only then draws its id.  When a tailer sees a
   gap below id V, it notes which transactions hold that lock; once all of
   them have ended, every id up to V is either visible or dead.
-* Other databases: a gap is waited for GAP_TIMEOUT seconds, then skipped.
+* Other databases: a gap is waited for GAP_TIMEOUT seconds, then skipped,
+  and the skip recorded so that every process and every replay agree (see
+  ``django_realtime.skips``).
 """
 
 from __future__ import annotations
@@ -23,10 +25,14 @@ import random
 import re
 import socket
 import time
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, connections, transaction
 from django.db.models import Max
+from django.utils import timezone
+
+from . import skips
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -233,8 +239,10 @@ def read_rows(
 def read_page(using: str, channels: Iterable[str], after: int, upto: int) -> tuple[list[Item], int]:
     """Read stored events of *channels* in (after, upto]; return them and the new cursor."""
     rows, complete = read_rows(using, after, upto=upto, channels=channels)
-    items = [Item(*row) for row in rows]
-    return items, (upto if complete else items[-1].id)
+    cursor = upto if complete else rows[-1][0]
+    if rows and skips.possible(using):
+        rows = skips.without(rows, skips.recorded(using, after, rows[-1][0]))
+    return [Item(*row) for row in rows], cursor
 
 
 def high_water_mark(using: str) -> int:
@@ -468,6 +476,7 @@ class InnoDBTailer(GapTailer):
     def __init__(self, using: str) -> None:
         super().__init__(using)
         self._start: Sighting | None = None
+        self._newest = 0
         #: time.monotonic() after the tailer's last list of INNODB_TRX.
         self._listed_at = 0.0
         #: Set when INNODB_TRX cannot be read: GAP_TIMEOUT rules, as on other databases.
@@ -563,45 +572,120 @@ class InnoDBTailer(GapTailer):
         )
         self.fallback = TimeoutTailer(self.using)
 
+    def read(self, horizon: int) -> list[Row]:
+        if self.fallback is None:
+            return super().read(horizon)
+        rows = self.fallback.read(horizon)
+        self.waiting_since = self.fallback.waiting_since
+        return rows
+
+    @property
+    def recheck_after(self) -> float | None:
+        return super().recheck_after if self.fallback is None else self.fallback.recheck_after
+
     def _begin_start(self) -> int:
-        newest = super()._begin_start()
+        self._newest = newest = super()._begin_start()
         self._start = Sighting(self.now())
         return newest
 
     def settled_start(self) -> bool:
-        if self._start is None or self.fallback is not None:
-            return True  # without the privilege a hub starts at once, as on other databases
-        if self._ended(self._start):
+        if self.fallback is not None:
+            return self.fallback.settled_start()
+        if self._start is None or self._ended(self._start):
             self._start = None
             return True
-        return self.fallback is not None
+        if self.fallback is not None:  # the privilege is missing, found out just now
+            self.fallback._start = self._newest
+            return self.fallback.settled_start()
+        return False
 
     def _evidence(self) -> object:
-        if self.fallback is not None:
-            return self.fallback._evidence()
         return Sighting(self.now())
 
     def _settled_by(self, evidence: object) -> bool:
-        if self.fallback is not None and not isinstance(evidence, Sighting):
-            return self.fallback._settled_by(evidence)
-        if self._ended(evidence):  # type: ignore[arg-type]
-            return True
-        if self.fallback is not None and self._pending is not None:
-            # The privilege is missing, found out just now: GAP_TIMEOUT from now.
-            self._pending = (self._pending[0], self.fallback._evidence())
-        return False
+        return self._ended(evidence)  # type: ignore[arg-type]
 
 
-class TimeoutTailer(GapTailer):
-    """Other databases: a gap still open after GAP_TIMEOUT seconds is skipped."""
+class TimeoutTailer(Tailer):
+    """Other databases: a gap still open after GAP_TIMEOUT seconds is skipped, and recorded as such.
 
-    def _evidence(self) -> object:
+    The record (see ``django_realtime.skips``) makes every process and every
+    replay agree: other hubs step over a recorded id at once, every read
+    leaves out a row that commits there late, and its channel gets a reset.
+    """
+
+    def __init__(self, using: str) -> None:
+        super().__init__(using)
+        #: (highest id seen above the first gap, time.monotonic() when every id up to it still missing is dead)
+        self._pending: tuple[int, float] | None = None
+        #: The newest id when the hub started; None once the ids below it are settled.
+        self._start: int | None = None
+
+    def read(self, horizon: int) -> list[Row]:
+        rows, runs, top = self._read_known(horizon)
+        holes = skips.missing((row[0] for row in rows), horizon, top, runs)
+        if not holes:
+            self._pending = self.waiting_since = None
+            return rows
+        now = time.monotonic()
+        if self._pending is None or self._pending[0] < holes[0][0]:
+            # A deadline set after seeing *top* covers every id below it; one
+            # for an older gap, since filled, covers nothing here.
+            if self._pending is None:
+                self.waiting_since = now
+            self._pending = (top, now + self._timeout())
+        settled, deadline = self._pending
+        if now < deadline:
+            return [row for row in rows if row[0] < holes[0][0]]
+        self._pending = self.waiting_since = None
+        skips.record(self.using, [(first, min(last, settled)) for first, last in holes if first <= settled])
+        return self.read(horizon)  # again, past what is now recorded
+
+    def _read_known(self, horizon: int) -> tuple[list[Row], list[skips.Run], int]:
+        """Return the next rows without the late ones, the recorded runs among them, and the highest id read."""
+        rows = self._read_after(horizon)
+        if not rows:
+            return rows, [], horizon
+        top = rows[-1][0]
+        runs = skips.recorded(self.using, horizon, top)
+        return skips.without(rows, runs), runs, top
+
+    @staticmethod
+    def _timeout() -> float:
         from .conf import realtime_settings
 
-        return time.monotonic() + realtime_settings.GAP_TIMEOUT
+        return float(realtime_settings.GAP_TIMEOUT)
 
-    def _settled_by(self, evidence: object) -> bool:
-        return time.monotonic() >= evidence  # type: ignore[operator]
+    @property
+    def recheck_after(self) -> float | None:
+        return GAP_RECHECK if self._pending is not None else None
+
+    def _begin_start(self) -> int:
+        self._start = newest = super()._begin_start()
+        return newest
+
+    def settled_start(self) -> bool:
+        """Return whether the ids just below the start are each stored, recorded, or missing for GAP_TIMEOUT.
+
+        A publish in flight when the hub starts holds an id below the newest:
+        wait for it as for any gap (its age is that of the next stored row,
+        by the publishers' clock), and record the ones given up on.  Only the
+        PAGE ids below the newest are looked at.
+        """
+        from .models import Event
+
+        newest = self._start
+        if newest is None:
+            return True
+        after = max(0, newest - PAGE)
+        stored = dict(Event.objects.using(self.using).filter(id__gt=after, id__lte=newest).values_list("id", "created"))
+        holes = skips.missing(sorted(stored), after, newest, skips.recorded(self.using, after, newest))
+        oldest_wait = timezone.now() - timedelta(seconds=self._timeout())
+        if any(stored.get(last + 1, oldest_wait) > oldest_wait for _, last in holes):
+            return False
+        skips.record(self.using, holes)
+        self._start = None
+        return True
 
 
 def tailer_for(using: str) -> Tailer:

@@ -87,3 +87,19 @@ class PruneMark(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} pruned through {self.pruned_through}"
+
+
+class SkippedIds(models.Model):
+    """A run of event ids, first to last, that a hub stepped over after GAP_TIMEOUT without seeing them.
+
+    Only on databases with no commit-order rule (see ``django_realtime.skips``):
+    every process and every replay then leave out a row that commits there
+    late, and its channel gets a ``reset`` (reason ``late``) instead.
+    """
+
+    first = models.BigIntegerField()
+    last = models.BigIntegerField(db_index=True)
+    recorded = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"ids {self.first}..{self.last} skipped"

@@ -9,6 +9,7 @@ from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
 
+from . import skips
 from .conf import realtime_settings
 from .exceptions import EventTooLarge, InvalidEventData
 from .log import insert_event
@@ -68,6 +69,7 @@ def publish(channel: str, data: Any = None, *, event: str = "message") -> Event:
         alias, channel, event, data_json, notify=notify, idle_timeout=realtime_settings.PUBLISH_IDLE_TIMEOUT
     )
     backend.published(stored, alias, notified=notify is not None)
+    skips.watch(alias, [stored])
     return stored
 
 
@@ -81,14 +83,13 @@ def announce(events: Iterable[Event], using: str) -> None:
 
     if using != realtime_settings.DATABASE:
         return
-    newest: dict[str, Event] = {}
-    for event in events:
-        if event.pk is not None and not getattr(event, "_announced", False):
-            newest[event.channel] = event
+    fresh = [event for event in events if event.pk is not None and not getattr(event, "_announced", False)]
+    newest = {event.channel: event for event in fresh}
     if newest:
         backend = get_backend()
         for event in newest.values():
             backend.published(event, using)
+        skips.watch(using, fresh)
 
 
 def event_saved(sender: type[Event], instance: Event, created: bool, using: str, **kwargs: Any) -> None:

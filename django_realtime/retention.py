@@ -21,6 +21,7 @@ from django.db import connections, transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
+from . import skips
 from .conf import realtime_settings
 
 BATCH = 1000
@@ -109,6 +110,8 @@ def prune(
             threshold = threshold[0]
             while n := _delete_batch(using, own.filter(id__lte=threshold, created__lt=recent)):
                 deleted["by_count"] += n
+    if skips.possible(using):
+        skips.prune(using)
     return deleted
 
 

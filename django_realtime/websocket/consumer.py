@@ -82,7 +82,7 @@ class Waker:
 
 def event_text(channel: str, item: Item) -> str:
     """Return the WebSocket message of *item* on *channel*, made once per process and event."""
-    if not item.channel:  # the reset item of a Follower
+    if not item.channel or item.event == "reset":  # a Follower's reset, or a stored one (django_realtime.skips)
         fields = json.loads(item.data_json)
         return protocol.reset(channel, fields["reason"], fields["last_event_id"], fields["resume_id"])
     text = item.websocket
