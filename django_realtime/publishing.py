@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connections
+from django.db import connections, transaction
 
-from . import skips
+from . import signals, skips
 from .conf import realtime_settings
 from .exceptions import EventTooLarge, InvalidEventData
 from .log import insert_event
+from .models import Event
 from .names import validate_channel, validate_event_name
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-
-    from .models import Event
 
 
 def encode_data(data: Any, *, limit: int | None = None) -> str:
@@ -70,7 +70,19 @@ def publish(channel: str, data: Any = None, *, event: str = "message") -> Event:
     )
     backend.published(stored, alias, notified=notify is not None)
     skips.watch(alias, [stored])
+    _signal([stored], alias)
     return stored
+
+
+def _signal(events: list[Event], using: str) -> None:
+    """Send ``event_stored`` for *events* now, and ``event_published`` once their transaction commits."""
+    for event in events:
+        signals.event_stored.send(sender=Event, event=event, using=using)
+    if signals.event_published.receivers:
+        for event in events:
+            transaction.on_commit(
+                partial(signals.event_published.send, sender=Event, event=event, using=using), using=using
+            )
 
 
 def announce(events: Iterable[Event], using: str) -> None:
@@ -90,6 +102,7 @@ def announce(events: Iterable[Event], using: str) -> None:
         for event in newest.values():
             backend.published(event, using)
         skips.watch(using, fresh)
+        _signal(fresh, using)
 
 
 def event_saved(sender: type[Event], instance: Event, created: bool, using: str, **kwargs: Any) -> None:

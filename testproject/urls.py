@@ -1,3 +1,4 @@
+from django.contrib import admin
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 
@@ -5,6 +6,7 @@ from testproject.chat import views
 
 urlpatterns = [
     path("events/", include("django_realtime.urls")),
+    path("admin/", admin.site.urls),
     path("", views.index, name="index"),
     path("room/", views.join, name="join"),
     path("room/<slug:room>/", views.room, name="room"),

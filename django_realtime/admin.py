@@ -1,0 +1,135 @@
+"""The event log in Django's admin: browse it read-only, and publish an event to a channel by hand.
+
+Rows are never edited or deleted here: the log is append-only (retention
+deletes, and remembers what it deleted, see :class:`PruneMark`).  "Add" is a
+form that goes through :func:`~django_realtime.publish`, with the same
+checks, so the event is delivered like any other.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from .models import Event, PruneMark, SkippedIds
+from .names import CHANNEL_MAX_LENGTH, EVENT_MAX_LENGTH
+from .publishing import publish
+
+#: Characters of an event's data shown in the list.
+PREVIEW = 80
+
+
+class PublishForm(forms.Form):
+    channel = forms.CharField(max_length=CHANNEL_MAX_LENGTH, help_text="For example chat:lobby or user:42.")
+    event = forms.CharField(max_length=EVENT_MAX_LENGTH, initial="message", help_text="The event name.")
+    data = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 80}),
+        initial="null",
+        help_text='JSON: a string needs quotes, e.g. "hello" or {"text": "hello"}.',
+    )
+
+    def clean_data(self) -> Any:
+        try:
+            return json.loads(self.cleaned_data["data"])
+        except ValueError as exc:
+            raise forms.ValidationError(f"Not JSON: {exc}") from None
+
+
+class ChannelPrefixFilter(admin.SimpleListFilter):
+    """Filter by the part of the channel name before its first colon (chat, user, ...): channels can be many."""
+
+    title = "channel kind"
+    parameter_name = "kind"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        names = Event.objects.values_list("channel", flat=True).distinct().order_by("channel")[:1000]
+        kinds = sorted({name.split(":", 1)[0] for name in names})
+        return [(kind, kind) for kind in kinds]
+
+    def queryset(self, request: HttpRequest, queryset):
+        kind = self.value()
+        if kind is None:
+            return queryset
+        return queryset.filter(channel=kind) | queryset.filter(channel__startswith=f"{kind}:")
+
+
+class ReadOnly:
+    """Nothing changed or deleted through the admin."""
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnly, admin.ModelAdmin):
+    list_display = ("id", "channel", "event", "created", "preview")
+    list_filter = (ChannelPrefixFilter, "event", "created")
+    search_fields = ("=channel", "channel", "event", "data_json")
+    date_hierarchy = "created"
+    ordering = ("-id",)
+    show_full_result_count = False  # COUNT(*) of a big log on every page is slow
+    readonly_fields = ("id", "channel", "event", "data_json", "created")
+    fields = readonly_fields
+
+    @admin.display(description="data")
+    def preview(self, obj: Event) -> str:
+        text = obj.data_json
+        return text if len(text) <= PREVIEW else f"{text[: PREVIEW - 1]}…"
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
+        """Publish an event by hand, through publish(): stored and delivered like any other."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = PublishForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            values = form.cleaned_data
+            try:
+                event = publish(values["channel"], values["data"], event=values["event"])
+            except ValueError as exc:  # a bad name, data too large: publish()'s own errors
+                form.add_error(None, str(exc))
+            else:
+                self.log_addition(request, event, [{"added": {}}])
+                self.message_user(request, f"Published event {event.id} to {event.channel}.", messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:django_realtime_event_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Publish an event",
+            "form": form,
+            "opts": self.model._meta,
+            "media": self.media + form.media,
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/django_realtime/event/publish.html", context)
+
+
+@admin.register(PruneMark)
+class PruneMarkAdmin(ReadOnly, admin.ModelAdmin):
+    """What retention deleted: a client whose cursor is below a channel's mark gets a reset."""
+
+    list_display = ("channel", "pruned_through")
+    search_fields = ("channel",)
+    ordering = ("channel",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(SkippedIds)
+class SkippedIdsAdmin(ReadOnly, admin.ModelAdmin):
+    """Ids the hubs stepped over after GAP_TIMEOUT (only on databases with no commit-order rule)."""
+
+    list_display = ("first", "last", "recorded")
+    ordering = ("-last",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

@@ -1,0 +1,191 @@
+"""Helpers for testing a project that uses django_realtime.
+
+* :func:`capture_events`: the events published while it is open, like
+  ``django.core.mail.outbox``, committed or not (a ``TestCase`` never commits);
+* :func:`read_sse`: the first events of a live SSE response, from Django's
+  test client (``Client`` or ``AsyncClient``), parsed as a browser would;
+* :func:`read_websocket`: the first events a Channels ``WebsocketCommunicator``
+  receives;
+* :func:`reset`: a fresh hub and backend, for test isolation (a hub is one
+  per process and keeps its buffer and threads between tests).
+
+These are public and documented in docs/testing.md.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from . import signals
+from .models import Event
+
+__all__ = ["SSEEvent", "aread_sse", "capture_events", "read_sse", "read_websocket", "reset"]
+
+
+class CapturedEvents(list):
+    """The events published while :func:`capture_events` is open, oldest first."""
+
+    def data(self) -> list[Any]:
+        """Return each captured event's data, decoded."""
+        return [event.data for event in self]
+
+
+@contextmanager
+def capture_events(channel: str | None = None) -> Iterator[CapturedEvents]:
+    """Collect the events stored (by ``publish()`` or the ORM) while the block runs, of *channel* if given.
+
+    ::
+
+        with capture_events("user:42") as published:
+            client.post("/orders/")
+        assert published.data() == [{"order": 7}]
+    """
+    captured = CapturedEvents()
+
+    def stored(sender: type[Event], event: Event, **kwargs: Any) -> None:
+        if channel is None or event.channel == channel:
+            captured.append(event)
+
+    signals.event_stored.connect(stored, weak=False)
+    try:
+        yield captured
+    finally:
+        signals.event_stored.disconnect(stored)
+
+
+@dataclass(frozen=True)
+class SSEEvent:
+    """One event of an SSE stream: its fields as an EventSource would see them."""
+
+    id: str
+    event: str
+    #: The ``data:`` lines joined with newlines, as sent.
+    raw: str
+
+    @property
+    def data(self) -> Any:
+        """Return the data decoded from JSON."""
+        return json.loads(self.raw)
+
+
+class SSEParser:
+    """The SSE parsing algorithm of the HTML standard, for events (comments and ``retry:`` are dropped)."""
+
+    def __init__(self) -> None:
+        self.buffer = ""
+        self.last_id = ""
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes | str) -> list[SSEEvent]:
+        self.buffer += chunk.decode("utf-8") if isinstance(chunk, bytes) else chunk
+        events = []
+        *lines, self.buffer = self.buffer.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        for line in lines:
+            if not line:
+                if self._data:
+                    events.append(SSEEvent(self.last_id, self._event or "message", "\n".join(self._data)))
+                self._event, self._data = "", []
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data":
+                self._data.append(value)
+            elif name == "event":
+                self._event = value
+            elif name == "id" and "\0" not in value:
+                self.last_id = value
+        return events
+
+
+def read_sse(response: Any, count: int, *, timeout: float = 10.0) -> list[SSEEvent]:
+    """Return the first *count* events of a streaming SSE *response* from Django's test ``Client``.
+
+    The stream is read in this thread, so publish the events before, or from
+    another thread.  The deadline is checked between two chunks of the
+    stream: a stream that sends nothing (no event, no keepalive) blocks
+    until its next keepalive (``KEEPALIVE`` seconds).  The response is closed
+    afterwards.  For ``AsyncClient`` use :func:`aread_sse`.
+    """
+    if not getattr(response, "streaming", False):
+        raise TypeError(f"not a streaming response: {response!r}")
+    parser, events = SSEParser(), []
+    deadline = time.monotonic() + timeout
+    try:
+        for chunk in response.streaming_content:
+            events += parser.feed(chunk)
+            if len(events) >= count:
+                return events[:count]
+            if time.monotonic() > deadline:
+                break
+    finally:
+        response.close()
+    raise TimeoutError(f"{len(events)} of {count} events within {timeout:g} s: {events}")
+
+
+async def aread_sse(response: Any, count: int, *, timeout: float = 10.0) -> list[SSEEvent]:
+    """Return the first *count* events of a streaming SSE *response* from Django's ``AsyncClient``."""
+    import asyncio
+
+    if not getattr(response, "streaming", False):
+        raise TypeError(f"not a streaming response: {response!r}")
+    parser, events = SSEParser(), []
+    content: AsyncIterator[bytes] = aiter(response.streaming_content)
+
+    async def read() -> list[SSEEvent]:
+        nonlocal events
+        async for chunk in content:
+            events += parser.feed(chunk)
+            if len(events) >= count:
+                return events[:count]
+        raise EOFError(f"the stream ended after {len(events)} of {count} events: {events}")
+
+    try:
+        return await asyncio.wait_for(read(), timeout)
+    except TimeoutError:
+        raise TimeoutError(f"{len(events)} of {count} events within {timeout:g} s: {events}") from None
+    finally:
+        close = getattr(content, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def read_websocket(communicator: Any, count: int, *, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Return the first *count* ``event`` messages a Channels ``WebsocketCommunicator`` receives.
+
+    Other messages (``subscribed``, ``pong``...) are skipped; an ``error``
+    raises AssertionError with it.  Each event is the protocol's message as
+    JSON decodes it: ``{"type": "event", "channel", "id", "event", "data"}``.
+    """
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(events) < count:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"{len(events)} of {count} events within {timeout:g} s: {events}")
+        message = await communicator.receive_json_from(timeout=left)
+        if message.get("type") == "error":
+            raise AssertionError(f"the server sent an error: {message}")
+        if message.get("type") == "event":
+            events.append(message)
+    return events
+
+
+def reset() -> None:
+    """Stop this process's hub and forget the loaded backend: the next stream starts a fresh one.
+
+    Call it between tests that change ``REALTIME`` by hand or that need an
+    empty buffer (``override_settings(REALTIME=...)`` does it itself).
+    """
+    from .backends import clear_cache
+    from .hub import reset_hub
+
+    reset_hub()
+    clear_cache()
