@@ -20,6 +20,7 @@ missing id (a gap) as "maybe still in flight" until it knows better:
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -47,6 +48,8 @@ PAGE_BYTES = 1024 * 1024
 LOCK_KEY = (0x7265616C, 1)  # b"real"
 #: Seconds between two re-reads while a gap is unresolved.
 GAP_RECHECK = 0.1
+#: Sightings a gap tailer keeps at once (see GapTailer).
+SIGHTINGS = 8
 #: Seconds INNODB_TRX must go unread before InnoDB refreshes its cache of it (0.1 s), with room.
 INNODB_TRX_CACHE = 0.12
 #: Longest wait, in seconds, before INNODB_TRX is read again while its cache stays stale.
@@ -330,12 +333,19 @@ class SerialTailer(Tailer):
 
 
 class GapTailer(Tailer):
-    """Wait for a gap to be filled or to be proven dead before moving past it."""
+    """Wait for a gap to be filled or to be proven dead before moving past it.
+
+    Evidence taken after a read that reached id V (a *sighting*) settles
+    every id up to V.  While one is pending, rows keep arriving above V: a
+    read that reaches further takes a new sighting at once (up to SIGHTINGS
+    of them), so that those rows wait for one sighting to settle, not for
+    the older ones first and then one of their own.
+    """
 
     def __init__(self, using: str) -> None:
         super().__init__(using)
-        #: (highest id seen above the gap, evidence that settles the gap)
-        self._pending: tuple[int, object] | None = None
+        #: (highest id seen when taken, evidence that settles every id up to it), oldest first.
+        self._pending: list[tuple[int, object]] = []
         #: Every missing id up to here is known dead (rolled back).
         self._settled = 0
         #: time.monotonic() when the tailer began to hold rows back behind the gap it waits at, or None.
@@ -344,40 +354,45 @@ class GapTailer(Tailer):
     def read(self, horizon: int) -> list[Row]:
         rows = self._read_after(horizon)
         safe = self._safe(rows, horizon)
-        if self._pending is None:
+        if not self._pending:
             return safe
-        top, evidence = self._pending
-        if not self._settled_by(evidence):
+        index = self._newest_settled([evidence for _, evidence in self._pending])
+        if index is None:
             return safe
-        # Every id up to top is now visible or dead: read again, past the dead.
-        self._pending = self.waiting_since = None
-        self._settled = max(self._settled, top)
+        # Every id up to that sighting's top is now visible or dead: read again, past the dead.
+        self._settled = max(self._settled, self._pending[index][0])
+        del self._pending[: index + 1]
+        if not self._pending:
+            self.waiting_since = None
         return self._safe(self._read_after(horizon), horizon)
 
     def _safe(self, rows: list[Row], horizon: int) -> list[Row]:
         """Return the rows up to the first gap, and keep the evidence that will settle it."""
         safe = _unbroken(rows, horizon, self._settled)
         if len(safe) == len(rows):
-            self._pending = self.waiting_since = None  # no gap now: one seen before has filled
+            self._pending, self.waiting_since = [], None  # no gap now: one seen before has filled
             return safe
         gap = max((safe[-1][0] if safe else horizon) + 1, self._settled + 1)
-        if self._pending is None or self._pending[0] < gap:
-            # Evidence taken after seeing rows[-1] covers every id below it;
-            # evidence of an older gap, since filled, covers nothing here.
-            if self._pending is None:
-                self.waiting_since = time.monotonic()
-            self._pending = (rows[-1][0], self._evidence())
+        # A sighting below the first gap is of an older gap, since filled: it covers nothing here.
+        self._pending = [sighting for sighting in self._pending if sighting[0] >= gap]
+        top = rows[-1][0]
+        if not self._pending:
+            self.waiting_since = self.waiting_since or time.monotonic()
+            self._pending.append((top, self._evidence()))
+        elif self._pending[-1][0] < top and len(self._pending) < SIGHTINGS:
+            self._pending.append((top, self._evidence()))
         return safe
 
     @property
     def recheck_after(self) -> float | None:
-        return GAP_RECHECK if self._pending is not None else None
+        return GAP_RECHECK if self._pending else None
 
     def _evidence(self) -> object:
         raise NotImplementedError("subclasses of GapTailer must provide an _evidence() method")
 
-    def _settled_by(self, evidence: object) -> bool:
-        raise NotImplementedError("subclasses of GapTailer must provide a _settled_by() method")
+    def _newest_settled(self, evidences: list) -> int | None:
+        """Return the index of the newest of *evidences* (oldest first) whose transactions have all ended."""
+        raise NotImplementedError("subclasses of GapTailer must provide a _newest_settled() method")
 
 
 class PostgresTailer(GapTailer):
@@ -412,14 +427,18 @@ class PostgresTailer(GapTailer):
     def _evidence(self) -> object:
         return frozenset(self._holders())
 
-    def _settled_by(self, evidence: object) -> bool:
-        return not (evidence & self._holders())  # type: ignore[operator]
+    def _newest_settled(self, evidences: list) -> int | None:
+        holders = self._holders()
+        for index in range(len(evidences) - 1, -1, -1):
+            if not (evidences[index] & holders):
+                return index
+        return None
 
 
 class Sighting:
     """The InnoDB transactions that may hold a missing id: those open when the gap was seen."""
 
-    __slots__ = ("since", "open", "listed", "retry_at", "stale")
+    __slots__ = ("since", "open", "listed", "ended")
 
     def __init__(self, since: str) -> None:
         #: The database's clock just after the read that showed the gap (see InnoDBTailer.now).
@@ -428,10 +447,24 @@ class Sighting:
         self.open: set[tuple[object, ...]] | None = None
         #: The database time the last list used was newer than.
         self.listed = ""
-        #: time.monotonic() before which the list is not asked for again, after a stale one.
-        self.retry_at = 0.0
-        #: Stale lists in a row.
-        self.stale = 0
+        #: Whether every transaction open at the sighting has ended.
+        self.ended = False
+
+    def update(self, listed: set, answers: set, newer_than: str) -> bool:
+        """Take in a list of INNODB_TRX; return whether it was fresh enough to tell this sighting anything."""
+        if self.open is None:
+            if newer_than < self.since:
+                return False
+            self.open, self.listed = set(listed), newer_than
+        elif newer_than > self.listed:
+            # A list newer than the last one used: the cache only moves forward, so
+            # a transaction it lacks has ended.
+            self.open &= answers
+            self.listed = newer_than
+        else:
+            return False
+        self.ended = not self.open
+        return True
 
 
 #: In the SQL comments of the statements that list INNODB_TRX, to tell them apart.
@@ -477,8 +510,9 @@ class InnoDBTailer(GapTailer):
         super().__init__(using)
         self._start: Sighting | None = None
         self._newest = 0
-        #: time.monotonic() after the tailer's last list of INNODB_TRX.
-        self._listed_at = 0.0
+        #: time.monotonic() before which INNODB_TRX is not listed again, and stale lists in a row.
+        self._retry_at = 0.0
+        self._stale = 0
         #: Set when INNODB_TRX cannot be read: GAP_TIMEOUT rules, as on other databases.
         self.fallback: TimeoutTailer | None = None
 
@@ -521,45 +555,129 @@ class InnoDBTailer(GapTailer):
                 newer_than = max(newer_than, marked.group(1))
             if own or (query and MARKER in query):
                 continue
-            by_start = ("started", thread, began)
-            keys.add(("trx", trx_id) if trx_id not in (0, "0") else by_start)
-            answers.update({("trx", trx_id), by_start})
+            # As text: the same keys come back from the shared list's JSON.
+            by_start = ("started", str(thread), str(began))
+            by_id = ("trx", str(trx_id))
+            keys.add(by_id if trx_id not in (0, "0") else by_start)
+            answers.update({by_id, by_start})
         return keys, answers, newer_than
+
+    def _shared(self) -> tuple[set[tuple[object, ...]], set[tuple[object, ...]], str, float] | None:
+        """Return the list another hub (or this one) shared, as _list() does, and its age in seconds; or None."""
+        from .models import InnoDBTransactions
+
+        connection = connections[self.using]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT taken, listed, answers, TIMESTAMPDIFF(MICROSECOND, written, NOW(6)) "
+                f"FROM {connection.ops.quote_name(InnoDBTransactions._meta.db_table)} WHERE id = 1"
+            )
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        taken, listed, answers, age = row
+        return (
+            {tuple(key) for key in json.loads(listed)},
+            {tuple(key) for key in json.loads(answers)},
+            taken,
+            age / 1e6,
+        )
+
+    def _claim(self) -> bool:
+        """Return whether this hub may list INNODB_TRX now: no other hub has since InnoDB's cache period."""
+        from .models import InnoDBTransactions
+
+        connection = connections[self.using]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {connection.ops.quote_name(InnoDBTransactions._meta.db_table)} SET written = NOW(6) "
+                f"WHERE id = 1 AND written < NOW(6) - INTERVAL %s MICROSECOND /* {MARKER} */",
+                [round(INNODB_TRX_CACHE * 1e6)],
+            )
+            return cursor.rowcount == 1
+
+    def _share(self, listed: set, answers: set, newer_than: str) -> None:
+        """Keep the list for the other hubs, unless one newer than it is kept already."""
+        from .models import InnoDBTransactions
+
+        connection = connections[self.using]
+        table = connection.ops.quote_name(InnoDBTransactions._meta.db_table)
+        newer = "VALUES(taken) > taken"
+        with connection.cursor() as cursor:
+            # MySQL assigns left to right: taken last, so the others compare with the old one.
+            # The comment: other hubs leave this statement's transaction out of their lists.
+            cursor.execute(
+                f"INSERT INTO {table} (id, taken, listed, answers, written) VALUES (1, %s, %s, %s, NOW(6)) "
+                f"ON DUPLICATE KEY UPDATE listed = IF({newer}, VALUES(listed), listed), "
+                f"answers = IF({newer}, VALUES(answers), answers), written = NOW(6), "
+                f"taken = GREATEST(taken, VALUES(taken)) /* {MARKER} */",
+                [newer_than, json.dumps(sorted(listed)), json.dumps(sorted(answers))],
+            )
 
     def _ended(self, sighting: Sighting) -> bool:
         """Return whether every transaction open at *sighting* has ended (False: not known yet)."""
+        self._update([sighting])
+        return sighting.ended
+
+    def _update(self, sightings: list[Sighting]) -> None:
+        """Tell *sightings* what InnoDB's newest list of open transactions says.
+
+        The list is the one the hubs share (InnoDBTransactions) while it is
+        younger than InnoDB's cache period: listing INNODB_TRX again then
+        would only keep the cache stale for every hub.  Else this hub lists
+        it, and shares it.
+        """
         now = time.monotonic()
-        # Leave the cache unread for a while between two lists, for InnoDB to refresh it.
-        if now < sighting.retry_at or now - self._listed_at < INNODB_TRX_CACHE:
-            return False
+        if now < self._retry_at:
+            return
+        shared = self._shared()
+        if shared is not None:
+            listed, answers, newer_than, age = shared
+            self._take(sightings, listed, answers, newer_than)
+            if all(sighting.ended for sighting in sightings):
+                return
+            if age < INNODB_TRX_CACHE:
+                # Another hub listed just now: look again once InnoDB may have refreshed its cache.
+                self._retry_at = now + INNODB_TRX_CACHE - age + random.uniform(0.0, 0.02)
+                return
+            if not self._claim():
+                # Another hub is listing it this moment: its list will be there in a few milliseconds.
+                self._retry_at = now + random.uniform(0.01, 0.03)
+                return
         try:
             listed, answers, newer_than = self._list()
         except DatabaseError as exc:
             if getattr(exc, "args", (None,))[0] not in _NO_PRIVILEGE:
                 raise
             self._fall_back(exc)
-            return False
-        self._listed_at = time.monotonic()
-        if sighting.open is None:
-            fresh = newer_than >= sighting.since
-            if fresh:
-                sighting.open, sighting.listed = listed, newer_than
-        else:
-            # A list newer than the last one used: the cache only moves forward, so
-            # a transaction it lacks has ended.
-            fresh = newer_than > sighting.listed
-            if fresh:
-                sighting.open &= answers
-                sighting.listed = newer_than
-        if fresh and not sighting.open:
-            return True
-        # Wait for InnoDB to refresh the cache, which it does only once nobody has
-        # read it for 0.1 s: longer while lists come back stale (other processes
-        # read it too), with jitter to part the processes.
-        sighting.stale = 0 if fresh else sighting.stale + 1
-        longest = min(INNODB_TRX_CACHE * 2 ** (sighting.stale + 1), INNODB_TRX_STALE_MOST)
-        sighting.retry_at = now + random.uniform(INNODB_TRX_CACHE, longest)
-        return False
+            return
+        self._share(listed, answers, newer_than)
+        fresh = self._take(sightings, listed, answers, newer_than)
+        if all(sighting.ended for sighting in sightings):
+            self._stale = 0
+            return
+        # InnoDB refreshes the cache only once nobody has read it for 0.1 s:
+        # after a stale list (a hub listed at the same moment), wait longer,
+        # with jitter to part the processes.
+        self._stale = 0 if fresh else self._stale + 1
+        longest = min(INNODB_TRX_CACHE * 2 ** (self._stale + 1), INNODB_TRX_STALE_MOST)
+        self._retry_at = now + random.uniform(INNODB_TRX_CACHE, longest if self._stale else INNODB_TRX_CACHE + 0.02)
+
+    @staticmethod
+    def _take(sightings: list[Sighting], listed: set, answers: set, newer_than: str) -> bool:
+        """Give a list to each of *sightings* not ended yet; return whether it told one of them anything."""
+        fresh = False
+        for sighting in sightings:
+            if not sighting.ended:
+                fresh = sighting.update(listed, answers, newer_than) or fresh
+        return fresh
+
+    def _newest_settled(self, evidences: list) -> int | None:
+        self._update(evidences)
+        for index in range(len(evidences) - 1, -1, -1):
+            if evidences[index].ended:
+                return index
+        return None
 
     def _fall_back(self, exc: Exception) -> None:
         import logging
@@ -601,9 +719,6 @@ class InnoDBTailer(GapTailer):
 
     def _evidence(self) -> object:
         return Sighting(self.now())
-
-    def _settled_by(self, evidence: object) -> bool:
-        return self._ended(evidence)  # type: ignore[arg-type]
 
 
 class TimeoutTailer(Tailer):

@@ -103,3 +103,26 @@ class SkippedIds(models.Model):
 
     def __str__(self) -> str:
         return f"ids {self.first}..{self.last} skipped"
+
+
+class InnoDBTransactions(models.Model):
+    """MySQL and MariaDB only: the newest list of InnoDB's open transactions, shared by every process's hub.
+
+    InnoDB refreshes its cache of ``information_schema.INNODB_TRX`` only when
+    nobody has read it for 0.1 s, so hubs that each listed it would keep it
+    stale for one another.  One hub lists it and keeps the list here; the
+    others read this row (see ``log.InnoDBTailer``).  One row, id 1.
+    """
+
+    #: The database time the list is surely newer than (log._NOW's format).
+    taken = models.CharField(max_length=20)
+    #: JSON: the keys of the open transactions, and every key each answers to.
+    listed = models.TextField()
+    answers = models.TextField()
+    written = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "InnoDB transactions"
+
+    def __str__(self) -> str:
+        return f"InnoDB transactions listed after {self.taken}"

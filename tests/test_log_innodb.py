@@ -5,10 +5,10 @@ import time
 from functools import partial
 
 import pytest
-from django.db import connections
+from django.db import connections, transaction
 
 from django_realtime import publish
-from django_realtime.log import InnoDBTailer, TimeoutTailer, tailer_for
+from django_realtime.log import INNODB_TRX_CACHE, InnoDBTailer, Sighting, TimeoutTailer, tailer_for
 from tests import services
 from tests.held import Held as HeldOpen
 
@@ -194,3 +194,54 @@ def test_without_the_process_privilege_the_tailer_warns_and_waits_gap_timeout(se
     held.end(commit=True)
     assert isinstance(tailer.fallback, TimeoutTailer)
     assert "grant the database user the PROCESS privilege" in caplog.text
+
+
+def first_rows(tailer, horizon, timeout=5.0):
+    """Return the first rows a tailer reads after *horizon*."""
+    deadline = time.monotonic() + timeout
+    while not (rows := tailer.read(horizon)):
+        assert time.monotonic() < deadline, f"nothing read for {timeout}s"
+        time.sleep(0.02)
+    return ids(rows)
+
+
+def test_rows_that_arrive_behind_a_pending_gap_get_a_sighting_at_once_and_flow_with_it():
+    """Without a second sighting, later2 would wait for one of its own after the first gap settled."""
+    tailer = tailer_for("mysql")
+    horizon = tailer.start_horizon()
+    held = Held()
+    later1 = publish("c", "later1").id
+    assert tailer.read(horizon) == []
+    with transaction.atomic(using="mysql"):
+        publish("c", "rolled back")  # a second gap, dead at once
+        transaction.set_rollback(True, using="mysql")
+    later2 = publish("c", "later2").id
+    assert tailer.read(horizon) == []  # sees later2 above the pending sighting: takes another
+    held.end(commit=False)
+    assert first_rows(tailer, horizon) == [later1, later2]
+
+
+def test_the_hubs_of_several_processes_share_one_list_of_innodb_trx(monkeypatch):
+    lists = []
+    original = InnoDBTailer._list
+
+    def counted(self):
+        lists.append(self)
+        return original(self)
+
+    monkeypatch.setattr(InnoDBTailer, "_list", counted)
+    first, second = tailer_for("mysql"), tailer_for("mysql")
+    held = Held()
+    publish("c", "later")
+    waiting = Sighting(second.now())  # second's gap, seen before first lists
+    first._update([Sighting(first.now())])
+    assert lists == [first]
+    second._update([waiting])
+    assert lists == [first], "the second hub listed INNODB_TRX though a fresh list was shared"
+    assert waiting.open and not waiting.ended  # the held transaction, from the shared list
+    held.end(commit=False)
+    time.sleep(INNODB_TRX_CACHE + 0.1)
+    first._update([Sighting(first.now())])
+    second._update([waiting])
+    assert lists == [first, first]
+    assert waiting.ended
