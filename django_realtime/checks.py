@@ -79,7 +79,7 @@ def _check_backend_fits():
             return [
                 Error(
                     f"The {extra} backend needs the {module} package, which is not installed.",
-                    hint=f"pip install 'django-realtime[{extra}]'",
+                    hint=f"pip install 'django-realtime-log[{extra}]'",
                     id="django_realtime.E006",
                 )
             ]
