@@ -29,15 +29,16 @@ PREVIEW = 80
 class PublishForm(forms.Form):
     channel = forms.CharField(max_length=CHANNEL_MAX_LENGTH, help_text="For example chat:lobby or user:42.")
     event = forms.CharField(max_length=EVENT_MAX_LENGTH, initial="message", help_text="The event name.")
-    data = forms.CharField(
+    payload = forms.CharField(
+        label="Data",
         widget=forms.Textarea(attrs={"rows": 6, "cols": 80}),
         initial="null",
         help_text='JSON: a string needs quotes, e.g. "hello" or {"text": "hello"}.',
     )
 
-    def clean_data(self) -> Any:
+    def clean_payload(self) -> Any:
         try:
-            return json.loads(self.cleaned_data["data"])
+            return json.loads(self.cleaned_data["payload"])
         except ValueError as exc:
             raise forms.ValidationError(f"Not JSON: {exc}") from None
 
@@ -94,7 +95,7 @@ class EventAdmin(ReadOnly, admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             values = form.cleaned_data
             try:
-                event = publish(values["channel"], values["data"], event=values["event"])
+                event = publish(values["channel"], values["payload"], event=values["event"])
             except ValueError as exc:  # a bad name, data too large: publish()'s own errors
                 form.add_error(None, str(exc))
             else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
@@ -21,7 +21,7 @@ def check_settings(app_configs, **kwargs):
         realtime_settings.BACKEND  # noqa: B018  (loads and validates the whole dict)
     except ImproperlyConfigured as exc:
         return [Error(str(exc), hint="Fix or remove the REALTIME keys named.", id="django_realtime.E003")]
-    errors = []
+    errors: list[CheckMessage] = []
     try:
         load_backend(realtime_settings.BACKEND, realtime_settings.OPTIONS)
     except Exception as exc:

@@ -23,7 +23,7 @@ import time
 from bisect import bisect_right
 from collections import deque
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from django.core.signals import setting_changed
 from django.db import OperationalError, connections
@@ -49,6 +49,16 @@ WRITE_CHECK = 0.5
 MAX_STUCK_READERS = 3
 
 
+class Resolvable(Protocol):
+    """What a wake-up resolves: an asyncio future, or anything with these of a future's methods."""
+
+    def get_loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: None) -> None: ...
+
+
 class Waiters:
     """The streams of one process that follow one set of channels, and what they wait on."""
 
@@ -61,7 +71,7 @@ class Waiters:
         #: Set at the group's next wake-up; take it before looking at the hub.
         self.signal = threading.Event()
         #: One future per waiting coroutine, its own: it may cancel it without harm to the others.
-        self.futures: list[asyncio.Future[None]] = []
+        self.futures: list[Resolvable] = []
         #: Wake-ups so far, batches and ticks: for tests and benchmarks.
         self.wakeups = 0
 
@@ -216,6 +226,7 @@ class Hub:
             if self._reader is None or not self._reader.alive():
                 self._replace_reader("ended" if self._reader is not None else None)
             reader = self._reader
+        assert reader is not None  # replaced just above
         return self._ready.wait(timeout) and reader.alive()
 
     @property
@@ -351,7 +362,8 @@ class Hub:
 
     def _check_writes(self, now: float) -> None:
         """Cut the connections whose client has not taken a chunk for send_timeout seconds."""
-        timeout = self.send_timeout  # not None: watch_write() adds no write without one
+        timeout = self.send_timeout
+        assert timeout is not None  # watch_write() adds no write without one
         with self._lock:
             stuck = [write for write in self._writes if write.since and now - write.since > timeout]
         for write in stuck:
@@ -454,7 +466,7 @@ class Hub:
 
     def _wake(self, groups: Iterable[Waiters]) -> None:
         """Wake every stream of *groups*, threads, greenlets and coroutines, once each."""
-        loops: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        loops: dict[asyncio.AbstractEventLoop, list[Resolvable]] = {}
         signals = []
         with self._lock:
             for group in groups:
@@ -534,7 +546,7 @@ class Hub:
         self.register(group, future)
         return future
 
-    def register(self, group: Waiters, waiter: asyncio.Future[None]) -> None:
+    def register(self, group: Waiters, waiter: Resolvable) -> None:
         """Have *group*'s next wake-up resolve *waiter*, on its loop: a future, or anything with its
         ``get_loop()``, ``done()`` and ``set_result()``."""
         with self._lock:
@@ -580,7 +592,7 @@ def _size(item: Item) -> int:
     return 3 * len(item.data_json) + 200
 
 
-def _resolve(futures: list[asyncio.Future[None]]) -> None:
+def _resolve(futures: list[Resolvable]) -> None:
     for future in futures:
         if not future.done():
             future.set_result(None)

@@ -27,7 +27,7 @@ import re
 import socket
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, connections, transaction
 from django.db.models import Max
@@ -151,9 +151,9 @@ def insert_event(
         stored.save(using=using, force_insert=True)
         return stored
     meta = Event._meta
-    column = {field.name: connection.ops.quote_name(field.column) for field in meta.concrete_fields}
+    column = {field.name: connection.ops.quote_name(str(field.column)) for field in meta.concrete_fields}
     table = connection.ops.quote_name(meta.db_table)
-    params: list[object] = [*LOCK_KEY]
+    params: list[Any] = [*LOCK_KEY]
     bound = ""
     if idle_timeout is not None and connection.in_atomic_block:
         # SET LOCAL, in the same statement: it lasts as long as the transaction.
@@ -192,7 +192,7 @@ def _select(using: str, *, upto: bool, channels: int) -> str:
 
     ops = connections[using].ops
     meta = Event._meta
-    column = {field.name: ops.quote_name(field.column) for field in meta.concrete_fields}
+    column = {field.name: ops.quote_name(str(field.column)) for field in meta.concrete_fields}
     where = [f"{column['id']} > %s"]
     if upto:
         where.append(f"{column['id']} <= %s")
@@ -221,7 +221,7 @@ def read_rows(
     sql = _SQL.get(key)
     if sql is None:
         sql = _SQL[key] = _select(using, upto=upto is not None, channels=len(names))
-    params: list[object] = [after]
+    params: list[Any] = [after]
     if upto is not None:
         params.append(upto)
     params += names
@@ -522,7 +522,7 @@ class InnoDBTailer(GapTailer):
             cursor.execute(f"SELECT {_NOW}")
             return cursor.fetchone()[0]
 
-    def _list(self) -> tuple[set[tuple[object, ...]], set[tuple[object, ...]], str]:
+    def _list(self) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]], str]:
         """Return the other connections' open transactions, and the database time the list is surely newer than.
 
         Each transaction comes as the key a sighting keeps (its InnoDB id, or
@@ -548,7 +548,9 @@ class InnoDBTailer(GapTailer):
             started = cursor.fetchone()[0]
             cursor.execute(f"{self._LIST} /* {MARKER} t={started} */")
             rows = cursor.fetchall()
-        keys, answers, newer_than = set(), set(), ""
+        keys: set[tuple[str, ...]] = set()
+        answers: set[tuple[str, ...]] = set()
+        newer_than = ""
         for trx_id, thread, began, own, query in rows:
             marked = _MARKED.search(query or "")
             if marked:
@@ -562,7 +564,7 @@ class InnoDBTailer(GapTailer):
             answers.update({by_id, by_start})
         return keys, answers, newer_than
 
-    def _shared(self) -> tuple[set[tuple[object, ...]], set[tuple[object, ...]], str, float] | None:
+    def _shared(self) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]], str, float] | None:
         """Return the list another hub (or this one) shared, as _list() does, and its age in seconds; or None."""
         from .models import InnoDBTransactions
 

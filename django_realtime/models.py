@@ -43,6 +43,9 @@ class Event(models.Model):
 
     objects = EventQuerySet.as_manager()
 
+    #: Set on a row whose writer wakes the hubs itself (publish()): the ORM's receivers leave it alone.
+    _announced: bool = False
+
     class Meta:
         indexes = [models.Index(fields=["channel", "id"], name="django_realtime_channel_id")]
 

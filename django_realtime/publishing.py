@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 def encode_data(data: Any, *, limit: int | None = None) -> str:
     """Return the compact JSON text of *data*, no longer than *limit* bytes if given."""
-    options = {"cls": DjangoJSONEncoder, "separators": (",", ":"), "allow_nan": False}
+    options: dict[str, Any] = {"cls": DjangoJSONEncoder, "separators": (",", ":"), "allow_nan": False}
     try:
         text = json.dumps(data, ensure_ascii=False, **options)
     except RecursionError:

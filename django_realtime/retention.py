@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import cast
 
 from django.db import connections, transaction
 from django.db.models import Count, Max
@@ -96,19 +97,19 @@ def prune(
         events = events.filter(channel=channel)
     deleted = {"by_age": 0, "by_count": 0}
     if older_than is not None:
-        old = events.filter(created__lt=timezone.now() - older_than)
+        old = events.filter(created__lt=timezone.now() - cast(timedelta, older_than))
         while n := _delete_batch(using, old):
             deleted["by_age"] += n
     if keep is not None:
+        keep = cast(int, keep)
         crowded = events.values("channel").annotate(n=Count("id")).filter(n__gt=keep)
         recent = timezone.now() - timedelta(seconds=grace)
         for name in list(crowded.values_list("channel", flat=True)):
             own = Event.objects.using(using).filter(channel=name)
-            threshold = list(own.order_by("-id").values_list("id", flat=True)[keep : keep + 1])
-            if not threshold:
+            found = list(own.order_by("-id").values_list("id", flat=True)[keep : keep + 1])
+            if not found:
                 continue
-            threshold = threshold[0]
-            while n := _delete_batch(using, own.filter(id__lte=threshold, created__lt=recent)):
+            while n := _delete_batch(using, own.filter(id__lte=found[0], created__lt=recent)):
                 deleted["by_count"] += n
     if skips.possible(using):
         skips.prune(using)
@@ -125,7 +126,8 @@ def pruning_lock(using: str) -> Iterator[bool]:
     connection = connections[using]
     vendor = connection.vendor
     if vendor == "postgresql":
-        take, give, params = "SELECT pg_try_advisory_lock(%s, %s)", "SELECT pg_advisory_unlock(%s, %s)", PRUNE_LOCK_KEY
+        take, give = "SELECT pg_try_advisory_lock(%s, %s)", "SELECT pg_advisory_unlock(%s, %s)"
+        params: tuple[int | str, ...] = PRUNE_LOCK_KEY
     elif vendor == "mysql":
         take, give, params = "SELECT GET_LOCK(%s, 0)", "SELECT RELEASE_LOCK(%s)", (PRUNE_LOCK_NAME,)
     else:

@@ -107,7 +107,7 @@ def record(using: str, runs: Sequence[Run]) -> None:
     )
     # A row that committed between the read that showed the run missing and
     # the record: no hub that read after the record delivers it.
-    late = []
+    late: list[tuple[int, str]] = []
     for first, last in runs:
         late += Event.objects.using(using).filter(id__gte=first, id__lte=last).values_list("id", "channel")
     report(using, late)

@@ -47,7 +47,7 @@ def test_adding_publishes_through_publish_and_redirects_to_the_log(staff):
     assert b"Publish" in staff.get(f"{CHANGELIST}add/").content
     with capture_events() as published:
         response = staff.post(
-            f"{CHANGELIST}add/", {"channel": "chat:lobby", "event": "notice", "data": '{"text": "by hand"}'}
+            f"{CHANGELIST}add/", {"channel": "chat:lobby", "event": "notice", "payload": '{"text": "by hand"}'}
         )
     assert response.status_code == 302 and response["Location"] == CHANGELIST
     [event] = published
@@ -58,9 +58,9 @@ def test_adding_publishes_through_publish_and_redirects_to_the_log(staff):
 @pytest.mark.parametrize(
     ("fields", "error"),
     [
-        ({"channel": "chat:lobby", "event": "message", "data": "{oops"}, "Not JSON"),
-        ({"channel": "bad channel", "event": "message", "data": "1"}, "channel"),
-        ({"channel": "chat:lobby", "event": "reset", "data": "1"}, "reserved"),
+        ({"channel": "chat:lobby", "event": "message", "payload": "{oops"}, "Not JSON"),
+        ({"channel": "bad channel", "event": "message", "payload": "1"}, "channel"),
+        ({"channel": "chat:lobby", "event": "reset", "payload": "1"}, "reserved"),
     ],
 )
 def test_bad_input_is_shown_on_the_form_and_nothing_is_stored(staff, fields, error):
@@ -74,7 +74,7 @@ def test_publishing_needs_the_add_permission(client):
     user.user_permissions.add(Permission.objects.get(codename="view_event"))
     client.force_login(user)
     assert client.get(CHANGELIST).status_code == 200
-    assert client.post(f"{CHANGELIST}add/", {"channel": "chat:a", "event": "m", "data": "1"}).status_code == 403
+    assert client.post(f"{CHANGELIST}add/", {"channel": "chat:a", "event": "m", "payload": "1"}).status_code == 403
     assert not Event.objects.exists()
 
 

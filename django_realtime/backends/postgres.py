@@ -75,7 +75,7 @@ class PostgresBackend(ListenerBackend):
             return self.dsn
         params = connections[self.database or realtime_settings.DATABASE].get_connection_params()
         return psycopg.conninfo.make_conninfo(
-            **{k: v for k, v in params.items() if k not in _NOT_CONNINFO and isinstance(v, (str, int))}
+            "", **{k: v for k, v in params.items() if k not in _NOT_CONNINFO and isinstance(v, (str, int))}
         )
 
     def start(self, wake: Callable[[], None], using: str) -> None:
@@ -100,7 +100,7 @@ class PostgresBackend(ListenerBackend):
         with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as connection:
             run.connection = connection
             try:
-                (database,) = connection.execute("SELECT current_database()").fetchone()
+                (database,) = connection.execute("SELECT current_database()").fetchone() or ("",)
                 if database != self._log_database:
                     # NOTIFY reaches listeners of the same database only.
                     raise RuntimeError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .listener import ListenerBackend
 
@@ -38,7 +38,7 @@ class RedisBackend(ListenerBackend):
         super().__init__(fallback_interval, heartbeat)
         self.url = url
         self.channel = channel
-        self._client = None
+        self._client: Any = None
 
     def _redis(self):
         if self._client is None:

@@ -95,7 +95,7 @@ def unwrap_send(send: Any) -> Any:
     delivered event at 1,000 subscribers.  Any other wrapper is kept.
     """
     for _ in range(8):
-        owner = getattr(send, "__self__", None)
+        owner: Any = getattr(send, "__self__", None)
         if type(owner).__name__ != "InstanceSessionWrapper" or type(owner).__module__ != "channels.sessions":
             return send
         if "websocket.send" in getattr(owner, "save_message_types", ()):

@@ -14,7 +14,7 @@ class Command(BaseCommand):
     def create_parser(self, prog_name, subcommand, **kwargs):
         parser = super().create_parser(prog_name, subcommand, **kwargs)
         # Let options stand between the arguments: publish_event CH --event E '{"a": 1}'.
-        parser.parse_args = parser.parse_intermixed_args
+        parser.parse_args = parser.parse_intermixed_args  # type: ignore[method-assign]
         return parser
 
     def add_arguments(self, parser):

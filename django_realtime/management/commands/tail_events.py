@@ -3,6 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from django_realtime.hub import get_hub
+from django_realtime.log import Item
 from django_realtime.names import parse_cursor, validate_channel
 from django_realtime.streams import follow
 
@@ -24,6 +25,8 @@ class Command(BaseCommand):
         if not hub.ensure_ready():
             raise CommandError(f"the event log cannot be read: {hub.error}")
         try:
+            batch: list[Item]
+            item: Item
             for batch in follow(hub, names, cursor, keepalive=60.0):
                 for item in batch:
                     self.stdout.write(f"{item.id} {item.channel or '-'} {item.event} {item.data_json}")
