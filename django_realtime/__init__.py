@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["ServerEvent", "apublish", "event_stream", "publish", "stream_channels"]
+__all__ = ["ServerEvent", "apublish", "event_stream", "publish", "publish_html", "stream_channels"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .publishing import apublish, publish
+    from .publishing import apublish, publish, publish_html
     from .sse.decorators import ServerEvent, event_stream
     from .sse.views import stream_channels
 
@@ -17,6 +17,7 @@ _HOMES = {
     "event_stream": "sse.decorators",
     "publish": "publishing",
     "apublish": "publishing",
+    "publish_html": "publishing",
     "stream_channels": "sse.views",
 }
 

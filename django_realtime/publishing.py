@@ -14,11 +14,12 @@ from . import signals, skips
 from .conf import realtime_settings
 from .exceptions import EventTooLarge, InvalidEventData
 from .log import insert_event
-from .models import Event
 from .names import validate_channel, validate_event_name
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+    from .models import Event
 
 
 def encode_data(data: Any, *, limit: int | None = None) -> str:
@@ -74,8 +75,29 @@ def publish(channel: str, data: Any = None, *, event: str = "message") -> Event:
     return stored
 
 
+def publish_html(
+    channel: str,
+    template_name: str | list[str],
+    context: dict[str, Any] | None = None,
+    *,
+    event: str = "message",
+    request: Any = None,
+) -> Event:
+    """Render *template_name* with *context* (and *request*, for context processors) and publish the HTML.
+
+    The event's data is the rendered text, a JSON string like any other: a
+    stream asked for with ``?data=text`` sends it as it is, which is what
+    htmx's SSE extension swaps into the page (see docs/htmx.md).
+    """
+    from django.template.loader import render_to_string
+
+    return publish(channel, render_to_string(template_name, context, request=request), event=event)
+
+
 def _signal(events: list[Event], using: str) -> None:
     """Send ``event_stored`` for *events* now, and ``event_published`` once their transaction commits."""
+    from .models import Event
+
     for event in events:
         signals.event_stored.send(sender=Event, event=event, using=using)
     if signals.event_published.receivers:
