@@ -265,6 +265,19 @@ def test_presence_shows_who_is_here_and_who_leaves(open_page, primary):
     assert ann.evaluate(NOTICES) == ["bob joined", "cat joined", "bob left", "cat left"]
 
 
+def test_a_guests_joined_notice_shows_their_name_after_a_rename(open_page, primary):
+    room = new_room()
+    ann = enter_room(open_page, primary, room, "ann")
+    guest = enter_room(open_page, primary, room, "guest-4321", "sse")
+    wait_for_value(ann, NOTICES, ["guest-4321 joined"])
+
+    guest.fill("#nick", "bob")
+    guest.press("#nick", "Tab")  # the change event: the page announces its new name
+
+    wait_for_value(ann, PEOPLE, ["ann", "bob"])
+    wait_for_value(ann, NOTICES, ["bob joined"])
+
+
 def _crash(page: Any) -> None:
     """Crash the page's renderer: no pagehide, no goodbye."""
     from playwright.sync_api import Error as PlaywrightError
@@ -435,3 +448,32 @@ def test_the_script_leaves_a_global_it_did_not_make_and_the_module_exports_the_s
         }"""
     )
     assert same == "function"
+
+
+# The demo on a phone -----------------------------------------------------
+
+#: The width of a common phone screen, in CSS pixels.
+PHONE = (390, 844)
+#: The widths a page's content reaches past the viewport, and which elements reach them.
+OVERFLOW = """() => ({
+  page: document.documentElement.scrollWidth,
+  viewport: window.innerWidth,
+  wide: Array.from(document.querySelectorAll("body *"))
+    .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 0.5)
+    .slice(0, 5)
+    .map((e) => `${e.tagName.toLowerCase()}.${e.className}`),
+})"""
+
+
+@pytest.mark.parametrize("path", ["/dashboard/", "/clock/", "/room/phone/"])
+def test_the_demo_pages_fit_a_phone_screen_without_scrolling_sideways(open_page, primary, path):
+    page = open_page(f"{primary.url}{path}", nick="ann", viewport=PHONE)
+    wait_for_state(page, "live")
+    if path == "/clock/":
+        page.wait_for_function("() => document.getElementById('now').textContent !== '--:--:--'")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"phone-{path.strip('/').replace('/', '-')}.png"), full_page=True)
+    layout = page.evaluate(OVERFLOW)
+    assert layout["page"] <= layout["viewport"], (
+        f"{path} is {layout['page']} px wide at {PHONE[0]} px: {layout['wide']}"
+    )
