@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 JS_TESTS = Path(__file__).resolve().parent / "js"
-#: Node's test runner, fetch(), ReadableStream and CustomEvent as the tests use them.
-NODE_MAJOR = 20
+#: Node's test runner, fetch(), ReadableStream and EventTarget as the tests use them.
+NODE_MAJOR = 18
 
 
 def node() -> str:

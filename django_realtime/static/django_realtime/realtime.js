@@ -304,7 +304,10 @@
   }
 
   function fire(target, type, detail) {
-    target.dispatchEvent(new CustomEvent(type, { detail }));
+    // CustomEvent where it exists (browsers, Node 19+), else an Event that carries the detail.
+    const event =
+      typeof CustomEvent === "function" ? new CustomEvent(type, { detail }) : Object.assign(new Event(type), { detail });
+    target.dispatchEvent(event);
   }
 
   /**
