@@ -1,4 +1,5 @@
 import json
+import re
 import time
 from unittest.mock import ANY
 from urllib.parse import quote
@@ -168,7 +169,7 @@ def test_include_channel_puts_each_event_after_a_line_naming_its_channel(client)
         client.get(f"/events/?channel=chat:a&channel=chat:b&include=channel&lastEventId={first.id - 1}"), 2
     )
     assert body == (
-        b"retry: 3000\n\n"
+        f"retry: 3000\n\nid: {first.id - 1}\n\n".encode()
         + f'channel: chat:a\nid: {first.id}\nevent: message\ndata: {{"n":1}}\n\n'.encode()
         + f'channel: chat:b\nid: {second.id}\nevent: message\ndata: {{"n":2}}\n\n'.encode()
     )
@@ -206,7 +207,8 @@ def test_with_include_channel_a_denied_or_invalid_channel_gets_an_error_event_an
     response = client.get(f"/events/?{query}&lastEventId={event.id - 1}")
     assert response.status_code == 200
     events = _events(first_chunks(response, 2))
-    assert events[0] == ["retry: 3000"]
+    assert events[:2] == [["retry: 3000"], [f"id: {event.id - 1}"]]
+    del events[1]
     errors = [json.loads(lines[1].removeprefix("data: ")) for lines in events[1:4]]
     assert [lines[0] for lines in events[1:4]] == ["event: error"] * 3
     assert all(len(lines) == 2 for lines in events[1:4])  # no id, no channel line: the line break stays escaped
@@ -225,3 +227,11 @@ def test_with_include_channel_a_request_with_no_allowed_channel_is_refused_whole
     assert b"Invalid channel: channel name may contain only" in response.content
     assert b"Not allowed to subscribe to: secret" in response.content
     assert client.get("/events/?channel=a%20b&include=channel").status_code == 400
+
+
+def test_with_include_channel_a_live_stream_says_which_cursor_it_starts_at(client):
+    before = publish("chat:a", 1)
+    body = first_chunks(client.get("/events/?channel=chat:a&include=channel"), 1)
+    # An id with no data: the client's last event id, so a reconnect before any event resumes from here.
+    (start,) = re.fullmatch(rb"retry: 3000\n\nid: (\d+)\n\n", body).groups()
+    assert int(start) >= before.id

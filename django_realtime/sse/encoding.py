@@ -50,6 +50,15 @@ def encode_comment(text: str = "") -> bytes:
     return ("".join(f": {line}\n" if line else ":\n" for line in lines) + "\n").encode("utf-8")
 
 
+def encode_cursor(id: str) -> bytes:
+    """Encode an ``id:`` with no data: it sets the client's last event id, and dispatches nothing.
+
+    A stream that starts "from now" says where now is, so that a client that
+    reconnects before any event came resumes from there, not from a later now.
+    """
+    return f"id: {_single_line('id', id)}\n\n".encode()
+
+
 def encode_retry(milliseconds: int) -> bytes:
     """Encode a ``retry:`` field telling the client its reconnection delay."""
     if not isinstance(milliseconds, int) or isinstance(milliseconds, bool) or milliseconds < 0:

@@ -17,7 +17,7 @@ from ..exceptions import InvalidChannelName, InvalidCursor
 from ..hub import get_hub
 from ..log import release_connections
 from ..names import parse_cursor, validate_channel
-from .encoding import encode_error
+from .encoding import encode_cursor, encode_error
 from .responses import (
     SSEResponse,
     asse_stream,
@@ -132,7 +132,8 @@ def _stream(request: HttpRequest, names: frozenset[str], with_channels: bool, er
     lifetime = realtime_settings.SSE_MAX_LIFETIME
     lifetime = float(lifetime) if lifetime else None
     encode = sse_chunk_with_channels if with_channels else sse_chunk
-    first = prelude() + errors
+    # A client that asks for channels is told the cursor the stream starts at (docs/sse.md).
+    first = prelude() + (encode_cursor(str(cursor)) if with_channels else b"") + errors
     if is_async_request(request):
         # Given back by the stream itself too: Django 6.1 does not close the
         # response of a stream whose task the hub cancelled (SSE_SEND_TIMEOUT).

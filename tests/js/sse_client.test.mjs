@@ -211,3 +211,17 @@ test("parseRetryAfter reads seconds and HTTP dates and refuses the rest", () => 
   assert.equal(parseRetryAfter("Wed, 02 Dec 2026 19:00:00 GMT", now), 0);
   for (const bad of [null, "", "-1", "1.5", "soon", "12345678901234567890x"]) assert.equal(parseRetryAfter(bad, now), null, bad);
 });
+
+test("a stream from now says where it starts: a reconnect before any event resumes from there", async () => {
+  const { realtime, fetch } = client({ minDelay: 10 });
+  realtime.subscribe("chat:a");
+  const first = await fetch.next();
+  assert.equal(first.query.get("lastEventId"), null);
+  const stream = first.open();
+  stream.send("retry: 10\n\nid: 40\n\n");
+  await wait(10);
+  stream.break();
+  const second = await fetch.next();
+  assert.equal(second.query.get("lastEventId"), "40");
+  realtime.close();
+});

@@ -139,9 +139,10 @@
    * says to ignore, is kept per event like `event`.
    */
   class SSEParser {
-    constructor(onEvent, onRetry) {
+    constructor(onEvent, onRetry, onId) {
       this.onEvent = onEvent;
       this.onRetry = onRetry || (() => {});
+      this.onId = onId || (() => {});
       this.lastEventId = "";
       this._buffer = "";
       this._afterCR = false; // the last chunk ended in CR: a LF starting the next one ends no line
@@ -213,7 +214,10 @@
           this._type = value;
           break;
         case "id":
-          if (!value.includes("\0")) this.lastEventId = value;
+          if (!value.includes("\0")) {
+            this.lastEventId = value;
+            this.onId(value);
+          }
           break;
         case "retry":
           if (/^[0-9]+$/.test(value)) this.onRetry(Number(value));
@@ -602,7 +606,10 @@
       this.controller = controller;
       this.channels = new Set(channels);
       this.subs = new Set(subs);
-      this._stream(base + (base.includes("?") ? "&" : "?") + params, controller);
+      this._stream(base + (base.includes("?") ? "&" : "?") + params, controller).catch((error) => {
+        // A bug of ours or of a page's listener: report it, and let the backoff try again.
+        if (controller === this.controller) this._failed(new RealtimeError("internal", String(error)), {});
+      });
     }
 
     /** Reopen the stream if it does not carry exactly the subscribed channels. */
@@ -674,7 +681,9 @@
       host._opened(this);
       const parser = new SSEParser(
         (event) => current() && this._onEvent(event),
-        (delay) => current() && (host._serverRetry = delay)
+        (delay) => current() && (host._serverRetry = delay),
+        // Also an id without data: where a stream "from now" starts, so a reconnect resumes there.
+        (id) => current() && this._advance(id)
       );
       const decoder = new TextDecoder();
       try {
