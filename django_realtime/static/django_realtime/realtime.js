@@ -25,7 +25,7 @@
     return;
   }
 
-  const VERSION = "0.2.0";
+  const VERSION = "0.1.0";
 
   /** Close codes after which the server asks to reconnect at once (docs/websocket.md, "Closing"). */
   const RECONNECT_AT_ONCE = new Set([1000, 4000, 4001]);
