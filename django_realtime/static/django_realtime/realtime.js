@@ -713,6 +713,7 @@
       const subs = Array.from(this.subs);
       this.drop();
       for (const sub of subs) {
+        if (!sub.active) continue; // unsubscribed while the request was in flight
         this.host._refuse(sub, new RealtimeError(error.code, error.message, { status: error.status, url: error.url }), true);
       }
       this.host._report(error); // once for the page, not once per channel
