@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 #: The presence heartbeat of the servers under test, in seconds: pages leave 2.5 times this after their last one.
 PRESENCE_INTERVAL = 1.5
-REALTIME_JS = Path(__file__).resolve().parent.parent / "django_realtime" / "static" / "django_realtime" / "realtime.js"
+HARNESS_JS = Path(__file__).resolve().parent / "js" / "browser_harness.js"
 TRANSPORTS = [pytest.param("ws", id="websocket"), pytest.param("sse", id="sse")]
 
 
@@ -96,6 +96,11 @@ def secondary(env, tmp_path_factory) -> Iterator[DemoServer]:
 @pytest.fixture(scope="module")
 def wsgi(env, tmp_path_factory) -> Iterator[DemoServer]:
     yield from _server("gunicorn-gevent", env, tmp_path_factory, "wsgi")
+
+
+@pytest.fixture(scope="module")
+def asgi(env, tmp_path_factory) -> Iterator[DemoServer]:
+    yield from _server("daphne", env, tmp_path_factory, "asgi")
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +265,19 @@ def test_presence_shows_who_is_here_and_who_leaves(open_page, primary):
     assert ann.evaluate(NOTICES) == ["bob joined", "cat joined", "bob left", "cat left"]
 
 
+def test_a_guests_joined_notice_shows_their_name_after_a_rename(open_page, primary):
+    room = new_room()
+    ann = enter_room(open_page, primary, room, "ann")
+    guest = enter_room(open_page, primary, room, "guest-4321", "sse")
+    wait_for_value(ann, NOTICES, ["guest-4321 joined"])
+
+    guest.fill("#nick", "bob")
+    guest.press("#nick", "Tab")  # the change event: the page announces its new name
+
+    wait_for_value(ann, PEOPLE, ["ann", "bob"])
+    wait_for_value(ann, NOTICES, ["bob joined"])
+
+
 def _crash(page: Any) -> None:
     """Crash the page's renderer: no pagehide, no goodbye."""
     from playwright.sync_api import Error as PlaywrightError
@@ -286,6 +304,15 @@ def test_a_page_falls_back_to_sse_where_websockets_cannot_connect(open_page, wsg
     expect_messages(ann, expected)
     expect_messages(bob, expected)
 
+    # The tab's session remembers: the next page makes no failing handshake at all.
+    handshakes = []
+    ann.on("websocket", lambda socket: handshakes.append(socket.url))
+    ann.reload()
+    wait_for_state(ann, "live")
+    expect_messages(ann, expected)
+    assert ann.text_content("#status .via") == "SSE (fallback)"
+    assert handshakes == []
+
 
 def test_dashboard_and_clock_show_events_published_on_the_server(open_page, primary, env):
     page = open_page(f"{primary.url}/dashboard/")
@@ -311,121 +338,142 @@ def test_dashboard_and_clock_show_events_published_on_the_server(open_page, prim
     clock.wait_for_function("first => document.getElementById('now').textContent !== first", arg=first)
 
 
-def test_realtime_js_drops_repeated_events_resumes_and_backs_off(open_page, primary):
-    page = open_page(f"{primary.url}/static/chat/demo.css")
-    page.set_content("<!doctype html><title>realtime.js</title>")
-    page.add_script_tag(path=str(REALTIME_JS))
-    result = page.evaluate(UNIT_SCRIPT)
-
-    assert result["compare"] == [1, -1, 0, 1]
-    assert result["backoff_low"] == [250, 500, 1000, 2000, 4000, 8000, 15000, 15000]
-    assert result["backoff_high"] == [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]
-    # WebSocket: per-channel ids, each event once, resumed from the last id, reset honoured.
-    assert result["ws_delivered"] == ["6", "7", "10", "11", "4"]
-    assert result["ws_resubscribe"] == {"type": "subscribe", "channel": "chat:a", "last_id": "10"}
-    assert result["ws_resets"] == [{"channel": "chat:a", "reason": "expired", "lastId": "11", "resumeId": "3"}]
-    assert result["ws_states"] == ["live", "reconnecting", "live", "closed"]
-    assert result["ws_ack"] == {"id": "12", "channel": "chat:a"}
-    assert result["ws_publish_error"] == "forbidden"
-    # Fallback: two WebSockets that never open, then one EventSource for both channels.
-    assert result["fallback_transport"] == "sse"
-    assert result["fallback_urls"] == [
-        "/events/?channel=chat%3Aa&channel=chat%3Ab&lastEventId=5",
-        "/events/?channel=chat%3Aa&channel=chat%3Ab&lastEventId=21",
-    ]
-    assert result["sse_delivered"] == [["chat:a", "20"], ["chat:b", "21"], ["chat:a", "22"]]
-    assert result["sse_publish_error"] == "transport"
-    # The ES module exports the plain script's API.
-    assert result["module"] is True
+# realtime.js against real servers ------------------------------------------
 
 
-UNIT_SCRIPT = """async () => {
-  const R = window.DjangoRealtime;
-  const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-  const out = {};
-  out.compare = [R.compareIds("10", "9"), R.compareIds("9", "10"), R.compareIds("42", "42"),
-                 R.compareIds("9223372036854775807", "9223372036854775806")];
-  out.backoff_low = [0, 1, 2, 3, 4, 5, 6, 12].map((n) => R.backoffDelay(n, { random: () => 0 }));
-  out.backoff_high = [0, 1, 2, 3, 4, 5, 6, 12].map((n) => R.backoffDelay(n, { random: () => 1 }));
+def client_page(open_page, server: DemoServer, *, before: str = "") -> Any:
+    """Open a bare page of *server* that loads its realtime.js as a plain script, and the test harness."""
+    page = open_page(f"{server.url}/static/chat/demo.css")
+    page.set_content(
+        f"<!doctype html><title>realtime.js</title><script>{before}</script>"
+        '<script src="/static/django_realtime/realtime.js" data-sse-url="/events/"></script>'
+    )
+    page.add_script_tag(path=str(HARNESS_JS))
+    return page
 
-  class FakeSocket {
-    constructor(url) { this.url = url; this.readyState = 0; this.sent = []; FakeSocket.all.push(this); }
-    send(text) { this.sent.push(JSON.parse(text)); }
-    close() { this.readyState = 3; }
-    open() { this.readyState = 1; this.onopen(); }
-    receive(message) { this.onmessage({ data: JSON.stringify(message) }); }
-    drop(code) { this.readyState = 3; this.onclose({ code }); }
-  }
-  FakeSocket.all = [];
-  const options = { WebSocket: FakeSocket, random: () => 0.5, minDelay: 10, maxDelay: 40 };
-  const event = (id) => ({ type: "event", channel: "chat:a", id, event: "message", data: { id } });
 
-  const rt = new R.Realtime(options);
-  out.ws_delivered = [];
-  out.ws_resets = [];
-  out.ws_states = [];
-  rt.on("state", ({ state }) => out.ws_states.push(state));
-  rt.subscribe("chat:a", {
-    lastId: "5",
-    onEvent: (e) => out.ws_delivered.push(e.id),
-    onReset: (r) => out.ws_resets.push(r),
-  });
-  await wait(0);
-  const first = FakeSocket.all[0];
-  first.open();
-  first.receive({ type: "subscribed", channel: "chat:a", last_id: "5" });
-  for (const id of ["6", "7", "7", "5", "10"]) first.receive(event(id));
-  first.drop(1006);
-  await wait(60);
-  const second = FakeSocket.all[1];
-  second.open();
-  const { ref, ...resubscribe } = second.sent[0];
-  out.ws_resubscribe = resubscribe;
-  for (const id of ["9", "10", "11"]) second.receive(event(id));
-  second.receive({ type: "reset", channel: "chat:a", reason: "expired", last_id: "11", resume_id: "3" });
-  second.receive(event("4"));
-  const acked = rt.publish("chat:a", { text: "hi" });
-  const publish = second.sent[second.sent.length - 1];
-  second.receive({ type: "ack", channel: "chat:a", id: "12", ref: publish.ref });
-  out.ws_ack = await acked;
-  const refused = rt.publish("chat:a", 1).catch((error) => error.code);
-  second.receive({ type: "error", code: "forbidden", message: "no", ref: second.sent[second.sent.length - 1].ref });
-  out.ws_publish_error = await refused;
-  rt.close();
+def log(page: Any) -> dict[str, Any]:
+    return page.evaluate("harness.log")
 
-  class Failing { constructor() { setTimeout(() => this.onclose({ code: 1006 }), 0); } close() {} }
-  class FakeSource {
-    constructor(url) { this.url = url; this.readyState = 0; this.listeners = {}; FakeSource.all.push(this); }
-    addEventListener(name, listener) { (this.listeners[name] ||= []).push(listener); }
-    close() { this.readyState = 2; }
-    emit(name, id, data) {
-      for (const f of this.listeners[name] || []) f({ lastEventId: id, data: JSON.stringify(data) });
-    }
-  }
-  FakeSource.all = [];
-  const fallback = new R.Realtime({ ...options, WebSocket: Failing, EventSource: FakeSource, sseUrl: "/events/" });
-  out.sse_delivered = [];
-  const record = (e) => out.sse_delivered.push([e.channel, e.id]);
-  fallback.subscribe("chat:a", { lastId: "5", onEvent: record });
-  fallback.subscribe("chat:b", { lastId: "19", events: ["other"], onEvent: record });
-  await wait(100);
-  out.fallback_transport = fallback.transport;
-  const source = FakeSource.all[0];
-  source.readyState = 1;
-  source.onopen();
-  source.emit("message", "20", {});
-  source.emit("other", "21", {});
-  source.readyState = 0;
-  source.onerror();
-  await wait(60);
-  const again = FakeSource.all[1];
-  again.emit("message", "20", {}); // already seen: dropped
-  again.emit("message", "22", {});
-  out.fallback_urls = FakeSource.all.map((s) => s.url);
-  out.sse_publish_error = await fallback.publish("chat:a", 1).catch((error) => error.code);
-  fallback.close();
 
-  const module = await import("/static/django_realtime/realtime.mjs");
-  out.module = module.Realtime === R.Realtime && module.default === R.Realtime && module.compareIds === R.compareIds;
-  return out;
-}"""
+def publish_all(env: dict[str, str], events: list[tuple[str, Any]]) -> None:
+    """Publish ``(channel, data)`` pairs, in order, from another process (one ``manage.py shell``)."""
+    code = "from django_realtime import publish\n" + "".join(
+        f"publish({channel!r}, {json.dumps(data)})\n" for channel, data in events
+    )
+    manage(env, "shell", "-c", code)
+
+
+ROUTING_CASES = [
+    pytest.param("wsgi", "sse", id="gunicorn-gevent-sse"),
+    pytest.param("wsgi", "auto", id="gunicorn-gevent-auto-fallback"),
+    pytest.param("asgi", "sse", id="daphne-sse"),
+    pytest.param("asgi", "websocket", id="daphne-websocket"),
+]
+
+
+@pytest.mark.parametrize(("server_name", "transport"), ROUTING_CASES)
+def test_each_channel_gets_only_its_own_events_and_a_denied_one_fails_alone(
+    open_page, request, env, server_name, transport
+):
+    server = request.getfixturevalue(server_name)
+    room = new_room()
+    page = client_page(open_page, server)
+    one, two, secret = f"chat:{room}-1", f"chat:{room}-2", f"secret:{room}"
+    used = page.evaluate(
+        "([transport, channels]) => harness.start({ transport }, channels)", [transport, [one, two, secret]]
+    )
+    # The denied channel fails at once, with the server's reason; the others go live.
+    wait_for_value(page, f"() => harness.log.errors[{json.dumps(secret)}].length", 1)
+    wait_for_value(page, "() => harness.realtime.state", "live")
+    [(code, message, _)] = log(page)["errors"][secret]
+    assert code == "forbidden" and "not allowed to subscribe to" in message.lower() and secret in message
+
+    publish_all(env, [(one, {"n": "1a"}), (two, {"n": "2a"}), (one, {"n": "1b"}), (two, {"n": "2b"})])
+
+    events = f"() => [harness.log.events[{json.dumps(one)}].length, harness.log.events[{json.dumps(two)}].length]"
+    wait_for_value(page, events, [2, 2])
+    page.wait_for_timeout(300)  # nothing else follows
+    seen = log(page)
+    assert [(name, data["n"]) for _, name, data in seen["events"][one]] == [("message", "1a"), ("message", "1b")]
+    assert [(name, data["n"]) for _, name, data in seen["events"][two]] == [("message", "2a"), ("message", "2b")]
+    assert seen["events"][secret] == [] and seen["errors"][one] == seen["errors"][two] == []
+    expected = "websocket" if transport == "websocket" else "sse"
+    assert page.evaluate("harness.realtime.transport") == expected
+    if expected == "sse":  # one stream for every channel
+        streams = [f["url"] for f in seen["fetches"] if f["url"].startswith("/events/")]
+        assert len(streams) == 1, streams
+    if transport == "auto":
+        assert used == "websocket" and seen["transports"] == [["sse", "WebSockets cannot connect"]]
+
+
+def test_sse_waits_out_a_503s_retry_after_and_stops_for_good_on_a_404(open_page, wsgi):
+    page = client_page(open_page, wsgi)
+    refused = []
+
+    def busy_once(route):
+        if not refused:
+            refused.append(route.request.url)
+            route.fulfill(status=503, body="busy", headers={"Retry-After": "1", "Content-Type": "text/plain"})
+        else:
+            route.continue_()
+
+    page.route("**/events/?*", busy_once)
+    page.evaluate("() => harness.start({ transport: 'sse', minDelay: 50 }, [{ channel: 'chat:retry' }])")
+    wait_for_value(page, "() => harness.realtime.state", "live")
+    fetches = [f for f in log(page)["fetches"] if "/events/" in f["url"]]
+    assert len(fetches) == 2 and len(refused) == 1
+    assert fetches[1]["at"] - fetches[0]["at"] >= 1000, "retried before Retry-After"
+    assert log(page)["pageErrors"] == [["http", 503]]
+
+    # A 404 (no such endpoint) is reported to the subscription once, and never retried.
+    page.evaluate("() => harness.realtime.close()")
+    page.evaluate("() => harness.start({ transport: 'sse', sseUrl: '/no-such-endpoint/' }, [{ channel: 'chat:x' }])")
+    wait_for_value(page, "() => harness.log.errors['chat:x'].length", 1)
+    page.wait_for_timeout(1500)
+    seen = log(page)
+    assert [f["url"] for f in seen["fetches"]].count("/no-such-endpoint/?channel=chat%3Ax&include=channel") == 1
+    assert seen["errors"]["chat:x"][0][0::2] == ["not_found", 404]
+    assert page.evaluate("harness.realtime.state") == "failed"
+
+
+def test_the_script_leaves_a_global_it_did_not_make_and_the_module_exports_the_same_api(open_page, wsgi):
+    page = client_page(open_page, wsgi, before="window.DjangoRealtime = { mine: true };")
+    assert page.evaluate("window.DjangoRealtime") == {"mine": True}
+    same = page.evaluate(
+        """async () => {
+          const module = await import("/static/django_realtime/realtime.mjs");
+          const api = globalThis[Symbol.for("django-realtime")];
+          return module.Realtime === api.Realtime && module.default === api.Realtime && typeof module.SSEParser;
+        }"""
+    )
+    assert same == "function"
+
+
+# The demo on a phone -----------------------------------------------------
+
+#: The width of a common phone screen, in CSS pixels.
+PHONE = (390, 844)
+#: The widths a page's content reaches past the viewport, and which elements reach them.
+OVERFLOW = """() => ({
+  page: document.documentElement.scrollWidth,
+  viewport: window.innerWidth,
+  wide: Array.from(document.querySelectorAll("body *"))
+    .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 0.5)
+    .slice(0, 5)
+    .map((e) => `${e.tagName.toLowerCase()}.${e.className}`),
+})"""
+
+
+@pytest.mark.parametrize("path", ["/dashboard/", "/clock/", "/room/phone/"])
+def test_the_demo_pages_fit_a_phone_screen_without_scrolling_sideways(open_page, primary, path):
+    page = open_page(f"{primary.url}{path}", nick="ann", viewport=PHONE)
+    wait_for_state(page, "live")
+    if path == "/clock/":
+        page.wait_for_function("() => document.getElementById('now').textContent !== '--:--:--'")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"phone-{path.strip('/').replace('/', '-')}.png"), full_page=True)
+    layout = page.evaluate(OVERFLOW)
+    assert layout["page"] <= layout["viewport"], (
+        f"{path} is {layout['page']} px wide at {PHONE[0]} px: {layout['wide']}"
+    )

@@ -1,6 +1,16 @@
+import json
+
 import pytest
 
-from django_realtime.sse.encoding import KEEPALIVE, FieldError, encode_comment, encode_event, encode_retry
+from django_realtime.sse.encoding import (
+    KEEPALIVE,
+    FieldError,
+    encode_channel_field,
+    encode_comment,
+    encode_error,
+    encode_event,
+    encode_retry,
+)
 
 
 def test_event_fields_come_in_order_and_end_with_a_blank_line():
@@ -60,3 +70,21 @@ def test_retry_is_all_digits():
     for bad in (-1, 1.5, "10", True):
         with pytest.raises(FieldError):
             encode_retry(bad)
+
+
+def test_the_channel_field_is_one_line_before_the_event():
+    assert encode_channel_field("chat:lobby") + encode_event("1", id="5") == b"channel: chat:lobby\nid: 5\ndata: 1\n\n"
+
+
+@pytest.mark.parametrize("value", ["a\nb", "a\rb", "a\0b"])
+def test_line_breaks_and_nul_in_the_channel_field_are_refused(value):
+    with pytest.raises(FieldError, match="must not contain CR, LF or NUL"):
+        encode_channel_field(value)
+
+
+@pytest.mark.parametrize("name", ["a\nid: 1", "a\r\n\r\nevent: x", "a\u2028b", "é"])
+def test_an_error_event_keeps_any_channel_name_inside_one_ascii_data_line(name):
+    encoded = encode_error(name, "invalid_channel", f"bad {name}")
+    lines = encoded.decode("ascii").split("\n")
+    assert lines[0] == "event: error" and lines[1].startswith("data: {") and lines[2:] == ["", ""]
+    assert json.loads(lines[1].removeprefix("data: "))["channel"] == name

@@ -1,4 +1,8 @@
+import json
+import re
 import time
+from unittest.mock import ANY
+from urllib.parse import quote
 
 import pytest
 from django.test import override_settings
@@ -156,3 +160,78 @@ def test_past_max_streams_a_stream_gets_503_with_retry_after_until_one_closes(cl
         assert third.status_code == 200
         second.close()
         third.close()
+
+
+def test_include_channel_puts_each_event_after_a_line_naming_its_channel(client):
+    first = publish("chat:a", {"n": 1})
+    second = publish("chat:b", {"n": 2})
+    body = first_chunks(
+        client.get(f"/events/?channel=chat:a&channel=chat:b&include=channel&lastEventId={first.id - 1}"), 2
+    )
+    assert body == (
+        f"retry: 3000\n\nid: {first.id - 1}\n\n".encode()
+        + f'channel: chat:a\nid: {first.id}\nevent: message\ndata: {{"n":1}}\n\n'.encode()
+        + f'channel: chat:b\nid: {second.id}\nevent: message\ndata: {{"n":2}}\n\n'.encode()
+    )
+
+
+def test_without_include_a_stream_carries_no_channel_lines(client):
+    event = publish("chat:a", {"n": 1})
+    body = first_chunks(client.get(f"/events/?channel=chat:a&lastEventId={event.id - 1}"), 2)
+    assert b"channel:" not in body and f"id: {event.id}\n".encode() in body
+
+
+def test_include_channel_works_for_stream_channels_views_too(client):
+    event = publish("private:mine", {"n": 1})
+    body = first_chunks(client.get(f"/mine/?include=channel&lastEventId={event.id - 1}"), 2)
+    assert body.endswith(f'channel: private:mine\nid: {event.id}\nevent: message\ndata: {{"n":1}}\n\n'.encode())
+
+
+@pytest.mark.parametrize("value", ["", "channels", "channel\r\nid: 1", "CHANNEL"])
+@pytest.mark.parametrize("path", ["/events/?channel=chat:a&", "/mine/?"])
+def test_an_unknown_include_gets_a_clear_400(client, path, value):
+    response = client.get(path + "include=" + quote(value))
+    assert response.status_code == 400
+    assert b"Invalid include" in response.content and b"the only one is 'channel'" in response.content
+    assert b"\r\nid: 1" not in response.content
+
+
+def _events(body):
+    """Split an SSE body into its events, each a list of its lines."""
+    return [block.split("\n") for block in body.decode().split("\n\n") if block]
+
+
+def test_with_include_channel_a_denied_or_invalid_channel_gets_an_error_event_and_the_others_stream(client):
+    event = publish("chat:ok", {"n": 1})
+    query = "channel=secret&channel=chat:ok&channel=a%0Aid:%201&channel=admin&include=channel"
+    response = client.get(f"/events/?{query}&lastEventId={event.id - 1}")
+    assert response.status_code == 200
+    events = _events(first_chunks(response, 2))
+    assert events[:2] == [["retry: 3000"], [f"id: {event.id - 1}"]]
+    del events[1]
+    errors = [json.loads(lines[1].removeprefix("data: ")) for lines in events[1:4]]
+    assert [lines[0] for lines in events[1:4]] == ["event: error"] * 3
+    assert all(len(lines) == 2 for lines in events[1:4])  # no id, no channel line: the line break stays escaped
+    assert errors == [
+        {"channel": "a\nid: 1", "code": "invalid_channel", "message": ANY},
+        {"channel": "secret", "code": "forbidden", "message": "Not allowed to subscribe to: secret"},
+        {"channel": "admin", "code": "forbidden", "message": "Not allowed to subscribe to: admin"},
+    ]
+    assert "must not contain CR, LF or NUL" in errors[0]["message"]
+    assert events[4] == ["channel: chat:ok", f"id: {event.id}", "event: message", 'data: {"n":1}']
+
+
+def test_with_include_channel_a_request_with_no_allowed_channel_is_refused_whole(client):
+    response = client.get("/events/?channel=secret&channel=a%20b&include=channel")
+    assert response.status_code == 403
+    assert b"Invalid channel: channel name may contain only" in response.content
+    assert b"Not allowed to subscribe to: secret" in response.content
+    assert client.get("/events/?channel=a%20b&include=channel").status_code == 400
+
+
+def test_with_include_channel_a_live_stream_says_which_cursor_it_starts_at(client):
+    before = publish("chat:a", 1)
+    body = first_chunks(client.get("/events/?channel=chat:a&include=channel"), 1)
+    # An id with no data: the client's last event id, so a reconnect before any event resumes from here.
+    (start,) = re.fullmatch(rb"retry: 3000\n\nid: (\d+)\n\n", body).groups()
+    assert int(start) >= before.id

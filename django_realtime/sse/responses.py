@@ -22,7 +22,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from ..conf import realtime_settings
 from ..log import release_connections, shut_down_socket
 from ..streams import afollow, follow
-from .encoding import KEEPALIVE, encode_event, encode_retry
+from .encoding import KEEPALIVE, encode_channel_field, encode_event, encode_retry
 from .flow_control import daphne_write_gate
 
 logger = logging.getLogger("django_realtime")
@@ -86,6 +86,20 @@ def sse_chunk(batch: list[Item]) -> bytes:
     return b"".join(map(event_bytes, batch)) if batch else KEEPALIVE
 
 
+def sse_chunk_with_channels(batch: list[Item]) -> bytes:
+    """Encode a batch as ``sse_chunk`` does, each event after a ``channel:`` line (``?include=channel``).
+
+    The event's own bytes are the ones every stream shares; only the line
+    before them is added.  A ``reset`` belongs to no one channel (it lists
+    its channels in its data), so it has none.
+    """
+    if not batch:
+        return KEEPALIVE
+    return b"".join(
+        encode_channel_field(item.channel) + event_bytes(item) if item.channel else event_bytes(item) for item in batch
+    )
+
+
 class Watched:
     """Iterate a stream for a WSGI server, telling the hub when the server holds a chunk it has not sent.
 
@@ -135,9 +149,16 @@ def sse_stream(
     keepalive: float,
     lifetime: float | None = None,
     close: Callable[[], None] | None = None,
+    encode: Callable[[list[Item]], bytes] = sse_chunk,
+    first: bytes | None = None,
 ) -> Iterator[bytes]:
-    """Return the SSE bytes of a stream, for threads and gevent; *close* cuts its connection."""
-    stream = follow(hub, channels, cursor, keepalive, sse_chunk, first=prelude(), lifetime=lifetime)
+    """Return the SSE bytes of a stream, for threads and gevent; *close* cuts its connection.
+
+    The stream starts with *first* (by default the ``prelude()``) and encodes
+    each batch with *encode*.
+    """
+    first = prelude() if first is None else first
+    stream = follow(hub, channels, cursor, keepalive, encode, first=first, lifetime=lifetime)
     write = hub.watch_write(close) if close is not None else None
     return stream if write is None else Watched(stream, hub, write)
 
@@ -150,8 +171,10 @@ async def asse_stream(
     lifetime: float | None = None,
     scope: dict | None = None,
     give_seat: Callable[[], None] | None = None,
+    encode: Callable[[list[Item]], bytes] = sse_chunk,
+    first: bytes | None = None,
 ) -> AsyncIterator[bytes]:
-    """Yield the SSE bytes of a stream, on asyncio.
+    """Yield the SSE bytes of a stream, on asyncio; *encode* and *first* as for ``sse_stream``.
 
     Django sends each chunk before it asks for the next, so the time between
     a yield and the next request is the server's send.  A server whose send
@@ -162,7 +185,7 @@ async def asse_stream(
     write buffer itself (flow_control.py): it sends on only while the buffer
     has room, and ends if it stays full for SSE_SEND_TIMEOUT.
     """
-    yield prelude()
+    yield prelude() if first is None else first
     # On the thread that ran the view, after it returned and left any
     # ATOMIC_REQUESTS transaction: the stream must not hold its connection.
     await sync_to_async(release_connections)()
@@ -182,7 +205,7 @@ async def asse_stream(
         write = hub.watch_write(functools.partial(loop.call_soon_threadsafe, cut))
     room = daphne_write_gate(scope) if scope is not None and write is not None else None
     try:
-        async for chunk in afollow(hub, channels, cursor, keepalive, sse_chunk, lifetime):
+        async for chunk in afollow(hub, channels, cursor, keepalive, encode, lifetime):
             if room is not None and not room.is_set():
                 timeout = hub.send_timeout
                 try:

@@ -17,9 +17,29 @@ from ..exceptions import InvalidChannelName, InvalidCursor
 from ..hub import get_hub
 from ..log import release_connections
 from ..names import parse_cursor, validate_channel
-from .responses import SSEResponse, asse_stream, connection_closer, is_async_request, sse_stream
+from .encoding import encode_cursor, encode_error
+from .responses import (
+    SSEResponse,
+    asse_stream,
+    connection_closer,
+    is_async_request,
+    prelude,
+    sse_chunk,
+    sse_chunk_with_channels,
+    sse_stream,
+)
 
 logger = logging.getLogger("django_realtime")
+
+#: What ``?include=`` may ask each event to carry (docs/sse.md, "The channel of each event").
+INCLUDES = ("channel",)
+#: Error codes of the in-band ``error`` event, the WebSocket protocol's for the same refusals.
+FORBIDDEN = "forbidden"
+INVALID_CHANNEL = "invalid_channel"
+
+
+class BadParameter(ValueError):
+    """A query parameter of the SSE endpoint has a value it does not know."""
 
 
 def _plain(status: int, message: str) -> HttpResponse:
@@ -54,6 +74,20 @@ def request_cursor(request: HttpRequest) -> int | None:
     return parse_cursor(value)
 
 
+def wants_channels(request: HttpRequest) -> bool:
+    """Return whether *request* asks each event to name its channel (``?include=channel``).
+
+    Raise BadParameter for any other ``include`` value: a typo must not
+    silently give a stream without channels.
+    """
+    values = request.GET.getlist("include")
+    for value in values:
+        if value not in INCLUDES:
+            shown = value[:40]
+            raise BadParameter(f"Invalid include: {shown!r}; the only one is 'channel'")
+    return bool(values)
+
+
 def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpResponseBase:
     """Stream *channels* of the log to *request* as SSE, with replay; no authorization.
 
@@ -66,6 +100,15 @@ def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpRespon
     names = frozenset(validate_channel(name) for name in channels)
     if not names:
         raise InvalidChannelName("stream_channels() needs at least one channel")
+    try:
+        with_channels = wants_channels(request)
+    except BadParameter as exc:
+        return _plain(400, str(exc))
+    return _stream(request, names, with_channels, b"")
+
+
+def _stream(request: HttpRequest, names: frozenset[str], with_channels: bool, errors: bytes) -> HttpResponseBase:
+    """Stream *names* (checked already) to *request*, after the in-band *errors*."""
     try:
         cursor = request_cursor(request)
     except InvalidCursor as exc:
@@ -88,12 +131,18 @@ def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpRespon
     keepalive = float(realtime_settings.KEEPALIVE)
     lifetime = realtime_settings.SSE_MAX_LIFETIME
     lifetime = float(lifetime) if lifetime else None
+    encode = sse_chunk_with_channels if with_channels else sse_chunk
+    # A client that asks for channels is told the cursor the stream starts at (docs/sse.md).
+    first = prelude() + (encode_cursor(str(cursor)) if with_channels else b"") + errors
     if is_async_request(request):
         # Given back by the stream itself too: Django 6.1 does not close the
         # response of a stream whose task the hub cancelled (SSE_SEND_TIMEOUT).
-        response = SSEResponse(asse_stream(hub, names, cursor, keepalive, lifetime, request.scope, give_seat))
+        stream = asse_stream(hub, names, cursor, keepalive, lifetime, request.scope, give_seat, encode, first)
+        response = SSEResponse(stream)
     else:
-        response = SSEResponse(sse_stream(hub, names, cursor, keepalive, lifetime, connection_closer(request)))
+        response = SSEResponse(
+            sse_stream(hub, names, cursor, keepalive, lifetime, connection_closer(request), encode, first)
+        )
     # The server closes every response it was given, streamed or not, whatever ended it.
     response._resource_closers.append(give_seat)
     return response
@@ -102,30 +151,51 @@ def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpRespon
 @transaction.non_atomic_requests
 @require_GET
 def events(request: HttpRequest, channels: Iterable[str] | None = None) -> HttpResponseBase:
-    """Stream the channels named by ``?channel=`` parameters (or by the URLconf)."""
+    """Stream the channels named by ``?channel=`` parameters (or by the URLconf).
+
+    Without ``?include=channel`` one invalid or denied channel refuses the
+    whole request (400, 403), as a plain ``EventSource`` can only be told so.
+    With it, each refused channel gets an in-band ``error`` event at the
+    start of the stream and the others stream; only a request none of whose
+    channels is allowed is refused whole.
+    """
     if channels is not None:
         return stream_channels(request, channels)
+    try:
+        with_channels = wants_channels(request)
+    except BadParameter as exc:
+        return _plain(400, str(exc))
     names = list(dict.fromkeys(request.GET.getlist("channel")))
     limit = realtime_settings.MAX_CHANNELS
     if not names:
         return _plain(400, "Give at least one channel: ?channel=NAME")
     if len(names) > limit:
         return _plain(400, f"Too many channels: at most {limit} per connection, got {len(names)}")
+    invalid: dict[str, str] = {}
     for name in names:
         try:
             validate_channel(name)
         except InvalidChannelName as exc:
-            return _plain(400, f"Invalid channel: {exc}")
+            if not with_channels:
+                return _plain(400, f"Invalid channel: {exc}")
+            invalid[name] = f"Invalid channel: {exc}"
     authorize = get_authorizer()
     user = getattr(request, "user", None)
     if user is None:  # no AuthenticationMiddleware: ask as anonymous
         from django.contrib.auth.models import AnonymousUser
 
         user = AnonymousUser()
-    denied = [name for name in names if not authorize(user, name, SUBSCRIBE)]
-    if denied:
+    denied = [name for name in names if name not in invalid and not authorize(user, name, SUBSCRIBE)]
+    allowed = frozenset(name for name in names if name not in invalid and name not in denied)
+    if not with_channels and denied:
         return _plain(403, f"Not allowed to subscribe to: {', '.join(denied)}")
-    return stream_channels(request, names)
+    if not allowed:  # nothing to stream: refuse the request, naming every channel's cause
+        if denied:
+            return _plain(403, "; ".join([*invalid.values(), f"Not allowed to subscribe to: {', '.join(denied)}"]))
+        return _plain(400, "; ".join(invalid.values()))
+    errors = [encode_error(name, INVALID_CHANNEL, message) for name, message in invalid.items()]
+    errors += [encode_error(name, FORBIDDEN, f"Not allowed to subscribe to: {name}") for name in denied]
+    return _stream(request, allowed, with_channels, b"".join(errors))
 
 
 @require_GET

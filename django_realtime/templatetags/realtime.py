@@ -21,19 +21,38 @@ def _events_url() -> str:
         return "/events/"
 
 
+#: The transports realtime.js knows, for ``transports=``.
+TRANSPORTS = ("websocket", "sse")
+
+
+def _transports(value: str) -> str:
+    names = value.replace(",", " ").split()
+    unknown = [name for name in names if name not in TRANSPORTS]
+    if unknown or not names:
+        raise template.TemplateSyntaxError(
+            f"realtime_script transports= takes 'websocket', 'sse' or both, separated by spaces, not {value!r}"
+        )
+    return " ".join(dict.fromkeys(names))
+
+
 @register.simple_tag
-def realtime_script(ws_url: str = "/ws/", sse_url: str | None = None) -> str:
+def realtime_script(ws_url: str = "/ws/", sse_url: str | None = None, transports: str | None = None) -> str:
     """Include realtime.js as a plain script, telling it where the endpoints and the CSRF cookie are.
 
     The SSE URL defaults to the URLconf's ``django_realtime:events``; the
     WebSocket URL, which Channels routes outside the URLconf, to ``/ws/``.
+    ``transports="sse"`` tells the page that the site serves no WebSockets
+    (a WSGI-only deployment), so ``"auto"`` goes straight to SSE without a
+    failing handshake.
     """
+    extra = format_html(' data-transports="{}"', _transports(transports)) if transports is not None else ""
     return format_html(
-        '<script src="{}" data-ws-url="{}" data-sse-url="{}" data-csrf-cookie="{}"></script>',
+        '<script src="{}" data-ws-url="{}" data-sse-url="{}" data-csrf-cookie="{}"{}></script>',
         static("django_realtime/realtime.js"),
         ws_url,
         sse_url if sse_url is not None else _events_url(),
         settings.CSRF_COOKIE_NAME,
+        extra,
     )
 
 

@@ -4,11 +4,26 @@
  *   import { Realtime } from "/static/django_realtime/realtime.mjs";
  *
  * API: docs/client.md.  Wire protocols: docs/websocket.md and docs/sse.md.
+ *
+ * The parts: SSEParser (the WHATWG "Server-sent events" parser, over fetch, since
+ * EventSource shows neither the status nor the headers of a refusal), the retry
+ * policy (backoffDelay, parseRetryAfter), one transport class per transport
+ * (WebSocketTransport, SSETransport) behind the same small interface, and Realtime,
+ * an EventTarget that routes events to Subscriptions and decides when to reconnect.
  */
 (function (global) {
   "use strict";
 
-  if (global.DjangoRealtime) return; // loaded twice (a script tag and the module): keep the first
+  /** Where the API lives whatever else holds window.DjangoRealtime; realtime.mjs reads it here. */
+  const API_KEY = Symbol.for("django-realtime");
+  /** A classic <script> publishes window.DjangoRealtime; a module import (or Node) publishes nothing. */
+  const AS_SCRIPT = Boolean(global.document && global.document.currentScript);
+
+  if (global[API_KEY]) {
+    // Loaded twice (a script tag and the module): one API, so that classes compare equal.
+    publishGlobal(global[API_KEY]);
+    return;
+  }
 
   const VERSION = "0.1.0";
 
@@ -18,33 +33,52 @@
   const CHANNEL_PATTERN = /^[A-Za-z0-9_\-.:@/=+]{1,200}$/;
   /** A close code of our own, for a socket we drop (RFC 6455 leaves 4000-4999 to applications). */
   const CLOSE_CLIENT = 4100;
+  /**
+   * HTTP statuses after which retrying cannot help: the request itself is refused. Stop
+   * and report, as EventSource does after any non-200 (and as fetch-event-source's docs
+   * advise); other statuses (5xx, 408, 429) are retried with backoff and Retry-After.
+   */
+  const STOP_STATUSES = new Map([
+    [204, "no_content"], // WHATWG HTML: "204 No Content ... prevent the user agent from reconnecting"
+    [400, "bad_request"],
+    [401, "unauthorized"],
+    [403, "forbidden"],
+    [404, "not_found"],
+  ]);
+  const TRANSPORTS = ["websocket", "sse"];
 
   const DEFAULTS = {
     transport: "auto", // "auto" (WebSocket, falling back to SSE), "websocket" or "sse"
+    transports: TRANSPORTS, // the transports the site serves ({% realtime_script transports="sse" %})
     wsUrl: "/ws/",
     sseUrl: "/events/",
     csrfCookieName: "csrftoken",
-    minDelay: 500, // first reconnection delay, in ms, before jitter
+    credentials: "same-origin", // fetch() credentials of the SSE stream: "include" for a cross-origin endpoint
+    minDelay: 500, // first reconnection delay, in ms, before jitter (the server's retry: replaces it)
     maxDelay: 30000, // longest reconnection delay, in ms
     fallbackAfter: 2, // WebSocket attempts that never opened before switching to SSE ("auto" only)
+    rememberFallback: true, // "auto": skip WebSockets for the rest of the tab's session once they failed
     connectTimeout: 8000, // a WebSocket handshake that takes longer counts as failed
     pingInterval: 25000, // WebSocket: ping after this long...
     pongTimeout: 10000, // ...and reconnect if no pong comes within this
     publishTimeout: 10000, // publish(): reject if no ack within this
+    pauseWhenHidden: false, // close the connection while the tab is hidden, resume from the cursor on return
     // Injectable for tests and unusual environments:
     WebSocket: global.WebSocket,
-    EventSource: global.EventSource,
+    fetch: global.fetch ? (...args) => global.fetch(...args) : undefined,
+    storage: undefined, // sessionStorage, looked up when first needed (it may throw)
     random: Math.random,
   };
 
   /** Defaults given by the including <script> tag ({% realtime_script %} writes them). */
   const SCRIPT_DEFAULTS = (function () {
-    const script = global.document && global.document.currentScript;
+    const script = AS_SCRIPT ? global.document.currentScript : null;
     const data = (script && script.dataset) || {};
     const found = {};
     if (data.wsUrl) found.wsUrl = data.wsUrl;
     if (data.sseUrl) found.sseUrl = data.sseUrl;
     if (data.csrfCookie) found.csrfCookieName = data.csrfCookie;
+    if (data.transports) found.transports = data.transports.split(/[\s,]+/).filter(Boolean);
     return found;
   })();
 
@@ -82,6 +116,133 @@
     return Math.round(ceiling / 2 + (random() * ceiling) / 2);
   }
 
+  /**
+   * Parse a Retry-After header (RFC 9110 §10.2.3): delay-seconds or an HTTP-date.
+   * Return milliseconds from `now`, or null if absent or malformed.
+   */
+  function parseRetryAfter(value, now) {
+    if (value === null || value === undefined) return null;
+    const text = String(value).trim();
+    if (/^\d+$/.test(text)) return Number(text) * 1000;
+    const when = Date.parse(text);
+    if (!/[A-Za-z]/.test(text) || Number.isNaN(when)) return null;
+    return Math.max(0, when - (now === undefined ? Date.now() : now));
+  }
+
+  /**
+   * The Server-Sent Events parser of WHATWG HTML ("Event stream interpretation"), fed text.
+   *
+   * Lines end in CRLF, LF or a lone CR, also when a chunk ends between CR and LF; one space
+   * after the colon is dropped; `retry` counts only if all ASCII digits; an `id` holding NUL
+   * is ignored; an event without data is not dispatched; an unterminated last event is
+   * dropped (end() is a no-op). One field of ours, `channel` (docs/sse.md), which the spec
+   * says to ignore, is kept per event like `event`.
+   */
+  class SSEParser {
+    constructor(onEvent, onRetry, onId) {
+      this.onEvent = onEvent;
+      this.onRetry = onRetry || (() => {});
+      this.onId = onId || (() => {});
+      this.lastEventId = "";
+      this._buffer = "";
+      this._afterCR = false; // the last chunk ended in CR: a LF starting the next one ends no line
+      this._started = false;
+      this._reset();
+    }
+
+    _reset() {
+      this._data = "";
+      this._hasData = false;
+      this._type = "";
+      this._channel = "";
+    }
+
+    /** Feed decoded text; dispatch every event it completes. */
+    feed(text) {
+      if (!this._started) {
+        this._started = true;
+        if (text.charCodeAt(0) === 0xfeff) text = text.slice(1); // a leading BOM (TextDecoder drops it too)
+      }
+      if (this._afterCR && text[0] === "\n") text = text.slice(1);
+      this._afterCR = false;
+      let buffer = this._buffer + text;
+      let start = 0;
+      for (;;) {
+        const cr = buffer.indexOf("\r", start);
+        const lf = buffer.indexOf("\n", start);
+        if (cr === -1 && lf === -1) break;
+        let end;
+        let next;
+        if (cr !== -1 && (lf === -1 || cr < lf)) {
+          end = cr;
+          if (cr + 1 === buffer.length) {
+            next = cr + 1;
+            this._afterCR = true;
+          } else {
+            next = buffer[cr + 1] === "\n" ? cr + 2 : cr + 1;
+          }
+        } else {
+          end = lf;
+          next = lf + 1;
+        }
+        this._line(buffer.slice(start, end));
+        start = next;
+      }
+      this._buffer = buffer.slice(start);
+    }
+
+    _line(line) {
+      if (line === "") {
+        this._dispatch();
+        return;
+      }
+      if (line[0] === ":") return; // a comment (keepalives)
+      const colon = line.indexOf(":");
+      let field = line;
+      let value = "";
+      if (colon !== -1) {
+        field = line.slice(0, colon);
+        value = line.slice(colon + 1);
+        if (value[0] === " ") value = value.slice(1);
+      }
+      switch (field) {
+        case "data":
+          this._data += value + "\n";
+          this._hasData = true;
+          break;
+        case "event":
+          this._type = value;
+          break;
+        case "id":
+          if (!value.includes("\0")) {
+            this.lastEventId = value;
+            this.onId(value);
+          }
+          break;
+        case "retry":
+          if (/^[0-9]+$/.test(value)) this.onRetry(Number(value));
+          break;
+        case "channel":
+          this._channel = value;
+          break;
+        default: // ignored, as the spec says
+          break;
+      }
+    }
+
+    _dispatch() {
+      const hasData = this._hasData;
+      const event = {
+        type: this._type || "message",
+        data: this._data.slice(0, -1),
+        id: this.lastEventId,
+        channel: this._channel,
+      };
+      this._reset();
+      if (hasData) this.onEvent(event);
+    }
+  }
+
   /** Read Django's CSRF token: from its cookie, else from a {% csrf_token %} field on the page. */
   function csrfToken(cookieName) {
     const name = (cookieName || SCRIPT_DEFAULTS.csrfCookieName || DEFAULTS.csrfCookieName) + "=";
@@ -115,26 +276,60 @@
       throw new RealtimeError("network", `POST ${url} failed: ${error.message}`);
     }
     if (!response.ok) {
-      const text = (await response.text().catch(() => "")).trim().slice(0, 500);
+      const text = await responseText(response);
       throw new RealtimeError("http", text || `POST ${url}: HTTP ${response.status}`, { status: response.status });
     }
     return response;
   }
 
-  function absoluteWsUrl(url) {
+  async function responseText(response) {
+    return (await response.text().catch(() => "")).trim().slice(0, 500);
+  }
+
+  function absoluteUrl(url, websocket) {
     const resolved = new URL(url, global.location ? global.location.href : undefined);
-    if (resolved.protocol === "http:") resolved.protocol = "ws:";
-    else if (resolved.protocol === "https:") resolved.protocol = "wss:";
+    if (websocket && resolved.protocol === "http:") resolved.protocol = "ws:";
+    else if (websocket && resolved.protocol === "https:") resolved.protocol = "wss:";
     return resolved.href;
   }
 
-  /** One channel of a Realtime connection; returned by Realtime.subscribe(). */
-  class Subscription {
+  /** Call a page's callback; an exception is reported without breaking the connection. */
+  function callSafely(func, detail) {
+    if (!func) return;
+    try {
+      func(detail);
+    } catch (error) {
+      if (global.reportError) global.reportError(error);
+      else
+        setTimeout(() => {
+          throw error;
+        });
+    }
+  }
+
+  function fire(target, type, detail) {
+    // CustomEvent where it exists (browsers, Node 19+), else an Event that carries the detail.
+    const event =
+      typeof CustomEvent === "function" ? new CustomEvent(type, { detail }) : Object.assign(new Event(type), { detail });
+    target.dispatchEvent(event);
+  }
+
+  /**
+   * One channel of a Realtime connection; returned by Realtime.subscribe(). An EventTarget:
+   * "event", "reset" and "error" events carry the same detail as onEvent, onReset, onError.
+   */
+  class Subscription extends EventTarget {
     constructor(realtime, channel, options) {
+      super();
       this.realtime = realtime;
       this.channel = channel;
-      /** Event names delivered to onEvent. Over SSE only named events reach a page, so list them all. */
-      this.events = new Set(options.events || ["message"]);
+      /** Event names delivered (a Set), or null for every name ("*"). */
+      this.events = options.events === "*" ? null : new Set(options.events || ["message"]);
+      /** "json" (the default: data is parsed, and data that is not JSON is an error) or "text". */
+      this.data = options.data || "json";
+      if (this.data !== "json" && this.data !== "text") {
+        throw new RealtimeError("bad_option", `data must be "json" or "text", not ${JSON.stringify(this.data)}`);
+      }
       /** The id of the last event of the channel seen, or null: where a reconnect resumes. */
       // "" (what {% realtime_cursor %} gives when it has no safe cursor) means none, as null does.
       this.lastId = options.lastId === undefined || options.lastId === null || options.lastId === "" ? null : String(options.lastId);
@@ -149,273 +344,89 @@
     }
   }
 
-  /**
-   * Several channels over one connection: a WebSocket, or one EventSource. Resumes from
-   * the last ids after any disconnect, drops repeated events, reports resets and states.
-   */
-  class Realtime {
-    constructor(options) {
-      this.options = { ...DEFAULTS, ...SCRIPT_DEFAULTS, ...(options || {}) };
-      const { transport, WebSocket } = this.options;
-      if (!["auto", "websocket", "sse"].includes(transport)) {
-        throw new RealtimeError("bad_option", `transport must be "auto", "websocket" or "sse", not ${transport}`);
-      }
-      this._subs = new Map(); // channel -> Subscription
-      this._listeners = new Map(); // event type -> Set of functions
-      this._requests = new Map(); // ref -> pending request
-      this._nextRef = 1;
-      this._attempt = 0; // failed connections in a row, for the backoff
-      this._wsFailures = 0; // WebSocket attempts in a row that never opened
-      this._wsOpened = false; // once a WebSocket has opened, never fall back
-      this._transport = transport === "sse" || (transport === "auto" && !WebSocket) ? "sse" : "websocket";
-      this._state = "connecting";
-      this._everLive = false;
-      this._socket = null;
-      this._source = null;
-      this._sourceKey = null; // the channel set the EventSource was opened with
-      this._sourceNames = null; // event names listened to on it
-      this._cursor = null; // SSE: the last id the connection delivered
-      this._timer = null; // pending reconnection
-      this._pingTimer = null;
-      this._pongTimer = null;
-      this._connectTimer = null;
-      this._syncQueued = false;
-      this._closed = false;
-      this._onOnline = () => {
-        if (this._timer !== null) this._reconnectNow();
-      };
-      if (global.addEventListener) global.addEventListener("online", this._onOnline);
-      // Connect once the caller's synchronous subscribe() calls are done: one SSE URL for all.
-      this._queueSync();
+  // Transports ----------------------------------------------------------
+  //
+  // A transport carries the Realtime's active subscriptions over one connection:
+  //   connect()        open a connection for the subscriptions (the Realtime decides when)
+  //   sync()           the set of subscriptions changed: subscribe, unsubscribe or reopen
+  //   drop()           close the connection, keeping every subscription's last id
+  //   close(code, msg) close for good: fail what waits on it
+  //   connected        whether a connection is open or opening
+  // and reports back to the Realtime: _opened(t), _lost(t, {opened, retryAfter, atOnce}),
+  // _deliver(sub, message), _reset(sub, ...), _refuse(sub, error), _report(error).
+
+  /** The WebSocket protocol of docs/websocket.md: per-channel subscriptions, ids and errors. */
+  class WebSocketTransport {
+    constructor(host) {
+      this.host = host;
+      this.name = "websocket";
+      this.socket = null;
+      this.requests = new Map(); // ref -> pending request
+      this.nextRef = 1;
+      this.everOpened = false;
+      this._timers = {};
     }
 
-    /** "connecting", "live", "reconnecting" or "closed". */
-    get state() {
-      return this._state;
+    get connected() {
+      return this.socket !== null;
     }
 
-    /** "websocket" or "sse": the transport in use now. */
-    get transport() {
-      return this._transport;
+    get open() {
+      return this.socket !== null && this.socket.readyState === 1;
     }
 
-    /** Call `listener(detail)` on "state", "event", "reset", "error" or "transport"; return a function that stops it. */
-    on(type, listener) {
-      if (!this._listeners.has(type)) this._listeners.set(type, new Set());
-      this._listeners.get(type).add(listener);
-      return () => this.off(type, listener);
-    }
-
-    off(type, listener) {
-      const set = this._listeners.get(type);
-      if (set) set.delete(listener);
-    }
-
-    /**
-     * Receive the events of `channel`. `options` is a function (onEvent) or an object:
-     * { onEvent, onReset, onError, events: ["message"], lastId: null }.
-     */
-    subscribe(channel, options) {
-      if (typeof options === "function") options = { onEvent: options };
-      options = options || {};
-      if (typeof channel !== "string" || !CHANNEL_PATTERN.test(channel)) {
-        throw new RealtimeError("invalid_channel", `invalid channel name: ${JSON.stringify(channel)}`);
-      }
-      if (this._closed) throw new RealtimeError("closed", "this Realtime is closed");
-      if (this._subs.has(channel)) {
-        throw new RealtimeError("already_subscribed", `already subscribed to ${channel}; unsubscribe first`);
-      }
-      const sub = new Subscription(this, channel, options);
-      if (sub.lastId === null && this._transport === "sse" && this._cursor !== null) sub.lastId = this._cursor;
-      this._subs.set(channel, sub);
-      if (this._transport === "websocket") {
-        if (this._socketOpen()) this._sendSubscribe(sub);
-      } else {
-        this._queueSync();
-      }
-      return sub;
-    }
-
-    /** The last id seen on `channel`, or null. */
-    lastId(channel) {
-      const sub = this._subs.get(channel);
-      return sub ? sub.lastId : null;
-    }
-
-    /**
-     * Publish over the WebSocket; resolve to {id, channel} once the server has stored it.
-     * Waits for the socket if it is reconnecting. Over SSE, POST to a view of yours instead.
-     */
-    publish(channel, data, options) {
-      const { event = "message", timeout = this.options.publishTimeout } = options || {};
-      return new Promise((resolve, reject) => {
-        if (this._closed) return reject(new RealtimeError("closed", "this Realtime is closed"));
-        if (this._transport !== "websocket") {
-          return reject(
-            new RealtimeError("transport", "publish() needs the WebSocket transport; over SSE, POST to a view of yours")
-          );
-        }
-        if (!CHANNEL_PATTERN.test(String(channel))) {
-          return reject(new RealtimeError("invalid_channel", `invalid channel name: ${JSON.stringify(channel)}`));
-        }
-        const ref = this._nextRef++;
-        const request = {
-          kind: "publish",
-          message: { type: "publish", channel, event, data: data === undefined ? null : data, ref },
-          sent: false,
-          resolve,
-          reject,
-          timer: setTimeout(() => {
-            this._requests.delete(ref);
-            const message = request.sent
-              ? `no acknowledgement within ${timeout} ms; the event may or may not be stored`
-              : `not connected within ${timeout} ms; the event was not sent`;
-            reject(new RealtimeError("timeout", message));
-          }, timeout),
-        };
-        this._requests.set(ref, request);
-        if (this._socketOpen()) this._sendRequest(ref, request);
-      });
-    }
-
-    /** Close the connection for good. */
-    close() {
-      if (this._closed) return;
-      this._closed = true;
-      clearTimeout(this._timer);
-      this._timer = null;
-      if (global.removeEventListener) global.removeEventListener("online", this._onOnline);
-      this._dropSocket();
-      this._dropSource();
-      this._failRequests(() => true, "closed", "this Realtime is closed");
-      this._subs.clear();
-      this._setState("closed");
-    }
-
-    // Internals ---------------------------------------------------------
-
-    _emit(type, detail) {
-      for (const listener of Array.from(this._listeners.get(type) || [])) {
-        try {
-          listener(detail);
-        } catch (error) {
-          setTimeout(() => {
-            throw error;
-          }); // report it without breaking the connection
-        }
-      }
-    }
-
-    _call(func, detail) {
-      if (!func) return;
-      try {
-        func(detail);
-      } catch (error) {
-        setTimeout(() => {
-          throw error;
-        });
-      }
-    }
-
-    _setState(state) {
-      if (state === this._state) return;
-      const previous = this._state;
-      this._state = state;
-      this._emit("state", { state, previous, transport: this._transport });
-    }
-
-    _queueSync() {
-      if (this._syncQueued) return;
-      this._syncQueued = true;
-      queueMicrotask(() => {
-        this._syncQueued = false;
-        if (this._closed || this._timer !== null) return;
-        if (this._transport === "websocket") {
-          if (!this._socket) this._openSocket();
-        } else {
-          this._syncSource();
-        }
-      });
-    }
-
-    /** Try again after a backoff; `atOnce` when the server asked for an immediate reconnect. */
-    _scheduleReconnect(atOnce) {
-      if (this._closed || this._timer !== null) return;
-      this._setState(this._everLive ? "reconnecting" : "connecting");
-      const delay = atOnce ? Math.round(this.options.random() * 250) : backoffDelay(this._attempt, this.options);
-      if (!atOnce) this._attempt += 1;
-      this._timer = setTimeout(() => this._reconnectNow(), delay);
-    }
-
-    _reconnectNow() {
-      clearTimeout(this._timer);
-      this._timer = null;
-      if (this._closed) return;
-      if (this._transport === "websocket") this._openSocket();
-      else this._syncSource();
-    }
-
-    _wentLive() {
-      this._everLive = true;
-      this._setState("live");
-    }
-
-    _failRequests(match, code, message) {
-      for (const [ref, request] of Array.from(this._requests)) {
-        if (!match(request)) continue;
-        this._requests.delete(ref);
-        clearTimeout(request.timer);
-        if (request.reject) request.reject(new RealtimeError(code, message));
-      }
-    }
-
-    // WebSocket ---------------------------------------------------------
-
-    _socketOpen() {
-      return this._socket !== null && this._socket.readyState === 1;
-    }
-
-    _openSocket() {
-      const WebSocket = this.options.WebSocket;
+    connect() {
+      const host = this.host;
+      const WebSocket = host.options.WebSocket;
       let socket;
       try {
-        socket = new WebSocket(absoluteWsUrl(this.options.wsUrl));
+        socket = new WebSocket(absoluteUrl(host.options.wsUrl, true));
       } catch (error) {
-        this._socketClosed(null, 1006, false);
+        host._lost(this, { opened: false });
         return;
       }
-      this._socket = socket;
+      this.socket = socket;
       let opened = false;
       let openedAt = 0;
-      this._connectTimer = setTimeout(() => {
-        if (!opened) this._socketClosed(socket, 1006, false);
-      }, this.options.connectTimeout);
+      this._timers.connect = setTimeout(() => {
+        if (!opened) this._closed(socket, 1006, false, false);
+      }, host.options.connectTimeout);
       socket.onopen = () => {
         opened = true;
         openedAt = Date.now();
-        clearTimeout(this._connectTimer);
-        this._wsOpened = true;
-        this._wsFailures = 0;
-        for (const sub of this._subs.values()) this._sendSubscribe(sub);
-        for (const [ref, request] of this._requests) {
-          if (request.kind === "publish" && !request.sent) this._sendRequest(ref, request);
+        clearTimeout(this._timers.connect);
+        this.everOpened = true;
+        for (const sub of host._subs.values()) this._sendSubscribe(sub);
+        for (const [ref, request] of this.requests) {
+          if (request.kind === "publish" && !request.sent) this._send(ref, request);
         }
         this._startPing();
-        this._wentLive();
+        host._opened(this);
       };
-      socket.onmessage = (e) => this._onSocketMessage(e);
+      socket.onmessage = (e) => this._onMessage(e);
       // "Reconnect at once" only for a connection that lived a while: never a tight loop.
-      socket.onclose = (e) => this._socketClosed(socket, e.code, opened, opened && Date.now() - openedAt >= 1000);
+      socket.onclose = (e) => this._closed(socket, e.code, opened, opened && Date.now() - openedAt >= 1000);
       socket.onerror = () => {}; // a close event follows
     }
 
+    sync() {
+      if (!this.socket) this.connect();
+    }
+
+    subscribed(sub) {
+      if (this.open) this._sendSubscribe(sub);
+      else this.sync();
+    }
+
+    unsubscribed(sub) {
+      if (this.open) this.socket.send(JSON.stringify({ type: "unsubscribe", channel: sub.channel }));
+    }
+
     /** Forget the socket: no handler of it runs after this. */
-    _dropSocket() {
-      clearTimeout(this._connectTimer);
-      clearTimeout(this._pingTimer);
-      clearTimeout(this._pongTimer);
-      const socket = this._socket;
-      this._socket = null;
+    drop() {
+      for (const timer of Object.values(this._timers)) clearTimeout(timer);
+      const socket = this.socket;
+      this.socket = null;
       if (!socket) return;
       socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
       try {
@@ -423,11 +434,6 @@
       } catch (error) {
         // already closed
       }
-    }
-
-    _socketClosed(socket, code, opened, livedAWhile) {
-      if (socket !== this._socket && socket !== null) return; // an old socket
-      this._dropSocket();
       // Subscriptions are re-sent on the next socket; a publish in flight may or may not be stored.
       this._failRequests((r) => r.kind !== "publish", "disconnected", "the connection closed");
       this._failRequests(
@@ -435,80 +441,100 @@
         "disconnected",
         "the connection closed before the acknowledgement; the event may or may not be stored"
       );
-      if (this._closed) return;
-      if (!opened) {
-        this._wsFailures += 1;
-        if (this.options.transport === "auto" && !this._wsOpened && this._wsFailures >= this.options.fallbackAfter) {
-          this._fallBack();
-          return;
-        }
-      }
-      this._scheduleReconnect(Boolean(livedAWhile) && RECONNECT_AT_ONCE.has(code));
     }
 
-    _fallBack() {
-      this._transport = "sse";
-      this._attempt = 0;
-      this._failRequests(
-        () => true,
-        "transport",
-        "WebSockets cannot connect; fell back to SSE, where publish() is not available"
-      );
-      for (const sub of this._subs.values()) {
-        if (sub.lastId === null && this._cursor !== null) sub.lastId = this._cursor;
-      }
-      this._emit("transport", { transport: "sse", reason: "WebSockets cannot connect" });
-      this._syncSource();
+    close(code, message) {
+      this.drop();
+      this._failRequests(() => true, code, message);
     }
 
-    _sendRequest(ref, request) {
+    publish(channel, event, data, timeout) {
+      return new Promise((resolve, reject) => {
+        const ref = this.nextRef++;
+        const request = {
+          kind: "publish",
+          message: { type: "publish", channel, event, data: data === undefined ? null : data, ref },
+          sent: false,
+          resolve,
+          reject,
+          timer: setTimeout(() => {
+            this.requests.delete(ref);
+            const message = request.sent
+              ? `no acknowledgement within ${timeout} ms; the event may or may not be stored`
+              : `not connected within ${timeout} ms; the event was not sent`;
+            reject(new RealtimeError("timeout", message));
+          }, timeout),
+        };
+        this.requests.set(ref, request);
+        if (this.open) this._send(ref, request);
+      });
+    }
+
+    _closed(socket, code, opened, livedAWhile) {
+      if (socket !== this.socket) return; // an old socket
+      this.drop();
+      this.host._lost(this, { opened, atOnce: Boolean(livedAWhile) && RECONNECT_AT_ONCE.has(code) });
+    }
+
+    _failRequests(match, code, message) {
+      for (const [ref, request] of Array.from(this.requests)) {
+        if (!match(request)) continue;
+        this.requests.delete(ref);
+        clearTimeout(request.timer);
+        if (request.reject) request.reject(new RealtimeError(code, message));
+      }
+    }
+
+    _send(ref, request) {
       request.sent = true;
-      this._socket.send(JSON.stringify(request.message));
+      this.socket.send(JSON.stringify(request.message));
     }
 
     _sendSubscribe(sub) {
-      const ref = this._nextRef++;
+      const ref = this.nextRef++;
       const message = { type: "subscribe", channel: sub.channel, ref };
       if (sub.lastId !== null) message.last_id = sub.lastId;
       const request = { kind: "subscribe", sub, message, sent: false };
-      this._requests.set(ref, request);
-      this._sendRequest(ref, request);
+      this.requests.set(ref, request);
+      this._send(ref, request);
     }
 
     _startPing() {
-      clearTimeout(this._pingTimer);
-      this._pingTimer = setTimeout(() => {
-        if (!this._socketOpen()) return;
-        const socket = this._socket;
-        this._socket.send(JSON.stringify({ type: "ping" }));
-        this._pongTimer = setTimeout(() => this._socketClosed(socket, 1006, true), this.options.pongTimeout);
-      }, this.options.pingInterval);
+      clearTimeout(this._timers.ping);
+      this._timers.ping = setTimeout(() => {
+        if (!this.open) return;
+        const socket = this.socket;
+        socket.send(JSON.stringify({ type: "ping" }));
+        this._timers.pong = setTimeout(() => this._closed(socket, 1006, true, false), this.host.options.pongTimeout);
+      }, this.host.options.pingInterval);
     }
 
-    _onSocketMessage(e) {
+    _onMessage(e) {
+      const host = this.host;
       let msg;
       try {
         msg = JSON.parse(e.data);
       } catch (error) {
+        host._report(new RealtimeError("bad_message", "the server sent a WebSocket message that is not JSON"));
         return;
       }
       if (!msg || typeof msg !== "object") return;
-      this._attempt = 0; // the server answers: the next failure starts the backoff afresh
+      host._attempt = 0; // the server answers: the next failure starts the backoff afresh
       this._startPing();
-      clearTimeout(this._pongTimer);
-      const request = msg.ref !== undefined && msg.ref !== null ? this._requests.get(msg.ref) : undefined;
-      if (request && msg.type !== "event" && msg.type !== "reset") this._requests.delete(msg.ref);
+      clearTimeout(this._timers.pong);
+      const request = msg.ref !== undefined && msg.ref !== null ? this.requests.get(msg.ref) : undefined;
+      if (request && msg.type !== "event" && msg.type !== "reset") this.requests.delete(msg.ref);
       switch (msg.type) {
         case "subscribed": {
-          const sub = this._subs.get(msg.channel);
+          const sub = host._subs.get(msg.channel);
           if (sub && sub.lastId === null && typeof msg.last_id === "string") sub.lastId = msg.last_id;
           break;
         }
         case "event":
-          this._deliver(this._subs.get(msg.channel), msg);
+          host._deliver(host._subs.get(msg.channel), { id: msg.id, event: msg.event, data: msg.data, text: false });
           break;
         case "reset":
-          this._reset(this._subs.get(msg.channel), msg.reason, msg.last_id, msg.resume_id);
+          host._reset(host._subs.get(msg.channel), msg.reason, msg.last_id, msg.resume_id);
           break;
         case "ack":
           if (request && request.kind === "publish") {
@@ -533,15 +559,501 @@
       }
       if (request && request.kind === "subscribe") {
         // Refused (forbidden, invalid_channel, too_many_channels...): do not ask again on reconnect.
-        const sub = request.sub;
-        error.channel = sub.channel;
-        if (this._subs.get(sub.channel) === sub) {
-          this._subs.delete(sub.channel);
-          sub.active = false;
-        }
-        this._call(sub.onError, error);
+        this.host._refuse(request.sub, error);
+        return;
       }
-      this._emit("error", error);
+      this.host._report(error);
+    }
+  }
+
+  /**
+   * Server-Sent Events over fetch(): one stream for every channel, each event naming its
+   * channel (?include=channel), a refused channel reported in-band (docs/sse.md).
+   */
+  class SSETransport {
+    constructor(host) {
+      this.host = host;
+      this.name = "sse";
+      this.controller = null; // aborts the stream in flight
+      this.channels = null; // the channels the server streams now (a refused one leaves it)
+      this.subs = null; // the subscriptions the stream was opened for
+      this.cursor = null; // the last id the stream delivered
+      this._unroutable = false;
+    }
+
+    get connected() {
+      return this.controller !== null;
+    }
+
+    connect() {
+      const host = this.host;
+      const subs = Array.from(host._subs.values());
+      if (subs.length === 0) return;
+      // Every channel on one stream shares one cursor: start at the lowest, drop what a channel has seen.
+      let start = null;
+      for (const sub of subs) {
+        if (sub.lastId === null && this.cursor !== null) sub.lastId = this.cursor;
+        if (sub.lastId !== null && (start === null || compareIds(sub.lastId, start) < 0)) start = sub.lastId;
+      }
+      const channels = subs.map((sub) => sub.channel).sort();
+      const params = new URLSearchParams(channels.map((c) => ["channel", c]));
+      params.append("include", "channel");
+      // A query parameter, not the Last-Event-ID header: exact all the same, and a simple
+      // request, which a cross-origin endpoint serves without a CORS preflight.
+      if (start !== null) params.append("lastEventId", start);
+      const base = host.options.sseUrl;
+      const controller = new AbortController();
+      this.controller = controller;
+      this.channels = new Set(channels);
+      this.subs = new Set(subs);
+      this._stream(base + (base.includes("?") ? "&" : "?") + params, controller).catch((error) => {
+        // A bug of ours or of a page's listener: report it, and let the backoff try again.
+        if (controller === this.controller) this._failed(new RealtimeError("internal", String(error)), {});
+      });
+    }
+
+    /** Reopen the stream if it does not carry exactly the subscribed channels. */
+    sync() {
+      const wanted = Array.from(this.host._subs.keys());
+      if (this.controller && wanted.length === this.channels.size && wanted.every((c) => this.channels.has(c))) return;
+      this.drop();
+      this.connect();
+    }
+
+    subscribed() {
+      this.host._queueSync();
+    }
+
+    unsubscribed() {
+      this.host._queueSync();
+    }
+
+    drop() {
+      const controller = this.controller;
+      if (!controller) return;
+      // Every channel the stream carried has seen everything up to the stream's cursor.
+      if (this.cursor !== null) {
+        for (const sub of this.subs) {
+          if (sub.active && (sub.lastId === null || compareIds(this.cursor, sub.lastId) > 0)) sub.lastId = this.cursor;
+        }
+      }
+      this.controller = null;
+      this.channels = null;
+      controller.abort();
+    }
+
+    close() {
+      this.drop();
+    }
+
+    async _stream(url, controller) {
+      const host = this.host;
+      const current = () => controller === this.controller;
+      let response;
+      try {
+        response = await host.options.fetch(url, {
+          headers: { Accept: "text/event-stream" },
+          credentials: host.options.credentials,
+          cache: "no-store",
+          signal: controller.signal,
+        });
+      } catch (error) {
+        if (current()) this._failed(new RealtimeError("network", `GET ${url} failed: ${error.message}`), {});
+        return;
+      }
+      if (!current()) return;
+      const type = (response.headers.get("content-type") || "").toLowerCase();
+      if (response.status !== 200 || !type.startsWith("text/event-stream")) {
+        const text = await responseText(response);
+        if (!current()) return;
+        const status = response.status;
+        if (STOP_STATUSES.has(status)) {
+          this._refused(new RealtimeError(STOP_STATUSES.get(status), text || `HTTP ${status}`, { status, url }));
+          return;
+        }
+        const error =
+          status === 200
+            ? new RealtimeError("bad_content_type", `the SSE endpoint answered ${type || "no content type"}`, { status, url })
+            : new RealtimeError("http", text || `HTTP ${status}`, { status, url });
+        this._failed(error, { retryAfter: parseRetryAfter(response.headers.get("retry-after")) });
+        return;
+      }
+      host._opened(this);
+      const parser = new SSEParser(
+        (event) => current() && this._onEvent(event),
+        (delay) => current() && (host._serverRetry = delay),
+        // Also an id without data: where a stream "from now" starts, so a reconnect resumes there.
+        (id) => current() && this._advance(id)
+      );
+      const decoder = new TextDecoder();
+      try {
+        const reader = response.body.getReader();
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (!current()) return;
+          if (done) break;
+          parser.feed(decoder.decode(value, { stream: true }));
+        }
+      } catch (error) {
+        if (current()) this._failed(new RealtimeError("network", `the SSE stream broke: ${error.message}`), { opened: true });
+        return;
+      }
+      // A clean end (SSE_MAX_LIFETIME, a restart): reconnect after the server's retry delay.
+      if (current()) this._failed(null, { opened: true });
+    }
+
+    _failed(error, info) {
+      this.drop();
+      if (error) this.host._report(error);
+      this.host._lost(this, { opened: Boolean(info.opened), retryAfter: info.retryAfter, error });
+    }
+
+    /** The endpoint refused the request itself (400, 401, 403, 404, 204): retrying cannot help. */
+    _refused(error) {
+      const subs = Array.from(this.subs);
+      this.drop();
+      for (const sub of subs) {
+        if (!sub.active) continue; // unsubscribed while the request was in flight
+        this.host._refuse(sub, new RealtimeError(error.code, error.message, { status: error.status, url: error.url }), true);
+      }
+      this.host._report(error); // once for the page, not once per channel
+      this.host._stopped(this, error);
+    }
+
+    _advance(id) {
+      if (id && (this.cursor === null || compareIds(id, this.cursor) > 0)) this.cursor = id;
+    }
+
+    _onEvent(event) {
+      const host = this.host;
+      if (event.type === "error" || event.type === "reset") {
+        let fields;
+        try {
+          fields = JSON.parse(event.data);
+        } catch (error) {
+          host._report(new RealtimeError("bad_message", `the SSE endpoint sent a ${event.type} that is not JSON`));
+          return;
+        }
+        if (event.type === "reset") {
+          // The stream goes on after resume_id, which may be below the cursor (reason "unknown").
+          this.cursor = fields.resume_id;
+          for (const channel of fields.channels || []) {
+            const sub = host._subs.get(channel);
+            if (sub && this.subs.has(sub)) host._reset(sub, fields.reason, fields.last_event_id, fields.resume_id);
+          }
+          return;
+        }
+        // A refused channel: the server streams the others, so this stream carries on without it.
+        const sub = host._subs.get(fields.channel);
+        if (this.channels) this.channels.delete(fields.channel);
+        if (sub && this.subs.has(sub)) {
+          this.subs.delete(sub);
+          host._refuse(sub, new RealtimeError(String(fields.code), String(fields.message)));
+        }
+        return;
+      }
+      this._advance(event.id);
+      let sub;
+      if (event.channel) sub = host._subs.get(event.channel);
+      else if (this.subs.size === 1) sub = this.subs.values().next().value; // a stream of one channel
+      else {
+        if (!this._unroutable) {
+          this._unroutable = true;
+          host._report(
+            new RealtimeError("unroutable", "the SSE endpoint does not name each event's channel (?include=channel)")
+          );
+        }
+        return;
+      }
+      if (sub && this.subs.has(sub)) host._deliver(sub, { id: event.id, event: event.type, data: event.data, text: true });
+    }
+  }
+
+  /**
+   * Several channels over one connection: a WebSocket, or one SSE stream. Resumes from
+   * the last ids after any disconnect, drops repeated events, reports resets and states.
+   * An EventTarget: "state", "event", "reset", "error", "transport" and "retry" events
+   * carry their detail in `event.detail`; on(type, listener) calls listener(detail).
+   */
+  class Realtime extends EventTarget {
+    constructor(options) {
+      super();
+      this.options = { ...DEFAULTS, ...SCRIPT_DEFAULTS, ...(options || {}) };
+      const { transport, transports, WebSocket } = this.options;
+      if (!["auto", "websocket", "sse"].includes(transport)) {
+        throw new RealtimeError("bad_option", `transport must be "auto", "websocket" or "sse", not ${transport}`);
+      }
+      this._subs = new Map(); // channel -> Subscription
+      this._wrapped = new Map(); // listener given to on() -> its event listener, per type
+      this._attempt = 0; // failed connections in a row, for the backoff
+      this._wsFailures = 0; // WebSocket attempts in a row that never opened
+      this._serverRetry = null; // the server's retry:, in ms
+      this._state = "connecting";
+      this._everLive = false;
+      this._timer = null; // pending reconnection
+      this._syncQueued = false;
+      this._closed = false;
+      this._paused = false;
+      this._websocket = new WebSocketTransport(this);
+      this._sse = new SSETransport(this);
+      let skipReason = null;
+      if (transport === "auto") {
+        if (!WebSocket) skipReason = "this browser has no WebSocket";
+        else if (!transports.includes("websocket")) skipReason = "the site serves no WebSockets";
+        else if (this._rememberedNoWebSocket()) skipReason = "WebSockets could not connect earlier in this session";
+      }
+      this._transport = transport === "sse" || skipReason ? this._sse : this._websocket;
+      this._onOnline = () => {
+        if (this._timer !== null) this._reconnectNow();
+      };
+      this._onVisibility = () => this._visibilityChanged();
+      if (global.addEventListener) global.addEventListener("online", this._onOnline);
+      if (this.options.pauseWhenHidden && global.document) {
+        global.document.addEventListener("visibilitychange", this._onVisibility);
+      }
+      // Connect once the caller's synchronous subscribe() calls are done: one SSE URL for all.
+      queueMicrotask(() => {
+        if (skipReason && !this._closed) fire(this, "transport", { transport: "sse", reason: skipReason });
+      });
+      this._queueSync();
+    }
+
+    /** "connecting", "live", "reconnecting", "paused", "failed" or "closed". */
+    get state() {
+      return this._state;
+    }
+
+    /** "websocket" or "sse": the transport in use now. */
+    get transport() {
+      return this._transport.name;
+    }
+
+    /** Call `listener(detail)` on events of `type`; return a function that stops it. */
+    on(type, listener) {
+      if (!this._wrapped.has(type)) this._wrapped.set(type, new Map());
+      const wrapped = this._wrapped.get(type);
+      if (!wrapped.has(listener)) {
+        const handler = (e) => listener(e.detail);
+        wrapped.set(listener, handler);
+        this.addEventListener(type, handler);
+      }
+      return () => this.off(type, listener);
+    }
+
+    off(type, listener) {
+      const wrapped = this._wrapped.get(type);
+      const handler = wrapped && wrapped.get(listener);
+      if (!handler) return;
+      wrapped.delete(listener);
+      this.removeEventListener(type, handler);
+    }
+
+    /**
+     * Receive the events of `channel`. `options` is a function (onEvent) or an object:
+     * { onEvent, onReset, onError, events: ["message"] or "*", data: "json" or "text", lastId: null }.
+     */
+    subscribe(channel, options) {
+      if (typeof options === "function") options = { onEvent: options };
+      options = options || {};
+      if (typeof channel !== "string" || !CHANNEL_PATTERN.test(channel)) {
+        throw new RealtimeError("invalid_channel", `invalid channel name: ${JSON.stringify(channel)}`);
+      }
+      if (this._closed) throw new RealtimeError("closed", "this Realtime is closed");
+      if (this._subs.has(channel)) {
+        throw new RealtimeError("already_subscribed", `already subscribed to ${channel}; unsubscribe first`);
+      }
+      const sub = new Subscription(this, channel, options);
+      this._subs.set(channel, sub);
+      if (this._state === "failed") this._setState(this._everLive ? "reconnecting" : "connecting");
+      if (!this._paused && this._timer === null) this._transport.subscribed(sub);
+      return sub;
+    }
+
+    /** The last id seen on `channel`, or null. */
+    lastId(channel) {
+      const sub = this._subs.get(channel);
+      return sub ? sub.lastId : null;
+    }
+
+    /**
+     * Publish over the WebSocket; resolve to {id, channel} once the server has stored it.
+     * Waits for the socket if it is reconnecting. Over SSE, POST to a view of yours instead.
+     */
+    publish(channel, data, options) {
+      const { event = "message", timeout = this.options.publishTimeout } = options || {};
+      if (this._closed) return Promise.reject(new RealtimeError("closed", "this Realtime is closed"));
+      if (this._transport !== this._websocket) {
+        return Promise.reject(
+          new RealtimeError("transport", "publish() needs the WebSocket transport; over SSE, POST to a view of yours")
+        );
+      }
+      if (!CHANNEL_PATTERN.test(String(channel))) {
+        return Promise.reject(new RealtimeError("invalid_channel", `invalid channel name: ${JSON.stringify(channel)}`));
+      }
+      return this._websocket.publish(channel, event, data, timeout);
+    }
+
+    /** Close the connection for good. */
+    close() {
+      if (this._closed) return;
+      this._closed = true;
+      clearTimeout(this._timer);
+      this._timer = null;
+      if (global.removeEventListener) global.removeEventListener("online", this._onOnline);
+      if (global.document) global.document.removeEventListener("visibilitychange", this._onVisibility);
+      this._websocket.close("closed", "this Realtime is closed");
+      this._sse.close();
+      for (const sub of this._subs.values()) sub.active = false;
+      this._subs.clear();
+      this._setState("closed");
+    }
+
+    // Internals ---------------------------------------------------------
+
+    _setState(state, extra) {
+      if (state === this._state) return;
+      const previous = this._state;
+      this._state = state;
+      fire(this, "state", { state, previous, transport: this.transport, ...(extra || {}) });
+    }
+
+    _queueSync() {
+      if (this._syncQueued) return;
+      this._syncQueued = true;
+      queueMicrotask(() => {
+        this._syncQueued = false;
+        if (this._closed || this._paused || this._timer !== null) return;
+        this._transport.sync();
+      });
+    }
+
+    /** A transport's connection failed or ended: reconnect after a backoff, or fall back to SSE. */
+    _lost(transport, info) {
+      if (transport !== this._transport || this._closed || this._paused) return;
+      if (transport === this._websocket && !info.opened) {
+        this._wsFailures += 1;
+        const { transport: mode, fallbackAfter } = this.options;
+        if (mode === "auto" && !this._websocket.everOpened && this._wsFailures >= fallbackAfter) {
+          this._fallBack("WebSockets cannot connect");
+          return;
+        }
+      }
+      this._scheduleReconnect(info);
+    }
+
+    /** Try again after a backoff: from the server's retry: (else minDelay), at least Retry-After. */
+    _scheduleReconnect({ atOnce, retryAfter, error }) {
+      if (this._closed || this._timer !== null) return;
+      if (this._subs.size === 0) return; // nothing to carry: the next subscribe() connects
+      this._setState(this._everLive ? "reconnecting" : "connecting");
+      const { random, maxDelay, minDelay } = this.options;
+      let delay;
+      if (atOnce) delay = Math.round(random() * 250);
+      else {
+        const base = this._transport === this._sse && this._serverRetry !== null ? this._serverRetry : minDelay;
+        delay = backoffDelay(this._attempt, { minDelay: base, maxDelay, random });
+        this._attempt += 1;
+      }
+      // Retry-After is a floor, with a little jitter so that refused clients do not return together.
+      if (retryAfter !== null && retryAfter !== undefined) delay = Math.max(delay, Math.round(retryAfter * (1 + random() * 0.2)));
+      fire(this, "retry", { attempt: this._attempt, delay, transport: this.transport, error: error || null });
+      this._timer = setTimeout(() => this._reconnectNow(), delay);
+    }
+
+    _reconnectNow() {
+      clearTimeout(this._timer);
+      this._timer = null;
+      if (this._closed || this._paused) return;
+      this._transport.sync();
+    }
+
+    _opened(transport) {
+      if (transport !== this._transport) return;
+      this._attempt = 0;
+      if (transport === this._websocket) this._wsFailures = 0;
+      this._everLive = true;
+      this._setState("live");
+    }
+
+    /** The transport was refused for good (SSE 4xx): no retry until the next subscribe(). */
+    _stopped(transport, error) {
+      if (transport !== this._transport || this._closed) return;
+      if (this._subs.size === 0) this._setState("failed", { error });
+      else this._queueSync(); // subscriptions made since the refused request get a stream of their own
+    }
+
+    _fallBack(reason) {
+      this._websocket.close("transport", "WebSockets cannot connect; fell back to SSE, where publish() is not available");
+      this._transport = this._sse;
+      this._attempt = 0;
+      if (this.options.rememberFallback) this._rememberNoWebSocket();
+      fire(this, "transport", { transport: "sse", reason });
+      this._transport.sync();
+    }
+
+    _storageKey() {
+      return "django-realtime:no-websocket:" + absoluteUrl(this.options.wsUrl, true);
+    }
+
+    _storage() {
+      if (this.options.storage !== undefined) return this.options.storage;
+      try {
+        return global.sessionStorage || null; // throws where storage is blocked
+      } catch (error) {
+        return null;
+      }
+    }
+
+    _rememberedNoWebSocket() {
+      if (!this.options.rememberFallback) return false;
+      try {
+        const storage = this._storage();
+        return Boolean(storage && storage.getItem(this._storageKey()) === "1");
+      } catch (error) {
+        return false;
+      }
+    }
+
+    _rememberNoWebSocket() {
+      try {
+        const storage = this._storage();
+        if (storage) storage.setItem(this._storageKey(), "1");
+      } catch (error) {
+        // storage full or blocked: the next page tries WebSockets again
+      }
+    }
+
+    _visibilityChanged() {
+      if (this._closed) return;
+      if (global.document.visibilityState === "hidden") {
+        if (this._paused) return;
+        this._paused = true;
+        clearTimeout(this._timer);
+        this._timer = null;
+        this._transport.drop(); // every subscription keeps its last id: nothing is lost
+        this._setState("paused");
+      } else if (this._paused) {
+        this._paused = false;
+        this._attempt = 0;
+        this._setState(this._everLive ? "reconnecting" : "connecting");
+        this._transport.sync();
+      }
+    }
+
+    _report(error) {
+      fire(this, "error", error);
+    }
+
+    /** Drop a subscription the server refused and tell its owner (and, unless `quiet`, the page). */
+    _refuse(sub, error, quiet) {
+      error.channel = sub.channel;
+      if (this._subs.get(sub.channel) === sub) {
+        this._subs.delete(sub.channel);
+        sub.active = false;
+      }
+      callSafely(sub.onError, error);
+      fire(sub, "error", error);
+      if (!quiet) this._report(error);
     }
 
     // Delivery, shared by both transports ---------------------------------
@@ -554,10 +1066,26 @@
         if (sub.lastId !== null && compareIds(id, sub.lastId) <= 0) return; // seen before a reconnect
         sub.lastId = id;
       }
-      if (!sub.events.has(msg.event)) return;
-      const event = { channel: sub.channel, id, event: msg.event, data: msg.data };
-      this._call(sub.onEvent, event);
-      this._emit("event", event);
+      if (sub.events !== null && !sub.events.has(msg.event)) return;
+      let data = msg.data;
+      if (sub.data === "text") {
+        if (!msg.text) data = JSON.stringify(data);
+      } else if (msg.text) {
+        try {
+          data = JSON.parse(data);
+        } catch (error) {
+          const message = `event ${id || "(no id)"} of ${sub.channel} is not JSON; subscribe with data: "text" for text`;
+          const failure = new RealtimeError("bad_data", message, { channel: sub.channel, id, text: msg.data });
+          callSafely(sub.onError, failure);
+          fire(sub, "error", failure);
+          this._report(failure);
+          return;
+        }
+      }
+      const event = { channel: sub.channel, id, event: msg.event, data };
+      callSafely(sub.onEvent, event);
+      fire(sub, "event", event);
+      fire(this, "event", event);
     }
 
     _reset(sub, reason, lastId, resumeId) {
@@ -565,128 +1093,47 @@
       // Rebuild from what follows: the events after resume_id are the ones the log still holds.
       sub.lastId = resumeId;
       const detail = { channel: sub.channel, reason, lastId, resumeId };
-      this._call(sub.onReset, detail);
-      this._emit("reset", detail);
-    }
-
-    // Server-Sent Events ------------------------------------------------
-
-    /** Open, reopen or keep the EventSource so that it carries exactly the subscribed channels. */
-    _syncSource() {
-      if (this._closed || this._transport !== "sse") return;
-      const channels = Array.from(this._subs.keys()).sort();
-      const key = channels.join("\n");
-      if (this._source && key === this._sourceKey) {
-        this._listenSource();
-        return;
-      }
-      this._dropSource();
-      if (channels.length === 0) return;
-      // Every channel on one stream shares one cursor: start at the lowest, drop what a channel has seen.
-      let start = null;
-      for (const sub of this._subs.values()) {
-        if (sub.lastId === null && this._cursor !== null) sub.lastId = this._cursor;
-        if (sub.lastId !== null && (start === null || compareIds(sub.lastId, start) < 0)) start = sub.lastId;
-      }
-      const params = new URLSearchParams(channels.map((c) => ["channel", c]));
-      if (start !== null) params.append("lastEventId", start);
-      const base = this.options.sseUrl;
-      const EventSource = this.options.EventSource;
-      const source = new EventSource(base + (base.includes("?") ? "&" : "?") + params);
-      this._source = source;
-      this._sourceKey = key;
-      this._sourceNames = new Set();
-      this._sourceSubs = new Set(this._subs.values());
-      source.onopen = () => {
-        this._attempt = 0;
-        this._wentLive();
-      };
-      source.onerror = () => {
-        // EventSource would retry on its own at a fixed interval, or give up for good after an
-        // HTTP error; reconnect ourselves, with backoff and jitter, from our own cursor.
-        if (this._source !== source) return;
-        if (source.readyState === 2) {
-          this._emit("error", new RealtimeError("refused", "the SSE endpoint refused the stream (HTTP error)"));
-        }
-        this._dropSource();
-        this._scheduleReconnect(false);
-      };
-      source.addEventListener("reset", (e) => this._onSourceReset(source, e));
-      this._listenSource();
-    }
-
-    _listenSource() {
-      const source = this._source;
-      for (const sub of this._subs.values()) {
-        for (const name of sub.events) {
-          if (this._sourceNames.has(name)) continue;
-          this._sourceNames.add(name);
-          source.addEventListener(name, (e) => this._onSourceEvent(source, name, e));
-        }
-      }
-    }
-
-    _dropSource() {
-      const source = this._source;
-      if (!source) return;
-      // Every channel the stream carried has seen everything up to the connection's cursor.
-      if (this._cursor !== null) {
-        for (const sub of this._sourceSubs) {
-          if (sub.active && (sub.lastId === null || compareIds(this._cursor, sub.lastId) > 0)) sub.lastId = this._cursor;
-        }
-      }
-      this._source = null;
-      this._sourceKey = null;
-      source.onopen = source.onerror = null;
-      source.close();
-    }
-
-    _advanceCursor(id) {
-      if (id && (this._cursor === null || compareIds(id, this._cursor) > 0)) this._cursor = id;
-    }
-
-    _onSourceEvent(source, name, e) {
-      if (source !== this._source) return;
-      const id = e.lastEventId;
-      this._advanceCursor(id);
-      let data = e.data;
-      try {
-        data = JSON.parse(e.data);
-      } catch (error) {
-        // not JSON: hand over the text
-      }
-      // An SSE event does not name its channel: it goes to the subscriptions that list its name.
-      for (const sub of this._subs.values()) {
-        if (sub.events.has(name) && this._sourceSubs.has(sub)) this._deliver(sub, { id, event: name, data });
-      }
-    }
-
-    _onSourceReset(source, e) {
-      if (source !== this._source) return;
-      let fields;
-      try {
-        fields = JSON.parse(e.data);
-      } catch (error) {
-        return;
-      }
-      // The stream goes on after resume_id, which may be below the cursor (reason "unknown").
-      this._cursor = fields.resume_id;
-      for (const channel of fields.channels || []) {
-        this._reset(this._subs.get(channel), fields.reason, fields.last_event_id, fields.resume_id);
-      }
+      callSafely(sub.onReset, detail);
+      fire(sub, "reset", detail);
+      fire(this, "reset", detail);
     }
 
     _unsubscribe(sub) {
       if (this._subs.get(sub.channel) !== sub) return;
       this._subs.delete(sub.channel);
       sub.active = false;
-      if (this._transport === "websocket") {
-        if (this._socketOpen()) this._socket.send(JSON.stringify({ type: "unsubscribe", channel: sub.channel }));
-      } else {
-        this._queueSync();
-      }
+      this._transport.unsubscribed(sub);
     }
   }
 
-  global.DjangoRealtime = { Realtime, RealtimeError, Subscription, compareIds, backoffDelay, csrfToken, post, VERSION };
+  const api = Object.freeze({
+    Realtime,
+    RealtimeError,
+    Subscription,
+    SSEParser,
+    WebSocketTransport,
+    SSETransport,
+    compareIds,
+    backoffDelay,
+    parseRetryAfter,
+    csrfToken,
+    post,
+    VERSION,
+  });
+  Object.defineProperty(global, API_KEY, { value: api, configurable: true });
+  publishGlobal(api);
+
+  /** Set window.DjangoRealtime for a classic script, unless something else holds that name. */
+  function publishGlobal(value) {
+    if (!AS_SCRIPT) return;
+    const existing = global.DjangoRealtime;
+    if (existing === undefined) {
+      global.DjangoRealtime = value;
+    } else if (existing !== value && global.console) {
+      global.console.warn(
+        "realtime.js: window.DjangoRealtime is taken by another script and was left alone; " +
+          'import realtime.mjs, or read globalThis[Symbol.for("django-realtime")]'
+      );
+    }
+  }
 })(globalThis);

@@ -2,11 +2,25 @@
 //
 //   import { Realtime } from "/static/django_realtime/realtime.mjs";
 //
-// realtime.js is evaluated once and publishes its API on globalThis.DjangoRealtime; this
-// module re-exports it, so there is one source and no build step.
+// realtime.js is evaluated once and keeps its API under Symbol.for("django-realtime") on
+// globalThis, a key no page uses for anything else; imported this way it sets no
+// window.DjangoRealtime. This module re-exports it: one source, no build step.
 import "./realtime.js";
 
-const api = globalThis.DjangoRealtime;
+const api = globalThis[Symbol.for("django-realtime")];
 
-export const { Realtime, RealtimeError, Subscription, compareIds, backoffDelay, csrfToken, post, VERSION } = api;
+export const {
+  Realtime,
+  RealtimeError,
+  Subscription,
+  SSEParser,
+  WebSocketTransport,
+  SSETransport,
+  compareIds,
+  backoffDelay,
+  parseRetryAfter,
+  csrfToken,
+  post,
+  VERSION,
+} = api;
 export default Realtime;

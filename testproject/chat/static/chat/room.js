@@ -138,7 +138,9 @@
   }
 
   function notice(text) {
-    append(el("li", "notice", text));
+    const item = el("li", "notice", text);
+    append(item);
+    return item;
   }
 
   realtime.subscribe(config.chatChannel, {
@@ -202,6 +204,7 @@
 
   const sid = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => "abcdefghijklmnopqrstuvwxyz0123456789"[b % 36]).join("");
   const members = new Map(); // sid -> {nick, seen}
+  const joinNotices = new Map(); // sid -> its "joined" notice, which follows a rename
   let floor = config.cursor; // signals at or below it predate this page
 
   let shown = new Set(); // who the list showed, so that only newcomers are animated
@@ -243,19 +246,33 @@
     const known = members.get(who);
     if (event.event === "leave") {
       if (known) {
-        members.delete(who);
+        forget(who);
         notice(`${known.nick} left`);
         renderPeople();
       }
       return;
     }
     members.set(who, { nick: name, seen: Date.now() });
+    if (known && known.nick !== name) renamed(who, known.nick, name);
     if (event.event === "join") {
-      if (!known) notice(`${name} joined`);
+      if (!known) joinNotices.set(who, notice(`${name} joined`));
       // Answer soon, so the newcomer sees who is here without waiting for heartbeats.
       setTimeout(() => announce("here"), Math.random() * 1000);
     }
     if (!known || known.nick !== name) renderPeople();
+  }
+
+  /** A guest renamed themselves: their "joined" notice shows who they are now. */
+  function renamed(who, before, after) {
+    const item = joinNotices.get(who);
+    if (!item) return;
+    item.textContent = `${after} joined`;
+    item.title = `joined as ${before}`;
+  }
+
+  function forget(who) {
+    members.delete(who);
+    joinNotices.delete(who);
   }
 
   realtime.subscribe(config.presenceChannel, {
@@ -272,7 +289,7 @@
     const now = Date.now();
     for (const [who, person] of members) {
       if (now - person.seen <= GONE_AFTER) continue;
-      members.delete(who);
+      forget(who);
       notice(`${person.nick} left`);
       renderPeople();
     }

@@ -1,0 +1,50 @@
+"""Run the client's JavaScript tests (tests/js/*.test.mjs) with Node's own test runner.
+
+They drive realtime.js with fakes (a fetch() whose responses a test writes, a
+WebSocket it opens and closes): the SSE parser, routing by channel, per-channel
+errors, retry and backoff, the fallback.  The end-to-end cases against real
+servers, in Chromium, are in test_browser.py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+JS_TESTS = Path(__file__).resolve().parent / "js"
+#: Node's test runner, fetch(), ReadableStream and EventTarget as the tests use them.
+NODE_MAJOR = 18
+
+
+def node() -> str:
+    """Return the path of a recent enough node; skip without one, but fail in CI, which must run these tests."""
+    found = shutil.which("node")
+    problem = None
+    if found is None:
+        problem = "node is not installed"
+    else:
+        version = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+        match = re.match(r"v(\d+)\.", version)
+        if not match or int(match.group(1)) < NODE_MAJOR:
+            problem = f"node {version or '(unknown version)'} is older than {NODE_MAJOR}"
+    if problem is None:
+        return found
+    message = f"the JavaScript tests need Node.js {NODE_MAJOR} or later: {problem}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}, and CI must run every test")
+    pytest.skip(message)
+
+
+def test_the_javascript_tests_pass():
+    files = sorted(str(path) for path in JS_TESTS.glob("*.test.mjs"))
+    assert files, f"no *.test.mjs under {JS_TESTS}"
+    result = subprocess.run([node(), "--test", *files], capture_output=True, text=True, timeout=120)
+    summary = "\n".join(line for line in result.stdout.splitlines() if line.startswith("# "))
+    failures = "\n".join(line for line in result.stdout.splitlines() if line.startswith("not ok"))
+    assert result.returncode == 0, f"{failures}\n{summary}\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+    assert re.search(r"^# pass [1-9]", result.stdout, re.M), result.stdout[-2000:]
