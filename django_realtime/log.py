@@ -68,15 +68,16 @@ class Item:
     (two threads may both encode it once; either result is the same).
     """
 
-    __slots__ = ("id", "channel", "event", "data_json", "sse", "websocket")
+    __slots__ = ("id", "channel", "event", "data_json", "sse", "sse_text", "websocket")
 
     def __init__(self, id: int, channel: str, event: str, data_json: str) -> None:
         self.id = id
         self.channel = channel
         self.event = event
         self.data_json = data_json
-        #: The SSE bytes, once the SSE transport made them.
+        #: The SSE bytes, once the SSE transport made them; and those of ``?data=text`` streams.
         self.sse: bytes | None = None
+        self.sse_text: bytes | None = None
         #: The WebSocket message, once the WebSocket transport made it.
         self.websocket: str | None = None
 

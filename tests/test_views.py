@@ -235,3 +235,28 @@ def test_with_include_channel_a_live_stream_says_which_cursor_it_starts_at(clien
     # An id with no data: the client's last event id, so a reconnect before any event resumes from here.
     (start,) = re.fullmatch(rb"retry: 3000\n\nid: (\d+)\n\n", body).groups()
     assert int(start) >= before.id
+
+
+def test_data_text_sends_string_data_as_it_is_multi_line_html_intact_and_other_data_as_json(client):
+    from django_realtime import publish_html
+    from django_realtime.testing import read_sse
+
+    html = publish_html("chat:ticker", "chat/ticker_item.html", {"nick": "ann", "text": "<script>x</script>"})
+    publish("chat:ticker", {"n": 1})
+    publish("chat:ticker", "a\r\nb\rc")
+    response = client.get(f"/events/?channel=chat:ticker&data=text&lastEventId={html.id - 1}")
+    first, second, third = read_sse(response, 3)
+    assert first.raw == html.data and "\n  <b>ann</b>\n" in first.raw  # the fragment's lines, joined as sent
+    assert "&lt;script&gt;x&lt;/script&gt;" in first.raw  # the template escaped what a stranger typed
+    assert first.id == str(html.id)
+    assert second.data == {"n": 1}  # not a string: JSON, as without ?data=text
+    assert third.raw == "a\nb\nc"  # every line break the spec knows starts a new data: line
+    plain = read_sse(client.get(f"/events/?channel=chat:ticker&lastEventId={html.id - 1}"), 1)
+    assert plain[0].data == html.data  # the default stays JSON
+
+
+@pytest.mark.parametrize("query", ["data=html", "data=text&data=json", "data="])
+def test_a_bad_data_parameter_gets_a_clear_400(client, query):
+    response = client.get(f"/events/?channel=chat:a&{query}")
+    assert response.status_code == 400
+    assert b"data" in response.content

@@ -19,14 +19,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from ..websocket.flow_control import WriteGate
 
 logger = logging.getLogger("django_realtime")
 
 
-def daphne_write_gate(scope: dict[str, Any]) -> asyncio.Event | None:
+def daphne_write_gate(scope: Mapping[str, Any]) -> asyncio.Event | None:
     """Return an event set while the write buffer of the daphne connection of *scope* has room.
 
     Return None under any other server, or if the connection is not found.
@@ -39,7 +40,8 @@ def daphne_write_gate(scope: dict[str, Any]) -> asyncio.Event | None:
         return None
     from twisted.internet import reactor
 
-    for reader in reactor.getReaders():
+    # The stubs type the reactor as an interface, not as the reactor.
+    for reader in cast(Any, reactor).getReaders():
         try:
             peer, host = reader.getPeer(), reader.getHost()
         except Exception:  # a listening port, a waker: not a connection

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
@@ -28,7 +29,7 @@ from .flow_control import daphne_write_gate
 logger = logging.getLogger("django_realtime")
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
     from ..hub import Hub, Write
     from ..log import Item
@@ -49,21 +50,23 @@ class SSEResponse(StreamingHttpResponse):
         # That bound method would keep the request alive as long as the
         # stream (about 3 KB per stream: META, the resolver match, the lazy
         # user...), for nothing: a GET stream has no uploaded files to close.
-        self._resource_closers = [closer for closer in self._resource_closers if not _closes_a_request(closer)]
+        # (Django's private attributes below have no types in django-stubs.)
+        closers = self._resource_closers  # type: ignore[has-type]
+        self._resource_closers = [closer for closer in closers if not _closes_a_request(closer)]
         # The iterators given here yield bytes already: skip Django's map()
         # through make_bytes, a call per chunk and a level of every stream's stack.
-        return self._iterator
+        return self._iterator  # type: ignore[attr-defined]
 
     @streaming_content.setter
     def streaming_content(self, value):
-        self._set_streaming_content(value)
+        self._set_streaming_content(value)  # type: ignore[attr-defined]
 
 
 def _closes_a_request(closer: object) -> bool:
     return getattr(closer, "__func__", None) is HttpRequest.close
 
 
-def is_async_request(request: HttpRequest) -> bool:
+def is_async_request(request: HttpRequest) -> TypeGuard[ASGIRequest]:
     """Return whether *request* is served by ASGI and needs an async iterator."""
     return isinstance(request, ASGIRequest)
 
@@ -81,12 +84,29 @@ def event_bytes(item: Item) -> bytes:
     return data
 
 
+def text_bytes(item: Item) -> bytes:
+    """Return the SSE bytes of *item* for a ``?data=text`` stream: a string's text as it is, else its JSON."""
+    data = item.sse_text
+    if data is None:
+        if item.data_json.startswith('"'):
+            data = encode_event(json.loads(item.data_json), event=item.event, id=str(item.id))
+        else:
+            data = event_bytes(item)
+        item.sse_text = data
+    return data
+
+
 def sse_chunk(batch: list[Item]) -> bytes:
     """Encode a batch of events, or a keepalive for an empty one."""
     return b"".join(map(event_bytes, batch)) if batch else KEEPALIVE
 
 
-def sse_chunk_with_channels(batch: list[Item]) -> bytes:
+def sse_text_chunk(batch: list[Item]) -> bytes:
+    """Encode a batch as ``sse_chunk`` does, string data as text (``?data=text``: htmx swaps it in as HTML)."""
+    return b"".join(map(text_bytes, batch)) if batch else KEEPALIVE
+
+
+def sse_chunk_with_channels(batch: list[Item], encode: Callable[[Item], bytes] = event_bytes) -> bytes:
     """Encode a batch as ``sse_chunk`` does, each event after a ``channel:`` line (``?include=channel``).
 
     The event's own bytes are the ones every stream shares; only the line
@@ -96,8 +116,20 @@ def sse_chunk_with_channels(batch: list[Item]) -> bytes:
     if not batch:
         return KEEPALIVE
     return b"".join(
-        encode_channel_field(item.channel) + event_bytes(item) if item.channel else event_bytes(item) for item in batch
+        encode_channel_field(item.channel) + encode(item) if item.channel else encode(item) for item in batch
     )
+
+
+def sse_text_chunk_with_channels(batch: list[Item]) -> bytes:
+    """``?include=channel&data=text``."""
+    return sse_chunk_with_channels(batch, text_bytes)
+
+
+def chunker(*, with_channels: bool, text: bool) -> Callable[[list[Item]], bytes]:
+    """Return the encoder of a stream's batches, for its ``include`` and ``data`` parameters."""
+    if text:
+        return sse_text_chunk_with_channels if with_channels else sse_text_chunk
+    return sse_chunk_with_channels if with_channels else sse_chunk
 
 
 class Watched:
@@ -169,7 +201,7 @@ async def asse_stream(
     cursor: int | None,
     keepalive: float,
     lifetime: float | None = None,
-    scope: dict | None = None,
+    scope: Mapping[str, Any] | None = None,
     give_seat: Callable[[], None] | None = None,
     encode: Callable[[list[Item]], bytes] = sse_chunk,
     first: bytes | None = None,
@@ -202,7 +234,10 @@ async def asse_stream(
             if give_seat is not None:
                 give_seat()
 
-        write = hub.watch_write(functools.partial(loop.call_soon_threadsafe, cut))
+        def close() -> None:  # from the hub's thread
+            loop.call_soon_threadsafe(cut)
+
+        write = hub.watch_write(close)
     room = daphne_write_gate(scope) if scope is not None and write is not None else None
     try:
         async for chunk in afollow(hub, channels, cursor, keepalive, encode, lifetime):

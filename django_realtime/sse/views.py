@@ -18,21 +18,14 @@ from ..hub import get_hub
 from ..log import release_connections
 from ..names import parse_cursor, validate_channel
 from .encoding import encode_cursor, encode_error
-from .responses import (
-    SSEResponse,
-    asse_stream,
-    connection_closer,
-    is_async_request,
-    prelude,
-    sse_chunk,
-    sse_chunk_with_channels,
-    sse_stream,
-)
+from .responses import SSEResponse, asse_stream, chunker, connection_closer, is_async_request, prelude, sse_stream
 
 logger = logging.getLogger("django_realtime")
 
 #: What ``?include=`` may ask each event to carry (docs/sse.md, "The channel of each event").
 INCLUDES = ("channel",)
+#: How ``?data=`` may ask for the events' data: JSON (the default), or a string's text as it is (htmx).
+DATA_FORMATS = ("json", "text")
 #: Error codes of the in-band ``error`` event, the WebSocket protocol's for the same refusals.
 FORBIDDEN = "forbidden"
 INVALID_CHANNEL = "invalid_channel"
@@ -88,6 +81,30 @@ def wants_channels(request: HttpRequest) -> bool:
     return bool(values)
 
 
+def wants_text(request: HttpRequest) -> bool:
+    """Return whether *request* asks for string data as text (``?data=text``), not as JSON.
+
+    Raise BadParameter for a value other than ``json`` or ``text``, or for
+    more than one ``data`` parameter.
+    """
+    values = request.GET.getlist("data")
+    if len(values) > 1:
+        raise BadParameter("Give ?data= once")
+    if values and values[0] not in DATA_FORMATS:
+        raise BadParameter(f"Invalid data: {values[0][:40]!r}; give 'json' (the default) or 'text'")
+    return values == ["text"]
+
+
+class Format:
+    """What a stream's query parameters ask of its encoding: ``?include=channel`` and ``?data=text``."""
+
+    __slots__ = ("with_channels", "text")
+
+    def __init__(self, request: HttpRequest) -> None:
+        self.with_channels = wants_channels(request)
+        self.text = wants_text(request)
+
+
 def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpResponseBase:
     """Stream *channels* of the log to *request* as SSE, with replay; no authorization.
 
@@ -101,13 +118,13 @@ def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpRespon
     if not names:
         raise InvalidChannelName("stream_channels() needs at least one channel")
     try:
-        with_channels = wants_channels(request)
+        form = Format(request)
     except BadParameter as exc:
         return _plain(400, str(exc))
-    return _stream(request, names, with_channels, b"")
+    return _stream(request, names, form, b"")
 
 
-def _stream(request: HttpRequest, names: frozenset[str], with_channels: bool, errors: bytes) -> HttpResponseBase:
+def _stream(request: HttpRequest, names: frozenset[str], form: Format, errors: bytes) -> HttpResponseBase:
     """Stream *names* (checked already) to *request*, after the in-band *errors*."""
     try:
         cursor = request_cursor(request)
@@ -131,9 +148,9 @@ def _stream(request: HttpRequest, names: frozenset[str], with_channels: bool, er
     keepalive = float(realtime_settings.KEEPALIVE)
     lifetime = realtime_settings.SSE_MAX_LIFETIME
     lifetime = float(lifetime) if lifetime else None
-    encode = sse_chunk_with_channels if with_channels else sse_chunk
+    encode = chunker(with_channels=form.with_channels, text=form.text)
     # A client that asks for channels is told the cursor the stream starts at (docs/sse.md).
-    first = prelude() + (encode_cursor(str(cursor)) if with_channels else b"") + errors
+    first = prelude() + (encode_cursor(str(cursor)) if form.with_channels else b"") + errors
     if is_async_request(request):
         # Given back by the stream itself too: Django 6.1 does not close the
         # response of a stream whose task the hub cancelled (SSE_SEND_TIMEOUT).
@@ -162,9 +179,10 @@ def events(request: HttpRequest, channels: Iterable[str] | None = None) -> HttpR
     if channels is not None:
         return stream_channels(request, channels)
     try:
-        with_channels = wants_channels(request)
+        form = Format(request)
     except BadParameter as exc:
         return _plain(400, str(exc))
+    with_channels = form.with_channels
     names = list(dict.fromkeys(request.GET.getlist("channel")))
     limit = realtime_settings.MAX_CHANNELS
     if not names:
@@ -195,7 +213,7 @@ def events(request: HttpRequest, channels: Iterable[str] | None = None) -> HttpR
         return _plain(400, "; ".join(invalid.values()))
     errors = [encode_error(name, INVALID_CHANNEL, message) for name, message in invalid.items()]
     errors += [encode_error(name, FORBIDDEN, f"Not allowed to subscribe to: {name}") for name in denied]
-    return _stream(request, allowed, with_channels, b"".join(errors))
+    return _stream(request, allowed, form, b"".join(errors))
 
 
 @require_GET
