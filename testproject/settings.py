@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django_htmx",  # its static files: htmx and the SSE extension (the ticker page)
     "django_realtime",
     "testproject.chat",
 ]

@@ -16,6 +16,8 @@ urlpatterns = [
     path("dashboard/click/", views.click, name="click"),
     path("clock/", views.clock, name="clock"),
     path("clock/stream/", views.clock_stream, name="clock-stream"),
+    path("ticker/", views.ticker, name="ticker"),
+    path("ticker/post/", views.ticker_post, name="ticker-post"),
 ]
 # runserver serves static files itself; this serves them under gunicorn too, with DEBUG on only.
 urlpatterns += staticfiles_urlpatterns()

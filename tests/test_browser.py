@@ -465,7 +465,32 @@ OVERFLOW = """() => ({
 })"""
 
 
-@pytest.mark.parametrize("path", ["/dashboard/", "/clock/", "/room/phone/"])
+def test_the_htmx_ticker_swaps_in_the_html_each_event_carries_on_both_servers(open_page, wsgi, primary):
+    """htmx 2 and its SSE extension, from django-htmx, with ?data=text: no JavaScript of ours on the page."""
+    ann = open_page(f"{wsgi.url}/ticker/")  # gunicorn (gevent)
+    bob = open_page(f"{primary.url}/ticker/")  # ASGI
+    for page in (ann, bob):
+        wait_for_state(page, "live")
+    texts = [f"<img src=x onerror=alert(1)> {uuid.uuid4().hex[:6]}", f"second {uuid.uuid4().hex[:6]}"]
+    for text in texts:
+        ann.fill("#ticker-form input[name=nick]", "ann")
+        ann.fill("#ticker-form input[name=text]", text)
+        ann.click("#ticker-form button")
+        for page in (ann, bob):
+            page.wait_for_selector(f"#ticks li.tick:has-text('{text[-6:]}')", timeout=15_000)
+    for page in (ann, bob):
+        items = page.locator("#ticks li.tick")
+        # The newest first (hx-swap="afterbegin"), each the template's HTML, not its JSON text.
+        assert items.count() == 2
+        assert [items.nth(n).locator("span.text").text_content() for n in range(2)] == texts[::-1]
+        assert items.nth(0).locator("b.nick").text_content() == "ann"
+        assert page.locator("#ticks img").count() == 0, "the template's escaping was lost on the way"
+        assert '"' not in items.nth(0).inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    bob.screenshot(path=str(ARTIFACTS / "ticker.png"))
+
+
+@pytest.mark.parametrize("path", ["/dashboard/", "/clock/", "/room/phone/", "/ticker/"])
 def test_the_demo_pages_fit_a_phone_screen_without_scrolling_sideways(open_page, primary, path):
     page = open_page(f"{primary.url}{path}", nick="ann", viewport=PHONE)
     wait_for_state(page, "live")

@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
-from django_realtime import event_stream, publish
+from django_realtime import event_stream, publish, publish_html
 from django_realtime.templatetags.realtime import realtime_cursor
 
 #: Longest message, in characters (the page enforces it too).
@@ -34,6 +34,7 @@ PRESENCE_EVENTS = {"join", "here", "leave"}
 #: A page's presence id: random, chosen by the page.
 SID_PATTERN = re.compile(r"[A-Za-z0-9]{8,32}\Z")
 DASHBOARD_CHANNEL = "demo:dashboard"
+TICKER_CHANNEL = "demo:ticker"
 
 
 def _check_room(room):
@@ -126,3 +127,19 @@ def clock_stream(request):
     for _ in range(3600):
         yield {"event": "tick", "data": {"now": timezone.now().isoformat()}}
         time.sleep(1)
+
+
+def ticker(request):
+    """A live list driven by htmx alone: its SSE extension swaps in the HTML each event carries."""
+    return render(request, "chat/ticker.html", {"channel": TICKER_CHANNEL})
+
+
+@require_POST
+def ticker_post(request):
+    """Render one item of the list from its template and publish the HTML: every open ticker page prepends it."""
+    text = request.POST.get("text", "").strip()[:MAX_TEXT]
+    if not text:
+        return HttpResponseBadRequest("Say something")
+    context = {"nick": _nick(request, request.POST.get("nick", "")), "text": text, "at": timezone.now()}
+    stored = publish_html(TICKER_CHANNEL, "chat/ticker_item.html", context, event="tick")
+    return JsonResponse({"id": str(stored.id)})
