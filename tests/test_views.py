@@ -246,7 +246,7 @@ def test_data_text_sends_string_data_as_it_is_multi_line_html_intact_and_other_d
     publish("chat:ticker", "a\r\nb\rc")
     response = client.get(f"/events/?channel=chat:ticker&data=text&lastEventId={html.id - 1}")
     first, second, third = read_sse(response, 3)
-    assert first.raw == html.data and "\n  <b>ann</b>\n" in first.raw  # the fragment's lines, joined as sent
+    assert first.raw == html.data and '\n  <b class="nick">ann</b>\n' in first.raw  # its lines, joined as sent
     assert "&lt;script&gt;x&lt;/script&gt;" in first.raw  # the template escaped what a stranger typed
     assert first.id == str(html.id)
     assert second.data == {"n": 1}  # not a string: JSON, as without ?data=text
