@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",  # pages on the origins of DEMO_CORS_ORIGINS may stream /events/ (docs/sse.md#cors)
     "django_htmx",  # its static files: htmx and the SSE extension (the ticker page)
     "django_realtime",
     "testproject.chat",
@@ -37,6 +38,7 @@ if os.environ.get("DEMO_WITHOUT_DAPHNE") == "1":
     INSTALLED_APPS.remove("daphne")
 
 MIDDLEWARE = [
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django_realtime.sse.middleware.GZipMiddleware",
@@ -45,6 +47,12 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
+
+# Cross-origin streams (docs/sse.md#cors): the origins, comma-separated, whose pages may
+# read /events/ with cookies; none by default.
+CORS_ALLOWED_ORIGINS = [origin for origin in os.environ.get("DEMO_CORS_ORIGINS", "").split(",") if origin]
+CORS_URLS_REGEX = r"^/events/"
+CORS_ALLOW_CREDENTIALS = True
 
 ROOT_URLCONF = "testproject.urls"
 WSGI_APPLICATION = "testproject.wsgi.application"

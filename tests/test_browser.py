@@ -490,6 +490,50 @@ def test_the_htmx_ticker_swaps_in_the_html_each_event_carries_on_both_servers(op
     bob.screenshot(path=str(ARTIFACTS / "ticker.png"))
 
 
+#: In a page: open an EventSource with credentials and a WebSocket to another origin's endpoint, and
+#: return what each received within a few seconds (or how it failed).
+CROSS_ORIGIN = """async ({ endpoint, channel }) => {
+  const result = { sse: [], sseFailed: false, ws: [], wsClosed: null };
+  const source = new EventSource(`${endpoint}/events/?channel=${channel}&lastEventId=0`, { withCredentials: true });
+  source.addEventListener("message", (e) => result.sse.push(JSON.parse(e.data)));
+  source.onerror = () => { if (source.readyState === EventSource.CLOSED) result.sseFailed = true; };
+  const socket = new WebSocket(endpoint.replace(/^http/, "ws") + "/ws/");
+  socket.onopen = () => socket.send(JSON.stringify({ type: "subscribe", channel, last_id: "0" }));
+  socket.onmessage = (e) => { const m = JSON.parse(e.data); if (m.type === "event") result.ws.push(m.data); };
+  socket.onclose = (e) => { result.wsClosed = e.code; };
+  const deadline = Date.now() + 8000;
+  while (Date.now() < deadline && !(result.sse.length && result.ws.length) && !result.sseFailed) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  source.close();
+  socket.close();
+  return result;
+}"""
+
+
+def test_a_page_on_another_origin_streams_with_credentials_where_cors_allows_it(
+    open_page, wsgi, asgi, env, tmp_path_factory
+):
+    """django-cors-headers, no CORS code of ours: EventSource(url, {withCredentials: true}) and a WebSocket."""
+    page_origin = f"http://localhost:{wsgi.port}"  # another site than 127.0.0.1, on the loopback all the same
+    allowing = DemoServer("daphne", {**env, "DEMO_CORS_ORIGINS": page_origin}, tmp_path_factory.mktemp("cors") / "log")
+    allowing.start()
+    SERVERS.append(allowing)
+    try:
+        channel = f"demo:cors-{uuid.uuid4().hex[:6]}"
+        publish_event(env, channel, {"n": 1})
+        page = open_page(f"{page_origin}/clock/")
+        allowed = page.evaluate(CROSS_ORIGIN, {"endpoint": allowing.url, "channel": channel})
+        assert allowed["sse"] == [{"n": 1}] and not allowed["sseFailed"], allowed
+        assert allowed["ws"] == [{"n": 1}], allowed  # the Origin (localhost) is one of ALLOWED_HOSTS
+        # The same page and endpoint, but a server that lists no origin: the browser refuses the stream.
+        refused = page.evaluate(CROSS_ORIGIN, {"endpoint": asgi.url, "channel": channel})
+        assert refused["sse"] == [] and refused["sseFailed"], refused
+    finally:
+        SERVERS.remove(allowing)
+        allowing.stop()
+
+
 @pytest.mark.parametrize("path", ["/dashboard/", "/clock/", "/room/phone/", "/ticker/"])
 def test_the_demo_pages_fit_a_phone_screen_without_scrolling_sideways(open_page, primary, path):
     page = open_page(f"{primary.url}{path}", nick="ann", viewport=PHONE)
