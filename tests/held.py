@@ -1,6 +1,8 @@
-"""A publishing transaction held open on another thread: the commit-order trap, for the tailer tests."""
+"""For the tailer tests: a publishing transaction held open on another thread (the commit-order trap),
+reading a tailer until it gives the rows expected, and the log on MariaDB."""
 
 import threading
+import time
 
 from django.db import connections, transaction
 
@@ -37,3 +39,32 @@ class Held:
         self.keep = commit
         self.release.set()
         self.thread.join(10)
+
+
+def ids(rows):
+    return [row[0] for row in rows]
+
+
+def read_until(tailer, horizon, expected, timeout=5.0):
+    """Read after *horizon* until the rows' ids are *expected*; return the seconds it took."""
+    start = time.monotonic()
+    while (got := ids(tailer.read(horizon))) != expected:
+        assert not got or got == expected[: len(got)], f"read {got}, expected {expected}"
+        assert time.monotonic() - start < timeout, f"read {got} for {timeout}s, expected {expected}"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def log_on_mariadb(settings, gap_timeout):
+    """Put the log on the MariaDB alias (skipping, or failing under CI, where MariaDB is missing); close it after."""
+    from tests import services
+
+    services.require_mariadb()
+    settings.REALTIME = {
+        "BACKEND": "inprocess",
+        "DATABASE": "mysql",
+        "PRUNE_INTERVAL": None,
+        "GAP_TIMEOUT": gap_timeout,
+    }
+    yield
+    connections["mysql"].close()

@@ -9,8 +9,8 @@ from django.db import connections, transaction
 
 from django_realtime import publish
 from django_realtime.log import INNODB_TRX_CACHE, InnoDBTailer, Sighting, TimeoutTailer, tailer_for
-from tests import services
 from tests.held import Held as HeldOpen
+from tests.held import ids, log_on_mariadb, read_until
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "mysql"])
 
@@ -21,33 +21,11 @@ GAP_TIMEOUT = 30.0
 
 @pytest.fixture(autouse=True)
 def _log_on_mariadb(settings):
-    services.require_mariadb()
-    settings.REALTIME = {
-        "BACKEND": "inprocess",
-        "DATABASE": "mysql",
-        "PRUNE_INTERVAL": None,
-        "GAP_TIMEOUT": GAP_TIMEOUT,
-    }
-    yield
-    connections["mysql"].close()
-
-
-def ids(rows):
-    return [row[0] for row in rows]
+    yield from log_on_mariadb(settings, GAP_TIMEOUT)
 
 
 #: A publishing transaction held open on this module's database.
 Held = partial(HeldOpen, using="mysql")
-
-
-def read_until(tailer, horizon, expected, timeout=5.0):
-    """Read after *horizon* until the rows' ids are *expected*; return the seconds it took."""
-    start = time.monotonic()
-    while (got := ids(tailer.read(horizon))) != expected:
-        assert not got or got == expected[: len(got)], f"read {got}, expected {expected}"
-        assert time.monotonic() - start < timeout, f"read {got} for {timeout}s, expected {expected}"
-        time.sleep(0.02)
-    return time.monotonic() - start
 
 
 def test_mariadb_gets_the_innodb_tailer():

@@ -19,8 +19,8 @@ from django_realtime import publish, skips
 from django_realtime.log import Item, TimeoutTailer, read_page
 from django_realtime.models import Event, SkippedIds
 from django_realtime.websocket.consumer import event_text
-from tests import services
 from tests.held import Held as HeldOpen
+from tests.held import log_on_mariadb, read_until
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "mysql"])
 
@@ -31,29 +31,7 @@ Held = partial(HeldOpen, using="mysql")
 
 @pytest.fixture(autouse=True)
 def _log_on_mariadb(settings):
-    services.require_mariadb()
-    settings.REALTIME = {
-        "BACKEND": "inprocess",
-        "DATABASE": "mysql",
-        "PRUNE_INTERVAL": None,
-        "GAP_TIMEOUT": GAP_TIMEOUT,
-    }
-    yield
-    connections["mysql"].close()
-
-
-def ids(rows):
-    return [row[0] for row in rows]
-
-
-def read_until(tailer, horizon, expected, timeout=5.0):
-    """Read after *horizon* until the rows' ids are *expected*; return the seconds it took."""
-    start = time.monotonic()
-    while (got := ids(tailer.read(horizon))) != expected:
-        assert not got or got == expected[: len(got)], f"read {got}, expected {expected}"
-        assert time.monotonic() - start < timeout, f"read {got} for {timeout}s, expected {expected}"
-        time.sleep(0.02)
-    return time.monotonic() - start
+    yield from log_on_mariadb(settings, GAP_TIMEOUT)
 
 
 def stored_resets():
