@@ -50,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_AGE": timedelta(days=7),
     # Retention: keep at most this many events per channel (None keeps all).
     "MAX_EVENTS_PER_CHANNEL": 10_000,
+    # Retention per channel pattern: {fnmatch pattern: {"MAX_AGE": ..., "MAX_EVENTS_PER_CHANNEL": ...}};
+    # the first pattern that matches a channel rules it, a key left out is the setting's.
+    "RETENTION": {},
     # Seconds between two automatic prunes by each process's hub (None: only prune_events).
     "PRUNE_INTERVAL": 600,
     # Dotted path to callable(user, channel, action) -> bool.
@@ -73,6 +76,37 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def _age(name: str, value: Any) -> timedelta | None:
+    """Return a retention age as a timedelta: given as one, as seconds, or None."""
+    if value is None or isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return timedelta(seconds=value)
+    raise ImproperlyConfigured(f"REALTIME {name} must be a timedelta, seconds or None, not {value!r}")
+
+
+def _retention(merged: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Check REALTIME["RETENTION"] and fill each rule's missing keys from MAX_AGE and MAX_EVENTS_PER_CHANNEL."""
+    given = merged["RETENTION"]
+    if not isinstance(given, dict):
+        raise ImproperlyConfigured(f"REALTIME RETENTION must be a dict of channel patterns, not {given!r}")
+    rules = {}
+    for pattern, rule in given.items():
+        where = f"REALTIME RETENTION[{pattern!r}]"
+        if not isinstance(pattern, str) or not pattern:
+            raise ImproperlyConfigured(f"REALTIME RETENTION keys must be channel patterns, not {pattern!r}")
+        if not isinstance(rule, dict) or set(rule) - {"MAX_AGE", "MAX_EVENTS_PER_CHANNEL"}:
+            raise ImproperlyConfigured(f"{where} must be a dict with MAX_AGE and/or MAX_EVENTS_PER_CHANNEL")
+        keep = rule.get("MAX_EVENTS_PER_CHANNEL", merged["MAX_EVENTS_PER_CHANNEL"])
+        if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 0):
+            raise ImproperlyConfigured(f"{where} MAX_EVENTS_PER_CHANNEL must be 0 or more, or None, not {keep!r}")
+        rules[pattern] = {
+            "MAX_AGE": _age(f"RETENTION[{pattern!r}] MAX_AGE", rule.get("MAX_AGE", merged["MAX_AGE"])),
+            "MAX_EVENTS_PER_CHANNEL": keep,
+        }
+    return rules
+
+
 class RealtimeSettings:
     """Attribute access to ``settings.REALTIME`` over DEFAULTS."""
 
@@ -87,8 +121,8 @@ class RealtimeSettings:
                 f"REALTIME has unknown keys {sorted(unknown)}; known keys are {sorted(DEFAULTS)}"
             )
         merged = {**DEFAULTS, **user}
-        if isinstance(merged["MAX_AGE"], (int, float)):
-            merged["MAX_AGE"] = timedelta(seconds=merged["MAX_AGE"])
+        merged["MAX_AGE"] = _age("MAX_AGE", merged["MAX_AGE"])
+        merged["RETENTION"] = _retention(merged)
         return merged
 
     def __getattr__(self, name: str) -> Any:

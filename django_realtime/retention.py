@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from fnmatch import fnmatchcase
 from typing import cast
 
 from django.db import connections, transaction
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from . import skips
@@ -69,6 +71,74 @@ def _delete_batch(using: str, queryset) -> int:
     return deleted
 
 
+class Rule:
+    """Retention for the channels one RETENTION pattern matches first (or, with no pattern, all the others)."""
+
+    __slots__ = ("pattern", "older_than", "keep", "earlier")
+
+    def __init__(self, pattern: str | None, older_than: timedelta | None, keep: int | None, earlier: list[str]):
+        self.pattern = pattern
+        self.older_than = older_than
+        self.keep = keep
+        #: The patterns before this one: a channel they match is theirs, not this rule's.
+        self.earlier = earlier
+
+    def events(self, queryset):
+        """Return the events of *queryset* whose channel this rule governs."""
+        if self.pattern is not None:
+            queryset = queryset.filter(pattern_filter(self.pattern))
+        for pattern in self.earlier:
+            queryset = queryset.exclude(pattern_filter(pattern))
+        return queryset
+
+    def governs(self, channel: str) -> bool:
+        matches = self.pattern is None or fnmatchcase(channel, self.pattern)
+        return matches and not any(fnmatchcase(channel, pattern) for pattern in self.earlier)
+
+
+def pattern_filter(pattern: str) -> Q:
+    """Return the ORM filter of the channels an fnmatch *pattern* matches, as fnmatchcase() does."""
+    if not any(char in pattern for char in "*?["):
+        return Q(channel=pattern)
+    if pattern.endswith("*") and not any(char in pattern[:-1] for char in "*?["):
+        return Q(channel__startswith=pattern[:-1])  # the common case: an index range scan
+    regex, index = ["^"], 0
+    while index < len(pattern):
+        char = pattern[index]
+        index += 1
+        if char == "*":
+            regex.append(".*")
+        elif char == "?":
+            regex.append(".")
+        elif char == "[" and "]" in pattern[index + 1 :]:
+            end = pattern.index("]", index + 1)
+            body = pattern[index:end]
+            regex.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
+            index = end + 1
+        else:
+            regex.append(re.escape(char))
+    return Q(channel__regex="".join(regex) + "$")
+
+
+def rules(older_than: object = _UNSET, keep: object = _UNSET) -> list[Rule]:
+    """Return the retention rules, first match first: one per RETENTION pattern, then the settings' own.
+
+    An explicit *older_than* or *keep* (prune_events' options) makes one rule
+    for every channel instead.
+    """
+    if older_than is not _UNSET or keep is not _UNSET:
+        older = realtime_settings.MAX_AGE if older_than is _UNSET else older_than
+        most = realtime_settings.MAX_EVENTS_PER_CHANNEL if keep is _UNSET else keep
+        return [Rule(None, cast("timedelta | None", older), cast("int | None", most), [])]
+    found: list[Rule] = []
+    earlier: list[str] = []
+    for pattern, rule in realtime_settings.RETENTION.items():
+        found.append(Rule(pattern, rule["MAX_AGE"], rule["MAX_EVENTS_PER_CHANNEL"], list(earlier)))
+        earlier.append(pattern)
+    found.append(Rule(None, realtime_settings.MAX_AGE, realtime_settings.MAX_EVENTS_PER_CHANNEL, earlier))
+    return found
+
+
 def prune(
     *,
     older_than: timedelta | None | object = _UNSET,
@@ -79,40 +149,49 @@ def prune(
 ) -> dict[str, int]:
     """Delete events older than *older_than* and beyond the newest *keep* per channel.
 
-    Both default to the MAX_AGE and MAX_EVENTS_PER_CHANNEL settings; None
-    turns a rule off.  The count rule spares events younger than *grace*
-    seconds, so that it never deletes one before the hubs of the other
-    processes read it (a hub that was behind even so tells its streams with
-    a reset).  Return how many events each rule deleted.
+    Both default to the settings: per channel, the first RETENTION pattern
+    that matches it, else MAX_AGE and MAX_EVENTS_PER_CHANNEL; None turns a
+    rule off.  The count rule spares events younger than *grace* seconds, so
+    that it never deletes one before the hubs of the other processes read it
+    (a hub that was behind even so tells its streams with a reset).  Return
+    how many events each rule deleted.
     """
     from .models import Event
 
     using = using or realtime_settings.DATABASE
-    if older_than is _UNSET:
-        older_than = realtime_settings.MAX_AGE
-    if keep is _UNSET:
-        keep = realtime_settings.MAX_EVENTS_PER_CHANNEL
     events = Event.objects.using(using)
     if channel is not None:
         events = events.filter(channel=channel)
     deleted = {"by_age": 0, "by_count": 0}
-    if older_than is not None:
-        old = events.filter(created__lt=timezone.now() - cast(timedelta, older_than))
-        while n := _delete_batch(using, old):
-            deleted["by_age"] += n
-    if keep is not None:
-        keep = cast(int, keep)
-        crowded = events.values("channel").annotate(n=Count("id")).filter(n__gt=keep)
-        recent = timezone.now() - timedelta(seconds=grace)
-        for name in list(crowded.values_list("channel", flat=True)):
-            own = Event.objects.using(using).filter(channel=name)
-            found = list(own.order_by("-id").values_list("id", flat=True)[keep : keep + 1])
-            if not found:
-                continue
-            while n := _delete_batch(using, own.filter(id__lte=found[0], created__lt=recent)):
-                deleted["by_count"] += n
+    for rule in rules(older_than, keep):
+        if channel is not None and not rule.governs(channel):
+            continue
+        governed = rule.events(events) if channel is None else events
+        if rule.older_than is not None:
+            old = governed.filter(created__lt=timezone.now() - rule.older_than)
+            while n := _delete_batch(using, old):
+                deleted["by_age"] += n
+        if rule.keep is not None:
+            deleted["by_count"] += _prune_counts(using, governed, rule.keep, grace)
     if skips.possible(using):
         skips.prune(using)
+    return deleted
+
+
+def _prune_counts(using: str, events, keep: int, grace: float) -> int:
+    """Delete the events of each channel of *events* beyond its newest *keep*, sparing those younger than *grace*."""
+    from .models import Event
+
+    deleted = 0
+    crowded = events.values("channel").annotate(n=Count("id")).filter(n__gt=keep)
+    recent = timezone.now() - timedelta(seconds=grace)
+    for name in list(crowded.values_list("channel", flat=True)):
+        own = Event.objects.using(using).filter(channel=name)
+        found = list(own.order_by("-id").values_list("id", flat=True)[keep : keep + 1])
+        if not found:
+            continue
+        while n := _delete_batch(using, own.filter(id__lte=found[0], created__lt=recent)):
+            deleted += n
     return deleted
 
 

@@ -123,3 +123,92 @@ def test_count_retention_spares_events_younger_than_the_grace():
     age(events[1], seconds=61)
     assert prune(older_than=None, keep=1)["by_count"] == 2
     assert list(Event.objects.values_list("id", flat=True)) == [events[2].id, events[3].id]
+
+
+RULES = {
+    "presence:*": {"MAX_AGE": 60},  # short-lived traffic: a minute
+    "chat:vip-?": {"MAX_AGE": None, "MAX_EVENTS_PER_CHANNEL": 1},
+    "chat:*": {"MAX_AGE": timedelta(days=30)},
+}
+
+
+def left():
+    return sorted(Event.objects.values_list("channel", "data_json"))
+
+
+def test_retention_per_channel_pattern_the_first_match_rules_and_the_rest_keep_the_settings():
+    for channel in ["presence:lobby", "chat:lobby", "chat:vip-1", "other"]:
+        for n, delta in enumerate([timedelta(minutes=2), timedelta(days=10), timedelta(days=40)]):
+            age(publish(channel, n), seconds=delta.total_seconds())
+    publish("presence:lobby", "now")
+    with override_settings(REALTIME={"RETENTION": RULES, "MAX_AGE": timedelta(days=7), "MAX_EVENTS_PER_CHANNEL": 5}):
+        deleted = prune(grace=0)
+    assert left() == [
+        ("chat:lobby", "0"),  # chat:* keeps 30 days
+        ("chat:lobby", "1"),
+        ("chat:vip-1", "2"),  # chat:vip-? comes first, before chat:*: the newest one, however old
+        ("other", "0"),  # the settings: 7 days
+        ("presence:lobby", '"now"'),  # presence:* keeps a minute
+    ]
+    assert deleted == {"by_age": 6, "by_count": 2}
+    assert set(marks()) == {"presence:lobby", "chat:lobby", "chat:vip-1", "other"}  # resets for clients behind
+
+
+def test_prune_events_options_override_the_patterns_and_one_channel_follows_its_pattern():
+    events = [publish("presence:a", n) for n in range(3)]
+    age(events[0], minutes=2)
+    with override_settings(REALTIME={"RETENTION": {"presence:*": {"MAX_AGE": 60, "MAX_EVENTS_PER_CHANNEL": None}}}):
+        assert prune(channel="presence:a", grace=0) == {"by_age": 1, "by_count": 0}
+        assert prune(channel="presence:a", older_than=None, keep=1, grace=0) == {"by_age": 0, "by_count": 1}
+
+
+@pytest.mark.parametrize(
+    ("pattern", "matching", "other"),
+    [
+        ("room:[ab]*", "room:b7", "room:c7"),
+        ("room:[!ab]?", "room:c7", "room:a7"),
+        ("a.b+c*", "a.b+cd", "aXb+cd"),
+        ("exact:name", "exact:name", "exact:names"),
+    ],
+)
+def test_patterns_match_in_the_database_as_fnmatch_does(pattern, matching, other):
+    publish(matching, 1)
+    publish(other, 2)
+    found = Event.objects.filter(retention.pattern_filter(pattern)).values_list("channel", flat=True)
+    assert list(found) == [matching]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        [("presence:*", 60)],
+        {"presence:*": {"MAX_AGE": "1m"}},
+        {"presence:*": {"KEEP": 1}},
+        {"presence:*": {"MAX_EVENTS_PER_CHANNEL": -1}},
+        {"": {"MAX_AGE": 1}},
+    ],
+)
+def test_a_malformed_retention_setting_is_a_clear_error(given):
+    from django.core.exceptions import ImproperlyConfigured
+
+    with override_settings(REALTIME={"RETENTION": given}), pytest.raises(ImproperlyConfigured, match="RETENTION"):
+        prune()
+
+
+PATTERNS = [
+    ("room:[ab]*", "room:b7", "room:c7"),
+    ("a.b+c-d=*", "a.b+c-d=e", "aXb+c-d=e"),
+    ("x?:@/*", "xy:@/z", "xy:@z"),
+]
+
+
+@pytest.mark.django_db(databases=["default", "postgres", "mysql"])
+@pytest.mark.parametrize("alias", ["postgres", "mysql"])
+def test_patterns_match_on_postgresql_and_mariadb_as_fnmatch_does(alias):
+    for pattern, matching, other in PATTERNS:
+        Event.objects.using(alias).bulk_create(
+            [Event(channel=matching, data_json="1"), Event(channel=other, data_json="2")]
+        )
+        found = Event.objects.using(alias).filter(retention.pattern_filter(pattern)).values_list("channel", flat=True)
+        assert list(found) == [matching], pattern
+        Event.objects.using(alias).all().delete()
