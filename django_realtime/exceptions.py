@@ -29,3 +29,7 @@ class EventTooLarge(InvalidEventData):
 
 class BackendConfigError(ImproperlyConfigured):
     """The BACKEND setting names something that cannot be loaded."""
+
+
+class UnsupportedOption(ValueError):
+    """An argument of another package's API (``django_realtime.compat``) asks for what django_realtime cannot do."""
