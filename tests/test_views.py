@@ -94,6 +94,7 @@ def test_channels_given_by_the_urlconf_need_no_parameter_and_no_hook(client):
     body = first_chunks(client.get(f"/news/?channel=ignored&lastEventId={event.id - 1}"), 2)
     assert f"id: {event.id}\n".encode() in body and b"not this one" not in body
     assert client.get("/included/").status_code == 200
+    assert client.get("/included/health/").status_code == 200  # the include's channels= are not its
 
 
 def test_stream_channels_serves_a_view_of_your_own(client):

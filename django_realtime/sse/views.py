@@ -217,8 +217,11 @@ def events(request: HttpRequest, channels: Iterable[str] | None = None) -> HttpR
 
 
 @require_GET
-def health(request: HttpRequest) -> HttpResponse:
+def health(request: HttpRequest, **url_kwargs: object) -> HttpResponse:
     """Report this process's hub as JSON: 200 while it reads the log, 503 (with the reason) when it cannot.
+
+    *url_kwargs* are the extra arguments of an ``include()`` that fixes the
+    endpoint's channels (``{"channels": [...]}``): not the health check's.
 
     For a load balancer's or an orchestrator's health check.  It starts the
     hub if need be and waits for nothing, and tells anonymous clients no
