@@ -565,15 +565,18 @@ class InnoDBTailer(GapTailer):
             answers.update({by_id, by_start})
         return keys, answers, newer_than
 
-    def _shared(self) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]], str, float] | None:
-        """Return the list another hub (or this one) shared, as _list() does, and its age in seconds; or None."""
+    def _shared_table(self) -> str:
+        """Return the quoted name of the table of the shared list (models.InnoDBTransactions)."""
         from .models import InnoDBTransactions
 
-        connection = connections[self.using]
-        with connection.cursor() as cursor:
+        return connections[self.using].ops.quote_name(InnoDBTransactions._meta.db_table)
+
+    def _shared(self) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]], str, float] | None:
+        """Return the list another hub (or this one) shared, as _list() does, and its age in seconds; or None."""
+        with connections[self.using].cursor() as cursor:
             cursor.execute(
                 f"SELECT taken, listed, answers, TIMESTAMPDIFF(MICROSECOND, written, NOW(6)) "
-                f"FROM {connection.ops.quote_name(InnoDBTransactions._meta.db_table)} WHERE id = 1"
+                f"FROM {self._shared_table()} WHERE id = 1"
             )
             row = cursor.fetchone()
         if row is None:
@@ -588,12 +591,9 @@ class InnoDBTailer(GapTailer):
 
     def _claim(self) -> bool:
         """Return whether this hub may list INNODB_TRX now: no other hub has since InnoDB's cache period."""
-        from .models import InnoDBTransactions
-
-        connection = connections[self.using]
-        with connection.cursor() as cursor:
+        with connections[self.using].cursor() as cursor:
             cursor.execute(
-                f"UPDATE {connection.ops.quote_name(InnoDBTransactions._meta.db_table)} SET written = NOW(6) "
+                f"UPDATE {self._shared_table()} SET written = NOW(6) "
                 f"WHERE id = 1 AND written < NOW(6) - INTERVAL %s MICROSECOND /* {MARKER} */",
                 [round(INNODB_TRX_CACHE * 1e6)],
             )
@@ -601,12 +601,9 @@ class InnoDBTailer(GapTailer):
 
     def _share(self, listed: set, answers: set, newer_than: str) -> None:
         """Keep the list for the other hubs, unless one newer than it is kept already."""
-        from .models import InnoDBTransactions
-
-        connection = connections[self.using]
-        table = connection.ops.quote_name(InnoDBTransactions._meta.db_table)
+        table = self._shared_table()
         newer = "VALUES(taken) > taken"
-        with connection.cursor() as cursor:
+        with connections[self.using].cursor() as cursor:
             # MySQL assigns left to right: taken last, so the others compare with the old one.
             # The comment: other hubs leave this statement's transaction out of their lists.
             cursor.execute(
