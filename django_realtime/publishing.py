@@ -70,8 +70,7 @@ def publish(channel: str, data: Any = None, *, event: str = "message") -> Event:
         alias, channel, event, data_json, notify=notify, idle_timeout=realtime_settings.PUBLISH_IDLE_TIMEOUT
     )
     backend.published(stored, alias, notified=notify is not None)
-    skips.watch(alias, [stored])
-    _signal([stored], alias)
+    _stored([stored], alias)
     return stored
 
 
@@ -94,10 +93,12 @@ def publish_html(
     return publish(channel, render_to_string(template_name, context, request=request), event=event)
 
 
-def _signal(events: list[Event], using: str) -> None:
-    """Send ``event_stored`` for *events* now, and ``event_published`` once their transaction commits."""
+def _stored(events: list[Event], using: str) -> None:
+    """After *events* are stored (by publish() or the ORM): look out for their ids being stepped over
+    (django_realtime.skips), send ``event_stored`` now and ``event_published`` once their transaction commits."""
     from .models import Event
 
+    skips.watch(using, events)
     for event in events:
         signals.event_stored.send(sender=Event, event=event, using=using)
     if signals.event_published.receivers:
@@ -123,8 +124,7 @@ def announce(events: Iterable[Event], using: str) -> None:
         backend = get_backend()
         for event in newest.values():
             backend.published(event, using)
-        skips.watch(using, fresh)
-        _signal(fresh, using)
+        _stored(fresh, using)
 
 
 def event_saved(sender: type[Event], instance: Event, created: bool, using: str, **kwargs: Any) -> None:
