@@ -110,8 +110,9 @@ def sse_chunk_with_channels(batch: list[Item], encode: Callable[[Item], bytes] =
     """Encode a batch as ``sse_chunk`` does, each event after a ``channel:`` line (``?include=channel``).
 
     The event's own bytes are the ones every stream shares; only the line
-    before them is added.  A ``reset`` belongs to no one channel (it lists
-    its channels in its data), so it has none.
+    before them is added.  A Follower's ``reset`` belongs to no one channel
+    (it lists its channels in its data), so it has none; a reset stored for a
+    late event (django_realtime.skips) is its channel's, and has one.
     """
     if not batch:
         return KEEPALIVE
