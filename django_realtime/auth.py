@@ -13,6 +13,7 @@ from .conf import realtime_settings
 #: Actions the hook is asked about.
 SUBSCRIBE = "subscribe"
 PUBLISH = "publish"
+PRESENCE = "presence"
 
 
 def authorize(user: Any, channel: str, action: str) -> bool:
@@ -20,12 +21,15 @@ def authorize(user: Any, channel: str, action: str) -> bool:
 
     Subscribing needs a ``PUBLIC_CHANNELS`` pattern, publishing from a client
     (a WebSocket ``publish``) a ``PUBLISH_CHANNELS`` pattern, which by default
-    there are none of: clients may not publish.
+    there are none of: clients may not publish.  Joining a channel's presence
+    needs a ``PRESENCE_CHANNELS`` pattern (none by default).
     """
     if action == SUBSCRIBE:
         patterns = realtime_settings.PUBLIC_CHANNELS
     elif action == PUBLISH:
         patterns = realtime_settings.PUBLISH_CHANNELS
+    elif action == PRESENCE:
+        patterns = realtime_settings.PRESENCE_CHANNELS
     else:
         return False
     return any(fnmatchcase(channel, pattern) for pattern in patterns)

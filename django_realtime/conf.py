@@ -61,6 +61,16 @@ DEFAULTS: dict[str, Any] = {
     "PUBLIC_CHANNELS": [],
     # fnmatch patterns of channels any WebSocket client may publish to, for the default AUTHORIZE.
     "PUBLISH_CHANNELS": [],
+    # fnmatch patterns of channels anyone may join the presence of, for the default AUTHORIZE.
+    "PRESENCE_CHANNELS": [],
+    # Dotted path to callable(user, channel, name) -> the identity a connection is present as.
+    "PRESENCE_IDENTITY": "django_realtime.presence.identify",
+    # Seconds between two heartbeats of a process that holds presence members (one write each).
+    "PRESENCE_HEARTBEAT": 15.0,
+    # Seconds without a heartbeat after which a process's members leave: it is taken to have died.
+    "PRESENCE_TIMEOUT": 45.0,
+    # Largest public info of a presence member, in bytes of JSON text.
+    "PRESENCE_MAX_INFO": 1024,
     # WebSockets: largest client message, in bytes of UTF-8 (larger ones get a too_large error).
     "WEBSOCKET_MAX_MESSAGE_SIZE": 64 * 1024,
     # WebSockets: publishes per second one connection may make on average (None: no limit).
@@ -107,6 +117,19 @@ def _retention(merged: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return rules
 
 
+def _check_presence(merged: dict[str, Any]) -> None:
+    """Check that a live process's heartbeats always come before it would be taken for dead."""
+    beat, timeout = merged["PRESENCE_HEARTBEAT"], merged["PRESENCE_TIMEOUT"]
+    for name, value in (("PRESENCE_HEARTBEAT", beat), ("PRESENCE_TIMEOUT", timeout)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ImproperlyConfigured(f"REALTIME {name} must be a number of seconds above 0, not {value!r}")
+    if timeout < 2 * beat:
+        raise ImproperlyConfigured(
+            f"REALTIME PRESENCE_TIMEOUT ({timeout:g}) must be at least twice PRESENCE_HEARTBEAT ({beat:g}): "
+            "else one late heartbeat makes a live process's members leave"
+        )
+
+
 class RealtimeSettings:
     """Attribute access to ``settings.REALTIME`` over DEFAULTS."""
 
@@ -123,6 +146,7 @@ class RealtimeSettings:
         merged = {**DEFAULTS, **user}
         merged["MAX_AGE"] = _age("MAX_AGE", merged["MAX_AGE"])
         merged["RETENTION"] = _retention(merged)
+        _check_presence(merged)
         return merged
 
     def __getattr__(self, name: str) -> Any:

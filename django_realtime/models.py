@@ -129,3 +129,37 @@ class InnoDBTransactions(models.Model):
 
     def __str__(self) -> str:
         return f"InnoDB transactions listed after {self.taken}"
+
+
+class PresenceProcess(models.Model):
+    """A process that holds presence members, and when it last said it is alive (django_realtime.presence).
+
+    Each such process updates ``seen`` once per ``PRESENCE_HEARTBEAT``, by
+    the database's clock; one not seen for ``PRESENCE_TIMEOUT`` is taken to
+    have died, and its members leave.
+    """
+
+    key = models.CharField(max_length=32, primary_key=True)
+    seen = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"process {self.key} seen {self.seen}"
+
+
+class PresenceMember(models.Model):
+    """One connection (a WebSocket, an SSE stream) present on a channel."""
+
+    connection = models.CharField(max_length=32, primary_key=True)
+    #: The PresenceProcess that serves it (no foreign key: a member outlives nothing, see presence.reap).
+    process = models.CharField(max_length=32, db_index=True)
+    channel = models.CharField(max_length=CHANNEL_MAX_LENGTH)
+    user = models.CharField(max_length=150)
+    #: The public info the connection joined with, as JSON text (an object).
+    info_json = models.TextField(db_column="info", default="{}")
+    joined = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["channel", "joined"], name="django_realtime_presence_ch")]
+
+    def __str__(self) -> str:
+        return f"{self.user} on {self.channel}"

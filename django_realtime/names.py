@@ -19,7 +19,7 @@ CHANNEL_PATTERN = re.compile(r"[A-Za-z0-9_\-.:@/=+]+\Z")
 #: Letters, digits and ``_ - . :``.
 EVENT_PATTERN = re.compile(r"[A-Za-z0-9_\-.:]+\Z")
 #: Event names a client library gives a meaning of its own.
-RESERVED_EVENTS = frozenset({"reset", "error"})
+RESERVED_EVENTS = frozenset({"reset", "error", "presence.join", "presence.leave"})
 CURSOR_PATTERN = re.compile(r"(?:0|[1-9][0-9]{0,18})\Z")
 CURSOR_MAX = 2**63 - 1
 _LINE_BREAKS = ("\r", "\n", "\0")

@@ -58,10 +58,15 @@ def publish(channel: str, data: Any = None, *, event: str = "message") -> Event:
     *data* is any value ``DjangoJSONEncoder`` can encode.  Raise a
     ``ValueError`` subclass for a bad channel or event name or bad data.
     """
+    validate_event_name(event)
+    return store_event(channel, data, event)
+
+
+def store_event(channel: str, data: Any, event: str) -> Event:
+    """Publish as publish() does, under any event name, reserved ones too: for the package's own events."""
     from .backends import get_backend
 
     validate_channel(channel)
-    validate_event_name(event)
     alias = realtime_settings.DATABASE
     backend = get_backend()
     data_json = encode_data(data, limit=realtime_settings.MAX_DATA_SIZE)

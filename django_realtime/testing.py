@@ -179,13 +179,15 @@ async def read_websocket(communicator: Any, count: int, *, timeout: float = 10.0
 
 
 def reset() -> None:
-    """Stop this process's hub and forget the loaded backend: the next stream starts a fresh one.
+    """Stop this process's hub and presence heartbeat and forget the loaded backend: the next stream starts afresh.
 
     Call it between tests that change ``REALTIME`` by hand or that need an
     empty buffer (``override_settings(REALTIME=...)`` does it itself).
     """
     from .backends import clear_cache
     from .hub import reset_hub
+    from .presence import reset_registry
 
     reset_hub()
+    reset_registry()
     clear_cache()

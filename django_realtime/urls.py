@@ -8,4 +8,5 @@ app_name = "django_realtime"
 urlpatterns = [
     path("", views.events, name="events"),
     path("health/", views.health, name="health"),
+    path("presence/", views.presence, name="presence"),
 ]

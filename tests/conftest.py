@@ -1,6 +1,7 @@
 import pytest
 
 from django_realtime.hub import reset_hub
+from django_realtime.presence import reset_registry
 from tests import services
 
 #: Why a database alias that tests ask for may be missing from tests/settings.py.
@@ -29,7 +30,9 @@ def pytest_runtest_setup(item):
 
 @pytest.fixture(autouse=True)
 def _fresh_hub():
-    """Give each test its own hub: the hub is a per-process singleton."""
+    """Give each test its own hub and presence registry: both are per-process singletons."""
     reset_hub()
+    reset_registry()
     yield
     reset_hub()
+    reset_registry()

@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.http import require_GET
 
-from ..auth import SUBSCRIBE, get_authorizer
+from ..auth import PRESENCE, SUBSCRIBE, get_authorizer
 from ..conf import realtime_settings
 from ..exceptions import InvalidChannelName, InvalidCursor
 from ..hub import get_hub
 from ..log import release_connections
 from ..names import parse_cursor, validate_channel
+from ..presence import FORBIDDEN as PRESENCE_REFUSED
+from ..presence import Member, PresenceRefused, get_registry
 from .encoding import encode_cursor, encode_error
 from .responses import SSEResponse, asse_stream, chunker, connection_closer, is_async_request, prelude, sse_stream
 
@@ -29,6 +31,8 @@ DATA_FORMATS = ("json", "text")
 #: Error codes of the in-band ``error`` event, the WebSocket protocol's for the same refusals.
 FORBIDDEN = "forbidden"
 INVALID_CHANNEL = "invalid_channel"
+PRESENCE_FORBIDDEN = "presence_forbidden"
+BAD_PRESENCE = "bad_presence"
 
 
 class BadParameter(ValueError):
@@ -105,6 +109,27 @@ class Format:
         self.text = wants_text(request)
 
 
+class Joins:
+    """The presence a stream asks to join (``?presence=``, ``?name=``, ``?info=``), checked against its channels."""
+
+    __slots__ = ("channels", "info", "name", "user")
+
+    def __init__(self, request: HttpRequest, user: object, streamed: list[str]) -> None:
+        self.channels = list(dict.fromkeys(request.GET.getlist("presence")))
+        for channel in self.channels:
+            if channel not in streamed:
+                raise BadParameter(f"presence={channel[:40]!r} is not a channel of this stream: add ?channel= for it")
+        self.user = user
+        self.name = request.GET.get("name")
+        self.info: object = None
+        info = request.GET.get("info")
+        if info is not None and self.channels:
+            try:
+                self.info = json.loads(info)
+            except ValueError:
+                self.info = info  # refused by the join, as not an object, in band where it can be
+
+
 def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpResponseBase:
     """Stream *channels* of the log to *request* as SSE, with replay; no authorization.
 
@@ -124,8 +149,47 @@ def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpRespon
     return _stream(request, names, form, b"")
 
 
-def _stream(request: HttpRequest, names: frozenset[str], form: Format, errors: bytes) -> HttpResponseBase:
-    """Stream *names* (checked already) to *request*, after the in-band *errors*."""
+def _join(joins: Joins | None, with_channels: bool) -> tuple[list[Member], list[bytes], HttpResponse | None]:
+    """Join the presence *joins* asks for: the members, the in-band errors, or a refusal of the whole request.
+
+    Raise DatabaseError, having left what it joined, if presence cannot be written.
+    """
+    members: list[Member] = []
+    errors: list[bytes] = []
+    if joins is None:
+        return members, errors, None
+    registry = get_registry()
+    try:
+        for channel in joins.channels:
+            try:
+                members.append(registry.join(joins.user, channel, joins.name, joins.info))
+            except PresenceRefused as exc:
+                code = PRESENCE_FORBIDDEN if exc.code == PRESENCE_REFUSED else BAD_PRESENCE
+                if not with_channels:
+                    for member in members:
+                        registry.leave(member)
+                    return [], [], _plain(403 if code == PRESENCE_FORBIDDEN else 400, f"Presence on {channel}: {exc}")
+                errors.append(encode_error(channel, code, str(exc)))
+    except DatabaseError:
+        for member in members:
+            registry.leave(member)
+        raise
+    return members, errors, None
+
+
+def _leaver(members: list[Member]) -> Callable[[], None]:
+    def leave() -> None:
+        registry = get_registry()
+        for member in members:
+            registry.leave(member)
+
+    return leave
+
+
+def _stream(
+    request: HttpRequest, names: frozenset[str], form: Format, errors: bytes, joins: Joins | None = None
+) -> HttpResponseBase:
+    """Stream *names* (checked already) to *request*, after the in-band *errors*, present where *joins* says."""
     try:
         cursor = request_cursor(request)
     except InvalidCursor as exc:
@@ -143,6 +207,18 @@ def _stream(request: HttpRequest, names: frozenset[str], form: Format, errors: b
         logger.warning("django_realtime refuses a stream: this process serves MAX_STREAMS (%s)", hub.seats.limit)
         return unavailable("This server has too many open streams right now; try again later.")
     give_seat = hub.seats.giver()
+    try:
+        members, refusals, refused = _join(joins, form.with_channels)
+    except DatabaseError:
+        give_seat()
+        logger.warning("django_realtime: a stream's presence cannot be written", exc_info=True)
+        return unavailable("Presence cannot be written right now; try again later.")
+    finally:
+        release_connections()
+    if refused is not None:
+        give_seat()
+        return refused
+    errors += b"".join(refusals)
     if cursor is None:  # live from now, not from when the server first pulls the stream
         cursor = hub.horizon
     keepalive = float(realtime_settings.KEEPALIVE)
@@ -162,6 +238,8 @@ def _stream(request: HttpRequest, names: frozenset[str], form: Format, errors: b
         )
     # The server closes every response it was given, streamed or not, whatever ended it.
     response._resource_closers.append(give_seat)
+    if members:
+        response._resource_closers.append(_leaver(members))
     return response
 
 
@@ -207,13 +285,59 @@ def events(request: HttpRequest, channels: Iterable[str] | None = None) -> HttpR
     allowed = frozenset(name for name in names if name not in invalid and name not in denied)
     if not with_channels and denied:
         return _plain(403, f"Not allowed to subscribe to: {', '.join(denied)}")
+    try:
+        joins = Joins(request, user, names)
+    except BadParameter as exc:
+        return _plain(400, str(exc))
+    forbidden = [name for name in joins.channels if name in allowed and not authorize(user, name, PRESENCE)]
+    if forbidden and not with_channels:
+        return _plain(403, f"Not allowed to be present on: {', '.join(forbidden)}")
+    joins.channels = [name for name in joins.channels if name in allowed and name not in forbidden]
     if not allowed:  # nothing to stream: refuse the request, naming every channel's cause
         if denied:
             return _plain(403, "; ".join([*invalid.values(), f"Not allowed to subscribe to: {', '.join(denied)}"]))
         return _plain(400, "; ".join(invalid.values()))
     errors = [encode_error(name, INVALID_CHANNEL, message) for name, message in invalid.items()]
     errors += [encode_error(name, FORBIDDEN, f"Not allowed to subscribe to: {name}") for name in denied]
-    return _stream(request, allowed, form, b"".join(errors))
+    errors += [encode_error(name, PRESENCE_FORBIDDEN, f"Not allowed to be present on: {name}") for name in forbidden]
+    return _stream(request, allowed, form, b"".join(errors), joins if joins.channels else None)
+
+
+@require_GET
+def presence(request: HttpRequest, **url_kwargs: object) -> HttpResponse:
+    """Tell who is present on ``?channel=`` as JSON: ``{"channel", "cursor", "members"}`` (docs/presence.md).
+
+    Authorized as a subscription to the channel.  *url_kwargs* are an
+    ``include()``'s extra arguments, as for health().
+    """
+    channel = request.GET.get("channel", "")
+    try:
+        validate_channel(channel)
+    except InvalidChannelName as exc:
+        return _plain(400, f"Invalid channel: {exc}")
+    user = getattr(request, "user", None)
+    if user is None:
+        from django.contrib.auth.models import AnonymousUser
+
+        user = AnonymousUser()
+    if not get_authorizer()(user, channel, SUBSCRIBE):
+        return _plain(403, f"Not allowed to see who is present on: {channel}")
+    hub = get_hub()
+    try:
+        if not hub.ensure_ready(float(realtime_settings.CURSOR_TIMEOUT)):
+            return unavailable("The event log cannot be read right now; try again later.")
+        cursor, members = get_registry().snapshot(channel)
+    except DatabaseError:
+        logger.warning("django_realtime could not read the presence of %s", channel, exc_info=True)
+        return unavailable("Presence cannot be read right now; try again later.")
+    finally:
+        release_connections()
+    response = HttpResponse(
+        json.dumps({"channel": channel, "cursor": str(cursor), "members": members}),
+        content_type="application/json",
+    )
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @require_GET

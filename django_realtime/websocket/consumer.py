@@ -25,12 +25,13 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
-from ..auth import PUBLISH, SUBSCRIBE, get_authorizer
+from ..auth import PRESENCE, PUBLISH, SUBSCRIBE, get_authorizer
 from ..conf import realtime_settings
 from ..exceptions import EventTooLarge, InvalidChannelName, InvalidCursor, InvalidEventData, InvalidEventName
 from ..hub import get_hub
 from ..log import release_connections
 from ..names import parse_cursor, validate_channel, validate_event_name
+from ..presence import Member, PresenceRefused, get_registry
 from ..publishing import publish
 from ..streams import READ, WAIT, Follower
 from . import protocol
@@ -92,7 +93,7 @@ def event_text(channel: str, item: Item) -> str:
 
 
 class RealtimeConsumer(AsyncWebsocketConsumer):
-    """Serve subscribe, unsubscribe, publish and ping over one WebSocket."""
+    """Serve subscribe, unsubscribe, publish, ping and presence (join, leave, presence) over one WebSocket."""
 
     hub: Hub
     outbox: Outbox
@@ -106,6 +107,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         #: One cursor per subscribed channel.
         self.followers: dict[str, Follower] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
+        #: The channels whose presence this connection joined.
+        self.joined: dict[str, Member] = {}
         self.closing = False
         self.hub = get_hub()
         #: Whether this connection holds one of the process's MAX_STREAMS seats.
@@ -160,12 +163,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             await super().__call__(scope, receive, send)
         finally:
             # Here, not in disconnect(): a consumer that crashed never gets there.
+            await self.leave_all()
             if getattr(self, "seated", False):
                 self.seated = False
                 self.hub.seats.give()
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
+        await self.leave_all()
         if hasattr(self, "lifetime"):
             self.lifetime.cancel()
         tasks = list(self.tasks)
@@ -385,6 +390,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 reply = await self.unsubscribe(request)
             elif isinstance(request, protocol.Publish):
                 reply = await self.publish(request)
+            elif isinstance(request, protocol.Join):
+                reply = await self.join(request)
+            elif isinstance(request, protocol.Leave):
+                reply = await self.leave(request)
+            elif isinstance(request, protocol.Who):
+                reply = await self.who(request)
             else:
                 reply = protocol.pong(request.ref)
         except protocol.ProtocolError as exc:
@@ -475,6 +486,68 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 protocol.UNAVAILABLE, "the event could not be stored; try again later", request.ref
             ) from None
         return protocol.ack(str(stored.id), channel, request.ref)
+
+    # Presence ---------------------------------------------------------------
+
+    async def join(self, request: protocol.Join) -> str:
+        channel = _valid_channel(request.channel, request.ref)
+        if channel in self.joined:
+            raise protocol.ProtocolError(protocol.ALREADY_JOINED, f"already present on {channel}", request.ref)
+        limit = realtime_settings.MAX_CHANNELS
+        if len(self.joined) >= limit:
+            raise protocol.ProtocolError(
+                protocol.TOO_MANY_CHANNELS, f"present on at most {limit} channels per connection", request.ref
+            )
+        if not await self.authorize(channel, PRESENCE, request.ref):
+            raise protocol.ProtocolError(protocol.FORBIDDEN, f"not allowed to be present on {channel}", request.ref)
+        try:
+            member = await run_released(get_registry().join, self.user, channel, request.name, request.info)
+        except PresenceRefused as exc:
+            raise protocol.ProtocolError(exc.code, exc.message, request.ref) from None
+        except DatabaseError:
+            logger.warning("django_realtime could not join the presence of %s", channel, exc_info=True)
+            raise protocol.ProtocolError(
+                protocol.UNAVAILABLE, "presence cannot be written right now; join again later", request.ref
+            ) from None
+        if self.closing:  # the socket closed while the join was written: leave_all() has run
+            await run_released(get_registry().leave, member)
+            return protocol.left(channel, request.ref)
+        self.joined[channel] = member
+        return protocol.joined(channel, member.connection, member.user, request.ref)
+
+    async def leave(self, request: protocol.Leave) -> str:
+        channel = _valid_channel(request.channel, request.ref)
+        member = self.joined.pop(channel, None)
+        if member is None:
+            raise protocol.ProtocolError(protocol.NOT_JOINED, f"not present on {channel}", request.ref)
+        await run_released(get_registry().leave, member)
+        return protocol.left(channel, request.ref)
+
+    async def leave_all(self) -> None:
+        """End this connection's presence everywhere (a failed write is retried by the heartbeat)."""
+        joined = getattr(self, "joined", {})
+        while joined:
+            # One at a time: if this task is cancelled meanwhile, the rest are still here for __call__.
+            _channel, member = joined.popitem()
+            try:
+                await run_released(get_registry().leave, member)
+            except Exception:
+                logger.exception("django_realtime could not end a WebSocket's presence on %s", member.channel)
+
+    async def who(self, request: protocol.Who) -> str:
+        channel = _valid_channel(request.channel, request.ref)
+        if not await self.authorize(channel, SUBSCRIBE, request.ref):
+            raise protocol.ProtocolError(
+                protocol.FORBIDDEN, f"not allowed to see who is present on {channel}", request.ref
+            )
+        try:
+            cursor, members = await run_released(get_registry().snapshot, channel)
+        except DatabaseError:
+            logger.warning("django_realtime could not read the presence of %s", channel, exc_info=True)
+            raise protocol.ProtocolError(
+                protocol.UNAVAILABLE, "presence cannot be read right now; ask again later", request.ref
+            ) from None
+        return protocol.presence(channel, str(cursor), members, request.ref)
 
 
 def _valid_channel(name: str, ref: protocol.Ref) -> str:

@@ -26,6 +26,8 @@ NOT_SUBSCRIBED = "not_subscribed"
 ALREADY_SUBSCRIBED = "already_subscribed"
 TOO_MANY_CHANNELS = "too_many_channels"
 UNAVAILABLE = "unavailable"
+ALREADY_JOINED = "already_joined"
+NOT_JOINED = "not_joined"
 
 #: Close codes of the package's own (RFC 6455 leaves 4000-4999 to applications).
 CLOSE_SLOW_CONSUMER = 4000
@@ -79,7 +81,29 @@ class Ping:
     ref: Ref = None
 
 
-Request = Subscribe | Unsubscribe | Publish | Ping
+@dataclass(frozen=True, slots=True)
+class Join:
+    channel: str
+    name: str | None = None
+    info: dict[str, Any] | None = None
+    ref: Ref = None
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    channel: str
+    ref: Ref = None
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """Ask who is present on a channel (``{"type": "presence"}``)."""
+
+    channel: str
+    ref: Ref = None
+
+
+Request = Subscribe | Unsubscribe | Publish | Ping | Join | Leave | Who
 
 
 def _reject_constant(name: str) -> None:
@@ -117,10 +141,21 @@ def parse(text: str, max_size: int) -> Request:
         return Publish(_channel(message, ref), message["data"], _optional_str(message, "event", ref), ref)
     if kind == "ping":
         return Ping(ref)
+    if kind == "join":
+        info = message.get("info")
+        if info is not None and not isinstance(info, dict):
+            raise ProtocolError(BAD_MESSAGE, f"info must be an object, not {_json_type(info)}", ref)
+        return Join(_channel(message, ref), _optional_str(message, "name", ref), info, ref)
+    if kind == "leave":
+        return Leave(_channel(message, ref), ref)
+    if kind == "presence":
+        return Who(_channel(message, ref), ref)
     if not isinstance(kind, str):
         raise ProtocolError(BAD_MESSAGE, "message needs a type field (a string)", ref)
     raise ProtocolError(
-        BAD_MESSAGE, f"unknown type {kind[:40]!r}: expected subscribe, unsubscribe, publish or ping", ref
+        BAD_MESSAGE,
+        f"unknown type {kind[:40]!r}: expected subscribe, unsubscribe, publish, ping, join, leave or presence",
+        ref,
     )
 
 
@@ -187,6 +222,21 @@ def event(channel: str, id: str, event: str, data_json: str) -> str:
 def ack(id: str, channel: str, ref: Ref = None) -> str:
     """Acknowledge a publish: the event is stored with *id*."""
     return _encode(_with_ref({"type": "ack", "channel": channel, "id": id}, ref))
+
+
+def joined(channel: str, connection: str, user: str, ref: Ref = None) -> str:
+    """Confirm a join: the connection is present on *channel* as *user*."""
+    return _encode(_with_ref({"type": "joined", "channel": channel, "connection": connection, "user": user}, ref))
+
+
+def left(channel: str, ref: Ref = None) -> str:
+    """Confirm a leave."""
+    return _encode(_with_ref({"type": "left", "channel": channel}, ref))
+
+
+def presence(channel: str, cursor: str, members: list[dict[str, Any]], ref: Ref = None) -> str:
+    """Tell who is present on *channel*: every presence event up to *cursor* is in *members*."""
+    return _encode(_with_ref({"type": "presence", "channel": channel, "cursor": cursor, "members": members}, ref))
 
 
 def pong(ref: Ref = None) -> str:
