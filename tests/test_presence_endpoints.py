@@ -1,0 +1,179 @@
+"""Presence over the WebSocket protocol (join, leave, presence) and over SSE (?presence=, the presence/ endpoint)."""
+
+import json
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+
+from django_realtime.models import Event, PresenceMember
+from django_realtime.presence import JOIN, LEAVE
+from django_realtime.websocket.consumer import run_released
+from tests.test_consumer import connected, run
+from tests.test_views import _events, first_chunks
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls("tests.urls")]
+
+
+@pytest.fixture(autouse=True)
+def _presence_on_chat():
+    with override_settings(REALTIME={**settings.REALTIME, "PRESENCE_CHANNELS": ["chat:*"]}):
+        yield
+
+
+# WebSocket --------------------------------------------------------------------
+
+
+def test_a_websocket_joins_sees_itself_in_the_snapshot_and_leaves():
+    async def main():
+        async with connected() as client:
+            await client.request({"type": "subscribe", "channel": "chat:a"})
+            await client.send({"type": "join", "channel": "chat:a", "name": "ada", "info": {"c": 1}, "ref": 1})
+            # The reply and the connection's own join event come in either order.
+            messages = {message["type"]: message for message in await client.take(2)}
+            joined, event = messages["joined"], messages["event"]
+            assert joined == {
+                "type": "joined",
+                "channel": "chat:a",
+                "connection": joined["connection"],
+                "user": "ada",
+                "ref": 1,
+            }
+            assert (event["event"], event["data"]) == (
+                JOIN,
+                {"connection": joined["connection"], "user": "ada", "info": {"c": 1}},
+            )
+            snapshot = await client.request({"type": "presence", "channel": "chat:a", "ref": 2})
+            assert snapshot["members"] == [{"connection": joined["connection"], "user": "ada", "info": {"c": 1}}]
+            assert int(snapshot["cursor"]) >= 0 and snapshot["ref"] == 2
+            await client.send({"type": "leave", "channel": "chat:a", "ref": 3})
+            messages = {message["type"]: message for message in await client.take(2)}
+            assert messages["left"] == {"type": "left", "channel": "chat:a", "ref": 3}
+            event = messages["event"]
+            assert (event["event"], event["data"]) == (LEAVE, {"connection": joined["connection"], "user": "ada"})
+            assert (await client.request({"type": "presence", "channel": "chat:a"}))["members"] == []
+
+    run(main())
+
+
+def test_a_websocket_that_closes_leaves_every_channel_it_joined():
+    async def main():
+        async with connected() as client:
+            for channel in ("chat:a", "chat:b"):
+                assert (await client.request({"type": "join", "channel": channel, "name": "ada"}))["type"] == "joined"
+
+    run(main())
+    assert not PresenceMember.objects.exists()
+    assert sorted(Event.objects.filter(event=LEAVE).values_list("channel", flat=True)) == ["chat:a", "chat:b"]
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        ({"type": "join", "channel": "secret", "name": "ada"}, "forbidden"),  # no PRESENCE_CHANNELS pattern
+        ({"type": "join", "channel": "chat:a"}, "bad_message"),  # anonymous and no name
+        ({"type": "join", "channel": "chat:a", "name": "ada", "info": [1]}, "bad_message"),
+        ({"type": "join", "channel": "chat:a", "name": "ada", "info": {"x": "y" * 2000}}, "too_large"),
+        ({"type": "join", "channel": "chat:a", "name": 5}, "bad_message"),
+        ({"type": "join", "channel": "a\nb", "name": "ada"}, "invalid_channel"),
+        ({"type": "leave", "channel": "chat:a"}, "not_joined"),
+        ({"type": "presence", "channel": "secret"}, "forbidden"),  # seeing who is here needs subscribe
+    ],
+)
+def test_websocket_presence_requests_that_break_the_rules_get_an_error_and_write_nothing(message, code):
+    async def main():
+        async with connected() as client:
+            reply = await client.request({**message, "ref": "r"})
+            assert (reply["type"], reply["code"], reply["ref"]) == ("error", code, "r"), reply
+            assert await client.silent()
+
+    run(main())
+    assert not PresenceMember.objects.exists() and not Event.objects.exists()
+
+
+def test_joining_twice_is_an_error_and_the_first_join_stands():
+    async def main():
+        async with connected() as client:
+            await client.request({"type": "join", "channel": "chat:a", "name": "ada"})
+            reply = await client.request({"type": "join", "channel": "chat:a", "name": "ada"})
+            assert reply["code"] == "already_joined"
+            assert await run_released(PresenceMember.objects.count) == 1
+
+    run(main())
+
+
+# SSE --------------------------------------------------------------------------
+
+
+def test_an_sse_stream_is_present_while_it_streams_and_leaves_when_it_closes(client):
+    response = client.get("/events/?channel=chat:a&presence=chat:a&name=ada&info=%7B%22c%22%3A1%7D")
+    assert response.status_code == 200
+    member = PresenceMember.objects.get()
+    assert (member.channel, member.user, json.loads(member.info_json)) == ("chat:a", "ada", {"c": 1})
+    listed = client.get("/events/presence/?channel=chat:a")
+    assert listed.status_code == 200 and listed["Content-Type"] == "application/json"
+    assert listed.json()["members"] == [{"connection": member.connection, "user": "ada", "info": {"c": 1}}]
+    response.close()  # as the server does when the client leaves
+    assert not PresenceMember.objects.exists()
+    assert [row.event for row in Event.objects.order_by("id")] == [JOIN, LEAVE]
+    assert client.get("/events/presence/?channel=chat:a").json()["members"] == []
+
+
+def test_an_sse_stream_delivers_its_own_join_event(client):
+    response = client.get("/events/?channel=chat:a&presence=chat:a&name=ada")
+    body = first_chunks(response, 2)
+    assert _events(body)[1][:2] == [f"id: {Event.objects.get(event=JOIN).id}", f"event: {JOIN}"]
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "message"),
+    [
+        ("channel=chat:a&presence=chat:b&name=ada", 400, "is not a channel of this stream"),
+        ("channel=public:a&presence=public:a&name=ada", 403, "Not allowed to be present on: public:a"),
+        ("channel=chat:a&presence=chat:a", 400, "give a name"),
+        ("channel=chat:a&presence=chat:a&name=ada&info=%5B1%5D", 400, "info must be a JSON object"),
+        ("channel=chat:a&presence=chat:a&name=ada&info=nope", 400, "info must be a JSON object"),
+    ],
+)
+def test_without_include_channel_a_refused_presence_refuses_the_stream(client, query, status, message):
+    with override_settings(
+        REALTIME={**settings.REALTIME, "PRESENCE_CHANNELS": ["chat:*"], "PUBLIC_CHANNELS": ["chat:*", "public:*"]}
+    ):
+        response = client.get(f"/events/?{query}")
+        assert response.status_code == status
+        assert message in response.content.decode()
+    assert not PresenceMember.objects.exists() and not Event.objects.exists()
+
+
+def test_with_include_channel_a_refused_presence_is_an_error_event_and_the_channel_streams(client):
+    with override_settings(
+        REALTIME={**settings.REALTIME, "PRESENCE_CHANNELS": ["chat:*"], "PUBLIC_CHANNELS": ["chat:*", "public:*"]}
+    ):
+        response = client.get(
+            "/events/?channel=public:a&channel=chat:b&presence=public:a&presence=chat:b&include=channel"
+        )
+        assert response.status_code == 200
+        events = _events(first_chunks(response, 2))
+    errors = [json.loads(lines[1].removeprefix("data: ")) for lines in events if lines[0] == "event: error"]
+    assert errors == [
+        {"channel": "public:a", "code": "presence_forbidden", "message": "Not allowed to be present on: public:a"},
+        {"channel": "chat:b", "code": "bad_presence", "message": "give a name to be present as: you are not signed in"},
+    ]
+    assert not PresenceMember.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [("channel=secret", 403), ("channel=a%0Ab", 400), ("", 400)],
+)
+def test_the_presence_endpoint_refuses_what_a_subscription_would(client, query, status):
+    assert client.get(f"/events/presence/?{query}").status_code == status
+
+
+def test_a_stream_refused_a_seat_joins_nothing(client):
+    with override_settings(REALTIME={**settings.REALTIME, "PRESENCE_CHANNELS": ["chat:*"], "MAX_STREAMS": 1}):
+        first = client.get("/events/?channel=chat:a&presence=chat:a&name=ada")
+        refused = client.get("/events/?channel=chat:a&presence=chat:a&name=bob")
+        assert refused.status_code == 503
+        assert list(PresenceMember.objects.values_list("user", flat=True)) == ["ada"]
+        first.close()
