@@ -207,6 +207,8 @@ def _stream(
         logger.warning("django_realtime refuses a stream: this process serves MAX_STREAMS (%s)", hub.seats.limit)
         return unavailable("This server has too many open streams right now; try again later.")
     give_seat = hub.seats.giver()
+    if cursor is None:  # live from now, not from when the server first pulls the stream
+        cursor = hub.horizon  # before the joins: the stream delivers its own presence.join
     try:
         members, refusals, refused = _join(joins, form.with_channels)
     except DatabaseError:
@@ -219,8 +221,6 @@ def _stream(
         give_seat()
         return refused
     errors += b"".join(refusals)
-    if cursor is None:  # live from now, not from when the server first pulls the stream
-        cursor = hub.horizon
     keepalive = float(realtime_settings.KEEPALIVE)
     lifetime = realtime_settings.SSE_MAX_LIFETIME
     lifetime = float(lifetime) if lifetime else None
