@@ -94,6 +94,15 @@ def test_presence_spans_servers_leaves_on_close_and_expires_after_kill_9(servers
             assert presence_of(watcher, 1) == [(LEAVE, "ada")]
             assert who(daphne) == ["bob"]
 
+            # dave over SSE on daphne (ASGI): his stream's end is a cancelled task there.
+            dave = EventStream(
+                daphne.events_url(), params=[("channel", CHANNEL), ("presence", CHANNEL), ("name", "dave")]
+            )
+            dave.open()
+            assert presence_of(watcher, 1) == [(JOIN, "dave")]
+            dave.close()
+            assert presence_of(watcher, 1) == [(LEAVE, "dave")]
+
             # carol joins on gunicorn, which is then killed: she cannot leave by herself.
             carol = EventStream(
                 gunicorn.events_url(), params=[("channel", CHANNEL), ("presence", CHANNEL), ("name", "carol")]
