@@ -22,7 +22,6 @@ from then on:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -117,6 +116,7 @@ def report(using: str, late: Iterable[tuple[int, str]]) -> None:
     """Store a ``reset`` (reason ``late``) on the channel of each late row: *(id, channel)*."""
     from .backends import get_backend
     from .models import Event
+    from .streams import reset_json
 
     for row_id, channel in late:
         logger.warning(
@@ -130,15 +130,7 @@ def report(using: str, late: Iterable[tuple[int, str]]) -> None:
             stored = Event(channel=channel, event="reset", data_json="null")
             stored._announced = True  # a reserved name, stored here only: not checked, woken below
             stored.save(using=using, force_insert=True)
-            stored.data_json = json.dumps(
-                {
-                    "reason": "late",
-                    "last_event_id": str(row_id - 1),
-                    "resume_id": str(stored.id),
-                    "channels": [channel],
-                },
-                separators=(",", ":"),
-            )
+            stored.data_json = reset_json("late", row_id - 1, stored.id, [channel])
             stored.save(using=using, update_fields=["data_json"])
         get_backend().published(stored, using)
 

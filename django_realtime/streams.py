@@ -38,13 +38,17 @@ logger = logging.getLogger("django_realtime")
 DELIVER, READ, WAIT = range(3)
 
 
-def reset_item(reason: str, cursor: int, resume: int, channels: list[str]) -> Item:
-    """Build the in-band ``reset`` event: the client's state is stale, reload it."""
-    data = json.dumps(
+def reset_json(reason: str, cursor: int, resume: int, channels: list[str]) -> str:
+    """Return the data of a ``reset`` event, in-band or stored: the client's state is stale, reload it."""
+    return json.dumps(
         {"reason": reason, "last_event_id": str(cursor), "resume_id": str(resume), "channels": channels},
         separators=(",", ":"),
     )
-    return Item(resume, "", "reset", data)
+
+
+def reset_item(reason: str, cursor: int, resume: int, channels: list[str]) -> Item:
+    """Build the in-band ``reset`` event."""
+    return Item(resume, "", "reset", reset_json(reason, cursor, resume, channels))
 
 
 class Follower:
