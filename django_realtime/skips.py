@@ -31,6 +31,7 @@ from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from .conf import realtime_settings
+from .names import reset_json
 
 logger = logging.getLogger("django_realtime")
 
@@ -116,7 +117,6 @@ def report(using: str, late: Iterable[tuple[int, str]]) -> None:
     """Store a ``reset`` (reason ``late``) on the channel of each late row: *(id, channel)*."""
     from .backends import get_backend
     from .models import Event
-    from .streams import reset_json
 
     for row_id, channel in late:
         logger.warning(
