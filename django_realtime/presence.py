@@ -42,8 +42,8 @@ JOIN = "presence.join"
 LEAVE = "presence.leave"
 #: Longest name an anonymous connection may be present as.
 NAME_MAX_LENGTH = 100
-#: Most leaves written in one transaction.
-LEAVE_BATCH = 200
+#: Most joins, and most leaves, written in one transaction.
+JOIN_BATCH = LEAVE_BATCH = 200
 
 #: The codes of a refused join, the WebSocket protocol's.
 FORBIDDEN = "forbidden"
@@ -139,12 +139,15 @@ class Registry:
         self.key = uuid.uuid4().hex
         self.pid = os.getpid()
         self._members: dict[str, Member] = {}
+        #: Members whose join is not written yet, and the joins a failed batch held.
+        self._joining: dict[str, Member] = {}
+        self._failed_joins: dict[str, DatabaseError] = {}
         #: Members that left and whose leave is not written yet (by a leave() or, if that failed, the heartbeat).
         self._leaving: dict[str, Member] = {}
         #: Held while leaves are written: one batch at a time.
         self._deleting = threading.Lock()
         self._lock = threading.Lock()
-        #: Held while members are written as this process's: a join, or the heartbeat's joining again.
+        #: Held while members are written as this process's: a batch of joins, or the heartbeat's joining again.
         self._writing = threading.Lock()
         #: Whether this process's PresenceProcess row may exist (it wrote one and has not deleted it).
         self._registered = False
@@ -160,8 +163,6 @@ class Registry:
 
         The caller has validated *channel* and asked AUTHORIZE (action ``presence``).
         """
-        from .publishing import store_event
-
         name = check_name(name)
         info_json = encode_info(info)
         hook = realtime_settings.PRESENCE_IDENTITY
@@ -171,15 +172,19 @@ class Registry:
             raise PresenceRefused(FORBIDDEN, "the presence identity hook gave no identity")
         member = Member(uuid.uuid4().hex, channel, identity, info_json)
         self._start()
-        with self._writing, transaction.atomic(using=self.using):
-            if not self._alive():
-                self._register(self.members())
-            self._insert([member])
-            store_event(channel, member.joined(), JOIN)
-            # Held before the commit: a heartbeat that joins this process's
-            # members again must see this one or find its row.
+        with self._lock:
+            self._joining[member.connection] = member
+        # Joins are written one batch at a time, as leaves are: a thousand
+        # clients that come back at once (a restart) take one connection.
+        with self._writing:
             with self._lock:
-                self._members[member.connection] = member
+                queued = member.connection in self._joining
+            if queued:
+                self._write_joins()
+            with self._lock:
+                failed = self._failed_joins.pop(member.connection, None)
+        if failed is not None:  # one error of a batch, raised in each of its joins' threads: a copy each
+            raise DatabaseError(f"the join could not be written: {failed}") from failed
         return member
 
     def leave(self, member: Member) -> None:
@@ -330,6 +335,34 @@ class Registry:
             )
             for member in members
         )
+
+    def _write_joins(self) -> None:
+        """Write the queued joins, JOIN_BATCH per transaction (hold ``_writing``); a failed batch's joins fail."""
+        from .publishing import store_event
+
+        while True:
+            with self._lock:
+                batch = list(self._joining.values())[:JOIN_BATCH]
+            if not batch:
+                return
+            try:
+                with transaction.atomic(using=self.using):
+                    if not self._alive():
+                        self._register(self.members())
+                    self._insert(batch)
+                    for member in batch:
+                        store_event(member.channel, member.joined(), JOIN)
+                    # Held before the commit: a heartbeat that joins this
+                    # process's members again must see these or find its row.
+                    with self._lock:
+                        for member in batch:
+                            self._members[member.connection] = self._joining.pop(member.connection)
+            except DatabaseError as exc:
+                with self._lock:
+                    for member in batch:
+                        self._joining.pop(member.connection, None)
+                        self._members.pop(member.connection, None)
+                        self._failed_joins[member.connection] = exc
 
     def _write_leaves(self) -> None:
         """Write the queued leaves, LEAVE_BATCH per transaction (hold ``_deleting``); raise DatabaseError."""

@@ -4,6 +4,7 @@ import json
 import threading
 import time
 from datetime import timedelta
+from functools import partial
 
 import pytest
 from django.conf import settings
@@ -121,8 +122,16 @@ def age(key, seconds):
     PresenceProcess.objects.filter(key=key).update(seen=timezone.now() - timedelta(seconds=seconds))
 
 
-def test_the_members_of_a_dead_process_drop_out_of_the_snapshot_at_once_and_leave_at_the_next_reap():
-    dead, alive = Registry("default"), get_registry()
+@pytest.fixture
+def other():
+    """The registry of another process; stopped after the test, else its heartbeat brings its members back later."""
+    registry = Registry("default")
+    yield registry
+    registry.stop()
+
+
+def test_the_members_of_a_dead_process_drop_out_of_the_snapshot_at_once_and_leave_at_the_next_reap(other):
+    dead, alive = other, get_registry()
     gone = dead.join(ANONYMOUS, "room", "ada")
     stays = alive.join(ANONYMOUS, "room", "bob")
     age(dead.key, 46)  # PRESENCE_TIMEOUT is 45 s
@@ -141,8 +150,8 @@ def test_a_live_process_is_never_reaped():
     assert registry.reap() == 0
 
 
-def test_a_process_taken_for_dead_joins_its_members_again_at_its_next_heartbeat():
-    registry, other = get_registry(), Registry("default")
+def test_a_process_taken_for_dead_joins_its_members_again_at_its_next_heartbeat(other):
+    registry = get_registry()
     member = registry.join(ANONYMOUS, "room", "ada")
     age(registry.key, 60)  # a database outage longer than PRESENCE_TIMEOUT
     other.reap()
@@ -152,8 +161,8 @@ def test_a_process_taken_for_dead_joins_its_members_again_at_its_next_heartbeat(
     assert [event for event, _ in presence_events()] == [JOIN, LEAVE, JOIN]
 
 
-def test_a_join_in_a_process_taken_for_dead_brings_back_its_other_members_too():
-    registry, other = get_registry(), Registry("default")
+def test_a_join_in_a_process_taken_for_dead_brings_back_its_other_members_too(other):
+    registry = get_registry()
     first = registry.join(ANONYMOUS, "room", "ada")
     age(registry.key, 60)
     other.reap()
@@ -204,42 +213,76 @@ def test_a_leave_that_cannot_be_written_is_written_by_the_next_heartbeat(monkeyp
     assert presence_events()[-1][0] == LEAVE
 
 
-def test_connections_that_leave_at_once_write_their_leaves_in_one_batch_on_one_database_connection():
-    """A thousand streams that end together (a server restart, a lost network) must not open a thousand connections."""
+def at_once(registry, lock, queue, calls):
+    """Run *calls* in threads that all queue (in *queue*) while *lock* is held; return the connections they opened."""
     from django.db.backends.signals import connection_created
 
-    registry = get_registry()
-    members = [registry.join(ANONYMOUS, "room", f"guest {n}") for n in range(40)]
     opened = []
+    results = []
 
     def count(sender, connection, **kwargs):
         opened.append(threading.get_ident())
 
-    def leave(member):
+    def call(function):
         try:
-            registry.leave(member)
+            results.append(function())
+        except Exception as exc:
+            results.append(exc)
         finally:
             connection.close()
 
     connection_created.connect(count)
-    threads = [threading.Thread(target=leave, args=(member,)) for member in members]
+    threads = [threading.Thread(target=call, args=(function,)) for function in calls]
     try:
-        # Every leave is queued while one batch is being written: the next writer takes them all.
-        with registry._deleting:
+        # Every call is queued while one batch is being written: the next writer takes them all.
+        with lock:
             for thread in threads:
                 thread.start()
             deadline = time.monotonic() + 10
-            while len(registry._leaving) < len(members):
-                assert time.monotonic() < deadline, f"{len(registry._leaving)} leaves queued"
+            while len(queue) < len(calls):
+                assert time.monotonic() < deadline, f"{len(queue)} of {len(calls)} queued"
                 time.sleep(0.01)
         for thread in threads:
             thread.join(10)
     finally:
         connection_created.disconnect(count)
-    assert len(opened) == 1, f"{len(opened)} database connections for {len(members)} leaves"
-    assert not PresenceMember.objects.exists()
+    return opened, results
+
+
+def test_connections_that_join_or_leave_at_once_are_written_in_one_batch_on_one_database_connection():
+    """A thousand streams that come back or end together (a restart) must not open a thousand connections."""
+    registry = get_registry()
+    registry.join(ANONYMOUS, "room", "first")  # this process's row exists: a batch is one transaction
+    joins = [partial(registry.join, ANONYMOUS, "room", f"guest {n}") for n in range(40)]
+    opened, members = at_once(registry, registry._writing, registry._joining, joins)
+    assert len(opened) == 1, f"{len(opened)} database connections for {len(joins)} joins"
+    assert sorted(member.user for member in members) == sorted(f"guest {n}" for n in range(40))
+    assert PresenceMember.objects.count() == 41
+    joined = [data["connection"] for event, data in presence_events() if event == JOIN][1:]
+    assert sorted(joined) == sorted(member.connection for member in members)
+
+    leaves = [partial(registry.leave, member) for member in members]
+    opened, _ = at_once(registry, registry._deleting, registry._leaving, leaves)
+    assert len(opened) == 1, f"{len(opened)} database connections for {len(leaves)} leaves"
+    assert PresenceMember.objects.count() == 1
     left = sorted(data["connection"] for event, data in presence_events() if event == LEAVE)
     assert left == sorted(member.connection for member in members)
+
+
+def test_a_batch_of_joins_that_cannot_be_written_fails_each_of_its_joins(monkeypatch):
+    from django.db import DatabaseError, OperationalError
+
+    registry = get_registry()
+
+    def failing(self, members):
+        raise OperationalError("the database is away")
+
+    monkeypatch.setattr(Registry, "_insert", failing)
+    joins = [partial(registry.join, ANONYMOUS, "room", f"guest {n}") for n in range(5)]
+    _, results = at_once(registry, registry._writing, registry._joining, joins)
+    assert [type(result) for result in results] == [DatabaseError] * 5
+    assert registry.members() == [] and not registry._joining and not registry._failed_joins
+    assert not PresenceMember.objects.exists() and not presence_events()
 
 
 def test_join_events_carry_the_info_as_json_the_client_can_read():
