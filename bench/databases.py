@@ -57,3 +57,76 @@ def fresh_database(
         finally:
             if connection_limit is not None:
                 admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@contextlib.contextmanager
+def private_postgres(workdir: Path, max_connections: int = 100) -> Iterator[str]:
+    """Run a PostgreSQL server of its own on loopback for the duration; yield its admin URL.
+
+    For a benchmark that may open more connections than a shared server
+    can spare: every attempt, even one its role's ``CONNECTION LIMIT``
+    refuses, holds a server slot while it logs in, so a thousand at once
+    make the server refuse everyone's ("too many clients already").  The
+    cluster is created with ``initdb`` in *workdir* (as ``nobody`` when
+    run as root: PostgreSQL refuses root), with *max_connections*, and is
+    stopped with its process group.
+    """
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+
+    import psycopg
+
+    from bench.servers import free_port, spawn, stop
+
+    initdb = shutil.which("initdb") or next(Path("/usr/lib/postgresql").glob("*/bin/initdb"), None)
+    if initdb is None:
+        raise RuntimeError("initdb not found: install PostgreSQL's server binaries, or give a server's URL")
+    bindir = Path(initdb).resolve().parent
+    # Not under *workdir*, which may be a 0700 TemporaryDirectory that nobody cannot enter.
+    parent = Path(tempfile.mkdtemp(prefix="django-realtime-bench-pg-"))
+    parent.chmod(0o711)
+    data = parent / "data"
+    data.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(data, "nobody", "nogroup" if _group_exists("nogroup") else "nobody")
+        as_user = ["runuser", "-u", "nobody", "--"]
+    subprocess.run(
+        [*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    port = free_port()
+    argv = [*as_user, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(data)]
+    argv += ["-c", "listen_addresses=127.0.0.1", "-c", f"max_connections={max_connections}"]
+    log = workdir / f"postgres-{parent.name}.log"
+    proc = spawn(argv, dict(os.environ), log)
+    url = f"postgres://postgres@127.0.0.1:{port}/postgres"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(url, connect_timeout=2).close()
+                break
+            except psycopg.OperationalError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the private PostgreSQL did not start; see {log}") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        stop(proc)
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def _group_exists(name: str) -> bool:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True

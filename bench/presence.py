@@ -17,6 +17,7 @@ bench/README.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sqlite3
 import statistics
@@ -32,7 +33,7 @@ from urllib.parse import urlsplit
 
 from bench import report
 from bench.clients import ClientPool, raise_fd_limit
-from bench.databases import POSTGRES_ADMIN, fresh_database
+from bench.databases import POSTGRES_ADMIN, fresh_database, private_postgres
 from bench.run import add_background_option
 from bench.servers import (
     ROOT,
@@ -59,6 +60,8 @@ PRESENCE_TABLES = ("django_realtime_presenceprocess", "django_realtime_presencem
 QUOTED = {CHANNEL: "demo%3Apresence", WARM_CHANNEL: "demo%3Awarm"}
 #: The server log's line for a leave that could not be written (retried by the next heartbeat).
 LEAVE_FAILED = "could not write that"
+#: The worker's sessions on the bench database: its role's, but for the runner's own reader.
+COUNT_SESSIONS = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND usename = %s AND pid <> %s"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,14 +79,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--connection-limit",
         type=int,
-        default=50,
-        help="PostgreSQL: the worker logs in as a role of its own with this CONNECTION LIMIT, so that it cannot "
-        "take every connection of a shared server (default: 50; 0: log in as the admin URL's user, no limit)",
+        default=0,
+        help="PostgreSQL: the worker logs in as a role of its own with this CONNECTION LIMIT (default: 0, as the "
+        "admin URL's user, no limit). It does not shield a shared server: refused logins hold slots too",
     )
     parser.add_argument("--leave-wait", type=float, help="seconds to wait for the leaves (default: 3 heartbeats + 10)")
     parser.add_argument("--client-processes", type=int, default=2, help="processes holding the client streams")
     add_background_option(parser)
-    parser.add_argument("--postgres", default=POSTGRES_ADMIN, help=f"where to create databases ({POSTGRES_ADMIN})")
+    parser.add_argument(
+        "--postgres",
+        default="private",
+        help="where to create databases: 'private' (default), a PostgreSQL server the runner starts for the run "
+        f"(initdb, loopback), or a server's admin URL, e.g. {POSTGRES_ADMIN}: never a shared one, since 1,000 "
+        "simultaneous leaves may try 1,000 connections at once",
+    )
+    parser.add_argument(
+        "--max-connections", type=int, default=100, help="max_connections of the private server (default: 100)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
     return parser.parse_args(argv)
 
@@ -132,6 +144,7 @@ class Database:
             admin = urlsplit(admin_url)
             self.conn = psycopg.connect(admin._replace(path=parts.path).geturl(), autocommit=True)
             self.admin = psycopg.connect(admin_url, autocommit=True)
+            self.own = self.conn.info.backend_pid  # not the worker's: left out of the counts
         else:
             self.conn = sqlite3.connect(urlsplit(url).path, timeout=20, isolation_level=None)
 
@@ -159,9 +172,7 @@ class Database:
 
     def connections(self) -> int:
         """PostgreSQL: the sessions the worker's role holds on the bench database now."""
-        return self.admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND usename = %s", (self.name, self.role)
-        ).fetchone()[0]
+        return self.admin.execute(COUNT_SESSIONS, (self.name, self.role, self.own)).fetchone()[0]
 
     def close(self) -> None:
         self.conn.close()
@@ -186,10 +197,7 @@ class ConnectionSampler:
         # A connection of its own: the runner's other reads go on meanwhile.
         with psycopg.connect(database.admin.info.dsn, autocommit=True) as conn:
             while not self._stop.wait(interval):
-                n = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND usename = %s",
-                    (database.name, database.role),
-                ).fetchone()[0]
+                n = conn.execute(COUNT_SESSIONS, (database.name, database.role, database.own)).fetchone()[0]
                 self.samples.append((time.monotonic(), n))
 
     def peak(self, start: float, end: float) -> int | None:
@@ -237,12 +245,20 @@ class Run:
     def cpu(self) -> float:
         return sum(cpu_times(self.pid))
 
-    def poke(self, channel: str, times: int = 3, pause: float = 0.2) -> None:
-        """Publish on *channel* a few times: a WSGI stream learns its client left only when a write fails."""
+    def poke(self, channel: str, times: int = 3, pause: float = 0.2) -> int:
+        """Publish on *channel* a few times: a WSGI stream learns its client left only when a write fails.
+
+        Return how many publishes failed (a database that refuses connections, say).
+        """
+        failed = 0
         for _ in range(times):
             time.sleep(pause)
             self.poke_seq -= 1
-            self.publisher.publish(self.poke_seq, channel)
+            try:
+                self.publisher.publish(self.poke_seq, channel)
+            except (RuntimeError, OSError):
+                failed += 1
+        return failed
 
     def open(self, present: bool, channel: str = CHANNEL, count: int | None = None) -> dict[str, Any]:
         """Open the streams, joined or not; wait until every join event reached the streams."""
@@ -317,7 +333,7 @@ class Run:
         leaves_before = self.db.events("presence.leave", channel)
         cpu, start = self.cpu(), time.monotonic()
         closed = self.pool.close_all()
-        self.poke(channel)
+        pokes_failed = self.poke(channel)
         gone_at = stored_at = streams_at = None
         while time.monotonic() - start < wait:
             now = time.monotonic()
@@ -336,6 +352,7 @@ class Run:
         return {
             "present": present,
             "closed": closed,
+            "pokes_failed": pokes_failed,
             "members_left_seconds": round(gone_at - start, 2) if gone_at else None,
             "leaves_stored_seconds": round(stored_at - start, 2) if stored_at else None,
             "streams_ended_seconds": round(streams_at - start, 2) if streams_at else None,
@@ -345,7 +362,8 @@ class Run:
             "registry_members": probe["members"],
             "registry_leaving": probe["leaving"],
             "leave_failures_logged": log_count(self.log, offset, LEAVE_FAILED),
-            "too_many_logged": log_count(self.log, offset, "too many"),
+            "too_many_clients_logged": log_count(self.log, offset, "too many clients"),
+            "too_many_for_role_logged": log_count(self.log, offset, "too many connections for role"),
             "peak_connections": self.sampler.peak(start, end),
             "cpu_seconds": round(self.cpu() - cpu, 2),
         }
@@ -355,13 +373,15 @@ class Run:
         self.publisher.close()
 
 
-def run_database(kind: str, args: argparse.Namespace, pool: ClientPool, tmp: Path, logdir: Path) -> dict[str, Any]:
+def run_database(
+    kind: str, args: argparse.Namespace, pool: ClientPool, tmp: Path, logdir: Path, admin_url: str
+) -> dict[str, Any]:
     print(f"== {kind}, {args.members} members, heartbeat {args.heartbeat:g} s", flush=True)
     background = wait_for_quiet(args.max_background)
     server = target(args)
     log = logdir / f"{kind}.log"
     limit = args.connection_limit or None
-    with fresh_database(kind, tmp, "presence", args.postgres, connection_limit=limit) as url:
+    with fresh_database(kind, tmp, "presence", admin_url, connection_limit=limit) as url:
         migrate(server, url)
         proc, port = start_server(server, url, log)
         db = run = None
@@ -370,7 +390,7 @@ def run_database(kind: str, args: argparse.Namespace, pool: ClientPool, tmp: Pat
             pid = measured_pid(server, proc)
             if not get_json(port, "/bench/presence/")["installed"]:
                 raise RuntimeError("the worker's probe is not installed (BENCH_PRESENCE_PROBE)")
-            db = Database(url, args.postgres)
+            db = Database(url, admin_url)
             run = Run(args, pool, db, port, pid, log)
             # Warm-up: 20 members on a channel of their own, who then leave.
             warm = run.open(True, WARM_CHANNEL, 20)
@@ -553,10 +573,14 @@ def main(argv: list[str] | None = None) -> int:
     failures = (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError, ValueError)
     pool = ClientPool(args.client_processes, args.members)
     try:
-        with tempfile.TemporaryDirectory(prefix="django-realtime-bench-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="django-realtime-bench-") as tmp, contextlib.ExitStack() as stack:
+            admin_url = args.postgres
+            if "postgres" in kinds and admin_url == "private":
+                admin_url = stack.enter_context(private_postgres(logdir, args.max_connections))
+                meta["postgres"] = f"a private server, max_connections {args.max_connections}"
             for kind in kinds:
                 try:
-                    results.append(run_database(kind, args, pool, Path(tmp), logdir))
+                    results.append(run_database(kind, args, pool, Path(tmp), logdir, admin_url))
                 except failures as exc:
                     print(f"   FAILED: {exc}", file=sys.stderr)
                     results.append({"database": kind, "error": str(exc)[:300]})
