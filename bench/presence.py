@@ -265,6 +265,7 @@ class Run:
         count = self.args.members if count is None else count
         path = (PRESENT if present else PLAIN).format(c=QUOTED[channel])
         self.pool.reset(0)
+        before = self.probe()
         cpu, start = self.cpu(), time.monotonic()
         opened = self.pool.open("127.0.0.1", self.port, path, count, self.args.concurrency, timeout=300)
         opened_at = time.monotonic()
@@ -290,6 +291,8 @@ class Run:
             "cpu_seconds": round(self.cpu() - cpu, 2),
             "peak_connections": self.sampler.peak(start, time.monotonic()),
             "members_in_db": self.db.members(),
+            "statements": diff(self.probe()["statements"], before["statements"]),
+            "connects": diff(self.probe()["connects"], before["connects"]),
         }
 
     def idle(self, present: bool) -> dict[str, Any]:
