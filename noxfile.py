@@ -27,9 +27,11 @@ nox.options.download_python = "never"
 #: The whole suite, browser included, but for what the README's command in
 #: .ci/run runs once per CI run, which is enough for tests of this package
 #: under faults, of the services and of the servers rather than of Django:
-#: the chaos soak, the server matrix, the prune under load, and the runs on
-#: PostgreSQL (scale-out, faults, connections).
-FULL = ("-m", "not soak and not matrix and not load and not postgres")
+#: the chaos soak, the server matrix, the prune under load, the runs on
+#: PostgreSQL (scale-out, faults, connections), and the newcomer's walk
+#: through the docs, which makes a Python 3.13 and Django 6.1 environment of
+#: its own whatever the session's.
+FULL = ("-m", "not soak and not matrix and not load and not postgres and not walkthrough")
 #: Everything that starts no server process (about 50 s): the core, both
 #: transports' protocol code, the views through Django's test client and
 #: every backend against the real PostgreSQL and Redis.

@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from .models import Event, PruneMark, SkippedIds
+from .models import Event, PresenceMember, PresenceProcess, PruneMark, SkippedIds
 from .names import CHANNEL_MAX_LENGTH, EVENT_MAX_LENGTH
 from .publishing import publish
 
@@ -71,6 +71,13 @@ class ReadOnly:
         return False
 
 
+class Listed(ReadOnly):
+    """Nothing added either: rows the package writes itself."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
 @admin.register(Event)
 class EventAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ("id", "channel", "event", "created", "preview")
@@ -114,23 +121,40 @@ class EventAdmin(ReadOnly, admin.ModelAdmin):
 
 
 @admin.register(PruneMark)
-class PruneMarkAdmin(ReadOnly, admin.ModelAdmin):
+class PruneMarkAdmin(Listed, admin.ModelAdmin):
     """What retention deleted: a client whose cursor is below a channel's mark gets a reset."""
 
     list_display = ("channel", "pruned_through")
     search_fields = ("channel",)
     ordering = ("channel",)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
 
 @admin.register(SkippedIds)
-class SkippedIdsAdmin(ReadOnly, admin.ModelAdmin):
+class SkippedIdsAdmin(Listed, admin.ModelAdmin):
     """Ids the hubs stepped over after GAP_TIMEOUT (only on databases with no commit-order rule)."""
 
     list_display = ("first", "last", "recorded")
     ordering = ("-last",)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+
+@admin.register(PresenceMember)
+class PresenceMemberAdmin(Listed, admin.ModelAdmin):
+    """Who is present on which channel, across every process (django_realtime.presence).
+
+    A member of a process that died stays listed until another process
+    reaps it (within PRESENCE_TIMEOUT + PRESENCE_HEARTBEAT); "who is here"
+    leaves it out already.
+    """
+
+    list_display = ("user", "channel", "joined", "process", "info_json")
+    list_filter = ("joined",)
+    search_fields = ("=channel", "channel", "user")
+    ordering = ("channel", "joined")
+
+
+@admin.register(PresenceProcess)
+class PresenceProcessAdmin(Listed, admin.ModelAdmin):
+    """The processes that hold presence members, and their last heartbeat."""
+
+    list_display = ("key", "seen")
+    ordering = ("-seen",)

@@ -8,6 +8,7 @@ those get an error message of their own.
 
 from __future__ import annotations
 
+import json
 import re
 
 from .exceptions import InvalidChannelName, InvalidCursor, InvalidEventName
@@ -68,3 +69,11 @@ def parse_cursor(value: object) -> int:
         shown = value if not isinstance(value, str) else value[:40]
         raise InvalidCursor(f"event id must be a decimal number from 0 to {CURSOR_MAX}, got {shown!r}")
     return int(value)
+
+
+def reset_json(reason: str, cursor: int, resume: int, channels: list[str]) -> str:
+    """Return the data of a ``reset`` event, in-band or stored: the client's state is stale, reload it."""
+    return json.dumps(
+        {"reason": reason, "last_event_id": str(cursor), "resume_id": str(resume), "channels": channels},
+        separators=(",", ":"),
+    )

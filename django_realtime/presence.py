@@ -42,6 +42,8 @@ JOIN = "presence.join"
 LEAVE = "presence.leave"
 #: Longest name an anonymous connection may be present as.
 NAME_MAX_LENGTH = 100
+#: Most leaves written in one transaction.
+LEAVE_BATCH = 200
 
 #: The codes of a refused join, the WebSocket protocol's.
 FORBIDDEN = "forbidden"
@@ -137,8 +139,10 @@ class Registry:
         self.key = uuid.uuid4().hex
         self.pid = os.getpid()
         self._members: dict[str, Member] = {}
-        #: Members whose leave could not be written: the next heartbeat writes it.
+        #: Members that left and whose leave is not written yet (by a leave() or, if that failed, the heartbeat).
         self._leaving: dict[str, Member] = {}
+        #: Held while leaves are written: one batch at a time.
+        self._deleting = threading.Lock()
         self._lock = threading.Lock()
         #: Held while members are written as this process's: a join, or the heartbeat's joining again.
         self._writing = threading.Lock()
@@ -179,21 +183,29 @@ class Registry:
         return member
 
     def leave(self, member: Member) -> None:
-        """End *member*'s presence: its row goes and its ``presence.leave`` is sent (now, or at the next heartbeat)."""
+        """End *member*'s presence: its row goes and its ``presence.leave`` is sent (now, or at the next heartbeat).
+
+        Leaves are written one batch at a time (the first waiting writes
+        every leave queued meanwhile), so that a thousand connections that
+        close at once take one database connection, not a thousand.
+        """
         with self._lock:
             if self._members.pop(member.connection, None) is None:
                 return
-        try:
-            self._delete(member)
-        except DatabaseError:
-            logger.warning(
-                "django_realtime could not write that %s left %s; the next heartbeat tries again",
-                member.user,
-                member.channel,
-                exc_info=True,
-            )
+            self._leaving[member.connection] = member
+        with self._deleting:
             with self._lock:
-                self._leaving[member.connection] = member
+                if member.connection not in self._leaving:
+                    return  # a batch written meanwhile held it
+            try:
+                self._write_leaves()
+            except DatabaseError:
+                logger.warning(
+                    "django_realtime could not write that %s left %s; the next heartbeat tries again",
+                    member.user,
+                    member.channel,
+                    exc_info=True,
+                )
 
     def snapshot(self, channel: str) -> tuple[int, list[dict[str, Any]]]:
         """Return a cursor and the members present on *channel*, oldest first.
@@ -227,12 +239,8 @@ class Registry:
     def beat(self) -> None:
         """Retry failed leaves, say this process is alive (one write), and reap the dead."""
         self.beats += 1
-        with self._lock:
-            leaving = list(self._leaving.values())
-        for member in leaving:
-            self._delete(member)
-            with self._lock:
-                self._leaving.pop(member.connection, None)
+        with self._deleting:
+            self._write_leaves()
         with self._writing:
             self._keep_alive()
         self.reap()
@@ -323,14 +331,24 @@ class Registry:
             for member in members
         )
 
-    def _delete(self, member: Member) -> None:
+    def _write_leaves(self) -> None:
+        """Write the queued leaves, LEAVE_BATCH per transaction (hold ``_deleting``); raise DatabaseError."""
         from .models import PresenceMember
         from .publishing import store_event
 
-        with transaction.atomic(using=self.using):
-            # Gone already if a reaper took this process for dead: it sent the leave.
-            if PresenceMember.objects.using(self.using).filter(connection=member.connection).delete()[0]:
-                store_event(member.channel, member.left(), LEAVE)
+        while True:
+            with self._lock:
+                batch = list(self._leaving.values())[:LEAVE_BATCH]
+            if not batch:
+                return
+            with transaction.atomic(using=self.using):
+                for member in batch:
+                    # Gone already if a reaper took this process for dead: it sent the leave.
+                    if PresenceMember.objects.using(self.using).filter(connection=member.connection).delete()[0]:
+                        store_event(member.channel, member.left(), LEAVE)
+            with self._lock:
+                for member in batch:
+                    self._leaving.pop(member.connection, None)
 
     def _start(self) -> None:
         if self._thread is not None:

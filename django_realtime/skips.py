@@ -22,7 +22,6 @@ from then on:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -32,6 +31,7 @@ from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from .conf import realtime_settings
+from .names import reset_json
 
 logger = logging.getLogger("django_realtime")
 
@@ -130,15 +130,7 @@ def report(using: str, late: Iterable[tuple[int, str]]) -> None:
             stored = Event(channel=channel, event="reset", data_json="null")
             stored._announced = True  # a reserved name, stored here only: not checked, woken below
             stored.save(using=using, force_insert=True)
-            stored.data_json = json.dumps(
-                {
-                    "reason": "late",
-                    "last_event_id": str(row_id - 1),
-                    "resume_id": str(stored.id),
-                    "channels": [channel],
-                },
-                separators=(",", ":"),
-            )
+            stored.data_json = reset_json("late", row_id - 1, stored.id, [channel])
             stored.save(using=using, update_fields=["data_json"])
         get_backend().published(stored, using)
 

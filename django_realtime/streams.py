@@ -14,7 +14,6 @@ reaches back that far, from the log, always bounded by the hub's horizon.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import random
@@ -25,6 +24,7 @@ from asgiref.sync import sync_to_async
 from django.db import DatabaseError
 
 from .log import Item, high_water_mark, read_page, release_connections
+from .names import reset_json
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -39,12 +39,8 @@ DELIVER, READ, WAIT = range(3)
 
 
 def reset_item(reason: str, cursor: int, resume: int, channels: list[str]) -> Item:
-    """Build the in-band ``reset`` event: the client's state is stale, reload it."""
-    data = json.dumps(
-        {"reason": reason, "last_event_id": str(cursor), "resume_id": str(resume), "channels": channels},
-        separators=(",", ":"),
-    )
-    return Item(resume, "", "reset", data)
+    """Build the in-band ``reset`` event."""
+    return Item(resume, "", "reset", reset_json(reason, cursor, resume, channels))
 
 
 class Follower:

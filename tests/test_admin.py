@@ -4,7 +4,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 
 from django_realtime import publish
-from django_realtime.models import Event, PruneMark
+from django_realtime.models import Event, PresenceMember, PresenceProcess, PruneMark
 from django_realtime.testing import capture_events
 
 pytestmark = pytest.mark.django_db
@@ -82,3 +82,22 @@ def test_prune_marks_are_listed(staff):
     PruneMark.objects.create(channel="chat:lobby", pruned_through=41)
     page = staff.get("/admin/django_realtime/prunemark/").content.decode()
     assert "chat:lobby" in page and "41" in page
+
+
+def test_presence_members_and_processes_are_listed_and_cannot_be_added_changed_or_deleted(client):
+    from django.utils import timezone
+
+    # A superuser: every permission but what the admin itself takes away.
+    client.force_login(User.objects.create_superuser("root", password="x"))
+    staff = client
+    PresenceProcess.objects.create(key="a" * 32, seen=timezone.now())
+    PresenceMember.objects.create(connection="b" * 32, process="a" * 32, channel="chat:lobby", user="ada")
+    page = staff.get("/admin/django_realtime/presencemember/").content.decode()
+    assert "ada" in page and "chat:lobby" in page
+    assert "a" * 32 in staff.get("/admin/django_realtime/presenceprocess/").content.decode()
+    for model in ("presencemember", "presenceprocess"):
+        assert staff.get(f"/admin/django_realtime/{model}/add/").status_code == 403
+    member = f"/admin/django_realtime/presencemember/{'b' * 32}/"
+    assert staff.post(f"{member}change/", {"user": "eve"}).status_code == 403
+    assert staff.post(f"{member}delete/", {"post": "yes"}).status_code == 403
+    assert PresenceMember.objects.get().user == "ada"

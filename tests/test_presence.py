@@ -1,6 +1,8 @@
 """Presence in one process: members, their events, the snapshot's cursor, the heartbeat and the reaping of the dead."""
 
 import json
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -188,18 +190,56 @@ def test_a_leave_that_cannot_be_written_is_written_by_the_next_heartbeat(monkeyp
 
     registry = get_registry()
     member = registry.join(ANONYMOUS, "room", "ada")
-    original = Registry._delete
+    original = Registry._write_leaves
 
-    def failing(self, member):
+    def failing(self):
         raise OperationalError("the database is away")
 
-    monkeypatch.setattr(Registry, "_delete", failing)
+    monkeypatch.setattr(Registry, "_write_leaves", failing)
     registry.leave(member)
     assert PresenceMember.objects.exists()
-    monkeypatch.setattr(Registry, "_delete", original)
+    monkeypatch.setattr(Registry, "_write_leaves", original)
     registry.beat()
     assert not PresenceMember.objects.exists()
     assert presence_events()[-1][0] == LEAVE
+
+
+def test_connections_that_leave_at_once_write_their_leaves_in_one_batch_on_one_database_connection():
+    """A thousand streams that end together (a server restart, a lost network) must not open a thousand connections."""
+    from django.db.backends.signals import connection_created
+
+    registry = get_registry()
+    members = [registry.join(ANONYMOUS, "room", f"guest {n}") for n in range(40)]
+    opened = []
+
+    def count(sender, connection, **kwargs):
+        opened.append(threading.get_ident())
+
+    def leave(member):
+        try:
+            registry.leave(member)
+        finally:
+            connection.close()
+
+    connection_created.connect(count)
+    threads = [threading.Thread(target=leave, args=(member,)) for member in members]
+    try:
+        # Every leave is queued while one batch is being written: the next writer takes them all.
+        with registry._deleting:
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 10
+            while len(registry._leaving) < len(members):
+                assert time.monotonic() < deadline, f"{len(registry._leaving)} leaves queued"
+                time.sleep(0.01)
+        for thread in threads:
+            thread.join(10)
+    finally:
+        connection_created.disconnect(count)
+    assert len(opened) == 1, f"{len(opened)} database connections for {len(members)} leaves"
+    assert not PresenceMember.objects.exists()
+    left = sorted(data["connection"] for event, data in presence_events() if event == LEAVE)
+    assert left == sorted(member.connection for member in members)
 
 
 def test_join_events_carry_the_info_as_json_the_client_can_read():

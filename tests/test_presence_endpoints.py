@@ -102,6 +102,20 @@ def test_joining_twice_is_an_error_and_the_first_join_stands():
     run(main())
 
 
+def test_joins_beyond_max_channels_are_too_many_channels():
+    async def main():
+        async with connected() as client:
+            for channel in ("chat:a", "chat:b"):
+                assert (await client.request({"type": "join", "channel": channel, "name": "ada"}))["type"] == "joined"
+            reply = await client.request({"type": "join", "channel": "chat:c", "name": "ada"})
+            assert reply["code"] == "too_many_channels", reply
+            assert "present on at most 2 channels" in reply["message"]
+            assert await run_released(PresenceMember.objects.count) == 2
+
+    with override_settings(REALTIME={**settings.REALTIME, "PRESENCE_CHANNELS": ["chat:*"], "MAX_CHANNELS": 2}):
+        run(main())
+
+
 # SSE --------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
@@ -52,6 +53,13 @@ def _released(func: Any, *args: Any, **kwargs: Any) -> Any:
         return func(*args, **kwargs)
     finally:
         release_connections()
+
+
+def _within_limit(held: Collection[str], message: str, ref: protocol.Ref) -> None:
+    """Refuse one more channel where a connection holds MAX_CHANNELS already (*message* names the limit)."""
+    limit = realtime_settings.MAX_CHANNELS
+    if len(held) >= limit:
+        raise protocol.ProtocolError(protocol.TOO_MANY_CHANNELS, message.format(limit=limit), ref)
 
 
 async def run_released(func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -424,11 +432,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             raise protocol.ProtocolError(protocol.BAD_MESSAGE, f"last_id: {exc}", request.ref) from None
         if channel in self.followers:
             raise protocol.ProtocolError(protocol.ALREADY_SUBSCRIBED, f"already subscribed to {channel}", request.ref)
-        limit = realtime_settings.MAX_CHANNELS
-        if len(self.followers) >= limit:
-            raise protocol.ProtocolError(
-                protocol.TOO_MANY_CHANNELS, f"at most {limit} subscriptions per connection", request.ref
-            )
+        _within_limit(self.followers, "at most {limit} subscriptions per connection", request.ref)
         if not await self.authorize(channel, SUBSCRIBE, request.ref):
             raise protocol.ProtocolError(protocol.FORBIDDEN, f"not allowed to subscribe to {channel}", request.ref)
         # Without last_id, start at the hub's horizon: every event after it
@@ -493,11 +497,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         channel = _valid_channel(request.channel, request.ref)
         if channel in self.joined:
             raise protocol.ProtocolError(protocol.ALREADY_JOINED, f"already present on {channel}", request.ref)
-        limit = realtime_settings.MAX_CHANNELS
-        if len(self.joined) >= limit:
-            raise protocol.ProtocolError(
-                protocol.TOO_MANY_CHANNELS, f"present on at most {limit} channels per connection", request.ref
-            )
+        _within_limit(self.joined, "present on at most {limit} channels per connection", request.ref)
         if not await self.authorize(channel, PRESENCE, request.ref):
             raise protocol.ProtocolError(protocol.FORBIDDEN, f"not allowed to be present on {channel}", request.ref)
         try:
