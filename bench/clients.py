@@ -5,9 +5,10 @@ obeys commands from the runner over a pipe.  Parsing is the least that gives
 an honest number: undo HTTP chunking, split lines, and ``json.loads`` only the
 ``data: {`` lines, which carry ``{"t": publish time, "seq": n}``.  Each chunk
 is timestamped once, on arrival.  Events with a negative seq are warm-ups and
-are ignored.  By default every stream expects every event; a path with
-``{i}`` gives each stream a channel of its own, and :meth:`ClientPool.reset`
-can then name the one stream each event is for.  Other transports subclass
+are ignored; data objects with no seq (presence events, say) are only
+counted.  By default every stream expects every event; a path with ``{i}``
+gives each stream a channel of its own, and :meth:`ClientPool.reset` can
+then name the one stream each event is for.  Other transports subclass
 :class:`Stream` (``bench.ws_clients``) and are named in :meth:`ClientPool.open`.
 """
 
@@ -48,6 +49,7 @@ class Tally:
         self.received = 0  # distinct wanted (stream, seq) pairs received
         self.duplicates = 0
         self.unexpected = 0  # seqs outside range(expect), or meant for another stream
+        self.other = 0  # data objects without a seq: not the bench's events (presence.join, say)
         self.cpu_start = time.process_time()
 
 
@@ -115,7 +117,10 @@ class Stream(asyncio.Protocol):
                 self._count(json.loads(line[6:]), now)
 
     def _count(self, payload: dict[str, Any], now: float) -> None:
-        seq = payload["seq"]
+        seq = payload.get("seq")
+        if seq is None:
+            self.worker.tally.other += 1
+            return
         if seq < 0:
             return
         tally = self.worker.tally
@@ -225,6 +230,7 @@ class Worker:
             "expected": self.tally.wanted,
             "live": live,
             "streams": len(self.streams),
+            "other": self.tally.other,
         }
 
     def results(self) -> dict[str, Any]:
@@ -236,6 +242,7 @@ class Worker:
             "expected": tally.wanted,
             "duplicates": tally.duplicates,
             "unexpected": tally.unexpected,
+            "other": tally.other,
             "streams_with_loss": sum(1 for n in short if n),
             "dropped_connections": sum(stream.lost_connection for stream in self.streams),
             "client_cpu_seconds": time.process_time() - tally.cpu_start,
@@ -337,7 +344,7 @@ class ClientPool:
 
     def status(self) -> dict[str, int]:
         replies = self._all("status")
-        return {key: sum(r[key] for r in replies) for key in ("received", "expected", "live", "streams")}
+        return {key: sum(r[key] for r in replies) for key in ("received", "expected", "live", "streams", "other")}
 
     def results(self) -> dict[str, Any]:
         replies = self._all("results")
