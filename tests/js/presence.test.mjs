@@ -310,3 +310,33 @@ test("over SSE: a watcher adds no presence= and a failed question is asked again
   assert.deepEqual(seen.errors, ["http"]);
   rt.close();
 });
+
+test("a subscribe() after presence() takes the presence's subscription over, from its own lastId", async () => {
+  FakeSocket.all = [];
+  const rt = new Realtime(wsOptions);
+  const here = rt.presence("chat:a", { join: false });
+  const got = [];
+  const sub = rt.subscribe("chat:a", { lastId: "0", onEvent: (e) => got.push(e.id) });
+  await wait(0);
+  const socket = FakeSocket.all[0];
+  socket.open();
+  assert.deepEqual(socket.sent.map(withoutRef), [{ type: "subscribe", channel: "chat:a", last_id: "0" }]);
+  socket.receive({ type: "subscribed", channel: "chat:a", last_id: "0", ref: socket.sent[0].ref });
+  socket.receive({ type: "presence", channel: "chat:a", cursor: "2", members: [], ref: socket.sent[1].ref });
+  socket.receive({ type: "event", channel: "chat:a", id: "1", event: "message", data: "old" });
+  socket.receive(join("2", "c1", "gone")); // replayed history at or below the list's cursor: ignored
+  socket.receive(join("3", "c2", "ann"));
+  assert.deepEqual(got, ["1"]);
+  assert.deepEqual(users(here), [["ann", ["c2"]]]);
+
+  // The page unsubscribes: it hears nothing more, and the presence keeps the subscription.
+  sub.unsubscribe();
+  socket.receive({ type: "event", channel: "chat:a", id: "4", event: "message", data: "new" });
+  socket.receive(leave("5", "c2", "ann"));
+  assert.deepEqual(got, ["1"]);
+  assert.deepEqual(here.members(), []);
+  assert.ok(!socket.sent.some((m) => m.type === "unsubscribe"));
+  here.leave();
+  assert.equal(socket.sent.at(-1).type, "unsubscribe");
+  rt.close();
+});

@@ -8,8 +8,9 @@
  * The parts: SSEParser (the WHATWG "Server-sent events" parser, over fetch, since
  * EventSource shows neither the status nor the headers of a refusal), the retry
  * policy (backoffDelay, parseRetryAfter), one transport class per transport
- * (WebSocketTransport, SSETransport) behind the same small interface, and Realtime,
- * an EventTarget that routes events to Subscriptions and decides when to reconnect.
+ * (WebSocketTransport, SSETransport) behind the same small interface, Realtime,
+ * an EventTarget that routes events to Subscriptions and decides when to reconnect,
+ * and Presence, who is here on a channel, kept exact over either transport.
  */
 (function (global) {
   "use strict";
