@@ -569,6 +569,7 @@
     }
 
     _joinRefused(error) {
+      if (!this.active) return; // refused after it left: nothing to tell
       if (JOIN_REFUSALS.has(error.code)) this._refused = true;
       this.self = null;
       this._error(error);
@@ -1577,6 +1578,7 @@
         // Without its subscription a presence can neither see nor join: it ends, saying why.
         this._presences.delete(sub.channel);
         presence.active = false;
+        clearTimeout(presence._retry);
         presence._fire("error", presence.onError, error);
       }
       if (sub._page) {

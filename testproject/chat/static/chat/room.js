@@ -64,7 +64,7 @@
     nickInput.value = nick();
     localStorage.setItem(NICK_KEY, nickInput.value);
     paintAvatar($("me-avatar"), nick());
-    here.update({ name: nick() }); // present again, under the new name
+    if (here.self === null || here.self.user !== nick()) here.update({ name: nick() }); // present again, as the new name
     renderPeople();
   });
   paintAvatar($("me-avatar"), nick());
