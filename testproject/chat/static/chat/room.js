@@ -64,7 +64,8 @@
     nickInput.value = nick();
     localStorage.setItem(NICK_KEY, nickInput.value);
     paintAvatar($("me-avatar"), nick());
-    if (here.self === null || here.self.user !== nick()) here.update({ name: nick() }); // present again, as the new name
+    // Present again, as the new name (a member's identity is fixed when it joins).
+    if (here.self === null || here.self.user !== nick()) here.update({ name: nick() });
     renderPeople();
   });
   paintAvatar($("me-avatar"), nick());
