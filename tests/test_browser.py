@@ -39,6 +39,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 #: Seconds within which a closed page leaves the others' "Here now" list: its connection's close, no timeout.
 LEAVES_WITHIN = 3.0
+#: The servers' presence heartbeat and timeout, in seconds: the members of a killed server leave within their sum.
+PRESENCE_SETTINGS = {"PRESENCE_HEARTBEAT": 1, "PRESENCE_TIMEOUT": 8}
 HARNESS_JS = Path(__file__).resolve().parent / "js" / "browser_harness.js"
 TRANSPORTS = [pytest.param("ws", id="websocket"), pytest.param("sse", id="sse")]
 
@@ -55,6 +57,8 @@ def env(tmp_path_factory) -> dict[str, str]:
     """The environment of the servers and commands: a migrated SQLite database of the module's own."""
     path = tmp_path_factory.mktemp("browser") / "db.sqlite3"
     environment = project_env(f"sqlite:///{path}")
+    more = json.loads(environment.get("REALTIME_JSON", "{}"))
+    environment["REALTIME_JSON"] = json.dumps({**more, **PRESENCE_SETTINGS})
     manage(environment, "migrate", "--verbosity", "0")
     return environment
 
@@ -228,6 +232,8 @@ def test_a_page_whose_server_restarts_catches_up_without_duplicates_or_gaps(
         for text in ["three", "four", "five"]:
             say(bob, text)
         publish_event(env, f"chat:{room}", {"nick": "cron", "text": "six"})
+        # A killed server cannot say that its pages left: the other server's heartbeat finds it dead.
+        wait_for_value(bob, PEOPLE, ["bob"], timeout=sum(PRESENCE_SETTINGS.values()) + 10)
     finally:
         primary.start()  # whatever happened: the next tests need it
 
@@ -236,6 +242,9 @@ def test_a_page_whose_server_restarts_catches_up_without_duplicates_or_gaps(
     expect_messages(ann, expected, timeout=20)
     say(ann, "seven")
     expect_messages(bob, [*expected, "seven"])
+    # Reconnected, the page is present again and asks who is here.
+    wait_for_value(bob, PEOPLE, ["bob", "ann"])
+    wait_for_value(ann, PEOPLE, ["ann", "bob"])
     assert ann.text_content("#status .via") == ("WebSocket" if transport == "ws" else "SSE")
 
 
