@@ -3,7 +3,6 @@
 Environment: DATABASE_URL (default: a SQLite file beside manage.py),
 REALTIME_BACKEND (polling, the default; postgres; redis), REDIS_URL (for
 redis; default redis://127.0.0.1:6379/0), DJANGO_DEBUG, DJANGO_SECRET_KEY,
-CHAT_PRESENCE_INTERVAL (the chat's presence heartbeat, in seconds; default 10),
 DJANGO_ATOMIC_REQUESTS ("1": on), REALTIME_KEEPALIVE and REALTIME_JSON (more
 REALTIME settings as a JSON object), DEMO_WITHOUT_DAPHNE ("1": runserver serves WSGI).
 """
@@ -95,9 +94,11 @@ STATIC_URL = "static/"
 
 REALTIME = {
     "BACKEND": os.environ.get("REALTIME_BACKEND", "polling"),
-    "PUBLIC_CHANNELS": ["chat:*", "presence:*", "demo:*"],
-    # WebSocket clients may publish to the chat rooms and their presence channels, and only there.
-    "PUBLISH_CHANNELS": ["chat:*", "presence:*"],
+    "PUBLIC_CHANNELS": ["chat:*", "demo:*"],
+    # WebSocket clients may publish to the chat rooms, and only there.
+    "PUBLISH_CHANNELS": ["chat:*"],
+    # Pages are present in the chat rooms, under the nickname they ask for (docs/presence.md).
+    "PRESENCE_CHANNELS": ["chat:*"],
 }
 if REALTIME["BACKEND"] == "redis":
     REALTIME["OPTIONS"] = {"url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}
@@ -105,10 +106,6 @@ if "REALTIME_KEEPALIVE" in os.environ:
     REALTIME["KEEPALIVE"] = float(os.environ["REALTIME_KEEPALIVE"])
 # More REALTIME settings, as a JSON object: for the tests that run this project.
 REALTIME.update(json.loads(os.environ.get("REALTIME_JSON", "{}")))
-
-# The demo chat: seconds between two presence heartbeats of a page. A page that
-# sends none for 2.5 times this is taken to have left (see chat/static/chat/room.js).
-CHAT_PRESENCE_INTERVAL = float(os.environ.get("CHAT_PRESENCE_INTERVAL", "10"))
 
 LOGGING = {
     "version": 1,

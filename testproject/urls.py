@@ -11,7 +11,6 @@ urlpatterns = [
     path("room/", views.join, name="join"),
     path("room/<slug:room>/", views.room, name="room"),
     path("room/<slug:room>/send/", views.send, name="send"),
-    path("room/<slug:room>/presence/", views.presence, name="presence"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("dashboard/click/", views.click, name="click"),
     path("clock/", views.clock, name="clock"),

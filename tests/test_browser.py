@@ -37,8 +37,10 @@ from tests.servers import manage, project_env, publish_event
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
-#: The presence heartbeat of the servers under test, in seconds: pages leave 2.5 times this after their last one.
-PRESENCE_INTERVAL = 1.5
+#: Seconds within which a closed page leaves the others' "Here now" list: its connection's close, no timeout.
+LEAVES_WITHIN = 3.0
+#: The servers' presence heartbeat and timeout, in seconds: the members of a killed server leave within their sum.
+PRESENCE_SETTINGS = {"PRESENCE_HEARTBEAT": 1, "PRESENCE_TIMEOUT": 8}
 HARNESS_JS = Path(__file__).resolve().parent / "js" / "browser_harness.js"
 TRANSPORTS = [pytest.param("ws", id="websocket"), pytest.param("sse", id="sse")]
 
@@ -54,7 +56,9 @@ def new_room() -> str:
 def env(tmp_path_factory) -> dict[str, str]:
     """The environment of the servers and commands: a migrated SQLite database of the module's own."""
     path = tmp_path_factory.mktemp("browser") / "db.sqlite3"
-    environment = {**project_env(f"sqlite:///{path}"), "CHAT_PRESENCE_INTERVAL": str(PRESENCE_INTERVAL)}
+    environment = project_env(f"sqlite:///{path}")
+    more = json.loads(environment.get("REALTIME_JSON", "{}"))
+    environment["REALTIME_JSON"] = json.dumps({**more, **PRESENCE_SETTINGS})
     manage(environment, "migrate", "--verbosity", "0")
     return environment
 
@@ -228,6 +232,8 @@ def test_a_page_whose_server_restarts_catches_up_without_duplicates_or_gaps(
         for text in ["three", "four", "five"]:
             say(bob, text)
         publish_event(env, f"chat:{room}", {"nick": "cron", "text": "six"})
+        # A killed server cannot say that its pages left: the other server's heartbeat finds it dead.
+        wait_for_value(bob, PEOPLE, ["bob"], timeout=sum(PRESENCE_SETTINGS.values()) + 10)
     finally:
         primary.start()  # whatever happened: the next tests need it
 
@@ -236,46 +242,84 @@ def test_a_page_whose_server_restarts_catches_up_without_duplicates_or_gaps(
     expect_messages(ann, expected, timeout=20)
     say(ann, "seven")
     expect_messages(bob, [*expected, "seven"])
+    # Reconnected, the page is present again and asks who is here.
+    wait_for_value(bob, PEOPLE, ["bob", "ann"])
+    wait_for_value(ann, PEOPLE, ["ann", "bob"])
     assert ann.text_content("#status .via") == ("WebSocket" if transport == "ws" else "SSE")
 
 
-def test_presence_shows_who_is_here_and_who_leaves(open_page, primary):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_presence_shows_who_is_here_and_who_leaves(open_page, primary, env, transport):
     room = new_room()
-    ann = enter_room(open_page, primary, room, "ann")
-    bob = enter_room(open_page, primary, room, "bob", "sse")
-    cat = enter_room(open_page, primary, room, "cat")
+    ann = enter_room(open_page, primary, room, "ann", transport)
+    bob = enter_room(open_page, primary, room, "bob", transport)
+    # Yourself first, then the others by name: the second page sees the first, and the first the second.
+    wait_for_value(bob, PEOPLE, ["bob", "ann"])
+    wait_for_value(ann, PEOPLE, ["ann", "bob"])
+    wait_for_value(ann, NOTICES, ["bob joined"])
 
-    for page, me in ((ann, "ann"), (bob, "bob"), (cat, "cat")):
-        # Yourself first, then the others by name.
-        wait_for_value(page, PEOPLE, [me, *sorted({"ann", "bob", "cat"} - {me})])
+    # A page opened later gets the current list at once: no heartbeat to wait for.
+    started = time.monotonic()
+    cat = enter_room(open_page, primary, room, "cat", transport)
+    wait_for_value(cat, PEOPLE, ["cat", "ann", "bob"], timeout=LEAVES_WITHIN)
+    assert time.monotonic() - started < LEAVES_WITHIN
+    assert cat.evaluate(NOTICES) == [], "a first list says who is here, not who came"
     wait_for_value(ann, NOTICES, ["bob joined", "cat joined"])
 
-    # A closed tab says goodbye on pagehide.
+    # A closed tab leaves as its connection closes.
     started = time.monotonic()
     bob.close()
-    wait_for_value(ann, PEOPLE, ["ann", "cat"], timeout=5)
-    assert time.monotonic() - started < 2.5 * PRESENCE_INTERVAL, "left by timeout, not by its goodbye"
+    wait_for_value(ann, PEOPLE, ["ann", "cat"], timeout=LEAVES_WITHIN)
+    wait_for_value(cat, PEOPLE, ["cat", "ann"], timeout=LEAVES_WITHIN)
+    elapsed = time.monotonic() - started
+    assert elapsed < LEAVES_WITHIN, f"left after {elapsed:.1f}s"
 
-    # A crashed tab says nothing: it is gone after 2.5 heartbeats without one.
+    # A crashed tab says nothing, but its connection closes all the same.
     started = time.monotonic()
     _crash(cat)
-    wait_for_value(ann, PEOPLE, ["ann"], timeout=2.5 * PRESENCE_INTERVAL + 5)
+    wait_for_value(ann, PEOPLE, ["ann"], timeout=LEAVES_WITHIN)
     elapsed = time.monotonic() - started
-    assert elapsed < 2.5 * PRESENCE_INTERVAL + 2, f"gone after {elapsed:.1f}s"
+    assert elapsed < LEAVES_WITHIN, f"gone after {elapsed:.1f}s"
     assert ann.evaluate(NOTICES) == ["bob joined", "cat joined", "bob left", "cat left"]
 
+    # Only joins and leaves are stored: nothing more for the page that stays, a while later.
+    ann.wait_for_timeout(3000)
+    assert room_log(env, room) == {
+        f"chat:{room}": {"presence.join": 3, "presence.leave": 2},
+    }, "a page's presence writes its join and its leave, and no heartbeat"
 
-def test_a_guests_joined_notice_shows_their_name_after_a_rename(open_page, primary):
+
+def room_log(env: dict[str, str], room: str) -> dict[str, dict[str, int]]:
+    """Count the log's events of *room*'s channels (chat:<room>, and any other channel naming it), by name."""
+    code = (
+        "import json\n"
+        "from django.db.models import Count\n"
+        "from django_realtime.models import Event\n"
+        f"rows = Event.objects.filter(channel__endswith={f':{room}'!r}).values('channel', 'event')\n"
+        "rows = rows.annotate(n=Count('id'))\n"
+        "counts = {}\n"
+        "for row in rows: counts.setdefault(row['channel'], {})[row['event']] = row['n']\n"
+        "print(json.dumps(counts))\n"
+    )
+    return json.loads(manage(env, "shell", "-c", code).splitlines()[-1])
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_guests_joined_notice_shows_their_name_after_a_rename(open_page, primary, transport):
     room = new_room()
-    ann = enter_room(open_page, primary, room, "ann")
-    guest = enter_room(open_page, primary, room, "guest-4321", "sse")
+    ann = enter_room(open_page, primary, room, "ann", transport)
+    guest = enter_room(open_page, primary, room, "guest-4321", transport)
     wait_for_value(ann, NOTICES, ["guest-4321 joined"])
 
     guest.fill("#nick", "bob")
-    guest.press("#nick", "Tab")  # the change event: the page announces its new name
+    guest.press("#nick", "Tab")  # the change event: the page is present again under its new name
 
     wait_for_value(ann, PEOPLE, ["ann", "bob"])
+    wait_for_value(guest, PEOPLE, ["bob", "ann"])
     wait_for_value(ann, NOTICES, ["bob joined"])
+    # A page that comes now sees the new name only.
+    cat = enter_room(open_page, primary, room, "cat", transport)
+    wait_for_value(cat, PEOPLE, ["cat", "ann", "bob"])
 
 
 def _crash(page: Any) -> None:

@@ -1,17 +1,17 @@
 """The demo: chat rooms with presence, a dashboard fed from the shell, and a clock.
 
-Everything live goes through the event log.  A room is two channels:
-``chat:<room>`` holds its messages (replayed from the start on join, so the
-history needs no table of its own) and ``presence:<room>`` the join, here and
-leave signals of the pages that have it open (see static/chat/room.js).
-Pages send over their WebSocket (``PUBLISH_CHANNELS``) or, over SSE, by the
-POST views below, which check what they publish.
+Everything live goes through the event log.  A room is one channel,
+``chat:<room>``: it holds the room's messages (replayed from the start on
+join, so the history needs no table of its own) and, as the package's
+presence (``PRESENCE_CHANNELS``, docs/presence.md), the ``presence.join`` and
+``presence.leave`` events of the pages that have it open: each page is
+present under its nickname while its connection is open (see
+static/chat/room.js).  Pages send over their WebSocket (``PUBLISH_CHANNELS``)
+or, over SSE, by the POST view below, which checks what it publishes.
 """
 
-import re
 import time
 
-from django.conf import settings
 from django.http import Http404, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -20,7 +20,6 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_POST
 
 from django_realtime import event_stream, publish, publish_html
-from django_realtime.templatetags.realtime import realtime_cursor
 
 #: Longest message, in characters (the page enforces it too).
 MAX_TEXT = 2000
@@ -30,9 +29,6 @@ MAX_NICK = 40
 MAX_ROOM = 50
 #: Rooms offered in the sidebar.
 SUGGESTED_ROOMS = ["lobby", "random", "django"]
-PRESENCE_EVENTS = {"join", "here", "leave"}
-#: A page's presence id: random, chosen by the page.
-SID_PATTERN = re.compile(r"[A-Za-z0-9]{8,32}\Z")
 DASHBOARD_CHANNEL = "demo:dashboard"
 TICKER_CHANNEL = "demo:ticker"
 
@@ -65,16 +61,11 @@ def room(request, room):
     config = {
         "room": room,
         "chatChannel": f"chat:{room}",
-        "presenceChannel": f"presence:{room}",
         "sendUrl": reverse("send", args=[room]),
-        "presenceUrl": reverse("presence", args=[room]),
         "transport": transport,
         "user": request.user.get_username() if request.user.is_authenticated else "",
         "maxText": MAX_TEXT,
         "maxNick": MAX_NICK,
-        "presenceInterval": settings.CHAT_PRESENCE_INTERVAL,
-        # Presence starts at this render: older signals say nothing about who is here now.
-        "cursor": realtime_cursor(),
     }
     rooms = sorted({*SUGGESTED_ROOMS, room})
     context = {"room": room, "rooms": rooms, "config": config, "transport": request.GET.get("transport", "")}
@@ -90,20 +81,6 @@ def send(request, room):
         return HttpResponseBadRequest(f"text must be 1 to {MAX_TEXT} characters")
     event = publish(f"chat:{room}", {"nick": _nick(request, request.POST.get("nick", "")), "text": text})
     return JsonResponse({"id": str(event.id)})
-
-
-@require_POST
-def presence(request, room):
-    """Publish a presence signal (join, here, leave) for pages on SSE, and for every page's last leave."""
-    _check_room(room)
-    event = request.POST.get("event", "")
-    sid = request.POST.get("sid", "")
-    if event not in PRESENCE_EVENTS or not SID_PATTERN.match(sid):
-        return HttpResponseBadRequest("event must be join, here or leave, and sid 8 to 32 letters or digits")
-    stored = publish(
-        f"presence:{room}", {"sid": sid, "nick": _nick(request, request.POST.get("nick", ""))}, event=event
-    )
-    return JsonResponse({"id": str(stored.id)})
 
 
 def dashboard(request):

@@ -8,8 +8,9 @@
  * The parts: SSEParser (the WHATWG "Server-sent events" parser, over fetch, since
  * EventSource shows neither the status nor the headers of a refusal), the retry
  * policy (backoffDelay, parseRetryAfter), one transport class per transport
- * (WebSocketTransport, SSETransport) behind the same small interface, and Realtime,
- * an EventTarget that routes events to Subscriptions and decides when to reconnect.
+ * (WebSocketTransport, SSETransport) behind the same small interface, Realtime,
+ * an EventTarget that routes events to Subscriptions and decides when to reconnect,
+ * and Presence, who is here on a channel, kept exact over either transport.
  */
 (function (global) {
   "use strict";
@@ -286,6 +287,15 @@
     return (await response.text().catch(() => "")).trim().slice(0, 500);
   }
 
+  /** The presence/ endpoint of an SSE endpoint URL (docs/sse.md#presence), asking about `channel`. */
+  function presenceUrl(sseUrl, channel) {
+    const at = sseUrl.indexOf("?");
+    const path = at === -1 ? sseUrl : sseUrl.slice(0, at);
+    const params = new URLSearchParams(at === -1 ? "" : sseUrl.slice(at + 1));
+    params.set("channel", channel);
+    return (path.endsWith("/") ? path : path + "/") + "presence/?" + params;
+  }
+
   function absoluteUrl(url, websocket) {
     const resolved = new URL(url, global.location ? global.location.href : undefined);
     if (websocket && resolved.protocol === "http:") resolved.protocol = "ws:";
@@ -314,6 +324,11 @@
     target.dispatchEvent(event);
   }
 
+  /** A lastId option as a cursor: "" (what {% realtime_cursor %} gives when it has no safe cursor) means none. */
+  function cursorOption(value) {
+    return value === undefined || value === null || value === "" ? null : String(value);
+  }
+
   /**
    * One channel of a Realtime connection; returned by Realtime.subscribe(). An EventTarget:
    * "event", "reset" and "error" events carry the same detail as onEvent, onReset, onError.
@@ -323,6 +338,21 @@
       super();
       this.realtime = realtime;
       this.channel = channel;
+      /** The id of the last event of the channel seen, or null: where a reconnect resumes. */
+      this.lastId = cursorOption(options.lastId);
+      this._take(options);
+      this.active = true;
+      /** Whether the page asked for it (false: a Presence made it for itself). */
+      this._page = true;
+      /** The Presence of this channel, which gets its presence.* events whatever `events` says. */
+      this._presence = null;
+    }
+
+    unsubscribe() {
+      this.realtime._unsubscribe(this);
+    }
+
+    _take(options) {
       /** Event names delivered (a Set), or null for every name ("*"). */
       this.events = options.events === "*" ? null : new Set(options.events || ["message"]);
       /** "json" (the default: data is parsed, and data that is not JSON is an error) or "text". */
@@ -330,18 +360,259 @@
       if (this.data !== "json" && this.data !== "text") {
         throw new RealtimeError("bad_option", `data must be "json" or "text", not ${JSON.stringify(this.data)}`);
       }
-      /** The id of the last event of the channel seen, or null: where a reconnect resumes. */
-      // "" (what {% realtime_cursor %} gives when it has no safe cursor) means none, as null does.
-      this.lastId = options.lastId === undefined || options.lastId === null || options.lastId === "" ? null : String(options.lastId);
       this.onEvent = options.onEvent || null;
       this.onReset = options.onReset || null;
       this.onError = options.onError || null;
+    }
+  }
+
+  const PRESENCE_EVENTS = new Set(["presence.join", "presence.leave"]);
+  /** The SSE stream's in-band codes for a refused join (docs/sse.md#presence): the channel streams anyway. */
+  const PRESENCE_REFUSALS = new Set(["presence_forbidden", "bad_presence"]);
+  /** Join refusals after which asking again cannot help (the others, "unavailable", are retried on reconnect). */
+  const JOIN_REFUSALS = new Set(["forbidden", "bad_message", "too_large", "presence_forbidden", "bad_presence"]);
+
+  function isObject(value) {
+    return value !== null && typeof value === "object" && !Array.isArray(value);
+  }
+
+  /**
+   * Who is present on one channel (docs/presence.md); returned by Realtime.presence(). An
+   * EventTarget: "join" and "leave" (a user's first connection came, their last one went),
+   * "change" (any change of the list, the first list included) and "error".
+   *
+   * Exact by the rule of docs/presence.md#staying-exact: the list is asked for once the
+   * channel's subscription is live, the presence.* events received meanwhile are kept, and
+   * only those above the list's cursor are applied; asked again after a reset or a reconnect.
+   */
+  class Presence extends EventTarget {
+    constructor(realtime, channel, options) {
+      super();
+      this.realtime = realtime;
+      this.channel = channel;
+      /** {connection, user} once this connection is present (over SSE both are null: the stream is not told), else null. */
+      this.self = null;
+      /** True once the first list has been applied. */
+      this.ready = false;
       this.active = true;
+      this._join = options.join !== false;
+      this._refused = false; // the server refused the join for good: do not ask again
+      this._setIdentity(options);
+      this.onJoin = options.onJoin || null;
+      this.onLeave = options.onLeave || null;
+      this.onChange = options.onChange || null;
+      this.onError = options.onError || null;
+      this._members = new Map(); // connection -> {connection, user, info}, oldest first
+      this._cursor = null; // the id up to which _members is exact
+      this._kept = null; // presence events received while the list is asked for, else null
+      this._asking = 0; // the number of the current question: a late answer to an older one is dropped
+      this._attempt = 0;
+      this._retry = null;
+      this._sub = null;
     }
 
-    unsubscribe() {
-      this.realtime._unsubscribe(this);
+    /** The members grouped by user, oldest first: [{user, info, connections: [connection...]}]; info is the newest connection's. */
+    members() {
+      const users = new Map();
+      for (const member of this._members.values()) {
+        const group = users.get(member.user);
+        if (group) {
+          group.connections.push(member.connection);
+          group.info = member.info;
+        } else users.set(member.user, { user: member.user, info: member.info, connections: [member.connection] });
+      }
+      return Array.from(users.values());
     }
+
+    /** Every present connection, oldest first: [{connection, user, info}]. */
+    connections() {
+      return Array.from(this._members.values(), (member) => ({ ...member }));
+    }
+
+    /** Stop being present and watching; unsubscribe if the presence made the subscription. Idempotent. */
+    leave() {
+      if (!this.active) return;
+      this.active = false;
+      this._join = false;
+      clearTimeout(this._retry);
+      this.realtime._endPresence(this);
+      this.self = null;
+      this.ready = false;
+      this._members = new Map();
+      this._kept = null;
+    }
+
+    /** Be present under another name or info: leave, then join again (a new connection id). */
+    update(options) {
+      if (!this.active) throw new RealtimeError("closed", `the presence on ${this.channel} has left`);
+      const { name, info } = options || {};
+      this._setIdentity({ name: name === undefined ? this._name : name, info: info === undefined ? this._info : info });
+      this._refused = false;
+      this.self = null;
+      this.realtime._transport.presenceJoin(this, true);
+      return this;
+    }
+
+    // Internals ---------------------------------------------------------
+
+    _setIdentity({ name, info }) {
+      if (name !== undefined && name !== null && typeof name !== "string") {
+        throw new RealtimeError("bad_option", "name must be a string");
+      }
+      if (info !== undefined && info !== null && !isObject(info)) {
+        throw new RealtimeError("bad_option", "info must be an object");
+      }
+      this._name = name === undefined || name === null ? null : name;
+      this._info = info === undefined || info === null ? null : info;
+    }
+
+    /** Whether this connection should be present now. */
+    get _wanted() {
+      return this.active && this._join && !this._refused;
+    }
+
+    /** The subscription is live (again): this connection joins if it should, and asks who is here. */
+    _live() {
+      if (!this.active) return;
+      this.realtime._transport.presenceJoin(this, false);
+      this._ask();
+    }
+
+    /** Ask for the list; keep the presence events that come meanwhile. */
+    _ask() {
+      if (!this.active) return;
+      clearTimeout(this._retry);
+      this._asking += 1;
+      if (this._kept === null) this._kept = [];
+      this.realtime._transport.presenceWho(this, this._asking);
+    }
+
+    /** The transport could not get the list: report, and ask again after a backoff if that can help. */
+    _unanswered(asking, error, { retry = false, retryAfter = null } = {}) {
+      if (!this.active || asking !== this._asking) return;
+      this._error(error);
+      if (!retry) return;
+      const { minDelay, maxDelay, random } = this.realtime.options;
+      let delay = backoffDelay(this._attempt++, { minDelay, maxDelay, random });
+      if (retryAfter !== null && retryAfter !== undefined) delay = Math.max(delay, retryAfter);
+      this._retry = setTimeout(() => {
+        if (this.active && asking === this._asking) this.realtime._transport.presenceWho(this, asking);
+      }, delay);
+    }
+
+    /** The answer: take its members, then the kept events above its cursor; diff with the old list after a re-sync. */
+    _answered(asking, cursor, members) {
+      if (!this.active || asking !== this._asking) return;
+      this._attempt = 0;
+      const next = new Map();
+      for (const member of Array.isArray(members) ? members : []) {
+        if (member && typeof member.connection === "string" && typeof member.user === "string") {
+          next.set(member.connection, { connection: member.connection, user: member.user, info: member.info ?? null });
+        }
+      }
+      let at = cursor === undefined || cursor === null ? null : String(cursor);
+      for (const event of this._kept || []) {
+        if (at !== null && event.id !== "" && compareIds(event.id, at) <= 0) continue; // already in the list
+        applyPresence(next, event.type, event.data);
+        if (event.id !== "") at = event.id;
+      }
+      this._kept = null;
+      const first = !this.ready;
+      this.ready = true;
+      this._cursor = at;
+      this._replace(next, first);
+    }
+
+    /** A presence.* event of the channel, in order and once (the subscription's ids see to that). */
+    _event(id, type, data) {
+      if (!this.active || !PRESENCE_EVENTS.has(type)) return;
+      if (this._kept !== null || !this.ready) {
+        (this._kept || (this._kept = [])).push({ id, type, data });
+        return;
+      }
+      if (this._cursor !== null && id !== "" && compareIds(id, this._cursor) <= 0) return; // in the list already
+      if (id !== "") this._cursor = id;
+      const next = new Map(this._members);
+      applyPresence(next, type, data);
+      this._replace(next, false);
+    }
+
+    /** Make `next` the list; fire join and leave for the users that came and went, then change. */
+    _replace(next, first) {
+      const previous = this._members;
+      this._members = next;
+      if (!first && samePresence(previous, next)) return;
+      if (!first) {
+        const before = byUser(previous);
+        const after = byUser(next);
+        for (const [user, connections] of before) {
+          if (after.has(user)) continue;
+          const last = connections[connections.length - 1];
+          this._fire("leave", this.onLeave, { user, connection: last.connection, info: last.info });
+        }
+        for (const [user, connections] of after) {
+          if (before.has(user)) continue;
+          const firstOne = connections[0];
+          this._fire("join", this.onJoin, { user, info: firstOne.info, connection: firstOne.connection });
+        }
+      }
+      this._fire("change", this.onChange, { members: this.members() });
+    }
+
+    _joined(connection, user) {
+      if (this.active) this.self = { connection, user };
+    }
+
+    /** The connection that was present closed: the server has let it go. */
+    _gone() {
+      this.self = null;
+    }
+
+    _joinRefused(error) {
+      if (!this.active) return; // refused after it left: nothing to tell
+      if (JOIN_REFUSALS.has(error.code)) this._refused = true;
+      this.self = null;
+      this._error(error);
+    }
+
+    _error(error) {
+      error.channel = this.channel;
+      this._fire("error", this.onError, error);
+      this.realtime._report(error);
+    }
+
+    _fire(type, callback, detail) {
+      callSafely(callback, detail);
+      fire(this, type, detail);
+    }
+  }
+
+  /** Apply one presence.* event to a list: a join sets its connection, a leave deletes it (both idempotent). */
+  function applyPresence(members, type, data) {
+    if (!data || typeof data.connection !== "string") return;
+    if (type === "presence.leave") members.delete(data.connection);
+    else if (type === "presence.join" && typeof data.user === "string") {
+      // A new object (the old list may share the old one); an existing key keeps its place.
+      members.set(data.connection, { connection: data.connection, user: data.user, info: data.info ?? null });
+    }
+  }
+
+  function byUser(members) {
+    const users = new Map();
+    for (const member of members.values()) {
+      if (!users.has(member.user)) users.set(member.user, []);
+      users.get(member.user).push(member);
+    }
+    return users;
+  }
+
+  function samePresence(a, b) {
+    if (a.size !== b.size) return false;
+    for (const [connection, member] of a) {
+      const other = b.get(connection);
+      if (!other || other.user !== member.user || JSON.stringify(other.info) !== JSON.stringify(member.info)) return false;
+    }
+    return true;
   }
 
   // Transports ----------------------------------------------------------
@@ -352,8 +623,15 @@
   //   drop()           close the connection, keeping every subscription's last id
   //   close(code, msg) close for good: fail what waits on it
   //   connected        whether a connection is open or opening
+  //   resubscribe(sub, lastId)      start the subscription again from lastId
+  //   presenceAdded(p)             a Presence came for a subscription: start it if that one is live
+  //   presenceJoin(p, again)       make the connection present on p.channel or not, as p wants
+  //                                (again: leave and join anew, with p's new name and info)
+  //   presenceWho(p, asking)       ask who is present: p._answered(asking, cursor, members)
+  //                                or p._unanswered(asking, error, {retry, retryAfter})
   // and reports back to the Realtime: _opened(t), _lost(t, {opened, retryAfter, atOnce}),
-  // _deliver(sub, message), _reset(sub, ...), _refuse(sub, error), _report(error).
+  // _live(t, sub) (a subscription is live: a Presence asks now), _deliver(sub, message),
+  // _reset(sub, ...), _refuse(sub, error), _report(error).
 
   /** The WebSocket protocol of docs/websocket.md: per-channel subscriptions, ids and errors. */
   class WebSocketTransport {
@@ -363,6 +641,9 @@
       this.socket = null;
       this.requests = new Map(); // ref -> pending request
       this.nextRef = 1;
+      this.live = new Set(); // the subscriptions the server confirmed on this socket
+      this.again = new Set(); // the subscriptions sent again (resubscribe()), until confirmed
+      this.joined = new Map(); // channel -> the Presence this socket joined (or asked to join) there
       this.everOpened = false;
       this._timers = {};
     }
@@ -419,7 +700,44 @@
     }
 
     unsubscribed(sub) {
+      this.live.delete(sub);
       if (this.open) this.socket.send(JSON.stringify({ type: "unsubscribe", channel: sub.channel }));
+    }
+
+    resubscribe(sub, lastId) {
+      sub.lastId = lastId;
+      if (!this.open) return; // the next socket subscribes from lastId
+      // Events of the old subscription still on the way are dropped until the new one is confirmed.
+      this.live.delete(sub);
+      this.again.add(sub);
+      this.socket.send(JSON.stringify({ type: "unsubscribe", channel: sub.channel }));
+      this._sendSubscribe(sub);
+    }
+
+    presenceAdded(presence) {
+      if (this.live.has(presence._sub)) presence._live();
+    }
+
+    presenceJoin(presence, again) {
+      if (!this.open) return; // a closed socket left already; the next one joins once subscribed
+      const channel = presence.channel;
+      if (this.joined.get(channel) === presence && (again || !presence._wanted)) {
+        this.joined.delete(channel);
+        this._request({ kind: "leave", presence, message: { type: "leave", channel } });
+      }
+      // Joined only once subscribed, so that the channel's presence.* events since are all seen.
+      if (presence._wanted && !this.joined.has(channel) && this.live.has(presence._sub)) {
+        const message = { type: "join", channel };
+        if (presence._name !== null) message.name = presence._name;
+        if (presence._info !== null) message.info = presence._info;
+        this.joined.set(channel, presence);
+        this._request({ kind: "join", presence, message });
+      }
+    }
+
+    presenceWho(presence, asking) {
+      if (!this.open || !this.live.has(presence._sub)) return; // asked again once subscribed
+      this._request({ kind: "who", presence, asking, message: { type: "presence", channel: presence.channel } });
     }
 
     /** Forget the socket: no handler of it runs after this. */
@@ -427,6 +745,10 @@
       for (const timer of Object.values(this._timers)) clearTimeout(timer);
       const socket = this.socket;
       this.socket = null;
+      this.live.clear();
+      this.again.clear();
+      for (const presence of this.joined.values()) presence._gone(); // the server leaves for a closed socket
+      this.joined.clear();
       if (!socket) return;
       socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
       try {
@@ -491,10 +813,16 @@
     }
 
     _sendSubscribe(sub) {
-      const ref = this.nextRef++;
-      const message = { type: "subscribe", channel: sub.channel, ref };
+      const message = { type: "subscribe", channel: sub.channel };
       if (sub.lastId !== null) message.last_id = sub.lastId;
-      const request = { kind: "subscribe", sub, message, sent: false };
+      this._request({ kind: "subscribe", sub, message });
+    }
+
+    /** Send a request whose answer (or error) comes back with its ref. */
+    _request(request) {
+      const ref = this.nextRef++;
+      request.message.ref = ref;
+      request.sent = false;
       this.requests.set(ref, request);
       this._send(ref, request);
     }
@@ -526,15 +854,29 @@
       if (request && msg.type !== "event" && msg.type !== "reset") this.requests.delete(msg.ref);
       switch (msg.type) {
         case "subscribed": {
-          const sub = host._subs.get(msg.channel);
-          if (sub && sub.lastId === null && typeof msg.last_id === "string") sub.lastId = msg.last_id;
+          const sub = request && request.kind === "subscribe" ? request.sub : host._subs.get(msg.channel);
+          if (!sub || host._subs.get(sub.channel) !== sub) break; // unsubscribed meanwhile
+          if (sub.lastId === null && typeof msg.last_id === "string") sub.lastId = msg.last_id;
+          this.live.add(sub);
+          this.again.delete(sub);
+          host._live(this, sub);
           break;
         }
         case "event":
-          host._deliver(host._subs.get(msg.channel), { id: msg.id, event: msg.event, data: msg.data, text: false });
+        case "reset": {
+          const sub = host._subs.get(msg.channel);
+          if (!sub || this.again.has(sub)) break; // of the subscription before resubscribe()
+          if (msg.type === "event") host._deliver(sub, { id: msg.id, event: msg.event, data: msg.data, text: false });
+          else host._reset(sub, msg.reason, msg.last_id, msg.resume_id);
           break;
-        case "reset":
-          host._reset(host._subs.get(msg.channel), msg.reason, msg.last_id, msg.resume_id);
+        }
+        case "joined":
+          if (request && request.kind === "join" && this.joined.get(msg.channel) === request.presence) {
+            request.presence._joined(msg.connection, msg.user);
+          }
+          break;
+        case "presence":
+          if (request && request.kind === "who") request.presence._answered(request.asking, msg.cursor, msg.members);
           break;
         case "ack":
           if (request && request.kind === "publish") {
@@ -562,6 +904,16 @@
         this.host._refuse(request.sub, error);
         return;
       }
+      if (request && request.kind === "join") {
+        if (this.joined.get(request.presence.channel) === request.presence) this.joined.delete(request.presence.channel);
+        request.presence._joinRefused(error);
+        return;
+      }
+      if (request && request.kind === "who") {
+        request.presence._unanswered(request.asking, error, { retry: msg.code === "unavailable" });
+        return;
+      }
+      if (request && request.kind === "leave") return; // not_joined: the server had let it go already
       this.host._report(error);
     }
   }
@@ -578,6 +930,9 @@
       this.channels = null; // the channels the server streams now (a refused one leaves it)
       this.subs = null; // the subscriptions the stream was opened for
       this.cursor = null; // the last id the stream delivered
+      this.opened = false; // the stream in flight answered 200
+      this.present = []; // the Presences the stream joins for (?presence=)
+      this.joinKey = null; // what the stream asked to join, to tell when that changes
       this._unroutable = false;
     }
 
@@ -597,6 +952,10 @@
       }
       const channels = subs.map((sub) => sub.channel).sort();
       const params = new URLSearchParams(channels.map((c) => ["channel", c]));
+      const joins = this._joins();
+      for (const presence of joins.present) params.append("presence", presence.channel);
+      if (joins.name !== null) params.append("name", joins.name);
+      if (joins.info !== null) params.append("info", JSON.stringify(joins.info));
       params.append("include", "channel");
       // A query parameter, not the Last-Event-ID header: exact all the same, and a simple
       // request, which a cross-origin endpoint serves without a CORS preflight.
@@ -606,18 +965,98 @@
       this.controller = controller;
       this.channels = new Set(channels);
       this.subs = new Set(subs);
+      this.present = joins.present;
+      this.joinKey = joins.key;
       this._stream(base + (base.includes("?") ? "&" : "?") + params, controller).catch((error) => {
         // A bug of ours or of a page's listener: report it, and let the backoff try again.
         if (controller === this.controller) this._failed(new RealtimeError("internal", String(error)), {});
       });
     }
 
-    /** Reopen the stream if it does not carry exactly the subscribed channels. */
+    /** Reopen the stream if it does not carry exactly the subscribed channels, present where Presences want. */
     sync() {
       const wanted = Array.from(this.host._subs.keys());
-      if (this.controller && wanted.length === this.channels.size && wanted.every((c) => this.channels.has(c))) return;
+      if (
+        this.controller &&
+        wanted.length === this.channels.size &&
+        wanted.every((c) => this.channels.has(c)) &&
+        this._joins().key === this.joinKey
+      )
+        return;
       this.drop();
       this.connect();
+    }
+
+    /**
+     * The presence the stream should join: the channels of the Presences that want to be
+     * present, with one name and one info for the stream (the first such Presence's).
+     */
+    _joins() {
+      const present = [];
+      for (const presence of this.host._presences.values()) {
+        if (presence._wanted && this.host._subs.get(presence.channel) === presence._sub) present.push(presence);
+      }
+      present.sort((a, b) => (a.channel < b.channel ? -1 : a.channel > b.channel ? 1 : 0));
+      const owner = Array.from(this.host._presences.values()).find((p) => present.includes(p));
+      const name = owner ? owner._name : null;
+      const info = owner ? owner._info : null;
+      const key = JSON.stringify([present.map((p) => p.channel), name, info]);
+      return { present, name, info, key };
+    }
+
+    resubscribe(sub, lastId) {
+      this.drop(); // first: drop() moves each subscription to the stream's cursor
+      sub.lastId = lastId;
+      this.host._queueSync();
+    }
+
+    presenceAdded(presence) {
+      this.host._queueSync(); // a presence to join changes the URL: the stream reopens, then asks
+      if (this.opened && this.subs.has(presence._sub) && !presence._wanted) presence._live();
+    }
+
+    presenceJoin() {
+      this.host._queueSync(); // joins and leaves are the stream's URL
+    }
+
+    presenceWho(presence, asking) {
+      if (!this.opened || !this.subs.has(presence._sub)) return; // asked again once the stream opens
+      this._who(presence, asking).catch((error) =>
+        presence._unanswered(asking, new RealtimeError("internal", String(error)), { retry: true })
+      );
+    }
+
+    /** GET the presence/ endpoint beside the SSE endpoint, with the stream's credentials. */
+    async _who(presence, asking) {
+      const host = this.host;
+      const url = presenceUrl(host.options.sseUrl, presence.channel);
+      let response;
+      try {
+        response = await host.options.fetch(url, {
+          headers: { Accept: "application/json" },
+          credentials: host.options.credentials,
+          cache: "no-store",
+        });
+      } catch (error) {
+        presence._unanswered(asking, new RealtimeError("network", `GET ${url} failed: ${error.message}`), { retry: true });
+        return;
+      }
+      if (!response.ok) {
+        const text = await responseText(response);
+        const status = response.status;
+        const error = new RealtimeError(STOP_STATUSES.get(status) || "http", text || `HTTP ${status}`, { status, url });
+        const retryAfter = parseRetryAfter(response.headers.get("retry-after"));
+        presence._unanswered(asking, error, { retry: !STOP_STATUSES.has(status), retryAfter });
+        return;
+      }
+      let body;
+      try {
+        body = await response.json();
+      } catch (error) {
+        presence._unanswered(asking, new RealtimeError("bad_message", `${url} did not answer JSON`), { retry: true });
+        return;
+      }
+      presence._answered(asking, body.cursor, body.members);
     }
 
     subscribed() {
@@ -639,6 +1078,9 @@
       }
       this.controller = null;
       this.channels = null;
+      this.opened = false;
+      for (const presence of this.present) presence._gone(); // the server leaves for a stream that ended
+      this.present = [];
       controller.abort();
     }
 
@@ -679,6 +1121,13 @@
         return;
       }
       host._opened(this);
+      this.opened = true;
+      // The stream joined before its first byte; the server does not tell it its connection id.
+      for (const presence of this.present) presence._joined(null, null);
+      for (const sub of this.subs) {
+        if (current()) host._live(this, sub);
+      }
+      if (!current()) return;
       const parser = new SSEParser(
         (event) => current() && this._onEvent(event),
         (delay) => current() && (host._serverRetry = delay),
@@ -743,12 +1192,23 @@
           }
           return;
         }
+        const error = new RealtimeError(String(fields.code), String(fields.message));
+        if (PRESENCE_REFUSALS.has(error.code)) {
+          // A refused join: the channel streams all the same; the next stream does not ask again.
+          const presence = host._presences.get(fields.channel);
+          if (presence && this.present.includes(presence)) {
+            this.present = this.present.filter((p) => p !== presence);
+            presence._joinRefused(error);
+            this.joinKey = this._joins().key;
+          }
+          return;
+        }
         // A refused channel: the server streams the others, so this stream carries on without it.
         const sub = host._subs.get(fields.channel);
         if (this.channels) this.channels.delete(fields.channel);
         if (sub && this.subs.has(sub)) {
           this.subs.delete(sub);
-          host._refuse(sub, new RealtimeError(String(fields.code), String(fields.message)));
+          host._refuse(sub, error);
         }
         return;
       }
@@ -784,6 +1244,7 @@
         throw new RealtimeError("bad_option", `transport must be "auto", "websocket" or "sse", not ${transport}`);
       }
       this._subs = new Map(); // channel -> Subscription
+      this._presences = new Map(); // channel -> Presence
       this._wrapped = new Map(); // listener given to on() -> its event listener, per type
       this._attempt = 0; // failed connections in a row, for the backoff
       this._wsFailures = 0; // WebSocket attempts in a row that never opened
@@ -859,7 +1320,9 @@
         throw new RealtimeError("invalid_channel", `invalid channel name: ${JSON.stringify(channel)}`);
       }
       if (this._closed) throw new RealtimeError("closed", "this Realtime is closed");
-      if (this._subs.has(channel)) {
+      const existing = this._subs.get(channel);
+      if (existing && !existing._page) return this._adopt(existing, options);
+      if (existing) {
         throw new RealtimeError("already_subscribed", `already subscribed to ${channel}; unsubscribe first`);
       }
       const sub = new Subscription(this, channel, options);
@@ -867,6 +1330,33 @@
       if (this._state === "failed") this._setState(this._everLive ? "reconnecting" : "connecting");
       if (!this._paused && this._timer === null) this._transport.subscribed(sub);
       return sub;
+    }
+
+    /**
+     * Who is present on `channel`, kept exact: a Presence (docs/client.md#presence).
+     * `options`: { join: true, name, info, onJoin, onLeave, onChange, onError }. It uses the
+     * channel's subscription if there is one, else makes one of its own.
+     */
+    presence(channel, options) {
+      options = options || {};
+      if (typeof channel !== "string" || !CHANNEL_PATTERN.test(channel)) {
+        throw new RealtimeError("invalid_channel", `invalid channel name: ${JSON.stringify(channel)}`);
+      }
+      if (this._closed) throw new RealtimeError("closed", "this Realtime is closed");
+      if (this._presences.has(channel)) {
+        throw new RealtimeError("already_present", `already a presence on ${channel}; leave() it first`);
+      }
+      const presence = new Presence(this, channel, options);
+      let sub = this._subs.get(channel);
+      if (!sub) {
+        sub = this.subscribe(channel, { events: [] });
+        sub._page = false;
+      }
+      sub._presence = presence;
+      presence._sub = sub;
+      this._presences.set(channel, presence);
+      if (!this._paused && this._timer === null) this._transport.presenceAdded(presence);
+      return presence;
     }
 
     /** The last id seen on `channel`, or null. */
@@ -905,6 +1395,8 @@
       this._sse.close();
       for (const sub of this._subs.values()) sub.active = false;
       this._subs.clear();
+      for (const presence of this._presences.values()) presence.active = false;
+      this._presences.clear();
       this._setState("closed");
     }
 
@@ -1044,6 +1536,36 @@
       fire(this, "error", error);
     }
 
+    /** A subscription is live on `transport` (WebSocket: subscribed; SSE: the stream opened). */
+    _live(transport, sub) {
+      if (transport !== this._transport || !sub.active) return;
+      if (sub._presence) sub._presence._live();
+    }
+
+    /** The page subscribes to a channel whose Presence made the subscription: the page's it is now. */
+    _adopt(sub, options) {
+      sub._take(options);
+      sub._page = true;
+      const lastId = cursorOption(options.lastId);
+      // An explicit start elsewhere (history from "0", say) subscribes again from there.
+      if (lastId !== null && lastId !== sub.lastId && !this._paused && this._timer === null) {
+        this._transport.resubscribe(sub, lastId);
+      } else if (lastId !== null) sub.lastId = lastId;
+      return sub;
+    }
+
+    /** presence.leave(): leave (over the transport), and end the subscription if the presence made it. */
+    _endPresence(presence) {
+      if (this._presences.get(presence.channel) !== presence) return;
+      this._presences.delete(presence.channel);
+      const sub = presence._sub;
+      if (!this._closed) this._transport.presenceJoin(presence, false);
+      if (sub && sub._presence === presence) {
+        sub._presence = null;
+        if (!sub._page) this._unsubscribe(sub);
+      }
+    }
+
     /** Drop a subscription the server refused and tell its owner (and, unless `quiet`, the page). */
     _refuse(sub, error, quiet) {
       error.channel = sub.channel;
@@ -1051,8 +1573,18 @@
         this._subs.delete(sub.channel);
         sub.active = false;
       }
-      callSafely(sub.onError, error);
-      fire(sub, "error", error);
+      const presence = sub._presence;
+      if (presence && this._presences.get(sub.channel) === presence) {
+        // Without its subscription a presence can neither see nor join: it ends, saying why.
+        this._presences.delete(sub.channel);
+        presence.active = false;
+        clearTimeout(presence._retry);
+        presence._fire("error", presence.onError, error);
+      }
+      if (sub._page) {
+        callSafely(sub.onError, error);
+        fire(sub, "error", error);
+      }
       if (!quiet) this._report(error);
     }
 
@@ -1065,6 +1597,17 @@
       if (id !== "") {
         if (sub.lastId !== null && compareIds(id, sub.lastId) <= 0) return; // seen before a reconnect
         sub.lastId = id;
+      }
+      if (sub._presence && PRESENCE_EVENTS.has(msg.event)) {
+        let data = msg.data;
+        if (msg.text) {
+          try {
+            data = JSON.parse(data);
+          } catch (error) {
+            data = null; // not the server's: ignored
+          }
+        }
+        sub._presence._event(id, msg.event, data);
       }
       if (sub.events !== null && !sub.events.has(msg.event)) return;
       let data = msg.data;
@@ -1092,6 +1635,8 @@
       if (!sub || !sub.active) return;
       // Rebuild from what follows: the events after resume_id are the ones the log still holds.
       sub.lastId = resumeId;
+      if (sub._presence) sub._presence._ask(); // events may be missing: ask who is here again
+      if (!sub._page) return;
       const detail = { channel: sub.channel, reason, lastId, resumeId };
       callSafely(sub.onReset, detail);
       fire(sub, "reset", detail);
@@ -1100,6 +1645,12 @@
 
     _unsubscribe(sub) {
       if (this._subs.get(sub.channel) !== sub) return;
+      if (sub._page && sub._presence) {
+        // The channel's Presence goes on with it: the page only stops hearing of it.
+        sub._take({ events: [] });
+        sub._page = false;
+        return;
+      }
       this._subs.delete(sub.channel);
       sub.active = false;
       this._transport.unsubscribed(sub);
@@ -1110,6 +1661,7 @@
     Realtime,
     RealtimeError,
     Subscription,
+    Presence,
     SSEParser,
     WebSocketTransport,
     SSETransport,

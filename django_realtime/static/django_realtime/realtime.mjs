@@ -13,6 +13,7 @@ export const {
   Realtime,
   RealtimeError,
   Subscription,
+  Presence,
   SSEParser,
   WebSocketTransport,
   SSETransport,

@@ -1,26 +1,18 @@
 // The demo chat room: messages, presence and connection status, on realtime.js.
 //
-// Messages live on the channel chat:<room>. The page subscribes from id "0", so the log
-// replays the room's history before live messages, with no query of its own.
-//
-// Presence lives on presence:<room>, as signals each page publishes about itself:
-//   join   when its connection goes live (again),
-//   here   every PRESENCE_INTERVAL seconds, and shortly after someone else's join,
-//   leave  on pagehide, by navigator.sendBeacon, which outlives the page.
-// A page takes someone to have left on their leave, or after 2.5 intervals with no signal
-// (a crashed tab, a lost network): with the default 10 s, within 25 s at worst.
+// A room is one channel, chat:<room>. The page subscribes to its messages from id "0", so
+// the log replays the room's history before live messages, with no query of its own; and
+// it is present there (realtime.presence()), which gives the sidebar's "Here now" list and
+// the "joined"/"left" notices: a closed tab leaves as its connection closes.
 (function () {
   "use strict";
 
-  const { Realtime, compareIds, csrfToken, post } = window.DjangoRealtime;
+  const { Realtime, post } = window.DjangoRealtime;
   const config = JSON.parse(document.getElementById("chat-config").textContent);
   const $ = (id) => document.getElementById(id);
 
   const NICK_KEY = "django-realtime-demo:nick";
   const SHOWN_MESSAGES = 500; // the DOM keeps the newest ones
-  const INTERVAL = config.presenceInterval * 1000;
-  const GONE_AFTER = 2.5 * INTERVAL;
-  const SID_PATTERN = /^[A-Za-z0-9]{8,32}$/;
 
   const messages = $("messages");
   const scroller = $("scroller");
@@ -72,8 +64,9 @@
     nickInput.value = nick();
     localStorage.setItem(NICK_KEY, nickInput.value);
     paintAvatar($("me-avatar"), nick());
+    // Present again, as the new name (a member's identity is fixed when it joins).
+    if (here.self === null || here.self.user !== nick()) here.update({ name: nick() });
     renderPeople();
-    announce("here");
   });
   paintAvatar($("me-avatar"), nick());
 
@@ -91,10 +84,7 @@
     status.querySelector(".via").textContent = via;
   }
 
-  realtime.on("state", ({ state }) => {
-    showStatus();
-    if (state === "live") announce("join");
-  });
+  realtime.on("state", showStatus);
   realtime.on("transport", () => {
     fellBack = true;
     showStatus();
@@ -200,111 +190,65 @@
     }
   });
 
-  // Presence.
+  // Presence: who has the room open, from realtime.js (docs/presence.md). Each page joins
+  // chat:<room> under its nickname; its info carries a random id of the page, so that a
+  // rename (leave, then join under the new name) shows as one, not as a leave and a join.
 
-  const sid = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => "abcdefghijklmnopqrstuvwxyz0123456789"[b % 36]).join("");
-  const members = new Map(); // sid -> {nick, seen}
-  const joinNotices = new Map(); // sid -> its "joined" notice, which follows a rename
-  let floor = config.cursor; // signals at or below it predate this page
-
+  const pageId = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
+  const here = realtime.presence(config.chatChannel, { name: nick(), info: { page: pageId } });
+  const pages = new Map(); // another page's id -> {name, joined: its "joined" notice, left: its "left" notice}
   let shown = new Set(); // who the list showed, so that only newcomers are animated
 
   function renderPeople() {
-    const list = [{ key: "", nick: nick(), me: true }];
-    for (const [key, person] of members) list.push({ key, nick: person.nick, me: false });
-    list.sort((a, b) => (b.me ? 1 : 0) - (a.me ? 1 : 0) || a.nick.localeCompare(b.nick));
+    const others = here
+      .connections()
+      .filter((member) => !(member.info && member.info.page === pageId) && member.user !== nick());
+    const names = [...new Set(others.map((member) => member.user))].sort((a, b) => a.localeCompare(b));
+    const list = [{ name: nick(), me: true }, ...names.map((name) => ({ name, me: false }))];
     const items = list.map((person) => {
+      const key = person.me ? "" : person.name;
       const item = el("li", person.me ? "person me" : "person");
-      if (!shown.has(person.key)) item.classList.add("new");
+      if (!shown.has(key)) item.classList.add("new");
       const avatar = el("span", "avatar");
       avatar.setAttribute("aria-hidden", "true");
-      paintAvatar(avatar, person.nick);
-      item.append(avatar, el("span", "name", person.nick));
+      paintAvatar(avatar, person.name);
+      item.append(avatar, el("span", "name", person.name));
       if (person.me) item.append(el("span", "you", "you"));
       return item;
     });
     $("people").replaceChildren(...items);
-    shown = new Set(list.map((person) => person.key));
+    shown = new Set(list.map((person) => (person.me ? "" : person.name)));
     $("people-count").textContent = String(list.length);
   }
 
-  function announce(event) {
-    if (realtime.state !== "live") return; // the next join says it all
-    const data = { sid, nick: nick() };
-    const sent =
-      realtime.transport === "websocket"
-        ? realtime.publish(config.presenceChannel, data, { event })
-        : post(config.presenceUrl, { event, ...data });
-    sent.catch((error) => console.warn("presence:", error.message));
+  function pageOf(detail) {
+    const page = detail.info && detail.info.page;
+    return typeof page === "string" && page !== pageId ? page : null; // this page's own come and go says nothing
   }
 
-  function onPresence(event) {
-    if (compareIds(event.id, floor) <= 0) return;
-    const who = event.data && event.data.sid;
-    const name = clip(event.data && event.data.nick, config.maxNick);
-    if (typeof who !== "string" || !SID_PATTERN.test(who) || !name || who === sid) return;
-    const known = members.get(who);
-    if (event.event === "leave") {
-      if (known) {
-        forget(who);
-        notice(`${known.nick} left`);
-        renderPeople();
-      }
-      return;
-    }
-    members.set(who, { nick: name, seen: Date.now() });
-    if (known && known.nick !== name) renamed(who, known.nick, name);
-    if (event.event === "join") {
-      if (!known) joinNotices.set(who, notice(`${name} joined`));
-      // Answer soon, so the newcomer sees who is here without waiting for heartbeats.
-      setTimeout(() => announce("here"), Math.random() * 1000);
-    }
-    if (!known || known.nick !== name) renderPeople();
-  }
-
-  /** A guest renamed themselves: their "joined" notice shows who they are now. */
-  function renamed(who, before, after) {
-    const item = joinNotices.get(who);
-    if (!item) return;
-    item.textContent = `${after} joined`;
-    item.title = `joined as ${before}`;
-  }
-
-  function forget(who) {
-    members.delete(who);
-    joinNotices.delete(who);
-  }
-
-  realtime.subscribe(config.presenceChannel, {
-    lastId: config.cursor,
-    events: ["join", "here", "leave"],
-    onEvent: onPresence,
-    onReset(reset) {
-      if (reset.reason === "unknown") floor = reset.resumeId; // a new log: its ids start lower
-    },
+  here.addEventListener("change", renderPeople);
+  here.addEventListener("join", ({ detail }) => {
+    const page = pageOf(detail);
+    if (!page) return;
+    const known = pages.get(page);
+    if (known && known.left) known.left.remove(); // back after a reconnect, or under a new name
+    if (known && known.name !== detail.user) {
+      // A rename: the "joined" notice shows who they are now.
+      if (known.joined) {
+        known.joined.textContent = `${detail.user} joined`;
+        known.joined.title = `joined as ${known.name}`;
+      } else known.joined = notice(`${known.name} is now ${detail.user}`);
+      known.name = detail.user;
+      known.left = null;
+    } else if (!known) pages.set(page, { name: detail.user, joined: notice(`${detail.user} joined`), left: null });
+    else known.left = null;
   });
-
-  setInterval(() => announce("here"), INTERVAL);
-  setInterval(() => {
-    const now = Date.now();
-    for (const [who, person] of members) {
-      if (now - person.seen <= GONE_AFTER) continue;
-      forget(who);
-      notice(`${person.nick} left`);
-      renderPeople();
-    }
-  }, 1000);
-
-  addEventListener("pagehide", () => {
-    const form = new FormData();
-    form.append("csrfmiddlewaretoken", csrfToken());
-    form.append("event", "leave");
-    form.append("sid", sid);
-    form.append("nick", nick());
-    navigator.sendBeacon(config.presenceUrl, form);
-  });
-  addEventListener("pageshow", (e) => {
-    if (e.persisted) announce("join"); // back from the back/forward cache
+  here.addEventListener("leave", ({ detail }) => {
+    const page = pageOf(detail);
+    if (!page) return;
+    const known = pages.get(page) || { name: detail.user, joined: null, left: null };
+    pages.set(page, known);
+    if (known.name === detail.user) known.left = notice(`${detail.user} left`); // else its old name, gone
   });
 
   renderPeople();
