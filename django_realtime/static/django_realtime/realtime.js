@@ -614,8 +614,13 @@
 
     /** Reopen the stream if it does not carry exactly the subscribed channels. */
     sync() {
-      const wanted = Array.from(this.host._subs.keys());
-      if (this.controller && wanted.length === this.channels.size && wanted.every((c) => this.channels.has(c))) return;
+      const subs = Array.from(this.host._subs.values());
+      if (this.controller && subs.length === this.channels.size && subs.every((sub) => this.channels.has(sub.channel))) {
+        // The same channels, but a channel unsubscribed and subscribed again is a new
+        // Subscription: the stream goes on, and routes that channel's events to it.
+        this.subs = new Set(subs);
+        return;
+      }
       this.drop();
       this.connect();
     }
