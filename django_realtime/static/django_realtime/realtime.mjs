@@ -21,6 +21,8 @@ export const {
   parseRetryAfter,
   csrfToken,
   post,
+  Peer,
+  pairChannel,
   VERSION,
 } = api;
 export default Realtime;
