@@ -1212,6 +1212,7 @@
           this._end("refused", "server");
         },
       });
+      this._stopClosed = realtime.on("state", ({ state }) => state === "closed" && this._end("closed", "local"));
       // Events published once the subscription is live reach it (both transports resume from a
       // cursor taken before): say hello then, and again with backoff until the other page answers.
       if (realtime.state === "live") queueMicrotask(() => this._hello());
@@ -1443,6 +1444,7 @@
       if (this.state === "closed") return;
       clearTimeout(this._helloTimer);
       if (this._stopLive) this._stopLive();
+      this._stopClosed();
       this._closeConnection();
       for (const stream of this._ownStreams) for (const track of stream.getTracks()) track.stop();
       if (this._sub.active) this._sub.unsubscribe();
