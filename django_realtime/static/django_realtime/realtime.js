@@ -1186,6 +1186,7 @@
       this.state = "waiting";
       this.options = {
         iceServers: [],
+        configuration: {}, // more RTCConfiguration, e.g. { iceTransportPolicy: "relay" }
         dataChannel: "data", // the label of the data channel; null for none
         publishUrl: null, // the publish endpoint, for SSE: by default "publish/" beside the SSE endpoint
         helloInterval: 1000, // first delay before saying hello again while nobody answered (doubles, up to 15 s)
@@ -1310,7 +1311,7 @@
       this.remoteId = remoteId;
       this.polite = this.options.polite !== undefined ? Boolean(this.options.polite) : this.id < remoteId;
       this._makingOffer = this._ignoreOffer = this._settingAnswer = false;
-      const pc = new this.options.RTCPeerConnection({ iceServers: this.options.iceServers });
+      const pc = new this.options.RTCPeerConnection({ ...this.options.configuration, iceServers: this.options.iceServers });
       this.connection = pc;
       const current = () => pc === this.connection;
       pc.onnegotiationneeded = async () => {
@@ -1466,8 +1467,8 @@
   Object.defineProperty(Realtime.prototype, "peer", {
     /**
      * Start a WebRTC connection to the one other page on `channel` (a pair channel); return a Peer.
-     * options: { iceServers, polite, stream, dataChannel, publishUrl, onOpen, onMessage, onTrack,
-     * onState, onClose, onError }.
+     * options: { iceServers, configuration, polite, stream, dataChannel, publishUrl, onOpen, onMessage,
+     * onTrack, onState, onClose, onError } (docs/webrtc.md).
      */
     value: function peer(channel, options) {
       if (this._closed) throw new RealtimeError("closed", "this Realtime is closed");
