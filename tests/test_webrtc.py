@@ -13,6 +13,7 @@ live and by replay, on both transports: plain HTTP and ``websockets``.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -137,6 +138,22 @@ def open_as(browser) -> Iterator[Callable[..., Any]]:
     assert not errors, errors
 
 
+def describe(signals: list[tuple[str, str, str]]) -> str:
+    """Return one line per signal: its event, sender, recipient, and a description's type and ICE ufrags."""
+    lines = []
+    for _id, event, text in signals:
+        data = json.loads(text)
+        extra = ""
+        if "description" in data:
+            sdp = data["description"]["sdp"]
+            ufrags = sorted(set(re.findall(r"ice-ufrag:(\S+)", sdp)))
+            extra = f"{data['description']['type']} {','.join(ufrags)} m={sdp.count('m=')}"
+        elif "candidate" in data:
+            extra = f"{data['candidate'].get('usernameFragment')} {data['candidate']['candidate'][:40]}"
+        lines.append(f"{event} {data.get('from', '')[:6]} -> {(data.get('to') or '*')[:6]} {extra}")
+    return "\n".join(lines)
+
+
 def stored(database: Path, channel: str) -> list[tuple[str, str, str]]:
     """Return the (id, event, data) of every event of *channel* in the log, oldest first."""
     with sqlite3.connect(database) as db:
@@ -148,6 +165,16 @@ def stored(database: Path, channel: str) -> list[tuple[str, str, str]]:
 
 # Two users call each other -----------------------------------------------
 
+#: What a failing test shows of a call page.
+CALL_STATE = """() => {
+  const peer = demoCall.peer;
+  const pc = peer && peer.connection;
+  return {
+    status: document.querySelector(".call-status").textContent,
+    peer: peer && { id: peer.id, remote: peer.remoteId, polite: peer.polite, state: peer.state },
+    pc: pc && [pc.signalingState, pc.iceGatheringState, pc.iceConnectionState, pc.connectionState],
+  };
+}"""
 MESSAGES = "() => Array.from(document.querySelectorAll('.call-messages li:not(.from-note)'), (e) => e.textContent)"
 REMOTE_VIDEO = (
     "() => { const s = document.querySelector('.call-remote').srcObject; return !!s && s.getVideoTracks().length }"
@@ -176,8 +203,13 @@ def test_two_users_connect_a_data_channel_and_video_through_their_pair_channel(
     bob_page.wait_for_selector(".call-answer:visible")
     bob_page.click(".call-answer")
     for page in (ann_page, bob_page):
-        page.wait_for_selector(".call-status[data-state=connected]")
-        page.wait_for_selector(".call-text:enabled")
+        try:
+            page.wait_for_selector(".call-status[data-state=connected]")
+            page.wait_for_selector(".call-text:enabled")
+        except Exception as exc:
+            states = [page.evaluate(CALL_STATE) for page in (ann_page, bob_page)]
+            signals = describe(stored(database, channel)[len(before) :])
+            raise AssertionError(f"not connected: {states}\nsignals:\n{signals}") from exc
 
     ann_page.fill(".call-text", "Hello Bob, peer to peer")
     ann_page.press(".call-text", "Enter")
@@ -196,6 +228,7 @@ def test_two_users_connect_a_data_channel_and_video_through_their_pair_channel(
     # The signalling went through the pair channel, over the transport of the pages;
     # the messages of the data channel went peer to peer, never through the log.
     signals = stored(database, channel)[len(before) :]
+    print(describe(signals))
     assert {event for _id, event, _data in signals} == SIGNALS
     assert not any("peer to peer" in data or "straight back" in data for _id, _event, data in signals)
     senders = {json.loads(data)["from"] for _id, _event, data in signals}

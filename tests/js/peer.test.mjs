@@ -35,7 +35,8 @@ class FakePeerConnection {
   }
   createDataChannel(label, options) {
     this.channel = { label, ...options, readyState: "connecting" };
-    queueMicrotask(() => this.onnegotiationneeded());
+    // Needed only while no description has negotiated the data (SCTP) transport.
+    if (!this.remoteDescription) queueMicrotask(() => this.onnegotiationneeded());
     return this.channel;
   }
   async setLocalDescription() {
@@ -53,7 +54,10 @@ class FakePeerConnection {
   async addIceCandidate(candidate) {
     this.calls.push(["candidate", candidate.candidate]);
   }
-  addTrack() {}
+  addTrack(track) {
+    this.calls.push(["track", track.kind]);
+    queueMicrotask(() => this.onnegotiationneeded());
+  }
   restartIce() {}
   close() {
     this.closed = true;
@@ -92,55 +96,87 @@ test("a page says hello once live, and ignores its own signals when they come ba
   realtime.close();
 });
 
-test("a hello from the other page starts the connection and is answered; signals for another session are ignored", async () => {
-  const { realtime, peer, socket } = await start("m", { iceServers: [{ urls: "stun:stun.example.com" }] });
+test("a hello from the other page starts the connection and is answered; the impolite page offers first", async () => {
+  const { realtime, peer, socket } = await start("z", { iceServers: [{ urls: "stun:stun.example.com" }] });
   const states = [];
   peer.addEventListener("state", (e) => states.push(e.detail.state));
-  deliver(socket, "webrtc.hello", { from: "z" });
+  deliver(socket, "webrtc.hello", { from: "m" });
   await until(() => signals(socket).length === 3);
   const [pc] = FakePeerConnection.all;
   assert.deepEqual(pc.config, { iceServers: [{ urls: "stun:stun.example.com" }] });
   assert.deepEqual([pc.channel.label, pc.channel.negotiated, pc.channel.id], ["data", true, 0]);
-  assert.equal(peer.remoteId, "z");
-  assert.equal(peer.polite, true, "the lower session id is polite");
+  assert.equal(peer.remoteId, "m");
+  assert.equal(peer.polite, false, "the higher session id is impolite");
   assert.deepEqual(signals(socket).slice(1), [
-    ["webrtc.hello", { from: "m", to: "z" }],
-    ["webrtc.description", { from: "m", to: "z", description: { type: "offer", sdp: "offer sdp" } }],
+    ["webrtc.hello", { from: "z", to: "m" }],
+    ["webrtc.description", { from: "z", to: "m", description: { type: "offer", sdp: "offer sdp" } }],
   ]);
-  deliver(socket, "webrtc.description", { from: "z", to: "someone-else", description: { type: "answer", sdp: "a" } });
-  deliver(socket, "webrtc.description", { from: "old", to: "m", description: { type: "answer", sdp: "a" } });
+  // Signals for another session, or from an earlier session of the other user, are ignored.
+  deliver(socket, "webrtc.description", { from: "m", to: "someone-else", description: { type: "answer", sdp: "a" } });
+  deliver(socket, "webrtc.description", { from: "old", to: "z", description: { type: "answer", sdp: "a" } });
   await wait(20);
   assert.deepEqual(pc.calls, [["local", "offer"]]);
-  deliver(socket, "webrtc.description", { from: "z", to: "m", description: { type: "answer", sdp: "a" } });
-  deliver(socket, "webrtc.candidate", { from: "z", to: "m", candidate: { candidate: "candidate:1" } });
+  deliver(socket, "webrtc.description", { from: "m", to: "z", description: { type: "answer", sdp: "a" } });
+  deliver(socket, "webrtc.candidate", { from: "m", to: "z", candidate: { candidate: "candidate:1" } });
   await until(() => pc.calls.length === 3);
   assert.deepEqual(pc.calls, [["local", "offer"], ["remote", "answer"], ["candidate", "candidate:1"]]);
   assert.deepEqual(states, ["connecting"]);
   realtime.close();
 });
 
+test("the polite page adds its data channel and tracks once it has answered the first offer", async () => {
+  const track = { kind: "video", stop() {} };
+  const stream = { getTracks: () => [track] };
+  const { realtime, peer, socket } = await start("m", { stream });
+  deliver(socket, "webrtc.hello", { from: "z" });
+  await until(() => signals(socket).length === 2);
+  const [pc] = FakePeerConnection.all;
+  await wait(20);
+  assert.equal(peer.polite, true);
+  assert.deepEqual(pc.calls, [], "no offer of its own, no channel, no track yet");
+  assert.equal(peer.dataChannel, null);
+  deliver(socket, "webrtc.description", { from: "z", to: "m", description: { type: "offer", sdp: "theirs" } });
+  await until(() => signals(socket).length === 4);
+  assert.deepEqual(pc.calls, [["remote", "offer"], ["local", "answer"], ["track", "video"], ["local", "offer"]]);
+  assert.equal(peer.dataChannel.id, 0);
+  assert.deepEqual(signals(socket).slice(2).map(([, data]) => data.description.type), ["answer", "offer"]);
+  realtime.close();
+});
+
 test("perfect negotiation: on colliding offers the impolite page keeps its own, the polite one answers", async () => {
-  for (const [id, polite] of [["z", false], ["a", true]]) {
-    const { realtime, peer, socket } = await start(id);
-    deliver(socket, "webrtc.hello", { from: "k" });
-    await until(() => signals(socket).length === 3); // hello, reply, our offer
-    const [pc] = FakePeerConnection.all;
-    assert.equal(peer.polite, polite);
-    assert.equal(pc.signalingState, "have-local-offer");
-    deliver(socket, "webrtc.description", { from: "k", to: id, description: { type: "offer", sdp: "theirs" } });
-    await wait(20);
-    if (polite) {
-      assert.deepEqual(pc.calls, [["local", "offer"], ["remote", "offer"], ["local", "answer"]]);
-      assert.deepEqual(signals(socket).at(-1), [
-        "webrtc.description",
-        { from: id, to: "k", description: { type: "answer", sdp: "answer sdp" } },
-      ]);
-    } else {
-      assert.deepEqual(pc.calls, [["local", "offer"]], "the impolite page ignores the colliding offer");
-      assert.equal(signals(socket).length, 3);
-    }
-    realtime.close();
-  }
+  // The impolite page, offering first, gets the polite page's colliding offer.
+  let { realtime, peer, socket } = await start("z");
+  deliver(socket, "webrtc.hello", { from: "k" });
+  await until(() => signals(socket).length === 3); // hello, reply, our offer
+  let [pc] = FakePeerConnection.all;
+  assert.equal(peer.polite, false);
+  assert.equal(pc.signalingState, "have-local-offer");
+  deliver(socket, "webrtc.description", { from: "k", to: "z", description: { type: "offer", sdp: "theirs" } });
+  deliver(socket, "webrtc.candidate", { from: "k", to: "z", candidate: { candidate: "of the ignored offer" } });
+  await wait(20);
+  assert.deepEqual(pc.calls.slice(0, 1), [["local", "offer"]]);
+  assert.ok(!pc.calls.some(([step, type]) => step === "remote" && type === "offer"), "the colliding offer is ignored");
+  assert.equal(signals(socket).length, 3);
+  realtime.close();
+
+  // The polite page, renegotiating (a camera added), gets the impolite page's colliding offer.
+  ({ realtime, peer, socket } = await start("a"));
+  deliver(socket, "webrtc.hello", { from: "k" });
+  deliver(socket, "webrtc.description", { from: "k", to: "a", description: { type: "offer", sdp: "first" } });
+  await until(() => signals(socket).length === 3); // hello, reply, answer
+  [pc] = FakePeerConnection.all;
+  peer.addStream({ getTracks: () => [{ kind: "audio", stop() {} }] });
+  await until(() => pc.signalingState === "have-local-offer");
+  deliver(socket, "webrtc.description", { from: "k", to: "a", description: { type: "offer", sdp: "second" } });
+  await until(() => signals(socket).length === 5);
+  assert.deepEqual(pc.calls.slice(-2), [["remote", "offer"], ["local", "answer"]]);
+  assert.deepEqual(
+    signals(socket).slice(3).map(([, data]) => data.description.type),
+    ["offer", "answer"],
+    "its own offer, then, rolled back, the answer to theirs"
+  );
+  assert.equal(pc.remoteDescription.sdp, "second");
+  realtime.close();
 });
 
 test("a bye from the other page ends the call; hangup() publishes one and unsubscribes", async () => {

@@ -1205,6 +1205,8 @@
       this._ignoreOffer = false;
       this._settingAnswer = false;
       this._stopLive = null;
+      this._attached = false;
+      this._attachTimer = null;
       this._sub = realtime.subscribe(channel, {
         events: SIGNAL_EVENTS,
         onEvent: (event) => this._received(event),
@@ -1237,7 +1239,7 @@
     /** Add the tracks of a MediaStream: to the connection now, and to any later one. */
     addStream(stream) {
       this._streams.push(stream);
-      if (this.connection) for (const track of stream.getTracks()) this.connection.addTrack(track, stream);
+      if (this.connection && this._attached) for (const track of stream.getTracks()) this.connection.addTrack(track, stream);
     }
 
     /**
@@ -1337,15 +1339,30 @@
         if (current() && state !== "new" && state !== "closed") this._setState(state);
       };
       pc.ontrack = ({ track, streams }) => current() && this._emit("track", "onTrack", { track, streams, peer: this });
+      // The impolite side makes the first offer; the polite one adds its data channel and tracks
+      // once it has answered it. Both offering at once is what perfect negotiation settles, but
+      // at the very start the polite side's rollback drops the transport its offer created, and
+      // Chromium (156) then gathers no ICE candidates for its answer: the call never connects.
+      this._attached = false;
+      if (this.polite) this._attachTimer = setTimeout(() => this._attach(pc), 3000); // no offer came: go first
+      else this._attach(pc);
+      this._setState("connecting");
+    }
+
+    /** Add the data channel and the tracks to `pc`, once. */
+    _attach(pc) {
+      if (this._attached || pc !== this.connection) return;
+      this._attached = true;
+      clearTimeout(this._attachTimer);
+      const current = () => pc === this.connection;
       if (this.options.dataChannel !== null) {
-        // Negotiated, with the same id on both sides: each side has it at once, whoever offers.
+        // Negotiated, with the same id on both sides: each side has it at once, whoever offered.
         const channel = pc.createDataChannel(this.options.dataChannel, { negotiated: true, id: 0 });
         this.dataChannel = channel;
         channel.onopen = () => current() && this._emit("open", "onOpen", { peer: this, channel });
         channel.onmessage = (e) => current() && this._emit("message", "onMessage", { data: e.data, peer: this });
       }
       for (const stream of this._streams) for (const track of stream.getTracks()) pc.addTrack(track, stream);
-      this._setState("connecting");
     }
 
     /** Perfect negotiation's description step (MDN). */
@@ -1365,6 +1382,7 @@
       if (description.type === "offer" && pc === this.connection) {
         await pc.setLocalDescription();
         this._signal("webrtc.description", { description: pc.localDescription });
+        this._attach(pc); // the polite side's own channel and tracks, now that it has answered
       }
     }
 
@@ -1435,6 +1453,7 @@
     }
 
     _closeConnection() {
+      clearTimeout(this._attachTimer);
       const pc = this.connection;
       this.connection = null;
       this.dataChannel = null;
