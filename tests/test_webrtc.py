@@ -235,6 +235,21 @@ def test_two_users_connect_a_data_channel_and_video_through_their_pair_channel(
     assert len(senders) == 2
 
 
+@pytest.mark.browser
+def test_a_declined_call_ends_on_the_callers_page(open_as, users, asgi):
+    ann, bob = users["ann"], users["bob"]
+    ann_page = open_as(ann, asgi, f"/call/{bob['pk']}/?transport=ws")
+    bob_page = open_as(bob, asgi, f"/call/{ann['pk']}/?transport=ws")
+    for page in (ann_page, bob_page):
+        wait_for_state(page, "live")
+    ann_page.click(".call-start")
+    bob_page.wait_for_selector(".call-decline:visible")
+    bob_page.click(".call-decline")
+    ann_page.wait_for_selector(".call-status[data-state=idle]")
+    assert ann_page.evaluate("() => demoCall.peer") is None
+    assert bob_page.text_content(".call-status") == "Declined ann's call."
+
+
 # A third user ------------------------------------------------------------
 
 
