@@ -63,6 +63,8 @@ DEFAULTS: dict[str, Any] = {
     "PUBLISH_CHANNELS": [],
     # fnmatch patterns of channels anyone may join the presence of, for the default AUTHORIZE.
     "PRESENCE_CHANNELS": [],
+    # Prefixes of pair channels "<prefix>:<pkA>-<pkB>" only users pkA and pkB may use, for the default AUTHORIZE.
+    "PAIR_CHANNELS": [],
     # Dotted path to callable(user, channel, name) -> the identity a connection is present as.
     "PRESENCE_IDENTITY": "django_realtime.presence.identify",
     # Seconds between two heartbeats of a process that holds presence members (one write each).

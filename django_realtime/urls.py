@@ -2,11 +2,12 @@
 
 from django.urls import path
 
-from .sse import views
+from .sse import publish, views
 
 app_name = "django_realtime"
 urlpatterns = [
     path("", views.events, name="events"),
     path("health/", views.health, name="health"),
     path("presence/", views.presence, name="presence"),
+    path("publish/", publish.publish, name="publish"),
 ]

@@ -100,6 +100,8 @@ REALTIME = {
     # Pages are present in the chat rooms, under the nickname they ask for (docs/presence.md).
     "PRESENCE_CHANNELS": ["chat:*"],
 }
+# Calls (chat/calls.py): call:<pkA>-<pkB> is for users pkA and pkB alone (docs/webrtc.md).
+REALTIME["PAIR_CHANNELS"] = ["call"]
 if REALTIME["BACKEND"] == "redis":
     REALTIME["OPTIONS"] = {"url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}
 if "REALTIME_KEEPALIVE" in os.environ:
@@ -113,3 +115,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_realtime": {"handlers": ["console"], "level": "INFO"}},
 }
+
+# Calls: the STUN and TURN servers pages pass to RTCPeerConnection, as JSON (CHAT_ICE_SERVERS),
+# e.g. [{"urls": "stun:stun.example.com:3478"}]; none by default, enough on one network.
+CALL_ICE_SERVERS = json.loads(os.environ.get("CHAT_ICE_SERVERS", "[]"))

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 
-from testproject.chat import views
+from testproject.chat import calls, views
 
 urlpatterns = [
     path("events/", include("django_realtime.urls")),
@@ -17,6 +17,7 @@ urlpatterns = [
     path("clock/stream/", views.clock_stream, name="clock-stream"),
     path("ticker/", views.ticker, name="ticker"),
     path("ticker/post/", views.ticker_post, name="ticker-post"),
+    path("call/<int:peer>/", calls.call, name="call"),
 ]
 # runserver serves static files itself; this serves them under gunicorn too, with DEBUG on only.
 urlpatterns += staticfiles_urlpatterns()

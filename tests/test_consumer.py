@@ -469,7 +469,7 @@ def test_a_database_failure_while_publishing_is_unavailable_and_the_connection_s
     def failing(*args, **kwargs):
         raise OperationalError("database is locked")
 
-    monkeypatch.setattr("django_realtime.websocket.consumer.publish", failing)
+    monkeypatch.setattr("django_realtime.client_publish.publish", failing)
 
     async def main():
         async with connected() as client:

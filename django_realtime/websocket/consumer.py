@@ -26,14 +26,14 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
-from ..auth import PRESENCE, PUBLISH, SUBSCRIBE, get_authorizer
+from ..auth import PRESENCE, SUBSCRIBE, get_authorizer
+from ..client_publish import check_publish, store_publish
 from ..conf import realtime_settings
-from ..exceptions import EventTooLarge, InvalidChannelName, InvalidCursor, InvalidEventData, InvalidEventName
+from ..exceptions import InvalidChannelName, InvalidCursor
 from ..hub import get_hub
 from ..log import release_connections
-from ..names import parse_cursor, validate_channel, validate_event_name
+from ..names import parse_cursor, validate_channel
 from ..presence import Member, PresenceRefused, get_registry
-from ..publishing import publish
 from ..streams import READ, WAIT, Follower
 from . import protocol
 from .flow_control import adapt_connection, send_now, unwrap_send
@@ -465,31 +465,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         return protocol.unsubscribed(channel, request.ref)
 
     async def publish(self, request: protocol.Publish) -> str:
-        channel = _valid_channel(request.channel, request.ref)
-        event = request.event if request.event is not None else "message"
-        try:
-            validate_event_name(event)
-        except InvalidEventName as exc:
-            raise protocol.ProtocolError(protocol.BAD_MESSAGE, str(exc), request.ref) from None
+        channel, event = check_publish(request)
         if self.bucket is not None and not self.bucket.take(asyncio.get_running_loop().time()):
             rate = realtime_settings.WEBSOCKET_PUBLISH_RATE
             raise protocol.ProtocolError(
                 protocol.RATE_LIMITED, f"more than {rate:g} publishes per second; wait and retry", request.ref
             )
-        if not await self.authorize(channel, PUBLISH, request.ref):
-            raise protocol.ProtocolError(protocol.FORBIDDEN, f"not allowed to publish to {channel}", request.ref)
-        try:
-            stored = await run_released(publish, channel, request.data, event=event)
-        except EventTooLarge as exc:
-            raise protocol.ProtocolError(protocol.TOO_LARGE, str(exc), request.ref) from None
-        except InvalidEventData as exc:
-            raise protocol.ProtocolError(protocol.BAD_MESSAGE, str(exc), request.ref) from None
-        except DatabaseError:
-            logger.exception("django_realtime could not store an event published over a WebSocket")
-            raise protocol.ProtocolError(
-                protocol.UNAVAILABLE, "the event could not be stored; try again later", request.ref
-            ) from None
-        return protocol.ack(str(stored.id), channel, request.ref)
+        # The hook and the write on one worker thread, as the publish endpoint runs them.
+        return await run_released(store_publish, self.user, channel, event, request.data, request.ref)
 
     # Presence ---------------------------------------------------------------
 

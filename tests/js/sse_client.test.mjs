@@ -187,6 +187,24 @@ test("subscribing and unsubscribing reopen the stream for the new set of channel
   realtime.close();
 });
 
+test("a channel unsubscribed and subscribed again in one go gets the stream's next events", async () => {
+  const { realtime, fetch } = client();
+  const old = [];
+  const first = realtime.subscribe("a", { onEvent: (e) => old.push(e.id) });
+  const stream = (await fetch.next()).open();
+  stream.send("retry: 3000\n\n" + event("a", 3, 1));
+  await until(() => realtime.lastId("a") === "3");
+  first.unsubscribe();
+  const got = [];
+  realtime.subscribe("a", { onEvent: (e) => got.push(e.id) });
+  await wait(10);
+  stream.send(event("a", 4, 2));
+  await until(() => got.length === 1);
+  assert.deepEqual([old, got], [["3"], ["4"]]);
+  assert.equal(fetch.calls.length, 1, "the same channels: the stream goes on");
+  realtime.close();
+});
+
 test("Subscriptions and the Realtime are EventTargets as well as callbacks", async () => {
   const { realtime, fetch } = client();
   const sub = realtime.subscribe("a");

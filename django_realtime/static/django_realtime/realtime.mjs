@@ -22,6 +22,8 @@ export const {
   parseRetryAfter,
   csrfToken,
   post,
+  Peer,
+  pairChannel,
   VERSION,
 } = api;
 export default Realtime;

@@ -1,0 +1,357 @@
+"""WebRTC signalled over the event log: two browsers call each other on a pair channel; a third user reads none of it.
+
+The demo's call page (testproject/chat/calls.py, static/chat/call.js on
+``Realtime.peer()``) runs in headless Chromium with fake media devices, on
+loopback, where WebRTC needs no STUN server.  Two pages, logged in as two
+users by their session cookies, set up a data channel and a video track
+through ``call:<pkA>-<pkB>``: over WebSockets under daphne, and over SSE
+(the publish endpoint for sending) under gunicorn with gevent, which serves
+no WebSocket at all.  A third logged-in user is refused the pair channel,
+live and by replay, on both transports: plain HTTP and ``websockets``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from django_realtime.auth import pair_channel
+from tests.browser_support import (
+    CHROMIUM_ARGS,
+    DemoServer,
+    chromium_path,
+    require_browser,
+    wait_for_state,
+    wait_for_value,
+)
+from tests.servers import EventStream, manage, project_env, publish_event
+from tests.ws_servers import receive, request, send, subscribe
+
+pytestmark = [pytest.mark.server]
+
+MEDIA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+SIGNALS = {"webrtc.hello", "webrtc.description", "webrtc.candidate", "webrtc.bye"}
+
+#: Users of the servers' database and the session each is logged in with.
+MAKE_USERS = """
+import json
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.db import SessionStore
+
+found = {}
+for name in ("ann", "bob", "eve"):
+    user = get_user_model().objects.create_user(name)
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    found[name] = {"pk": user.pk, "session": session.session_key}
+print(json.dumps(found))
+"""
+
+
+# Fixtures ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("webrtc") / "db.sqlite3"
+
+
+@pytest.fixture(scope="module")
+def env(database) -> dict[str, str]:
+    environment = project_env(f"sqlite:///{database}")
+    manage(environment, "migrate", "--verbosity", "0")
+    return environment
+
+
+@pytest.fixture(scope="module")
+def users(env) -> dict[str, dict[str, Any]]:
+    # The last line: shell may print notes of its own before it.
+    return json.loads(manage(env, "shell", "-c", MAKE_USERS).strip().splitlines()[-1])
+
+
+def _serve(kind: str, env: dict[str, str], tmp_path_factory) -> Iterator[DemoServer]:
+    server = DemoServer(kind, env, tmp_path_factory.mktemp(kind) / "server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        print(f"--- {kind} ---\n{server.log()[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def asgi(env, tmp_path_factory) -> Iterator[DemoServer]:
+    yield from _serve("daphne", env, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def wsgi(env, tmp_path_factory) -> Iterator[DemoServer]:
+    yield from _serve("gunicorn-gevent", env, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=chromium_path(), args=[*CHROMIUM_ARGS, *MEDIA_ARGS])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def open_as(browser) -> Iterator[Callable[..., Any]]:
+    """Open a URL logged in as a user (their session cookie), in a browser context of its own."""
+    contexts = []
+    errors: list[str] = []
+    console: list[str] = []
+
+    def open_as(user: dict[str, Any], server: DemoServer, path: str) -> Any:
+        context = browser.new_context()
+        contexts.append(context)
+        context.add_cookies([{"name": "sessionid", "value": user["session"], "url": server.url}])
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.on("pageerror", lambda error: errors.append(f"{path}: {error}"))
+        page.on("console", lambda message: console.append(f"{user['pk']} {message.type}: {message.text}"))
+        page.goto(server.url + path)
+        return page
+
+    yield open_as
+    for context in contexts:
+        context.close()
+    print("--- browser console ---", *console, sep="\n")
+    assert not errors, errors
+
+
+def describe(signals: list[tuple[str, str, str]]) -> str:
+    """Return one line per signal: its event, sender, recipient, and a description's type and ICE ufrags."""
+    lines = []
+    for _id, event, text in signals:
+        data = json.loads(text)
+        extra = ""
+        if "description" in data:
+            sdp = data["description"]["sdp"]
+            ufrags = sorted(set(re.findall(r"ice-ufrag:(\S+)", sdp)))
+            extra = f"{data['description']['type']} {','.join(ufrags)} m={sdp.count('m=')}"
+        elif "candidate" in data:
+            extra = f"{data['candidate'].get('usernameFragment')} {data['candidate']['candidate'][:40]}"
+        lines.append(f"{event} {data.get('from', '')[:6]} -> {(data.get('to') or '*')[:6]} {extra}")
+    return "\n".join(lines)
+
+
+def stored(database: Path, channel: str) -> list[tuple[str, str, str]]:
+    """Return the (id, event, data) of every event of *channel* in the log, oldest first."""
+    with sqlite3.connect(database) as db:
+        rows = db.execute(
+            "SELECT id, event, data FROM django_realtime_event WHERE channel = ? ORDER BY id", (channel,)
+        ).fetchall()
+    return [(str(id), event, data) for id, event, data in rows]
+
+
+# Two users call each other -----------------------------------------------
+
+#: What a failing test shows of a call page.
+CALL_STATE = """() => {
+  const peer = demoCall.peer;
+  const pc = peer && peer.connection;
+  return {
+    status: document.querySelector(".call-status").textContent,
+    peer: peer && { id: peer.id, remote: peer.remoteId, polite: peer.polite, state: peer.state },
+    pc: pc && [pc.signalingState, pc.iceGatheringState, pc.iceConnectionState, pc.connectionState],
+  };
+}"""
+MESSAGES = "() => Array.from(document.querySelectorAll('.call-messages li:not(.from-note)'), (e) => e.textContent)"
+REMOTE_VIDEO = (
+    "() => { const s = document.querySelector('.call-remote').srcObject; return !!s && s.getVideoTracks().length }"
+)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(("kind", "transport"), [("asgi", "websocket"), ("wsgi", "sse")])
+def test_two_users_connect_a_data_channel_and_video_through_their_pair_channel(
+    request, open_as, users, database, kind, transport
+):
+    server = request.getfixturevalue(kind)
+    ann, bob = users["ann"], users["bob"]
+    query = "?transport=ws" if transport == "websocket" else "?transport=sse"
+    ann_page = open_as(ann, server, f"/call/{bob['pk']}/{query}")
+    bob_page = open_as(bob, server, f"/call/{ann['pk']}/{query}")
+    for page in (ann_page, bob_page):
+        wait_for_state(page, "live")
+        assert page.evaluate(
+            "() => demoCall && DjangoRealtime && document.querySelector('#status .via').textContent"
+        ) == ("WebSocket" if transport == "websocket" else "SSE")
+    channel = pair_channel("call", ann["pk"], bob["pk"])
+    before = stored(database, channel)
+
+    ann_page.click(".call-start")
+    bob_page.wait_for_selector(".call-answer:visible")
+    bob_page.click(".call-answer")
+    for page in (ann_page, bob_page):
+        try:
+            page.wait_for_selector(".call-status[data-state=connected]")
+            page.wait_for_selector(".call-text:enabled")
+        except Exception as exc:
+            states = [page.evaluate(CALL_STATE) for page in (ann_page, bob_page)]
+            signals = describe(stored(database, channel)[len(before) :])
+            raise AssertionError(f"not connected: {states}\nsignals:\n{signals}") from exc
+
+    ann_page.fill(".call-text", "Hello Bob, peer to peer")
+    ann_page.press(".call-text", "Enter")
+    wait_for_value(bob_page, MESSAGES, ["ann: Hello Bob, peer to peer"])
+    bob_page.fill(".call-text", "Hi Ann, straight back")
+    bob_page.press(".call-text", "Enter")
+    wait_for_value(ann_page, MESSAGES, ["You: Hello Bob, peer to peer", "bob: Hi Ann, straight back"])
+    # The fake camera's video arrives on each side.
+    for page in (ann_page, bob_page):
+        wait_for_value(page, f"() => ({REMOTE_VIDEO})() > 0", True)
+
+    ann_page.click(".call-hangup")
+    bob_page.wait_for_selector(".call-status[data-state=idle]")
+    assert bob_page.text_content(".call-status") == "ann hung up."
+
+    # The signalling went through the pair channel, over the transport of the pages;
+    # the messages of the data channel went peer to peer, never through the log.
+    signals = stored(database, channel)[len(before) :]
+    print(describe(signals))
+    assert {event for _id, event, _data in signals} == SIGNALS
+    assert not any("peer to peer" in data or "straight back" in data for _id, _event, data in signals)
+    senders = {json.loads(data)["from"] for _id, _event, data in signals}
+    assert len(senders) == 2
+
+
+@pytest.mark.browser
+def test_a_declined_call_ends_on_the_callers_page(open_as, users, asgi):
+    ann, bob = users["ann"], users["bob"]
+    ann_page = open_as(ann, asgi, f"/call/{bob['pk']}/?transport=ws")
+    bob_page = open_as(bob, asgi, f"/call/{ann['pk']}/?transport=ws")
+    for page in (ann_page, bob_page):
+        wait_for_state(page, "live")
+    ann_page.click(".call-start")
+    bob_page.wait_for_selector(".call-decline:visible")
+    bob_page.click(".call-decline")
+    ann_page.wait_for_selector(".call-status[data-state=idle]")
+    assert ann_page.evaluate("() => demoCall.peer") is None
+    assert bob_page.text_content(".call-status") == "Declined ann's call."
+
+
+# A third user ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pair(env, users) -> dict[str, Any]:
+    """Signals of ann and bob's pair channel already in the log, and their ids."""
+    channel = pair_channel("call", users["ann"]["pk"], users["bob"]["pk"])
+    ids = [
+        publish_event(
+            env,
+            channel,
+            {"from": "a1", "description": {"type": "offer", "sdp": "v=0 secret"}},
+            event="webrtc.description",
+        ),
+        publish_event(
+            env,
+            channel,
+            {"from": "a1", "candidate": {"candidate": "candidate:1 1 udp 1 10.0.0.1 9 typ host"}},
+            event="webrtc.candidate",
+        ),
+    ]
+    return {"channel": channel, "ids": ids}
+
+
+def cookie(user: dict[str, Any]) -> dict[str, str]:
+    return {"Cookie": f"sessionid={user['session']}"}
+
+
+@pytest.mark.parametrize("who", ["eve", "anonymous"])
+def test_a_third_user_cannot_read_the_pair_channel_over_sse_live_or_by_replay(wsgi, users, pair, who):
+    headers = cookie(users["eve"]) if who == "eve" else {}
+    url = f"{wsgi.url}/events/"
+    channel = pair["channel"]
+    with httpx.Client(timeout=10) as client:
+        for extra in ({}, {"Last-Event-ID": "0"}):
+            response = client.get(url, params={"channel": channel}, headers={**headers, **extra})
+            assert response.status_code == 403, response.text
+            assert f"Not allowed to subscribe to: {channel}" in response.text
+        response = client.get(url, params={"channel": channel, "lastEventId": "0"}, headers=headers)
+        assert response.status_code == 403
+    # Beside a channel the user may read, with every id replayed from 0: an in-band
+    # error for the pair channel, and not one of its events.
+    params = [("channel", channel), ("channel", "chat:webrtc-third"), ("include", "channel"), ("lastEventId", "0")]
+    with EventStream(url, params=params, headers=headers) as stream:
+        marker = publish_event(wsgi.env, "chat:webrtc-third", {"text": "marker"})
+        events = stream.until_id(marker, timeout=10)
+    errors = [json.loads(e.data) for e in events if e.event == "error"]
+    assert [(e["channel"], e["code"]) for e in errors] == [(channel, "forbidden")]
+    assert not [e for e in events if e.event != "error" and (e.id in pair["ids"] or channel in e.data)]
+
+
+def test_the_pair_replays_its_own_channel_over_sse_and_websockets(wsgi, asgi, users, pair):
+    """The checks of the third user would pass if nothing were stored: the pair itself reads the ids back."""
+    for name in ("ann", "bob"):
+        params = [("channel", pair["channel"]), ("lastEventId", "0")]
+        with EventStream(f"{wsgi.url}/events/", params=params, headers=cookie(users[name])) as stream:
+            ids = [e.id for e in stream.until_id(pair["ids"][-1], timeout=10)]
+        assert set(pair["ids"]) <= set(ids)
+        with ws(asgi, users[name]) as socket:
+            subscribe(socket, pair["channel"], last_id="0")
+            ids = []
+            while pair["ids"][-1] not in ids:
+                ids.append(receive(socket)["id"])
+        assert set(pair["ids"]) <= set(ids)
+
+
+def ws(server: DemoServer, user: dict[str, Any] | None) -> Any:
+    url = server.url.replace("http://", "ws://") + "/ws/"
+    return connect(url, origin=server.url, additional_headers=cookie(user) if user else {}, open_timeout=10)
+
+
+@pytest.mark.parametrize("who", ["eve", "anonymous"])
+def test_a_third_user_cannot_read_or_publish_to_the_pair_channel_over_a_websocket(asgi, users, pair, database, who):
+    channel = pair["channel"]
+    before = stored(database, channel)
+    with ws(asgi, users["eve"] if who == "eve" else None) as socket:
+        for message in (
+            {"type": "subscribe", "channel": channel, "ref": 1},
+            {"type": "subscribe", "channel": channel, "last_id": "0", "ref": 2},
+            {"type": "publish", "channel": channel, "event": "webrtc.description", "data": {"from": "x"}, "ref": 3},
+        ):
+            reply = request(socket, message)
+            assert (reply["type"], reply["code"], reply["ref"]) == ("error", "forbidden", message["ref"])
+        # Nothing of the pair channel follows: the next messages are of another channel.
+        subscribe(socket, "chat:webrtc-third-ws")
+        send(socket, {"type": "publish", "channel": "chat:webrtc-third-ws", "data": "marker", "ref": 4})
+        messages = [receive(socket), receive(socket)]
+        assert sorted(m["type"] for m in messages) == ["ack", "event"]
+        assert all(m["channel"] == "chat:webrtc-third-ws" for m in messages)
+    assert stored(database, channel) == before  # the forged offer was not stored
+
+
+def test_a_third_user_cannot_publish_to_the_pair_channel_over_http(wsgi, users, pair, database):
+    channel = pair["channel"]
+    before = stored(database, channel)
+    with httpx.Client(base_url=wsgi.url, timeout=10, cookies={"sessionid": users["eve"]["session"]}) as client:
+        page = client.get(f"/call/{users['ann']['pk']}/")
+        assert page.status_code == 200  # eve may call ann, on their own pair channel
+        headers = {"X-CSRFToken": client.cookies["csrftoken"]}
+        message = {"type": "publish", "channel": channel, "event": "webrtc.description", "data": {"from": "x"}}
+        response = client.post("/events/publish/", json=message, headers=headers)
+        assert (response.status_code, response.json()["code"]) == (403, "forbidden")
+        own = {**message, "channel": pair_channel("call", users["eve"]["pk"], users["ann"]["pk"])}
+        assert client.post("/events/publish/", json=own, headers=headers).status_code == 200
+    assert stored(database, channel) == before
