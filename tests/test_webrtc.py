@@ -250,6 +250,36 @@ def test_a_declined_call_ends_on_the_callers_page(open_as, users, asgi):
     assert bob_page.text_content(".call-status") == "Declined ann's call."
 
 
+@pytest.mark.browser
+def test_in_the_room_a_user_calls_another_from_who_is_here_and_they_answer_from_the_notice(open_as, users, asgi):
+    ann, bob = users["ann"], users["bob"]
+    ann_room = open_as(ann, asgi, "/room/calls/?transport=ws")
+    bob_room = open_as(bob, asgi, "/room/calls/?transport=ws")
+    # Each signed-in user is listed with a Call link to the other (and none to themselves).
+    ann_room.wait_for_selector(f".person a.call-link[href^='/call/{bob['pk']}/?call=1']")
+    bob_room.wait_for_selector(f".person a.call-link[href^='/call/{ann['pk']}/?call=1']")
+    assert ann_room.locator(".person.me a.call-link").count() == 0
+
+    with ann_room.context.expect_page() as opened:
+        ann_room.click(".person a.call-link")
+    ann_call = opened.value
+    # Bob's room rings, with a link that answers; Ann's own room does not ring for her own call.
+    bob_room.wait_for_selector(".notice a.call-link")
+    assert bob_room.text_content(".notice:has(a.call-link)") == "ann is calling you: answer"
+    with bob_room.context.expect_page() as opened:
+        bob_room.click(".notice a.call-link")
+    bob_call = opened.value
+    for page in (ann_call, bob_call):
+        page.wait_for_selector(".call-status[data-state=connected]")
+        page.wait_for_selector(".call-text:enabled")
+    ann_call.fill(".call-text", "Called from the room")
+    ann_call.press(".call-text", "Enter")
+    wait_for_value(bob_call, MESSAGES, ["ann: Called from the room"])
+    assert ann_room.locator(".notice a.call-link").count() == 0
+    ann_call.click(".call-hangup")
+    bob_call.wait_for_selector(".call-status[data-state=idle]")
+
+
 # A third user ------------------------------------------------------------
 
 

@@ -64,6 +64,9 @@ def room(request, room):
         "sendUrl": reverse("send", args=[room]),
         "transport": transport,
         "user": request.user.get_username() if request.user.is_authenticated else "",
+        # Signed-in users can call each other from the list of who is here (calls.py).
+        "me": request.user.pk if request.user.is_authenticated else None,
+        "callUrl": reverse("call", args=[0]),
         "maxText": MAX_TEXT,
         "maxNick": MAX_NICK,
     }

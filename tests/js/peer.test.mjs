@@ -96,6 +96,17 @@ test("a page says hello once live, and ignores its own signals when they come ba
   realtime.close();
 });
 
+test("a page's hellos, and its reply to one, carry its info", async () => {
+  const { realtime, socket } = await start("z", { info: { user: 2 } });
+  deliver(socket, "webrtc.hello", { from: "m" });
+  await until(() => signals(socket).length === 3);
+  assert.deepEqual(signals(socket).slice(0, 2), [
+    ["webrtc.hello", { from: "z", info: { user: 2 } }],
+    ["webrtc.hello", { from: "z", to: "m", info: { user: 2 } }],
+  ]);
+  realtime.close();
+});
+
 test("a hello from the other page starts the connection and is answered; the impolite page offers first", async () => {
   const { realtime, peer, socket } = await start("z", { iceServers: [{ urls: "stun:stun.example.com" }] });
   const states = [];

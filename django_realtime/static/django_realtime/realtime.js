@@ -1740,6 +1740,7 @@
         dataChannel: "data", // the label of the data channel; null for none
         publishUrl: null, // the publish endpoint, for SSE: by default "publish/" beside the SSE endpoint
         helloInterval: 1000, // first delay before saying hello again while nobody answered (doubles, up to 15 s)
+        info: null, // a JSON object sent with this page's hellos, e.g. who calls: the other side's watchers see it
         RTCPeerConnection: global.RTCPeerConnection,
         fetch: global.fetch ? (...args) => global.fetch(...args) : undefined,
         ...options,
@@ -1822,7 +1823,7 @@
 
     _hello() {
       if (this.state === "closed" || this.remoteId !== null) return;
-      this._publish("webrtc.hello", { from: this.id });
+      this._publish("webrtc.hello", this._helloFields({ from: this.id }));
       this._helloTimer = setTimeout(() => this._hello(), this._helloDelay);
       this._helloDelay = Math.min(this._helloDelay * 2, 15000);
     }
@@ -1844,7 +1845,7 @@
         // A new session of the other user (the first, or a page reloaded): start afresh with it.
         if (msg.from !== this.remoteId) this._meet(msg.from);
         // A hello to everyone: its sender may not know us yet. A reply names its recipient.
-        if (!msg.to) this._signal("webrtc.hello", {});
+        if (!msg.to) this._signal("webrtc.hello", this._helloFields({}));
         return;
       }
       if (type === "webrtc.bye") {
@@ -1948,7 +1949,11 @@
     }
 
     /** Publish a signal to the other page. */
-    _signal(type, fields) {
+    _helloFields(fields) {
+      return this.options.info ? { ...fields, info: this.options.info } : fields;
+    }
+
+        _signal(type, fields) {
       this._publish(type, { from: this.id, to: this.remoteId, ...fields });
     }
 

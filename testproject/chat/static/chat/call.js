@@ -80,6 +80,7 @@
         events: ["webrtc.hello", "webrtc.bye"],
         onEvent: ({ event, data }) => {
           if (!data || typeof data.from !== "string") return;
+          if (data.info && data.info.user === me) return; // a call of ours, from another tab
           if (event === "webrtc.hello" && !data.to) {
             caller = data.from;
             show("ringing", `${name} is calling…`);
@@ -103,6 +104,8 @@
       ui.messages.textContent = "";
       peer = realtime.peer(channel, {
         iceServers,
+        // Who calls, and whether this side started it: the other user's room page rings for a call.
+        info: { user: me, calling: state === "calling" },
         onState: ({ state: now }) => {
           if (now === "connecting") show("connecting", `Connecting to ${name}…`);
           else if (now === "connected") show("connected", `In a call with ${name}.`);

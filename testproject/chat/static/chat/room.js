@@ -7,7 +7,7 @@
 (function () {
   "use strict";
 
-  const { Realtime, post } = window.DjangoRealtime;
+  const { Realtime, pairChannel, post } = window.DjangoRealtime;
   const config = JSON.parse(document.getElementById("chat-config").textContent);
   const $ = (id) => document.getElementById(id);
 
@@ -195,7 +195,9 @@
   // rename (leave, then join under the new name) shows as one, not as a leave and a join.
 
   const pageId = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
-  const here = realtime.presence(config.chatChannel, { name: nick(), info: { page: pageId } });
+  // A signed-in user's page says who it is (its user's pk), so that others can call them.
+  const info = config.me === null ? { page: pageId } : { page: pageId, pk: config.me };
+  const here = realtime.presence(config.chatChannel, { name: nick(), info });
   const pages = new Map(); // another page's id -> {name, joined: its "joined" notice, left: its "left" notice}
   let shown = new Set(); // who the list showed, so that only newcomers are animated
 
@@ -204,7 +206,9 @@
       .connections()
       .filter((member) => !(member.info && member.info.page === pageId) && member.user !== nick());
     const names = [...new Set(others.map((member) => member.user))].sort((a, b) => a.localeCompare(b));
-    const list = [{ name: nick(), me: true }, ...names.map((name) => ({ name, me: false }))];
+    const pks = new Map(); // name -> the pk of a signed-in user, whom a signed-in user may call
+    for (const member of others) if (Number.isInteger(member.info && member.info.pk)) pks.set(member.user, member.info.pk);
+    const list = [{ name: nick(), me: true }, ...names.map((name) => ({ name, me: false, pk: pks.get(name) }))];
     const items = list.map((person) => {
       const key = person.me ? "" : person.name;
       const item = el("li", person.me ? "person me" : "person");
@@ -214,11 +218,64 @@
       paintAvatar(avatar, person.name);
       item.append(avatar, el("span", "name", person.name));
       if (person.me) item.append(el("span", "you", "you"));
+      else if (config.me !== null && person.pk !== undefined && person.pk !== config.me) {
+        const call = el("a", "call-link", "Call");
+        call.href = callUrl(person.pk, "call");
+        call.target = "_blank";
+        call.setAttribute("aria-label", `Call ${person.name}`);
+        item.append(call);
+      }
       return item;
     });
     $("people").replaceChildren(...items);
     shown = new Set(list.map((person) => (person.me ? "" : person.name)));
     $("people-count").textContent = String(list.length);
+    ring(new Map(list.filter((person) => person.pk !== undefined && person.pk !== config.me).map((p) => [p.pk, p.name])));
+  }
+
+  // Calls (chat/calls.py, docs/webrtc.md): a signed-in page watches the pair channel of each
+  // signed-in user here for their call page's hello, and offers to answer it.
+
+  function callUrl(pk, action) {
+    const query = new URLSearchParams({ [action]: "1" });
+    if (config.transport !== "auto") query.set("transport", config.transport === "websocket" ? "ws" : "sse");
+    return `${config.callUrl.replace(/0\/$/, `${pk}/`)}?${query}`;
+  }
+
+  const rings = new Map(); // pk -> the subscription to the pair channel with that user
+  const rung = new Set(); // callers' sessions already announced
+
+  function ring(present) {
+    if (config.me === null) return;
+    for (const [pk, sub] of rings) {
+      if (!present.has(pk)) {
+        sub.unsubscribe();
+        rings.delete(pk);
+      }
+    }
+    for (const [pk, name] of present) {
+      if (rings.has(pk)) continue;
+      const channel = pairChannel("call", config.me, pk);
+      rings.set(
+        pk,
+        realtime.subscribe(channel, {
+          events: ["webrtc.hello"],
+          onEvent: ({ data }) => {
+            // A hello to everyone from their call page that starts a call (an answering page
+            // says hello too; a reply names its recipient), announced once per call.
+            const info = data && data.info;
+            if (!info || data.to || info.user !== pk || info.calling !== true || rung.has(data.from)) return;
+            rung.add(data.from);
+            const item = notice(`${name} is calling you: `);
+            const answer = el("a", "call-link", "answer");
+            answer.href = callUrl(pk, "answer");
+            answer.target = "_blank";
+            item.append(answer);
+          },
+          onError: (error) => console.warn(`calls from ${name}:`, error.message),
+        }),
+      );
+    }
   }
 
   function pageOf(detail) {
