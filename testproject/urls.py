@@ -18,6 +18,8 @@ urlpatterns = [
     path("ticker/", views.ticker, name="ticker"),
     path("ticker/post/", views.ticker_post, name="ticker-post"),
     path("call/<int:peer>/", calls.call, name="call"),
+    path("sign-in/", calls.sign_in, name="sign-in"),
+    path("sign-out/", calls.sign_out, name="sign-out"),
 ]
 # runserver serves static files itself; this serves them under gunicorn too, with DEBUG on only.
 urlpatterns += staticfiles_urlpatterns()

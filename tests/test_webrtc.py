@@ -251,10 +251,22 @@ def test_a_declined_call_ends_on_the_callers_page(open_as, users, asgi):
 
 
 @pytest.mark.browser
-def test_in_the_room_a_user_calls_another_from_who_is_here_and_they_answer_from_the_notice(open_as, users, asgi):
-    ann, bob = users["ann"], users["bob"]
+def test_in_the_room_a_user_calls_another_from_who_is_here_and_they_answer_from_the_notice(
+    browser, open_as, users, asgi
+):
+    ann = users["ann"]
     ann_room = open_as(ann, asgi, "/room/calls/?transport=ws")
-    bob_room = open_as(bob, asgi, "/room/calls/?transport=ws")
+    # Bob is a guest: he signs in with a name alone (the demo's sign-in), and is back in the room.
+    context = browser.new_context()
+    bob_room = context.new_page()
+    bob_room.set_default_timeout(20_000)
+    bob_room.goto(f"{asgi.url}/room/calls/?transport=ws")
+    assert bob_room.locator(".person a.call-link").count() == 0
+    bob_room.click("#sign-in")
+    bob_room.fill("input[name=name]", "bobby")
+    bob_room.click("button[type=submit]")
+    bob_room.wait_for_url(f"{asgi.url}/room/calls/?transport=ws")
+    bob = {"pk": bob_room.evaluate("() => JSON.parse(document.getElementById('chat-config').textContent).me")}
     # Each signed-in user is listed with a Call link to the other (and none to themselves).
     ann_room.wait_for_selector(f".person a.call-link[href^='/call/{bob['pk']}/?call=1']")
     bob_room.wait_for_selector(f".person a.call-link[href^='/call/{ann['pk']}/?call=1']")
@@ -275,9 +287,11 @@ def test_in_the_room_a_user_calls_another_from_who_is_here_and_they_answer_from_
     ann_call.fill(".call-text", "Called from the room")
     ann_call.press(".call-text", "Enter")
     wait_for_value(bob_call, MESSAGES, ["ann: Called from the room"])
+    wait_for_value(ann_call, "() => document.querySelector('.call-status').textContent", "In a call with bobby.")
     assert ann_room.locator(".notice a.call-link").count() == 0
     ann_call.click(".call-hangup")
     bob_call.wait_for_selector(".call-status[data-state=idle]")
+    context.close()
 
 
 # A third user ------------------------------------------------------------

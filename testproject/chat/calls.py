@@ -2,25 +2,66 @@
 
 ``call:<pkA>-<pkB>`` is a pair channel (``PAIR_CHANNELS = ["call"]``): only
 those two users may read it or publish to it, over either transport.  The
-page holds no state of its own; static/chat/call.js does the rest.  Log in
-first, for example at /admin/ as two users in two browsers.
+page holds no state of its own; static/chat/call.js does the rest.  Sign in
+first (``sign_in``: a name is enough), as two users in two browsers.
 """
 
+import re
+from urllib.parse import urlencode
+
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.http import Http404, HttpResponseForbidden
-from django.shortcuts import get_object_or_404, render
+from django.contrib.auth import get_user_model, login, logout
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
 
 from django_realtime.auth import pair_channel
 
 #: The prefix of the calls' pair channels, one of PAIR_CHANNELS.
 CALL_PREFIX = "call"
+#: A name one may sign in under: what Django's usernames allow, 2 to 30 characters.
+NAME_PATTERN = re.compile(r"[\w.@+-]{2,30}\Z")
+
+
+def _next(request):
+    """Where to go after signing in or out: the page that asked, if it is on this site."""
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return target
+    return "/"
+
+
+def sign_in(request):
+    """Sign in under a new name alone: a demo account with no password, so that guests can call each other.
+
+    A name taken already is refused, whoever took it: nobody signs in as someone else.
+    """
+    error = ""
+    name = request.POST.get("name", "").strip()
+    if request.method == "POST":
+        if not NAME_PATTERN.match(name):
+            error = "A name has 2 to 30 letters, digits or . @ + - _"
+        elif get_user_model().objects.filter(username__iexact=name).exists():
+            error = f"{name} is taken: choose another name."
+        else:
+            user = get_user_model().objects.create_user(name)  # no password: it can only sign in here, once
+            login(request, user)
+            return redirect(_next(request))
+    return render(request, "chat/sign_in.html", {"error": error, "name": name, "next": _next(request)})
+
+
+@require_POST
+def sign_out(request):
+    logout(request)
+    return redirect(_next(request))
 
 
 def call(request, peer):
     """Show a call with user *peer*, on the pair channel of the two users."""
     if not request.user.is_authenticated:
-        return HttpResponseForbidden("Log in (for example at /admin/) to call someone.\n", content_type="text/plain")
+        return redirect(f"{reverse('sign-in')}?{urlencode({'next': request.get_full_path()})}")
     other = get_object_or_404(get_user_model(), pk=peer)
     if other.pk == request.user.pk:
         raise Http404("A call needs another user")
