@@ -52,6 +52,8 @@ MIDDLEWARE = [
 CORS_ALLOWED_ORIGINS = [origin for origin in os.environ.get("DEMO_CORS_ORIGINS", "").split(",") if origin]
 CORS_URLS_REGEX = r"^/events/"
 CORS_ALLOW_CREDENTIALS = True
+# Which presence member an SSE stream is (docs/sse.md#presence), for fetch on another origin.
+CORS_EXPOSE_HEADERS = ["realtime-presence"]
 
 ROOT_URLCONF = "testproject.urls"
 WSGI_APPLICATION = "testproject.wsgi.application"

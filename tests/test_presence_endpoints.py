@@ -124,6 +124,7 @@ def test_an_sse_stream_is_present_while_it_streams_and_leaves_when_it_closes(cli
     assert response.status_code == 200
     member = PresenceMember.objects.get()
     assert (member.channel, member.user, json.loads(member.info_json)) == ("chat:a", "ada", {"c": 1})
+    assert response["Realtime-Presence"] == f"chat:a {member.connection}"  # which member the stream is
     listed = client.get("/events/presence/?channel=chat:a")
     assert listed.status_code == 200 and listed["Content-Type"] == "application/json"
     assert listed.json()["members"] == [{"connection": member.connection, "user": "ada", "info": {"c": 1}}]
@@ -131,6 +132,20 @@ def test_an_sse_stream_is_present_while_it_streams_and_leaves_when_it_closes(cli
     assert not PresenceMember.objects.exists()
     assert [row.event for row in Event.objects.order_by("id")] == [JOIN, LEAVE]
     assert client.get("/events/presence/?channel=chat:a").json()["members"] == []
+
+
+def test_an_sse_stream_of_several_channels_is_told_its_member_on_each_it_joined(client):
+    response = client.get(
+        "/events/?channel=chat:a&channel=chat:b&channel=chat:c&presence=chat:b&presence=chat:a&name=ada"
+    )
+    members = dict(PresenceMember.objects.values_list("channel", "connection"))
+    assert sorted(members) == ["chat:a", "chat:b"]
+    named = dict(part.split(" ") for part in response["Realtime-Presence"].split(", "))
+    assert named == members
+    response.close()
+    plain = client.get("/events/?channel=chat:a")
+    assert not plain.has_header("Realtime-Presence")
+    plain.close()
 
 
 def test_an_sse_stream_delivers_its_own_join_event(client):

@@ -28,6 +28,8 @@ logger = logging.getLogger("django_realtime")
 INCLUDES = ("channel",)
 #: How ``?data=`` may ask for the events' data: JSON (the default), or a string's text as it is (htmx).
 DATA_FORMATS = ("json", "text")
+#: The response header that names the stream's own members: "<channel> <connection>, ..." (docs/sse.md#presence).
+PRESENCE_HEADER = "Realtime-Presence"
 #: Error codes of the in-band ``error`` event, the WebSocket protocol's for the same refusals.
 FORBIDDEN = "forbidden"
 INVALID_CHANNEL = "invalid_channel"
@@ -240,6 +242,8 @@ def _stream(
     response._resource_closers.append(give_seat)
     if members:
         response._resource_closers.append(_leaver(members))
+        # Which of the channel's members is this stream: a client that reads headers (fetch) knows itself.
+        response[PRESENCE_HEADER] = ", ".join(f"{member.channel} {member.connection}" for member in members)
     return response
 
 

@@ -241,11 +241,12 @@ test("over SSE: the stream's URL joins, the presence/ endpoint answers, the curs
   assert.equal(call.query.get("name"), "ada");
   assert.deepEqual(JSON.parse(call.query.get("info")), { colour: "teal" });
   assert.equal(call.query.get("include"), "channel");
-  const stream = call.open();
+  // The response names the stream's member on each channel it joined; its user comes with the list.
+  const stream = call.open({ "Realtime-Presence": "chat:a c1" });
   const who = await fetch.next();
   assert.equal(who.url, "/events/presence/?channel=chat%3Aa");
   assert.equal(who.init.credentials, "same-origin");
-  assert.deepEqual(here.self, { connection: null, user: null });
+  assert.deepEqual(here.self, { connection: "c1", user: null });
   // The stream's own join and another come before the answer: kept; the one above the cursor applies.
   stream.send("id: 20\n\n" + sseEvent(21, "presence.join", { connection: "c1", user: "ada", info: {} }));
   stream.send(sseEvent(22, "presence.join", { connection: "c2", user: "bob", info: {} }));
@@ -254,6 +255,7 @@ test("over SSE: the stream's URL joins, the presence/ endpoint answers, the curs
   who.answer(200, JSON.stringify({ channel: "chat:a", cursor: "21", members }), { "Content-Type": "application/json" });
   await until(() => here.ready);
   assert.deepEqual(users(here), [["ada", ["c1"]], ["bob", ["c2"]]]);
+  assert.deepEqual(here.self, { connection: "c1", user: "ada" });
   assert.deepEqual(seen.events, []);
   stream.send(sseEvent(23, "presence.leave", { connection: "c2", user: "bob" }));
   await until(() => seen.events.length === 1);
@@ -265,8 +267,9 @@ test("over SSE: the stream's URL joins, the presence/ endpoint answers, the curs
   assert.ok(call.aborted);
   assert.equal(again.query.get("name"), "bob");
   assert.equal(again.query.get("lastEventId"), "23");
-  again.open();
+  again.open({ "Realtime-Presence": "chat:a c9, chat:b c10" });
   const whoAgain = await fetch.next();
+  assert.deepEqual(here.self, { connection: "c9", user: null });
   assert.equal(whoAgain.url, "/events/presence/?channel=chat%3Aa");
   rt.close();
 });

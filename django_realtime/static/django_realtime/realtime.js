@@ -390,7 +390,7 @@
       super();
       this.realtime = realtime;
       this.channel = channel;
-      /** {connection, user} once this connection is present (over SSE both are null: the stream is not told), else null. */
+      /** {connection, user} once this connection is present, else null (over SSE, user is null until the list has it). */
       this.self = null;
       /** True once the first list has been applied. */
       this.ready = false;
@@ -541,6 +541,7 @@
     _replace(next, first) {
       const previous = this._members;
       this._members = next;
+      this._knowSelf();
       if (!first && samePresence(previous, next)) return;
       if (!first) {
         const before = byUser(previous);
@@ -561,6 +562,15 @@
 
     _joined(connection, user) {
       if (this.active) this.self = { connection, user };
+      this._knowSelf();
+    }
+
+    /** Over SSE the stream is told its connection, not its user: take that from the list. */
+    _knowSelf() {
+      const self = this.self;
+      if (self && self.user === null && self.connection !== null && this._members.has(self.connection)) {
+        this.self = { connection: self.connection, user: this._members.get(self.connection).user };
+      }
     }
 
     /** The connection that was present closed: the server has let it go. */
@@ -585,6 +595,16 @@
       callSafely(callback, detail);
       fire(this, type, detail);
     }
+  }
+
+  /** Map each channel of a Realtime-Presence header ("<channel> <connection>, ...") to its connection. */
+  function parsePresenceHeader(value) {
+    const own = new Map();
+    for (const part of (value || "").split(",")) {
+      const [channel, connection, ...rest] = part.trim().split(" ");
+      if (channel && connection && rest.length === 0) own.set(channel, connection);
+    }
+    return own;
   }
 
   /** Apply one presence.* event to a list: a join sets its connection, a leave deletes it (both idempotent). */
@@ -1126,8 +1146,9 @@
       }
       host._opened(this);
       this.opened = true;
-      // The stream joined before its first byte; the server does not tell it its connection id.
-      for (const presence of this.present) presence._joined(null, null);
+      // The stream joined before its first byte; a header names its member on each channel.
+      const own = parsePresenceHeader(response.headers.get("realtime-presence"));
+      for (const presence of this.present) presence._joined(own.get(presence.channel) || null, null);
       for (const sub of this.subs) {
         if (current()) host._live(this, sub);
       }
