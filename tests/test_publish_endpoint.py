@@ -111,3 +111,43 @@ def test_data_over_max_data_size_is_too_large():
 
 def test_only_post_is_allowed():
     assert Client().get(URL).status_code == 405
+
+
+def test_a_client_publishing_past_the_rate_is_refused_with_429_and_nothing_is_stored_and_others_go_on():
+    realtime = {**settings.REALTIME, "PUBLISH_CHANNELS": ["chat:*"], "WEBSOCKET_PUBLISH_BURST": 3}
+    with override_settings(REALTIME=realtime):
+        _ann, ann_client = logged_in("ann")
+        message = {"type": "publish", "channel": "chat:a", "data": "x", "ref": 1}
+        assert [post(ann_client, message).status_code for _ in range(3)] == [200, 200, 200]
+        refused = post(ann_client, message)
+        assert refused.status_code == 429
+        assert refused["Retry-After"] == "1"
+        assert refused.json() == {
+            "type": "error",
+            "code": "rate_limited",
+            "message": "more than 10 publishes per second; wait and retry",
+            "ref": 1,
+        }
+        assert Event.objects.count() == 3
+        # Another user, and an anonymous client, have buckets of their own.
+        _bob, bob_client = logged_in("bob")
+        assert post(bob_client, message).status_code == 200
+        assert post(Client(), message).status_code == 200
+
+
+def test_without_a_rate_a_client_publishes_as_often_as_it_likes():
+    realtime = {**settings.REALTIME, "PUBLISH_CHANNELS": ["chat:*"], "WEBSOCKET_PUBLISH_RATE": None}
+    with override_settings(REALTIME=realtime):
+        _ann, ann_client = logged_in("ann")
+        message = {"type": "publish", "channel": "chat:a", "data": "x"}
+        assert {post(ann_client, message).status_code for _ in range(25)} == {200}
+
+
+def test_the_rate_limit_remembers_a_bounded_number_of_clients(monkeypatch):
+    from django_realtime.sse import publish as endpoint
+
+    monkeypatch.setattr(endpoint, "RATE_CLIENTS", 5)
+    message = {"type": "publish", "channel": "chat:a", "data": "x"}
+    for n in range(8):
+        assert post(Client(REMOTE_ADDR=f"10.0.0.{n}"), message).status_code == 200
+    assert list(endpoint._buckets) == [f"address:10.0.0.{n}" for n in range(3, 8)]
