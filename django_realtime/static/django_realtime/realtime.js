@@ -597,6 +597,12 @@
     }
   }
 
+  /** GET *url* for an SSE transport: with the Realtime's credentials, never from a cache. */
+  function get(host, url, accept, signal) {
+    const { credentials } = host.options;
+    return host.options.fetch(url, { headers: { Accept: accept }, credentials, cache: "no-store", signal });
+  }
+
   /** Map each channel of a Realtime-Presence header ("<channel> <connection>, ...") to its connection. */
   function parsePresenceHeader(value) {
     const own = new Map();
@@ -1056,11 +1062,7 @@
       const url = presenceUrl(host.options.sseUrl, presence.channel);
       let response;
       try {
-        response = await host.options.fetch(url, {
-          headers: { Accept: "application/json" },
-          credentials: host.options.credentials,
-          cache: "no-store",
-        });
+        response = await get(host, url, "application/json");
       } catch (error) {
         presence._unanswered(asking, new RealtimeError("network", `GET ${url} failed: ${error.message}`), { retry: true });
         return;
@@ -1117,12 +1119,7 @@
       const current = () => controller === this.controller;
       let response;
       try {
-        response = await host.options.fetch(url, {
-          headers: { Accept: "text/event-stream" },
-          credentials: host.options.credentials,
-          cache: "no-store",
-          signal: controller.signal,
-        });
+        response = await get(host, url, "text/event-stream", controller.signal);
       } catch (error) {
         if (current()) this._failed(new RealtimeError("network", `GET ${url} failed: ${error.message}`), {});
         return;
