@@ -182,7 +182,7 @@ def test_with_include_channel_a_refused_presence_is_an_error_event_and_the_chann
             "/events/?channel=public:a&channel=chat:b&presence=public:a&presence=chat:b&include=channel"
         )
         assert response.status_code == 200
-        events = _events(first_chunks(response, 2))
+        events = _events(first_chunks(response, 1))
     errors = [json.loads(lines[1].removeprefix("data: ")) for lines in events if lines[0] == "event: error"]
     assert errors == [
         {"channel": "public:a", "code": "presence_forbidden", "message": "Not allowed to be present on: public:a"},

@@ -35,7 +35,7 @@ from tests.servers import (
 )
 from tests.services import POSTGRES
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.handlers]
 
 POSTGRES_KIND = "gunicorn-gevent-postgres"
 SERVER_KINDS = ["gunicorn-gevent", "daphne", "runserver", pytest.param(POSTGRES_KIND, marks=pytest.mark.postgres)]

@@ -28,7 +28,7 @@ from tests.ws_servers import (
     take_events,
 )
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.handlers]
 
 _names = itertools.count()
 
