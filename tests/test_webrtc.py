@@ -16,6 +16,7 @@ import json
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,7 @@ def describe(signals: list[tuple[str, str, str]]) -> str:
 
 def stored(database: Path, channel: str) -> list[tuple[str, str, str]]:
     """Return the (id, event, data) of every event of *channel* in the log, oldest first."""
-    with sqlite3.connect(database) as db:
+    with closing(sqlite3.connect(database)) as db:
         rows = db.execute(
             "SELECT id, event, data FROM django_realtime_event WHERE channel = ? ORDER BY id", (channel,)
         ).fetchall()
