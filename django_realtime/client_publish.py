@@ -21,12 +21,23 @@ from .websocket import protocol
 logger = logging.getLogger("django_realtime")
 
 
+def valid_channel(name: str, ref: protocol.Ref) -> str:
+    """Return the channel *name* a client gave; raise ProtocolError ``invalid_channel`` if it breaks the rules."""
+    try:
+        return validate_channel(name)
+    except InvalidChannelName as exc:
+        raise protocol.ProtocolError(protocol.INVALID_CHANNEL, str(exc), ref) from None
+
+
+def rate_limited(rate: float, ref: protocol.Ref) -> protocol.ProtocolError:
+    """Return the error of a publish past WEBSOCKET_PUBLISH_RATE (*rate*), for a client to wait and retry."""
+    message = f"more than {rate:g} publishes per second; wait and retry"
+    return protocol.ProtocolError(protocol.RATE_LIMITED, message, ref)
+
+
 def check_publish(request: protocol.Publish) -> tuple[str, str]:
     """Return the channel and the event name of *request*; raise ProtocolError if either breaks the rules."""
-    try:
-        channel = validate_channel(request.channel)
-    except InvalidChannelName as exc:
-        raise protocol.ProtocolError(protocol.INVALID_CHANNEL, str(exc), request.ref) from None
+    channel = valid_channel(request.channel, request.ref)
     event = request.event if request.event is not None else "message"
     try:
         validate_event_name(event)

@@ -26,7 +26,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_POST
 
-from ..client_publish import check_publish, store_publish
+from ..client_publish import check_publish, rate_limited, store_publish
 from ..conf import realtime_settings
 from ..websocket import protocol
 from ..websocket.rate import TokenBucket
@@ -75,9 +75,7 @@ def _check_rate(request: HttpRequest, ref: protocol.Ref) -> None:
             _buckets.popitem(last=False)
         allowed = bucket.take(now)
     if not allowed:
-        raise protocol.ProtocolError(
-            protocol.RATE_LIMITED, f"more than {rate:g} publishes per second; wait and retry", ref
-        )
+        raise rate_limited(rate, ref)
 
 
 def forget_rates() -> None:

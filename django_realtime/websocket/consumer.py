@@ -27,12 +27,12 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
 from ..auth import PRESENCE, SUBSCRIBE, get_authorizer
-from ..client_publish import check_publish, store_publish
+from ..client_publish import check_publish, rate_limited, store_publish, valid_channel
 from ..conf import realtime_settings
-from ..exceptions import InvalidChannelName, InvalidCursor
+from ..exceptions import InvalidCursor
 from ..hub import get_hub
 from ..log import release_connections
-from ..names import parse_cursor, validate_channel
+from ..names import parse_cursor
 from ..presence import Member, PresenceRefused, get_registry
 from ..streams import READ, WAIT, Follower
 from . import protocol
@@ -425,7 +425,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             ) from None
 
     async def subscribe(self, request: protocol.Subscribe) -> None:
-        channel = _valid_channel(request.channel, request.ref)
+        channel = valid_channel(request.channel, request.ref)
         try:
             cursor = parse_cursor(request.last_id) if request.last_id is not None else None
         except InvalidCursor as exc:
@@ -458,7 +458,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.kick()
 
     async def unsubscribe(self, request: protocol.Unsubscribe) -> str:
-        channel = _valid_channel(request.channel, request.ref)
+        channel = valid_channel(request.channel, request.ref)
         if self.followers.pop(channel, None) is None:
             raise protocol.ProtocolError(protocol.NOT_SUBSCRIBED, f"not subscribed to {channel}", request.ref)
         self.kick()
@@ -467,17 +467,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def publish(self, request: protocol.Publish) -> str:
         channel, event = check_publish(request)
         if self.bucket is not None and not self.bucket.take(asyncio.get_running_loop().time()):
-            rate = realtime_settings.WEBSOCKET_PUBLISH_RATE
-            raise protocol.ProtocolError(
-                protocol.RATE_LIMITED, f"more than {rate:g} publishes per second; wait and retry", request.ref
-            )
+            raise rate_limited(realtime_settings.WEBSOCKET_PUBLISH_RATE, request.ref)
         # The hook and the write on one worker thread, as the publish endpoint runs them.
         return await run_released(store_publish, self.user, channel, event, request.data, request.ref)
 
     # Presence ---------------------------------------------------------------
 
     async def join(self, request: protocol.Join) -> str:
-        channel = _valid_channel(request.channel, request.ref)
+        channel = valid_channel(request.channel, request.ref)
         if channel in self.joined:
             raise protocol.ProtocolError(protocol.ALREADY_JOINED, f"already present on {channel}", request.ref)
         _within_limit(self.joined, "present on at most {limit} channels per connection", request.ref)
@@ -499,7 +496,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         return protocol.joined(channel, member.connection, member.user, request.ref)
 
     async def leave(self, request: protocol.Leave) -> str:
-        channel = _valid_channel(request.channel, request.ref)
+        channel = valid_channel(request.channel, request.ref)
         member = self.joined.pop(channel, None)
         if member is None:
             raise protocol.ProtocolError(protocol.NOT_JOINED, f"not present on {channel}", request.ref)
@@ -518,7 +515,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 logger.exception("django_realtime could not end a WebSocket's presence on %s", member.channel)
 
     async def who(self, request: protocol.Who) -> str:
-        channel = _valid_channel(request.channel, request.ref)
+        channel = valid_channel(request.channel, request.ref)
         if not await self.authorize(channel, SUBSCRIBE, request.ref):
             raise protocol.ProtocolError(
                 protocol.FORBIDDEN, f"not allowed to see who is present on {channel}", request.ref
@@ -531,10 +528,3 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 protocol.UNAVAILABLE, "presence cannot be read right now; ask again later", request.ref
             ) from None
         return protocol.presence(channel, str(cursor), members, request.ref)
-
-
-def _valid_channel(name: str, ref: protocol.Ref) -> str:
-    try:
-        return validate_channel(name)
-    except InvalidChannelName as exc:
-        raise protocol.ProtocolError(protocol.INVALID_CHANNEL, str(exc), ref) from None
