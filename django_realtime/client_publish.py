@@ -29,12 +29,6 @@ def valid_channel(name: str, ref: protocol.Ref) -> str:
         raise protocol.ProtocolError(protocol.INVALID_CHANNEL, str(exc), ref) from None
 
 
-def rate_limited(rate: float, ref: protocol.Ref) -> protocol.ProtocolError:
-    """Return the error of a publish past WEBSOCKET_PUBLISH_RATE (*rate*), for a client to wait and retry."""
-    message = f"more than {rate:g} publishes per second; wait and retry"
-    return protocol.ProtocolError(protocol.RATE_LIMITED, message, ref)
-
-
 def check_publish(request: protocol.Publish) -> tuple[str, str]:
     """Return the channel and the event name of *request*; raise ProtocolError if either breaks the rules."""
     channel = valid_channel(request.channel, request.ref)

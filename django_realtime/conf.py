@@ -26,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "READ_TIMEOUT": 10.0,
     # Most database connections one process opens at once for streams that read history from the log.
     "CATCH_UP_CONNECTIONS": 4,
+    # Bytes of history all streams of one process that catch up may hold at once (each writes 64 KiB pieces).
+    "CATCH_UP_MEMORY": 16 * 1024 * 1024,
     # Seconds {% realtime_cursor %} waits for publishing transactions in flight (then an older cursor).
     "CURSOR_TIMEOUT": 1.0,
     # Seconds of silence after which a stream sends a keepalive comment.
@@ -75,10 +77,18 @@ DEFAULTS: dict[str, Any] = {
     "PRESENCE_MAX_INFO": 1024,
     # WebSockets: largest client message, in bytes of UTF-8 (larger ones get a too_large error).
     "WEBSOCKET_MAX_MESSAGE_SIZE": 64 * 1024,
-    # WebSockets: publishes per second one connection may make on average (None: no limit).
+    # Publishes per second one client (a user, else an address) may make on average, over WebSockets
+    # and the publish endpoint together (None: no limit).
     "WEBSOCKET_PUBLISH_RATE": 10.0,
-    # WebSockets: publishes one connection may make in a burst.
+    # ...and in a burst.
     "WEBSOCKET_PUBLISH_BURST": 20,
+    # Presence joins, leaves and lookups per second one client may make on average (None: no limit).
+    "PRESENCE_RATE": 2.0,
+    # ...and in a burst.
+    "PRESENCE_BURST": 30,
+    # The request header your proxy puts the client's address in (its last address counts), for the
+    # rate limits of anonymous clients; None: the connection's own address (REMOTE_ADDR, the ASGI client).
+    "CLIENT_ADDRESS_HEADER": None,
     # WebSockets: characters of messages queued for one connection, beyond the server's own buffer.
     "WEBSOCKET_SEND_BUFFER": 256 * 1024,
     # WebSockets: seconds that queue may stay full before the connection is closed with 4000.

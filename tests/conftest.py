@@ -2,6 +2,7 @@ import pytest
 
 from django_realtime.hub import reset_hub
 from django_realtime.presence import reset_registry
+from django_realtime.rates import limiter
 from tests import services
 
 #: Why a database alias that tests ask for may be missing from tests/settings.py.
@@ -30,9 +31,10 @@ def pytest_runtest_setup(item):
 
 @pytest.fixture(autouse=True)
 def _fresh_hub():
-    """Give each test its own hub and presence registry: both are per-process singletons."""
+    """Give each test its own hub, presence registry and rate limits: all are per-process singletons."""
     reset_hub()
     reset_registry()
+    limiter.clear()
     yield
     reset_hub()
     reset_registry()

@@ -26,8 +26,9 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
+from .. import rates
 from ..auth import PRESENCE, SUBSCRIBE, get_authorizer
-from ..client_publish import check_publish, rate_limited, store_publish, valid_channel
+from ..client_publish import check_publish, store_publish, valid_channel
 from ..conf import realtime_settings
 from ..exceptions import InvalidCursor
 from ..hub import get_hub
@@ -38,7 +39,6 @@ from ..streams import READ, WAIT, Follower
 from . import protocol
 from .flow_control import adapt_connection, send_now, unwrap_send
 from .outbox import Outbox
-from .rate import TokenBucket
 
 if TYPE_CHECKING:
     from ..hub import Hub, Waiters
@@ -143,7 +143,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.writable = adapt_connection(self.base_send)
         #: Where event messages go: the server's send, past middleware that does nothing for them.
         self.send_text = unwrap_send(self.base_send)
-        rate = realtime_settings.WEBSOCKET_PUBLISH_RATE
         loop = asyncio.get_running_loop()
         self.loop = loop
         self.wakeup: asyncio.Future[None] = loop.create_future()
@@ -157,9 +156,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.waker: Waker | None = None
         #: Events the fast path could not send at once, for the task to queue, in order.
         self.pending: list[tuple[str, FollowerType, str]] = []
-        self.bucket = None
-        if rate is not None:
-            self.bucket = TokenBucket(rate, realtime_settings.WEBSOCKET_PUBLISH_BURST, loop.time())
+        #: Who this connection is for the rate limits, shared with the client's other connections.
+        self.client = rates.scope_client(self.scope)
         self._start(self._send_loop())
         self._start(self._follow_loop())
         lifetime = realtime_settings.WEBSOCKET_MAX_LIFETIME
@@ -464,10 +462,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.kick()
         return protocol.unsubscribed(channel, request.ref)
 
+    def charge(self, kind: str, ref: protocol.Ref) -> None:
+        """Spend one of the client's tokens for *kind*; raise ``rate_limited`` if it has none (rates.py)."""
+        if not rates.limiter.take(self.client, kind):
+            raise protocol.ProtocolError(protocol.RATE_LIMITED, rates.rate_message(kind), ref)
+
     async def publish(self, request: protocol.Publish) -> str:
         channel, event = check_publish(request)
-        if self.bucket is not None and not self.bucket.take(asyncio.get_running_loop().time()):
-            raise rate_limited(realtime_settings.WEBSOCKET_PUBLISH_RATE, request.ref)
+        self.charge(rates.PUBLISH, request.ref)
         # The hook and the write on one worker thread, as the publish endpoint runs them.
         return await run_released(store_publish, self.user, channel, event, request.data, request.ref)
 
@@ -478,8 +480,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if channel in self.joined:
             raise protocol.ProtocolError(protocol.ALREADY_JOINED, f"already present on {channel}", request.ref)
         _within_limit(self.joined, "present on at most {limit} channels per connection", request.ref)
-        if not await self.authorize(channel, PRESENCE, request.ref):
-            raise protocol.ProtocolError(protocol.FORBIDDEN, f"not allowed to be present on {channel}", request.ref)
+        self.charge(rates.PRESENCE, request.ref)
+        # Both, as over SSE, where a stream joins only channels it may read: presence
+        # stores events on the channel, which only its readers may make.
+        for action in (SUBSCRIBE, PRESENCE):
+            if not await self.authorize(channel, action, request.ref):
+                raise protocol.ProtocolError(protocol.FORBIDDEN, f"not allowed to be present on {channel}", request.ref)
         try:
             member = await run_released(get_registry().join, self.user, channel, request.name, request.info)
         except PresenceRefused as exc:
@@ -489,6 +495,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             raise protocol.ProtocolError(
                 protocol.UNAVAILABLE, "presence cannot be written right now; join again later", request.ref
             ) from None
+        except Exception:  # a PRESENCE_IDENTITY hook that raised: this request fails, not the connection
+            logger.exception("django_realtime could not join the presence of %s", channel)
+            raise protocol.ProtocolError(
+                protocol.UNAVAILABLE, f"could not join the presence of {channel}; try again later", request.ref
+            ) from None
         if self.closing:  # the socket closed while the join was written: leave_all() has run
             await run_released(get_registry().leave, member)
             return protocol.left(channel, request.ref)
@@ -497,9 +508,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def leave(self, request: protocol.Leave) -> str:
         channel = valid_channel(request.channel, request.ref)
-        member = self.joined.pop(channel, None)
-        if member is None:
+        if channel not in self.joined:
             raise protocol.ProtocolError(protocol.NOT_JOINED, f"not present on {channel}", request.ref)
+        self.charge(rates.PRESENCE, request.ref)
+        member = self.joined.pop(channel)
         await run_released(get_registry().leave, member)
         return protocol.left(channel, request.ref)
 
@@ -516,6 +528,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def who(self, request: protocol.Who) -> str:
         channel = valid_channel(request.channel, request.ref)
+        self.charge(rates.PRESENCE, request.ref)
         if not await self.authorize(channel, SUBSCRIBE, request.ref):
             raise protocol.ProtocolError(
                 protocol.FORBIDDEN, f"not allowed to see who is present on {channel}", request.ref
