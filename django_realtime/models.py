@@ -66,9 +66,13 @@ class Event(models.Model):
         if not isinstance(text, str):
             raise InvalidEventData(f"data_json must be JSON text, not {type(text).__name__}")
         try:
-            json.loads(text, parse_constant=_no_constant)
+            value = json.loads(text, parse_constant=_no_constant)
+            # An escaped lone surrogate ("\\ud800") is valid JSON but no text.
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
         except RecursionError:
             raise InvalidEventData("data_json is nested too deeply") from None
+        except UnicodeEncodeError:
+            raise InvalidEventData("data_json holds a lone surrogate (U+D800 to U+DFFF), which is not text") from None
         except ValueError as exc:
             raise InvalidEventData(f"data_json is not one JSON value: {exc}") from None
 

@@ -34,10 +34,9 @@ def encode_data(data: Any, *, limit: int | None = None) -> str:
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
-        # A lone surrogate cannot be sent as UTF-8; its \\uXXXX escape can,
-        # and JSON.parse turns it back into the same string.
-        text = json.dumps(data, ensure_ascii=True, **options)
-        size = len(text)
+        # A lone surrogate (a JSON "\\ud800" decodes to one) is no Unicode
+        # text: no UTF-8 holds it, so a ?data=text stream could not send it.
+        raise InvalidEventData("event data holds a lone surrogate (U+D800 to U+DFFF), which is not text") from None
     if limit is not None and size > limit:
         raise EventTooLarge(f"event data is {size} bytes of JSON, more than MAX_DATA_SIZE ({limit})")
     return text

@@ -55,6 +55,7 @@ def test_publish_event_without_data_publishes_null():
         (["a b", "1"], "may contain only"),
         (["c", "1", "--event", "reset"], "reserved"),
         (["c", "NaN"], "not JSON-serialisable"),
+        (["c", '"\\ud800"'], "lone surrogate"),
     ],
 )
 def test_publish_event_reports_bad_input(args, message):

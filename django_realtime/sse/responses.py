@@ -12,6 +12,7 @@ import asyncio
 import functools
 import json
 import logging
+import re
 import socket
 import time
 from typing import TYPE_CHECKING, Any, TypeGuard
@@ -27,6 +28,8 @@ from .encoding import KEEPALIVE, encode_channel_field, encode_event, encode_retr
 from .flow_control import daphne_write_gate
 
 logger = logging.getLogger("django_realtime")
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -89,7 +92,10 @@ def text_bytes(item: Item) -> bytes:
     data = item.sse_text
     if data is None:
         if item.data_json.startswith('"'):
-            data = encode_event(json.loads(item.data_json), event=item.event, id=str(item.id))
+            text = json.loads(item.data_json)
+            if not text.isascii():  # a lone surrogate, stored before publish() refused them: U+FFFD, as a decoder would
+                text = _LONE_SURROGATE.sub("\ufffd", text)
+            data = encode_event(text, event=item.event, id=str(item.id))
         else:
             data = event_bytes(item)
         item.sse_text = data
