@@ -29,6 +29,7 @@ from django.core.signals import setting_changed
 from django.db import OperationalError, connections
 
 from .backends import get_backend
+from .budget import PIECE, Budget
 from .conf import realtime_settings
 from .log import Item
 from .reader import Reader, interrupt
@@ -157,6 +158,7 @@ class Hub:
         read_timeout: float = 10.0,
         max_streams: int | None = None,
         catch_up_connections: int = 4,
+        catch_up_memory: int = 16 * 1024 * 1024,
         send_timeout: float | None = None,
     ) -> None:
         self.backend = backend
@@ -172,6 +174,8 @@ class Hub:
         #: Streams reading the log themselves (history older than the buffer), at most this many at once.
         self.catch_up_connections = catch_up_connections
         self._catch_ups = threading.BoundedSemaphore(catch_up_connections)
+        #: Bytes that streams catching up may hold at once, in pieces (budget.py).
+        self.budget = Budget(catch_up_memory)
         #: Seconds a write to a client may block before the hub cuts the connection (None: never).
         self.send_timeout = send_timeout
         self._writes: set[Write] = set()
@@ -555,9 +559,11 @@ class Hub:
     def collect(self, channels: frozenset[str], cursor: int) -> tuple[list[Item] | None, int]:
         """Return buffered events of *channels* after *cursor*, in id order, and the new cursor.
 
-        Return ``(None, cursor)`` when the buffer no longer reaches back to
-        *cursor* for one of the channels: the caller must read that stretch
-        from the log.
+        At most about ``budget.PIECE`` bytes of data are returned (one event
+        at least): the cursor then stops at the last of them, and the rest
+        comes at the next call.  Return ``(None, cursor)`` when the buffer no
+        longer reaches back to *cursor* for one of the channels: the caller
+        must read that stretch from the log.
         """
         with self._lock:
             horizon = self.horizon
@@ -565,6 +571,8 @@ class Hub:
                 return [], cursor
             found: list[Item] = []
             sources = 0
+            # The lowest id at which a channel's piece was cut: nothing above it may be returned.
+            cut = horizon
             for name in channels:
                 buffer = self._channels.get(name)
                 if buffer is None:
@@ -573,17 +581,38 @@ class Hub:
                     continue
                 if cursor < buffer.floor:
                     return None, cursor
-                start = bisect_right(buffer.ids, cursor)
-                if start < len(buffer.ids):
-                    found.extend(buffer.items[start:])
+                ids = buffer.ids
+                start = bisect_right(ids, cursor)
+                end = len(ids)
+                if start < end:
+                    if end - start > 1:  # one event is always a piece: the live case costs no more
+                        end = _piece_end(buffer.items, start, end)
+                        if end < len(ids):
+                            cut = min(cut, ids[end - 1])
+                    found.extend(buffer.items[start:end])
                     sources += 1
             if sources > 1:
                 found.sort(key=_item_id)
-            return found, horizon
+                if cut < horizon:
+                    found = found[: bisect_right(found, cut, key=_item_id)]
+                end = _piece_end(found, 0, len(found))
+                if end < len(found):
+                    found, cut = found[:end], found[end - 1].id
+            return found, cut
 
 
 def _item_id(item: Item) -> int:
     return item.id
+
+
+def _piece_end(items: list[Item], start: int, end: int) -> int:
+    """Return where a piece of *items* from *start* ends: after PIECE bytes of data, one event at least."""
+    total = 0
+    for index in range(start, end):
+        total += len(items[index].data_json)
+        if total >= PIECE:
+            return index + 1
+    return end
 
 
 def _size(item: Item) -> int:
@@ -617,6 +646,7 @@ def get_hub() -> Hub:
                 read_timeout=float(realtime_settings.READ_TIMEOUT),
                 max_streams=realtime_settings.MAX_STREAMS,
                 catch_up_connections=int(realtime_settings.CATCH_UP_CONNECTIONS),
+                catch_up_memory=int(realtime_settings.CATCH_UP_MEMORY),
                 send_timeout=realtime_settings.SSE_SEND_TIMEOUT,
             )
             _hub_pid = os.getpid()

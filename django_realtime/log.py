@@ -209,14 +209,22 @@ _SQL: dict[tuple[str, bool, int], str] = {}
 
 
 def read_rows(
-    using: str, after: int, *, upto: int | None = None, channels: Iterable[str] | None = None, limit: int = PAGE
+    using: str,
+    after: int,
+    *,
+    upto: int | None = None,
+    channels: Iterable[str] | None = None,
+    limit: int = PAGE,
+    max_bytes: int | None = None,
 ) -> tuple[list[Row], bool]:
     """Return stored rows after *after* in id order, and whether they are all there are (up to *upto*).
 
     A plain query (no server-side cursor, so it works through PgBouncer in
-    transaction mode) of at most *limit* rows; the rows past PAGE_BYTES of
-    data are dropped here, so a read hands on about a megabyte at most.
+    transaction mode) of at most *limit* rows; the rows past *max_bytes* (by
+    default PAGE_BYTES) of data are dropped here, so a read hands on about a
+    megabyte at most.
     """
+    max_bytes = PAGE_BYTES if max_bytes is None else max_bytes
     names = sorted(channels) if channels is not None else []
     key = (using, upto is not None, len(names))
     sql = _SQL.get(key)
@@ -235,14 +243,19 @@ def read_rows(
     size = 0
     for index, row in enumerate(rows):
         size += len(row[3])
-        if size >= PAGE_BYTES:
+        if size >= max_bytes:
             return rows[: index + 1], False
     return rows, len(rows) < limit
 
 
-def read_page(using: str, channels: Iterable[str], after: int, upto: int) -> tuple[list[Item], int]:
-    """Read stored events of *channels* in (after, upto]; return them and the new cursor."""
-    rows, complete = read_rows(using, after, upto=upto, channels=channels)
+def read_page(
+    using: str, channels: Iterable[str], after: int, upto: int, *, limit: int = PAGE, max_bytes: int | None = None
+) -> tuple[list[Item], int]:
+    """Read stored events of *channels* in (after, upto], *limit* rows and about *max_bytes* at most.
+
+    Return them and the new cursor.
+    """
+    rows, complete = read_rows(using, after, upto=upto, channels=channels, limit=limit, max_bytes=max_bytes)
     cursor = upto if complete else rows[-1][0]
     if rows and skips.possible(using):
         rows = skips.without(rows, skips.recorded(using, after, rows[-1][0]))

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, TypeVar
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError
 
-from .log import Item, high_water_mark, read_page, release_connections
+from .budget import PIECE, READ_COST, cost
+from .log import PAGE, Item, high_water_mark, read_page, release_connections
 from .names import reset_json
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ logger = logging.getLogger("django_realtime")
 
 #: What Follower.step() asks of its driver.
 DELIVER, READ, WAIT = range(3)
+#: Rows a stream asks the log for at its first catch-up (then as many as fill a piece, up to log.PAGE).
+FIRST_ROWS = 64
 
 
 def reset_item(reason: str, cursor: int, resume: int, channels: list[str]) -> Item:
@@ -51,7 +54,7 @@ class Follower:
     *keepalive* None the stream never sends keepalives (WebSockets).
     """
 
-    __slots__ = ("channels", "hub", "position", "reported", "due", "timed", "last_write")
+    __slots__ = ("channels", "hub", "position", "reported", "due", "timed", "last_write", "rows")
 
     def __init__(self, hub: Hub, channels: frozenset[str], cursor: int | None, keepalive: float | None) -> None:
         self.hub = hub
@@ -68,6 +71,8 @@ class Follower:
             self.timed = keepalive < 2 * hub.tick
             self.due = keepalive if self.timed else keepalive - hub.tick
         self.last_write = time.monotonic()
+        #: Rows to ask the log for at the next catch-up: as many as about one piece holds.
+        self.rows = FIRST_ROWS
 
     def step(self, now: float) -> tuple[int, list[Item] | float | None]:
         """Return what to do next: ``(DELIVER, batch)``, ``(READ, None)`` or ``(WAIT, timeout)``.
@@ -113,13 +118,18 @@ class Follower:
                 # Read first, then look for prune marks above where we were: a
                 # prune that lands between the two gives a reset, never a silent gap.
                 start = self.position
-                page, position = read_page(self.hub.using, self.channels, start, self.hub.horizon)
+                rows = self.rows
+                page, position = read_page(
+                    self.hub.using, self.channels, start, self.hub.horizon, limit=rows, max_bytes=PIECE
+                )
                 marks = list(
                     PruneMark.objects.using(self.hub.using)
                     .filter(channel__in=list(self.channels), pruned_through__gt=max(start, self.reported))
                     .values_list("channel", "pruned_through")
                 )
             self.position = position
+            # Cut by bytes: that many rows fill a piece.  Full by rows: ask for more next time.
+            self.rows = max(1, len(page)) if len(page) < rows and position < self.hub.horizon else min(PAGE, 2 * rows)
             if not marks:
                 return self._wrote(page)
             # Events after the cursor are gone: say so, then go on with
@@ -165,20 +175,39 @@ def follow(
     group = hub.join(channels)
     monotonic = time.monotonic
     end = _end_of(lifetime, monotonic())
+    budget = hub.budget
+    held = 0  # bytes of the budget that the piece last written holds (budget.py)
     try:
         resets = follower.start()
         if resets:
             yield encode(resets)
         while True:
+            if held:  # the server has taken the last piece
+                budget.give(held)
+                held = 0
             signal = group.signal
             now = monotonic()
             action, value = follower.step(now)
+            if action == READ:
+                budget.take(READ_COST, hub.read_timeout)
+                held = READ_COST
+                action, value = DELIVER, follower.catch_up()
+                if not value:
+                    continue
+            elif action == DELIVER:
+                charge = cost(value)  # type: ignore[arg-type]
+                if charge:
+                    budget.take(charge, hub.read_timeout)
+                    held = charge
             if action == DELIVER:
-                yield encode(value)  # type: ignore[arg-type]
-            elif action == READ:
-                items = follower.catch_up()
-                if items:
-                    yield encode(items)
+                try:
+                    chunk = encode(value)  # type: ignore[arg-type]
+                except Exception:
+                    last = _encodable(encode, value)  # type: ignore[arg-type]
+                    if last is not None:
+                        yield last
+                    return
+                yield chunk
             elif now >= end:
                 return
             else:
@@ -186,6 +215,8 @@ def follow(
     except DatabaseError:
         _log_end(channels, follower)
     finally:
+        if held:
+            budget.give(held)
         hub.leave(group)
 
 
@@ -202,20 +233,39 @@ async def afollow(
     group = hub.join(channels)
     monotonic = time.monotonic
     end = _end_of(lifetime, monotonic())
+    budget = hub.budget
+    held = 0  # as in follow()
     try:
         resets = await sync_to_async(follower.start, thread_sensitive=False)()
         if resets:
             yield encode(resets)
         while True:
+            if held:
+                budget.give(held)
+                held = 0
             signal = hub.async_signal(group)
             now = monotonic()
             action, value = follower.step(now)
+            if action == READ:
+                await budget.atake(READ_COST, hub.read_timeout)
+                held = READ_COST
+                action, value = DELIVER, await sync_to_async(follower.catch_up, thread_sensitive=False)()
+                if not value:
+                    continue
+            elif action == DELIVER:
+                charge = cost(value)  # type: ignore[arg-type]
+                if charge:
+                    await budget.atake(charge, hub.read_timeout)
+                    held = charge
             if action == DELIVER:
-                yield encode(value)  # type: ignore[arg-type]
-            elif action == READ:
-                items = await sync_to_async(follower.catch_up, thread_sensitive=False)()
-                if items:
-                    yield encode(items)
+                try:
+                    chunk = encode(value)  # type: ignore[arg-type]
+                except Exception:
+                    last = _encodable(encode, value)  # type: ignore[arg-type]
+                    if last is not None:
+                        yield last
+                    return
+                yield chunk
             elif now >= end:
                 signal.cancel()
                 return
@@ -224,7 +274,31 @@ async def afollow(
     except DatabaseError:
         _log_end(channels, follower)
     finally:
+        if held:
+            budget.give(held)
         hub.leave(group)
+
+
+def _encodable(encode: Callable[[list[Item]], T], batch: list[Item]) -> T | None:
+    """Return the encoding of the events of *batch* before the first that cannot be encoded, or None; log it.
+
+    The stream then ends, cleanly: an exception would break the connection
+    under WSGI and leave it open and silent under daphne, and what came
+    before the event in its batch would be lost.  The client reconnects
+    from the last event it got.
+    """
+    for index, item in enumerate(batch):
+        try:
+            encode([item])
+        except Exception:
+            logger.error(
+                "django_realtime ends a stream at event %s of %s: it cannot be encoded",
+                item.id,
+                item.channel or "-",
+                exc_info=True,
+            )
+            return encode(batch[:index]) if index else None
+    return encode(batch)
 
 
 def _end_of(lifetime: float | None, now: float) -> float:
@@ -245,7 +319,7 @@ def _log_end(channels: frozenset[str], follower: Follower) -> None:
     # (An exception would leave the connection open under daphne, and an
     # EventSource waits on a silent connection forever.)
     logger.warning(
-        "django_realtime ends a stream of %s at %s: the event log cannot be read",
+        "django_realtime ends a stream of %s at %s: the event log cannot be read, or no memory to catch up",
         ", ".join(sorted(channels)),
         follower.position,
         exc_info=True,

@@ -278,3 +278,101 @@ def test_events_pruned_before_the_hub_read_them_give_a_reset_not_a_silent_gap():
     assert items[0].event == "reset"
     assert json.loads(items[0].data_json)["reason"] == "expired"
     assert [item.id for item in items[1:]] == [unread[2].id]
+
+
+# Catching up in pieces (django_realtime/budget.py) --------------------------
+
+
+def test_a_backlog_in_the_buffer_comes_in_pieces_of_about_piece_bytes_and_whole():
+    hub = ready_hub()
+    start = hub.horizon
+    sent = [publish("big", "x" * 10_000).id for _ in range(30)]  # 300 KB
+    publish("other", 1)
+    wait_until(lambda: hub.horizon > sent[-1])
+    batches = follow(hub, frozenset({"big"}), start, keepalive=60)
+    pieces = [next(batches) for _ in range(5)]
+    assert [len(piece) for piece in pieces] == [7, 7, 7, 7, 2], "64 KiB of data a piece, the crossing event included"
+    assert [item.id for piece in pieces for item in piece] == sent, "in order, none twice, none lost"
+    batches.close()
+
+
+def test_pieces_of_several_channels_are_cut_in_id_order_and_lose_nothing():
+    hub = ready_hub()
+    start = hub.horizon
+    sizes = [30_000, 1_000, 5_000, 40_000, 200]
+    sent = [publish(f"c{n % 3}", "x" * sizes[n % len(sizes)]).id for n in range(40)]
+    wait_until(lambda: hub.horizon >= sent[-1])
+    batches = follow(hub, frozenset({"c0", "c1", "c2"}), start, keepalive=60)
+    got = []
+    while len(got) < len(sent):
+        piece = next(batches)
+        assert sum(len(item.data_json) for item in piece[:-1]) < 64 * 1024, "no piece goes on past PIECE bytes"
+        got += [item.id for item in piece]
+    assert got == sent
+    batches.close()
+
+
+def test_a_backlog_read_from_the_log_comes_in_pieces_too():
+    sent = [publish("old", "y" * 10_000).id for _ in range(30)]
+    hub = ready_hub()  # starts after them: they are only in the log
+    batches = follow(hub, frozenset({"old"}), sent[0] - 1, keepalive=60)
+    pieces = [next(batches) for _ in range(5)]
+    assert [item.id for piece in pieces for item in piece] == sent
+    assert max(len(piece) for piece in pieces) <= 7
+    batches.close()
+
+
+def test_a_stream_waits_for_the_memory_budget_and_then_goes_on():
+    hub = ready_hub()
+    start = hub.horizon
+    sent = [publish("big", "x" * 20_000).id for _ in range(8)]
+    wait_until(lambda: hub.horizon >= sent[-1])
+    hub.budget.take(hub.budget.total, timeout=0)  # every byte lent elsewhere
+    got = []
+    thread = threading.Thread(target=lambda: got.extend(next(follow(hub, frozenset({"big"}), start, 60))))
+    thread.start()
+    thread.join(0.3)
+    assert thread.is_alive() and not got, "the piece is not built while the budget is spent"
+    hub.budget.give(hub.budget.total)
+    thread.join(5)
+    assert [item.id for item in got] == sent[:4]
+    assert hub.budget.lent == 0
+
+
+def test_a_stream_whose_wait_for_the_budget_times_out_ends_cleanly():
+    hub = ready_hub()
+    hub.read_timeout = 0.2
+    start = hub.horizon
+    publish("big", "x" * 20_000)
+    publish("big", "x" * 20_000)
+    wait_until(lambda: hub.horizon > start + 1)
+    hub.budget.take(hub.budget.total, timeout=0)
+    assert list(follow(hub, frozenset({"big"}), start, 60)) == [], "it ends; its client resumes later"
+    hub.budget.give(hub.budget.total)
+
+
+def test_afollow_pays_for_its_pieces_and_gives_back_what_it_held():
+    hub = ready_hub()
+    start = hub.horizon
+    sent = [publish("big", "x" * 20_000).id for _ in range(8)]
+    wait_until(lambda: hub.horizon >= sent[-1])
+
+    async def main():
+        stream = afollow(hub, frozenset({"big"}), start, 60)
+        first = await stream.__anext__()
+        held = hub.budget.lent
+        second = await stream.__anext__()
+        await stream.aclose()
+        return first, held, second
+
+    first, held, second = asyncio.run(main())
+    assert [item.id for item in first + second] == sent
+    assert held == 4 * len(json.dumps("x" * 20_000)), "the first piece's bytes, lent until the server took it"
+    assert hub.budget.lent == 0
+
+
+def wait_until(check, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
