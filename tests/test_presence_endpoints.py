@@ -206,3 +206,28 @@ def test_a_stream_refused_a_seat_joins_nothing(client):
         assert refused.status_code == 503
         assert list(PresenceMember.objects.values_list("user", flat=True)) == ["ada"]
         first.close()
+
+
+def identity_that_raises(user, channel, name):
+    raise RuntimeError("the identity hook is broken")
+
+
+def test_an_identity_hook_that_raises_leaves_no_seat_no_member_and_the_websocket_open(client):
+    from django_realtime.hub import get_hub
+
+    with override_settings(
+        REALTIME={**settings.REALTIME, "PRESENCE_CHANNELS": ["chat:*"], "PRESENCE_IDENTITY": identity_that_raises}
+    ):
+        client.raise_request_exception = False
+        response = client.get("/events/?channel=chat:a&presence=chat:a&name=ada")
+        assert response.status_code == 500
+        assert get_hub().seats.taken == 0, "a server error takes no seat"
+
+        async def main():
+            async with connected() as client:
+                reply = await client.request({"type": "join", "channel": "chat:a", "name": "ada"})
+                assert reply["code"] == "unavailable", reply
+                assert (await client.request({"type": "ping"}))["type"] == "pong", "the connection stays"
+
+        run(main())
+    assert not PresenceMember.objects.exists() and not Event.objects.exists()

@@ -261,3 +261,17 @@ def test_a_bad_data_parameter_gets_a_clear_400(client, query):
     response = client.get(f"/events/?channel=chat:a&{query}")
     assert response.status_code == 400
     assert b"data" in response.content
+
+
+def test_with_include_channel_the_channels_past_max_channels_are_refused_in_band_alone(client):
+    event = publish("chat:0", {"n": 1})
+    channels = "&".join(f"channel=chat:{n}" for n in range(18))
+    response = client.get(f"/events/?{channels}&include=channel&lastEventId={event.id - 1}")
+    assert response.status_code == 200
+    events = _events(first_chunks(response, 2))
+    errors = [json.loads(lines[1].removeprefix("data: ")) for lines in events if lines[0] == "event: error"]
+    assert [(error["channel"], error["code"]) for error in errors] == [
+        ("chat:16", "too_many_channels"),
+        ("chat:17", "too_many_channels"),
+    ]
+    assert ["channel: chat:0", f"id: {event.id}", "event: message", 'data: {"n":1}'] in events

@@ -11,15 +11,19 @@ from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.http import require_GET
 
+from .. import rates
 from ..auth import PRESENCE, SUBSCRIBE, get_authorizer
 from ..conf import realtime_settings
 from ..exceptions import InvalidChannelName, InvalidCursor
 from ..hub import get_hub
 from ..log import release_connections
 from ..names import parse_cursor, validate_channel
+from ..presence import BAD_MESSAGE as PRESENCE_BAD_MESSAGE
 from ..presence import FORBIDDEN as PRESENCE_REFUSED
+from ..presence import TOO_LARGE as PRESENCE_TOO_LARGE
 from ..presence import Member, PresenceRefused, get_registry
 from .encoding import encode_cursor, encode_error
+from .origin import from_trusted_page
 from .responses import SSEResponse, asse_stream, chunker, connection_closer, is_async_request, prelude, sse_stream
 
 logger = logging.getLogger("django_realtime")
@@ -35,6 +39,11 @@ FORBIDDEN = "forbidden"
 INVALID_CHANNEL = "invalid_channel"
 PRESENCE_FORBIDDEN = "presence_forbidden"
 BAD_PRESENCE = "bad_presence"
+#: Why a stream's ?presence= is refused when another site's page asked for it.
+CROSS_SITE = "Presence is joined only from this site's pages (or CSRF_TRUSTED_ORIGINS, CORS_ALLOWED_ORIGINS)"
+TOO_MANY_CHANNELS = "too_many_channels"
+#: Longest ``?info=`` text read, in multiples of PRESENCE_MAX_INFO: JSON escapes may take six bytes a character.
+INFO_TEXT_FACTOR = 6
 
 
 class BadParameter(ValueError):
@@ -48,6 +57,13 @@ def _plain(status: int, message: str) -> HttpResponse:
 def retry_after() -> str:
     """Return the seconds a client refused with a 503 should wait: the ``RETRY`` setting's, at least one."""
     return str(max(1, math.ceil(int(realtime_settings.RETRY) / 1000)))
+
+
+def _rate_limited(kind: str) -> HttpResponse:
+    """Return a 429 with ``Retry-After``: the client has no token left for *kind* (django_realtime.rates)."""
+    response = _plain(429, rates.rate_message(kind).capitalize() + ".")
+    response["Retry-After"] = str(rates.retry_after(kind))
+    return response
 
 
 def unavailable(message: str) -> HttpResponse:
@@ -114,7 +130,7 @@ class Format:
 class Joins:
     """The presence a stream asks to join (``?presence=``, ``?name=``, ``?info=``), checked against its channels."""
 
-    __slots__ = ("channels", "info", "name", "user")
+    __slots__ = ("channels", "info", "name", "refusal", "user")
 
     def __init__(self, request: HttpRequest, user: object, streamed: list[str]) -> None:
         self.channels = list(dict.fromkeys(request.GET.getlist("presence")))
@@ -124,12 +140,24 @@ class Joins:
         self.user = user
         self.name = request.GET.get("name")
         self.info: object = None
+        #: Why ``?info=`` cannot be taken: every join refuses it, in band where it can be.
+        self.refusal: PresenceRefused | None = None
         info = request.GET.get("info")
         if info is not None and self.channels:
-            try:
-                self.info = json.loads(info)
-            except ValueError:
-                self.info = info  # refused by the join, as not an object, in band where it can be
+            self.info, self.refusal = _parse_info(info)
+
+
+def _parse_info(text: str) -> tuple[object, PresenceRefused | None]:
+    """Return the value of an ``?info=`` text, or why it is refused: too long, or not JSON (nested too deep too)."""
+    limit = int(realtime_settings.PRESENCE_MAX_INFO)
+    if len(text) > INFO_TEXT_FACTOR * limit:  # before parsing: the parser's work grows with the text
+        return None, PresenceRefused(PRESENCE_TOO_LARGE, f"info is more than PRESENCE_MAX_INFO ({limit}) bytes of JSON")
+    try:
+        return json.loads(text), None
+    except RecursionError:
+        return None, PresenceRefused(PRESENCE_BAD_MESSAGE, "info is nested too deeply")
+    except ValueError:
+        return text, None  # refused by the join, as not an object
 
 
 def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpResponseBase:
@@ -164,6 +192,8 @@ def _join(joins: Joins | None, with_channels: bool) -> tuple[list[Member], list[
     try:
         for channel in joins.channels:
             try:
+                if joins.refusal is not None:
+                    raise joins.refusal
                 members.append(registry.join(joins.user, channel, joins.name, joins.info))
             except PresenceRefused as exc:
                 code = PRESENCE_FORBIDDEN if exc.code == PRESENCE_REFUSED else BAD_PRESENCE
@@ -172,7 +202,7 @@ def _join(joins: Joins | None, with_channels: bool) -> tuple[list[Member], list[
                         registry.leave(member)
                     return [], [], _plain(403 if code == PRESENCE_FORBIDDEN else 400, f"Presence on {channel}: {exc}")
                 errors.append(encode_error(channel, code, str(exc)))
-    except DatabaseError:
+    except BaseException:  # the database, or a PRESENCE_IDENTITY hook that raised: none of it stays joined
         for member in members:
             registry.leave(member)
         raise
@@ -217,6 +247,9 @@ def _stream(
         give_seat()
         logger.warning("django_realtime: a stream's presence cannot be written", exc_info=True)
         return unavailable("Presence cannot be written right now; try again later.")
+    except BaseException:  # a hook that raised: a server error, which takes no seat
+        give_seat()
+        raise
     finally:
         release_connections()
     if refused is not None:
@@ -269,8 +302,12 @@ def events(request: HttpRequest, channels: Iterable[str] | None = None) -> HttpR
     limit = realtime_settings.MAX_CHANNELS
     if not names:
         return _plain(400, "Give at least one channel: ?channel=NAME")
+    asked, extra = names, []
     if len(names) > limit:
-        return _plain(400, f"Too many channels: at most {limit} per connection, got {len(names)}")
+        if not with_channels:
+            return _plain(400, f"Too many channels: at most {limit} per connection, got {len(names)}")
+        # The first MAX_CHANNELS stream; each of the others is refused in band, alone.
+        names, extra = names[:limit], names[limit:]
     invalid: dict[str, str] = {}
     for name in names:
         try:
@@ -290,13 +327,23 @@ def events(request: HttpRequest, channels: Iterable[str] | None = None) -> HttpR
     if not with_channels and denied:
         return _plain(403, f"Not allowed to subscribe to: {', '.join(denied)}")
     try:
-        joins = Joins(request, user, names)
+        joins = Joins(request, user, asked)
     except BadParameter as exc:
         return _plain(400, str(exc))
     forbidden = [name for name in joins.channels if name in allowed and not authorize(user, name, PRESENCE)]
     if forbidden and not with_channels:
         return _plain(403, f"Not allowed to be present on: {', '.join(forbidden)}")
     joins.channels = [name for name in joins.channels if name in allowed and name not in forbidden]
+    cross_site = []
+    if joins.channels and not from_trusted_page(request):
+        # A join changes state: never on behalf of another site's page (sse/origin.py).
+        if not with_channels:
+            return _plain(403, CROSS_SITE)
+        cross_site, joins.channels = joins.channels, []
+    if joins.channels:
+        client = rates.request_client(request)
+        if not all(rates.limiter.take(client, rates.PRESENCE) for _ in joins.channels):
+            return _rate_limited(rates.PRESENCE)
     if not allowed:  # nothing to stream: refuse the request, naming every channel's cause
         if denied:
             return _plain(403, "; ".join([*invalid.values(), f"Not allowed to subscribe to: {', '.join(denied)}"]))
@@ -304,6 +351,9 @@ def events(request: HttpRequest, channels: Iterable[str] | None = None) -> HttpR
     errors = [encode_error(name, INVALID_CHANNEL, message) for name, message in invalid.items()]
     errors += [encode_error(name, FORBIDDEN, f"Not allowed to subscribe to: {name}") for name in denied]
     errors += [encode_error(name, PRESENCE_FORBIDDEN, f"Not allowed to be present on: {name}") for name in forbidden]
+    errors += [encode_error(name, PRESENCE_FORBIDDEN, CROSS_SITE) for name in cross_site]
+    too_many = f"Too many channels: at most {limit} per connection"
+    errors += [encode_error(name, TOO_MANY_CHANNELS, too_many) for name in extra]
     return _stream(request, allowed, form, b"".join(errors), joins if joins.channels else None)
 
 
@@ -324,6 +374,8 @@ def presence(request: HttpRequest, **url_kwargs: object) -> HttpResponse:
         from django.contrib.auth.models import AnonymousUser
 
         user = AnonymousUser()
+    if not rates.limiter.take(rates.request_client(request), rates.PRESENCE):
+        return _rate_limited(rates.PRESENCE)
     if not get_authorizer()(user, channel, SUBSCRIBE):
         return _plain(403, f"Not allowed to see who is present on: {channel}")
     hub = get_hub()
