@@ -22,6 +22,8 @@ from typing import cast
 
 from django.db import connections, transaction
 from django.db.models import Count, Max, Q
+from django.db.models.functions import Left
+from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from . import skips
@@ -101,7 +103,10 @@ def pattern_filter(pattern: str) -> Q:
     if not any(char in pattern for char in "*?["):
         return Q(channel=pattern)
     if pattern.endswith("*") and not any(char in pattern[:-1] for char in "*?["):
-        return Q(channel__startswith=pattern[:-1])  # the common case: an index range scan
+        # The common case: an index range scan.  SQLite's LIKE ignores ASCII
+        # case, so the prefix is compared byte for byte too (PRESENCE:a is not presence:*'s).
+        prefix = pattern[:-1]
+        return Q(channel__startswith=prefix) & Q(Exact(Left("channel", len(prefix)), prefix))
     regex, index = ["^"], 0
     while index < len(pattern):
         char = pattern[index]

@@ -154,6 +154,15 @@ def test_retention_per_channel_pattern_the_first_match_rules_and_the_rest_keep_t
     assert set(marks()) == {"presence:lobby", "chat:lobby", "chat:vip-1", "other"}  # resets for clients behind
 
 
+def test_a_pattern_rules_only_the_channels_it_matches_case_and_all():
+    old = [publish("presence:a", 1), publish("PRESENCE:a", 2)]
+    for event in old:
+        age(event, minutes=2)
+    with override_settings(REALTIME={"RETENTION": {"presence:*": {"MAX_AGE": 60}}}):
+        assert prune(grace=0) == {"by_age": 1, "by_count": 0}
+    assert list(Event.objects.values_list("channel", flat=True)) == ["PRESENCE:a"]  # 7 days, the settings'
+
+
 def test_prune_events_options_override_the_patterns_and_one_channel_follows_its_pattern():
     events = [publish("presence:a", n) for n in range(3)]
     age(events[0], minutes=2)
@@ -169,6 +178,7 @@ def test_prune_events_options_override_the_patterns_and_one_channel_follows_its_
         ("room:[!ab]?", "room:c7", "room:a7"),
         ("a.b+c*", "a.b+cd", "aXb+cd"),
         ("exact:name", "exact:name", "exact:names"),
+        ("presence:*", "presence:a", "PRESENCE:a"),  # SQLite's LIKE ignores ASCII case
     ],
 )
 def test_patterns_match_in_the_database_as_fnmatch_does(pattern, matching, other):
@@ -199,6 +209,7 @@ PATTERNS = [
     ("room:[ab]*", "room:b7", "room:c7"),
     ("a.b+c-d=*", "a.b+c-d=e", "aXb+c-d=e"),
     ("x?:@/*", "xy:@/z", "xy:@z"),
+    ("presence:*", "presence:a", "PRESENCE:a"),
 ]
 
 
