@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from django.utils import timezone
 
 from . import skips
 from .conf import realtime_settings
+from .names import channel_pattern_regex
 
 BATCH = 1000
 #: Seconds between two batches: under gevent the streams run between them.
@@ -107,22 +107,7 @@ def pattern_filter(pattern: str) -> Q:
         # case, so the prefix is compared byte for byte too (PRESENCE:a is not presence:*'s).
         prefix = pattern[:-1]
         return Q(channel__startswith=prefix) & Q(Exact(Left("channel", len(prefix)), prefix))
-    regex, index = ["^"], 0
-    while index < len(pattern):
-        char = pattern[index]
-        index += 1
-        if char == "*":
-            regex.append(".*")
-        elif char == "?":
-            regex.append(".")
-        elif char == "[" and "]" in pattern[index + 1 :]:
-            end = pattern.index("]", index + 1)
-            body = pattern[index:end]
-            regex.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
-            index = end + 1
-        else:
-            regex.append(re.escape(char))
-    return Q(channel__regex="".join(regex) + "$")
+    return Q(channel__regex=channel_pattern_regex(pattern))
 
 
 def rules(older_than: object = _UNSET, keep: object = _UNSET) -> list[Rule]:
