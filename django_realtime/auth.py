@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import Any
@@ -46,14 +47,21 @@ def _pair_key(pk: str) -> tuple[int, int | str]:
     return (0, int(pk)) if pk.isascii() and pk.isdigit() else (1, pk)
 
 
+def _pk_text(user_or_pk: Any) -> str:
+    """Return the text a pair channel names a user by: their primary key's, a UUID's ``.hex`` (no ``-``)."""
+    pk = getattr(user_or_pk, "pk", user_or_pk)
+    return pk.hex if isinstance(pk, uuid.UUID) else str(pk)
+
+
 def pair_channel(prefix: str, a: Any, b: Any) -> str:
     """Return the one channel of two users, ``<prefix>:<pkA>-<pkB>``, the lower primary key first.
 
-    *a* and *b* are users or primary keys.  Raise ValueError for one user
-    twice, or a primary key the channel name rules do not allow or that holds
-    ``-`` (a UUID: use its ``.hex``).
+    *a* and *b* are users or primary keys; a UUID key is named by its
+    ``.hex``, as :func:`is_pair_member` reads it.  Raise ValueError for one
+    user twice, or a primary key the channel name rules do not allow or that
+    holds ``-``.
     """
-    first, second = (str(getattr(x, "pk", x)) for x in (a, b))
+    first, second = (_pk_text(x) for x in (a, b))
     if first == second:
         raise ValueError(f"a pair channel needs two different users, got {first!r} twice")
     for pk in (first, second):
@@ -75,7 +83,7 @@ def is_pair_member(user: Any, channel: str, prefix: str) -> bool:
     if rest == channel:
         return False
     first, sep, second = rest.partition("-")
-    mine = str(user.pk)
+    mine = _pk_text(user)
     if not sep or mine not in (first, second):
         return False
     try:

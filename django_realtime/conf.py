@@ -9,6 +9,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
+from .names import channel_pattern_regex
+
 DEFAULTS: dict[str, Any] = {
     # How processes learn of new events: "polling", "inprocess" or a dotted path.
     "BACKEND": "polling",
@@ -117,6 +119,11 @@ def _retention(merged: dict[str, Any]) -> dict[str, dict[str, Any]]:
         where = f"REALTIME RETENTION[{pattern!r}]"
         if not isinstance(pattern, str) or not pattern:
             raise ImproperlyConfigured(f"REALTIME RETENTION keys must be channel patterns, not {pattern!r}")
+        try:
+            # Here rather than at each prune: a pattern the database cannot read made every prune fail.
+            channel_pattern_regex(pattern)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{where} is not a channel pattern django_realtime can match: {exc}") from None
         if not isinstance(rule, dict) or set(rule) - {"MAX_AGE", "MAX_EVENTS_PER_CHANNEL"}:
             raise ImproperlyConfigured(f"{where} must be a dict with MAX_AGE and/or MAX_EVENTS_PER_CHANNEL")
         keep = rule.get("MAX_EVENTS_PER_CHANNEL", merged["MAX_EVENTS_PER_CHANNEL"])

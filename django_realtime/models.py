@@ -36,6 +36,7 @@ class Event(models.Model):
     """
 
     id = models.BigAutoField(primary_key=True)
+    #: Compared byte for byte on every database (MySQL and MariaDB: utf8mb4_bin, migration 0006).
     channel = models.CharField(max_length=CHANNEL_MAX_LENGTH)
     event = models.CharField(max_length=EVENT_MAX_LENGTH, default="message")
     data_json = models.TextField(db_column="data")
@@ -89,6 +90,7 @@ class PruneMark(models.Model):
     the stream then sends a ``reset`` event instead of a silent gap.
     """
 
+    #: Compared byte for byte on every database (MySQL and MariaDB: utf8mb4_bin, migration 0006).
     channel = models.CharField(max_length=CHANNEL_MAX_LENGTH, primary_key=True)
     pruned_through = models.BigIntegerField()
 
@@ -156,6 +158,7 @@ class PresenceMember(models.Model):
     connection = models.CharField(max_length=32, primary_key=True)
     #: The PresenceProcess that serves it (no foreign key: a member outlives nothing, see presence.reap).
     process = models.CharField(max_length=32, db_index=True)
+    #: Compared byte for byte on every database (MySQL and MariaDB: utf8mb4_bin, migration 0006).
     channel = models.CharField(max_length=CHANNEL_MAX_LENGTH)
     user = models.CharField(max_length=150)
     #: The public info the connection joined with, as JSON text (an object).

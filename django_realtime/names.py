@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 
 from .exceptions import InvalidChannelName, InvalidCursor, InvalidEventName
 
@@ -17,6 +18,7 @@ CHANNEL_MAX_LENGTH = 200
 EVENT_MAX_LENGTH = 100
 #: Letters, digits and ``_ - . : @ / = +``.
 CHANNEL_PATTERN = re.compile(r"[A-Za-z0-9_\-.:@/=+]+\Z")
+_CHANNEL_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_-.:@/=+")
 #: Letters, digits and ``_ - . :``.
 EVENT_PATTERN = re.compile(r"[A-Za-z0-9_\-.:]+\Z")
 #: Event names a client library gives a meaning of its own.
@@ -61,6 +63,62 @@ def validate_event_name(name: object, *, allow_reserved: bool = False) -> str:
     if not allow_reserved and name in RESERVED_EVENTS:
         raise InvalidEventName(f"event name {name!r} is reserved for django_realtime's own use")
     return name  # type: ignore[return-value]
+
+
+def channel_pattern_regex(pattern: str) -> str:
+    """Return the regular expression of the channel names an fnmatch *pattern* matches, as fnmatchcase() does.
+
+    Every database reads it alike (PostgreSQL, MySQL, MariaDB, Python's
+    ``re`` for SQLite), because a pattern may hold only what a channel name
+    holds, ``*``, ``?`` and sets: ``[ab]``, ``[!ab]``, ``[a-f]`` of channel
+    characters, ``-`` first or last standing for itself.  Raise ValueError for
+    anything else, which either matches no channel or would mean one thing to
+    fnmatch and another (or an error, ``x[!]`` giving ``[^]``) to the database.
+    """
+    regex, index = ["^"], 0
+    while index < len(pattern):
+        char = pattern[index]
+        index += 1
+        if char == "*":
+            regex.append(".*")
+        elif char == "?":
+            regex.append(".")
+        elif char == "[":
+            end = pattern.find("]", index)
+            if end < 0:
+                raise ValueError("a '[' has no ']'")
+            body = pattern[index:end]
+            members = body[1:] if body.startswith("!") else body
+            _check_set(members)
+            regex.append(("[^" if body.startswith("!") else "[") + members + "]")
+            index = end + 1
+        elif char in _CHANNEL_CHARACTERS:
+            regex.append(re.escape(char))
+        else:
+            raise ValueError(f"{char!r} is in no channel name: use letters, digits, _-.:@/=+, * ? and [...]")
+    return "".join(regex) + "$"
+
+
+def _check_set(members: str) -> None:
+    """Raise ValueError unless *members* (a set without its brackets and ``!``) is channel characters and ranges."""
+    if not members:
+        raise ValueError("a set [...] is empty")
+    index = 0
+    while index < len(members):
+        char = members[index]
+        if char not in _CHANNEL_CHARACTERS:
+            raise ValueError(f"a set [...] holds {char!r}, which is in no channel name")
+        if index + 2 < len(members) and members[index + 1] == "-":
+            high = members[index + 2]
+            if high not in _CHANNEL_CHARACTERS:
+                raise ValueError(f"a set [...] holds {high!r}, which is in no channel name")
+            if "-" in (char, high) or char > high:
+                raise ValueError(f"a set [...] holds the range {char}-{high}, which goes down or ends in '-'")
+            index += 3
+        elif char == "-" and 0 < index < len(members) - 1:
+            raise ValueError("a '-' in a set [...] that is neither first, last nor in a range")
+        else:
+            index += 1
 
 
 def parse_cursor(value: object) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -22,10 +21,13 @@ from typing import cast
 
 from django.db import connections, transaction
 from django.db.models import Count, Max, Q
+from django.db.models.functions import Left
+from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from . import skips
 from .conf import realtime_settings
+from .names import channel_pattern_regex
 
 BATCH = 1000
 #: Seconds between two batches: under gevent the streams run between them.
@@ -101,23 +103,11 @@ def pattern_filter(pattern: str) -> Q:
     if not any(char in pattern for char in "*?["):
         return Q(channel=pattern)
     if pattern.endswith("*") and not any(char in pattern[:-1] for char in "*?["):
-        return Q(channel__startswith=pattern[:-1])  # the common case: an index range scan
-    regex, index = ["^"], 0
-    while index < len(pattern):
-        char = pattern[index]
-        index += 1
-        if char == "*":
-            regex.append(".*")
-        elif char == "?":
-            regex.append(".")
-        elif char == "[" and "]" in pattern[index + 1 :]:
-            end = pattern.index("]", index + 1)
-            body = pattern[index:end]
-            regex.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
-            index = end + 1
-        else:
-            regex.append(re.escape(char))
-    return Q(channel__regex="".join(regex) + "$")
+        # The common case: an index range scan.  SQLite's LIKE ignores ASCII
+        # case, so the prefix is compared byte for byte too (PRESENCE:a is not presence:*'s).
+        prefix = pattern[:-1]
+        return Q(channel__startswith=prefix) & Q(Exact(Left("channel", len(prefix)), prefix))
+    return Q(channel__regex=channel_pattern_regex(pattern))
 
 
 def rules(older_than: object = _UNSET, keep: object = _UNSET) -> list[Rule]:

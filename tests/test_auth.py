@@ -1,3 +1,5 @@
+import uuid
+
 import pytest
 from django.test import override_settings
 
@@ -106,6 +108,25 @@ def test_default_hook_gives_a_pair_channel_to_its_two_users_alone_whatever_the_p
         assert not authorize(ANONYMOUS, "call:3-7", action)
         assert not authorize(User(3), "call:3-7", "delete")
         assert authorize(User(8), "chat:lobby", action)  # other channels keep the patterns
+
+
+ANN = uuid.UUID("1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+BEN = uuid.UUID("a8098c1a-f86e-11da-bd1a-00112444be1e")
+
+
+def test_users_with_uuid_keys_are_named_by_the_keys_hex_and_are_members_of_their_pair():
+    channel = f"call:{ANN.hex}-{BEN.hex}"
+    assert pair_channel("call", User(BEN), User(ANN)) == channel
+    assert pair_channel("call", BEN, ANN) == channel
+    assert pair_channel("call", BEN.hex, ANN.hex) == channel  # as the page names it
+    assert is_pair_member(User(ANN), channel, "call")
+    assert is_pair_member(User(BEN), channel, "call")
+    assert not is_pair_member(User(uuid.uuid4()), channel, "call")
+    assert not is_pair_member(User(ANN), f"call:{ANN}-{BEN}", "call")  # the dashed form is no pair channel
+    with override_settings(REALTIME={"PUBLIC_CHANNELS": ["*"], "PAIR_CHANNELS": ["call"]}):
+        assert authorize(User(ANN), channel, SUBSCRIBE)
+        assert authorize(User(BEN), channel, PUBLISH)
+        assert not authorize(User(uuid.uuid4()), channel, SUBSCRIBE)
 
 
 def test_without_pair_channels_a_pair_name_is_an_ordinary_channel():

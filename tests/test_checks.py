@@ -54,3 +54,8 @@ def test_a_backend_whose_driver_is_missing_is_an_error(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "redis" else find_spec(name, *a))
     with override_settings(REALTIME={"BACKEND": "redis"}):
         assert ids() == ["django_realtime.E006"]
+
+
+def test_a_retention_pattern_the_database_cannot_match_is_an_error():
+    with override_settings(REALTIME={"RETENTION": {"x[!]": {"MAX_AGE": 60}}}):
+        assert ids() == ["django_realtime.E003"]

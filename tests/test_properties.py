@@ -122,3 +122,29 @@ def test_a_cursor_parses_only_from_its_canonical_decimal_form(value):
         return
     assert str(cursor) == value
     assert 0 <= cursor <= CURSOR_MAX
+
+
+#: Channel names and retention patterns over a few characters, the ones sets and ranges turn on among them.
+NAME_CHARACTERS = "ab-Z9:"
+PATTERN_SET = st.builds("[{}{}]".format, st.sampled_from(["", "!"]), st.text(NAME_CHARACTERS + "]^\\", max_size=4))
+PATTERN_TEXT = st.lists(st.one_of(st.sampled_from([*NAME_CHARACTERS, "*", "?", "[", "]", "!", " "]), PATTERN_SET)).map(
+    "".join
+)
+
+
+@settings(max_examples=1000)
+@given(pattern=PATTERN_TEXT, names=st.lists(st.text(NAME_CHARACTERS, min_size=1, max_size=6), max_size=20))
+@example(pattern="x[!]", names=["x[!]"])
+@example(pattern="[!-a-]", names=["-", "b"])
+def test_a_channel_pattern_is_refused_or_matches_in_the_database_what_fnmatch_matches(pattern, names):
+    import re
+    from fnmatch import fnmatchcase
+
+    from django_realtime.names import channel_pattern_regex
+
+    try:
+        regex = re.compile(channel_pattern_regex(pattern))
+    except ValueError:
+        return
+    for name in names:
+        assert bool(regex.search(name)) == fnmatchcase(name, pattern), (pattern, name)

@@ -1,3 +1,4 @@
+import re
 import time
 from datetime import timedelta
 
@@ -154,6 +155,15 @@ def test_retention_per_channel_pattern_the_first_match_rules_and_the_rest_keep_t
     assert set(marks()) == {"presence:lobby", "chat:lobby", "chat:vip-1", "other"}  # resets for clients behind
 
 
+def test_a_pattern_rules_only_the_channels_it_matches_case_and_all():
+    old = [publish("presence:a", 1), publish("PRESENCE:a", 2)]
+    for event in old:
+        age(event, minutes=2)
+    with override_settings(REALTIME={"RETENTION": {"presence:*": {"MAX_AGE": 60}}}):
+        assert prune(grace=0) == {"by_age": 1, "by_count": 0}
+    assert list(Event.objects.values_list("channel", flat=True)) == ["PRESENCE:a"]  # 7 days, the settings'
+
+
 def test_prune_events_options_override_the_patterns_and_one_channel_follows_its_pattern():
     events = [publish("presence:a", n) for n in range(3)]
     age(events[0], minutes=2)
@@ -169,6 +179,7 @@ def test_prune_events_options_override_the_patterns_and_one_channel_follows_its_
         ("room:[!ab]?", "room:c7", "room:a7"),
         ("a.b+c*", "a.b+cd", "aXb+cd"),
         ("exact:name", "exact:name", "exact:names"),
+        ("presence:*", "presence:a", "PRESENCE:a"),  # SQLite's LIKE ignores ASCII case
     ],
 )
 def test_patterns_match_in_the_database_as_fnmatch_does(pattern, matching, other):
@@ -195,10 +206,44 @@ def test_a_malformed_retention_setting_is_a_clear_error(given):
         prune()
 
 
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "x[!]",  # an empty set: "[^]" in the database
+        "x[z-a]*",  # a range that goes down
+        "x[a\\]*",  # a backslash escapes the "]" in the database
+        "x[^a]*",  # fnmatch's "^" is a character, the database's a negation
+        "x[]a]*",
+        "x[a-c-e]",
+        "x[ab",
+        "chat: lobby",  # no channel holds a space
+    ],
+)
+def test_a_retention_pattern_the_database_cannot_match_as_fnmatch_does_is_refused_at_settings_load(pattern):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from django_realtime.conf import realtime_settings
+
+    with override_settings(REALTIME={"RETENTION": {pattern: {"MAX_AGE": 60}}}):
+        with pytest.raises(ImproperlyConfigured, match=re.escape(f"RETENTION[{pattern!r}]")):
+            realtime_settings.RETENTION  # noqa: B018
+
+
+def test_retention_patterns_of_channel_characters_and_sets_of_them_load():
+    from django_realtime.conf import realtime_settings
+
+    patterns = ["chat:*", "room:[ab]*", "room:[!a-c0-9]?", "a.b+c-d=*", "x?:@/*", "set:[-a]*", "set:[a-]*", "exact"]
+    with override_settings(REALTIME={"RETENTION": {pattern: {"MAX_AGE": 60} for pattern in patterns}}):
+        assert list(realtime_settings.RETENTION) == patterns
+
+
 PATTERNS = [
     ("room:[ab]*", "room:b7", "room:c7"),
     ("a.b+c-d=*", "a.b+c-d=e", "aXb+c-d=e"),
     ("x?:@/*", "xy:@/z", "xy:@z"),
+    ("presence:*", "presence:a", "PRESENCE:a"),
+    ("set:[-a-c]?", "set:-x", "set:dx"),
+    ("set:[!-a-c]?", "set:dx", "set:-x"),
 ]
 
 
@@ -212,3 +257,15 @@ def test_patterns_match_on_postgresql_and_mariadb_as_fnmatch_does(alias):
         found = Event.objects.using(alias).filter(retention.pattern_filter(pattern)).values_list("channel", flat=True)
         assert list(found) == [matching], pattern
         Event.objects.using(alias).all().delete()
+
+
+@pytest.mark.django_db(databases=["default", "postgres", "mysql"])
+@pytest.mark.parametrize("alias", ["default", "postgres", "mysql"])
+def test_a_prune_under_a_pattern_the_database_cannot_match_fails_naming_the_pattern(alias):
+    from django.core.exceptions import ImproperlyConfigured
+
+    Event.objects.using(alias).bulk_create([Event(channel="x", data_json="1")])
+    with override_settings(REALTIME={"RETENTION": {"x[!]": {"MAX_AGE": 60}}}):
+        with pytest.raises(ImproperlyConfigured, match=re.escape("RETENTION['x[!]']")):
+            prune(using=alias)
+    assert Event.objects.using(alias).count() == 1
