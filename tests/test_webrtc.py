@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -121,10 +122,12 @@ def open_as(browser) -> Iterator[Callable[..., Any]]:
     errors: list[str] = []
     console: list[str] = []
 
-    def open_as(user: dict[str, Any], server: DemoServer, path: str) -> Any:
+    def open_as(user: dict[str, Any], server: DemoServer, path: str, *, init_script: str | None = None) -> Any:
         context = browser.new_context()
         contexts.append(context)
         context.add_cookies([{"name": "sessionid", "value": user["session"], "url": server.url}])
+        if init_script is not None:
+            context.add_init_script(init_script)
         page = context.new_page()
         page.set_default_timeout(20_000)
         page.on("pageerror", lambda error: errors.append(f"{path}: {error}"))
@@ -293,6 +296,70 @@ def test_in_the_room_a_user_calls_another_from_who_is_here_and_they_answer_from_
     ann_call.click(".call-hangup")
     bob_call.wait_for_selector(".call-status[data-state=idle]")
     context.close()
+
+
+# Who may be called from a room ----------------------------------------------
+
+#: Each person of a room page's "Here now" list: [name, the href of their Call link or null].
+CALL_LINKS = """() => Array.from(document.querySelectorAll('#people .person'), (e) => [
+  e.querySelector('.name').textContent,
+  e.querySelector('a.call-link') && e.querySelector('a.call-link').getAttribute('href'),
+])"""
+#: Record the channels of each SSE stream the page opens, in window.streams.
+RECORD_STREAMS = """
+window.streams = [];
+const realFetch = window.fetch;
+window.fetch = function (url, init) {
+  const parsed = new URL(String(url), location.href);
+  if (parsed.pathname === "/events/") window.streams.push(parsed.searchParams.getAll("channel"));
+  return realFetch.call(this, url, init);
+};
+"""
+
+
+def join_room(
+    server: DemoServer, room: str, name: str, info: dict[str, Any], user: dict[str, Any] | None = None
+) -> Any:
+    """Open an SSE stream present in *room* as a page of the demo is, as *user* (else a guest); return it, open."""
+    channel = f"chat:{room}"
+    params = [("channel", channel), ("presence", channel), ("name", name), ("info", json.dumps(info))]
+    stream = EventStream(
+        f"{server.url}/events/", params=[*params, ("include", "channel")], headers=cookie(user) if user else {}
+    )
+    stream.open()
+    return stream
+
+
+@pytest.mark.browser
+def test_a_guest_who_claims_a_users_pk_in_its_presence_info_gets_no_call_link_and_the_room_stays_live(
+    open_as, users, wsgi
+):
+    ann, bob, eve = users["ann"], users["bob"], users["eve"]
+    room = f"fake-{uuid.uuid4().hex[:8]}"
+    with ExitStack() as stack:
+        # Sixteen guests in the room, each claiming to be a user one may call: the first as bob,
+        # with bob's pk; the others with the pks of users that need not exist.
+        for n in range(16):
+            info = {"page": f"fake{n}", "pk": bob["pk"] if n == 0 else 1000 + n}
+            stack.callback(join_room(wsgi, room, "bob" if n == 0 else f"guest-{n:02}", info).close)
+        # And eve, signed in, who can be called.
+        stack.callback(join_room(wsgi, room, "eve", {"page": "eve"}, eve).close)
+        page = open_as(ann, wsgi, f"/room/{room}/?transport=sse", init_script=RECORD_STREAMS)
+        wait_for_state(page, "live")
+        wait_for_value(page, f"() => ({CALL_LINKS})().length", 18)
+        page.wait_for_timeout(1000)  # the pair channels the page subscribes to, if any
+
+        # Only eve's entry can be called: the guests' pks were the server's to set (null).
+        links = {name: href for name, href in page.evaluate(CALL_LINKS) if href}
+        assert links == {"eve": f"/call/{eve['pk']}/?call=1&transport=sse"}
+        # The page lives on: it follows the room and eve's pair channel, and a message arrives.
+        wait_for_state(page, "live")
+        assert page.evaluate("() => window.streams.at(-1)") == [
+            pair_channel("call", ann["pk"], eve["pk"]),
+            f"chat:{room}",
+        ]
+        publish_event(wsgi.env, f"chat:{room}", {"nick": "cron", "text": "still here"})
+        page.wait_for_selector("#messages li.msg:has-text('still here')")
 
 
 # A third user ------------------------------------------------------------

@@ -3,7 +3,9 @@
 ``call:<pkA>-<pkB>`` is a pair channel (``PAIR_CHANNELS = ["call"]``): only
 those two users may read it or publish to it, over either transport.  The
 page holds no state of its own; static/chat/call.js does the rest.  Sign in
-first (``sign_in``: a name is enough), as two users in two browsers.
+first (``sign_in``: a name is enough), as two users in two browsers.  Who may
+be called from a room is the server's to say: ``present_as`` puts each
+member's pk in its presence info.
 """
 
 import re
@@ -18,11 +20,21 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from django_realtime.auth import pair_channel
+from django_realtime.presence import identify
 
 #: The prefix of the calls' pair channels, one of PAIR_CHANNELS.
 CALL_PREFIX = "call"
 #: A name one may sign in under: what Django's usernames allow, 2 to 30 characters.
 NAME_PATTERN = re.compile(r"[\w.@+-]{2,30}\Z")
+
+
+def present_as(user, channel, name):
+    """Present a room's member as the default hook does, with ``info.pk`` set by the server (PRESENCE_IDENTITY).
+
+    The room lists a Call link for the members whose ``pk`` is a number: a
+    signed-in user's, never a guest's (None), whatever pk the page claimed.
+    """
+    return {"user": identify(user, channel, name), "info": {"pk": user.pk if user.is_authenticated else None}}
 
 
 def _next(request):
