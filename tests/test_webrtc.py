@@ -82,6 +82,14 @@ def users(env) -> dict[str, dict[str, Any]]:
     return json.loads(manage(env, "shell", "-c", MAKE_USERS).strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def crowd(env) -> list[dict[str, Any]]:
+    """Sixteen more signed-in users: as many as MAX_CHANNELS, each a callable member of a room."""
+    code = MAKE_USERS.replace('("ann", "bob", "eve")', str(tuple(f"crowd{n:02}" for n in range(16))))
+    found = json.loads(manage(env, "shell", "-c", code).strip().splitlines()[-1])
+    return [found[name] for name in sorted(found)]
+
+
 def _serve(kind: str, env: dict[str, str], tmp_path_factory) -> Iterator[DemoServer]:
     server = DemoServer(kind, env, tmp_path_factory.mktemp(kind) / "server.log")
     server.start()
@@ -358,6 +366,28 @@ def test_a_guest_who_claims_a_users_pk_in_its_presence_info_gets_no_call_link_an
             pair_channel("call", ann["pk"], eve["pk"]),
             f"chat:{room}",
         ]
+        publish_event(wsgi.env, f"chat:{room}", {"nick": "cron", "text": "still here"})
+        page.wait_for_selector("#messages li.msg:has-text('still here')")
+
+
+@pytest.mark.browser
+def test_a_room_full_of_users_one_may_call_keeps_the_page_within_the_servers_channel_limit(open_as, users, crowd, wsgi):
+    ann = users["ann"]
+    room = f"full-{uuid.uuid4().hex[:8]}"
+    with ExitStack() as stack:
+        for user in crowd:  # as many signed-in users as MAX_CHANNELS, joined as their room pages join
+            stack.callback(join_room(wsgi, room, "x", {"page": f"page{user['pk']}", "pk": user["pk"]}, user).close)
+        page = open_as(ann, wsgi, f"/room/{room}/?transport=sse", init_script=RECORD_STREAMS)
+        wait_for_state(page, "live")
+        wait_for_value(page, f"() => ({CALL_LINKS})().filter(([, href]) => href).length", len(crowd))
+        page.wait_for_timeout(1000)
+
+        # Everyone can be called, but the page rings for a few of them only: its stream stays
+        # well under MAX_CHANNELS (16), which would refuse it whole.
+        streams = page.evaluate("() => window.streams")
+        assert max(len(channels) for channels in streams) <= 9, streams
+        assert len([c for c in streams[-1] if c.startswith("call:")]) == 8, streams[-1]
+        wait_for_state(page, "live")
         publish_event(wsgi.env, f"chat:{room}", {"nick": "cron", "text": "still here"})
         page.wait_for_selector("#messages li.msg:has-text('still here')")
 

@@ -242,6 +242,12 @@
     return `${config.callUrl.replace(/0\/$/, `${pk}/`)}?${query}`;
   }
 
+  // At most MAX_RINGS pair channels, however many people are here: with the room's own channel
+  // the page's stream (or socket) carries at most 9 channels, well under the server's MAX_CHANNELS
+  // (16 by default), past which the server refuses channels (an SSE stream that asks for more,
+  // the room's channel with the rest). Everyone here can still be called; only the calls of the
+  // first MAX_RINGS ring in the room (the call page itself rings for anyone).
+  const MAX_RINGS = 8;
   const rings = new Map(); // pk -> the subscription to the pair channel with that user
   const rung = new Set(); // callers' sessions already announced
 
@@ -254,6 +260,7 @@
       }
     }
     for (const [pk, name] of present) {
+      if (rings.size >= MAX_RINGS) break; // the ones rung for already stay: no churn as people come and go
       if (rings.has(pk)) continue;
       const channel = pairChannel("call", config.me, pk);
       rings.set(
