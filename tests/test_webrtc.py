@@ -293,6 +293,10 @@ def test_in_the_room_a_user_calls_another_from_who_is_here_and_they_answer_from_
     with bob_room.context.expect_page() as opened:
         bob_room.click(".notice a.call-link")
     bob_call = opened.value
+    # The link says who calls; Bob answers with a click.
+    bob_call.wait_for_selector(".call-answer:visible")
+    assert bob_call.text_content(".call-status") == "ann is calling…"
+    bob_call.click(".call-answer")
     for page in (ann_call, bob_call):
         page.wait_for_selector(".call-status[data-state=connected]")
         page.wait_for_selector(".call-text:enabled")
@@ -304,6 +308,61 @@ def test_in_the_room_a_user_calls_another_from_who_is_here_and_they_answer_from_
     ann_call.click(".call-hangup")
     bob_call.wait_for_selector(".call-status[data-state=idle]")
     context.close()
+
+
+#: Count the page's requests for a camera and microphone, in window.mediaAsked.
+COUNT_MEDIA = """
+window.mediaAsked = 0;
+const realGetUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+navigator.mediaDevices.getUserMedia = (constraints) => {
+  window.mediaAsked += 1;
+  return realGetUserMedia(constraints);
+};
+"""
+
+
+@pytest.mark.browser
+def test_a_call_page_opened_to_answer_shows_who_calls_and_connects_only_on_a_click(open_as, users, database, asgi):
+    ann, bob = users["ann"], users["bob"]
+    channel = pair_channel("call", ann["pk"], bob["pk"])
+    before = len(stored(database, channel))
+    ann_call = open_as(ann, asgi, f"/call/{bob['pk']}/?call=1&transport=ws")
+    ann_call.wait_for_function("() => demoCall.peer && demoCall.peer.id")
+    caller = ann_call.evaluate("() => demoCall.peer.id")
+
+    # The link of the room's "ann is calling you: answer" notice, which anyone can send bob.
+    bob_call = open_as(bob, asgi, f"/call/{ann['pk']}/?answer=1&transport=ws", init_script=COUNT_MEDIA)
+    wait_for_state(bob_call, "live")
+    bob_call.wait_for_timeout(3000)  # ann says hello again meanwhile; an answering page would connect
+    # Bob's page says who calls and waits for his click: no Peer, no camera, no signal of its own.
+    assert bob_call.evaluate("() => [demoCall.peer, window.mediaAsked]") == [None, 0]
+    assert bob_call.text_content(".call-status") == "ann is calling…"
+    assert bob_call.is_visible(".call-answer") and bob_call.is_visible(".call-decline")
+    assert ann_call.evaluate("() => demoCall.peer.state") == "waiting"
+    senders = {json.loads(data)["from"] for _id, _event, data in stored(database, channel)[before:]}
+    assert senders == {caller}
+
+    bob_call.click(".call-answer")
+    for page in (ann_call, bob_call):
+        page.wait_for_selector(".call-status[data-state=connected]")
+    assert bob_call.evaluate("() => window.mediaAsked") == 1
+    ann_call.click(".call-hangup")
+    bob_call.wait_for_selector(".call-status[data-state=idle]")
+
+
+@pytest.mark.browser
+def test_a_call_declined_on_a_page_opened_to_answer_before_the_callers_hello_ends_on_the_callers_page(
+    open_as, users, asgi
+):
+    ann, bob = users["ann"], users["bob"]
+    bob_call = open_as(bob, asgi, f"/call/{ann['pk']}/?answer=1&transport=ws")
+    wait_for_state(bob_call, "live")
+    bob_call.click(".call-decline")  # before any hello: the page does not know the caller's session yet
+    ann_call = open_as(ann, asgi, f"/call/{bob['pk']}/?call=1&transport=ws")
+    ann_call.wait_for_selector(".call-status[data-state=idle]")
+    assert ann_call.evaluate("() => demoCall.peer") is None
+    assert bob_call.text_content(".call-status") == "Declined ann's call."
+    assert bob_call.evaluate("() => demoCall.peer") is None
 
 
 # Who may be called from a room ----------------------------------------------
