@@ -9,10 +9,12 @@ member's pk in its presence info.
 """
 
 import re
+import unicodedata
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.auth import get_user_model, login, logout
+from django.db import IntegrityError, transaction
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -45,22 +47,42 @@ def _next(request):
     return "/"
 
 
+def account_name(name):
+    """Return the account name of *name*: NFKC, as Django normalises usernames, then case-folded.
+
+    Names that look alike are one account: "ａｌｉｃｅ" (fullwidth), "Alice" and
+    "alice" are all "alice", and "Élodie" is "élodie", whatever the database's
+    collation does with case (SQLite's LIKE folds ASCII only).
+    """
+    folded = get_user_model().normalize_username(name).casefold()
+    return unicodedata.normalize("NFKC", folded)  # casefolding may undo NFKC: redo it
+
+
 def sign_in(request):
     """Sign in under a new name alone: a demo account with no password, so that guests can call each other.
 
-    A name taken already is refused, whoever took it: nobody signs in as someone else.
+    A name taken already is refused, whoever took it, however it is typed:
+    nobody signs in as someone else, or as a look-alike of them.
     """
     error = ""
     name = request.POST.get("name", "").strip()
     if request.method == "POST":
-        if not NAME_PATTERN.match(name):
+        account = account_name(name)
+        taken = f"{name} is taken: choose another name."
+        if not NAME_PATTERN.match(account):
             error = "A name has 2 to 30 letters, digits or . @ + - _"
-        elif get_user_model().objects.filter(username__iexact=name).exists():
-            error = f"{name} is taken: choose another name."
+        # iexact also finds accounts made before names were folded ("Ann"), where it can (ASCII).
+        elif get_user_model().objects.filter(username__iexact=account).exists():
+            error = taken
         else:
-            user = get_user_model().objects.create_user(name)  # no password: it can only sign in here, once
-            login(request, user)
-            return redirect(_next(request))
+            try:
+                with transaction.atomic():  # a savepoint: the request may be atomic (ATOMIC_REQUESTS)
+                    user = get_user_model().objects.create_user(account)  # no password: it signs in here, once
+            except IntegrityError:  # another sign-in took the name since the check
+                error = taken
+            else:
+                login(request, user)
+                return redirect(_next(request))
     return render(request, "chat/sign_in.html", {"error": error, "name": name, "next": _next(request)})
 
 
