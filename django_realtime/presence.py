@@ -74,6 +74,53 @@ def identify(user: Any, channel: str, name: str | None) -> str:
     return name
 
 
+def split_identity(returned: object) -> tuple[str | None, dict[str, Any]]:
+    """Return the identity and the server's info keys in what ``PRESENCE_IDENTITY`` returned.
+
+    A hook returns the identity (a str, or None for none), or a dict
+    ``{"user": <str>, "info": {<key>: <value>}}`` whose info keys are set over
+    the client's.  Anything else is logged as an error and refused
+    (PresenceRefused, ``forbidden``): a bug of the hook lets nobody in under
+    an identity or an info it did not mean.
+    """
+    if returned is None or isinstance(returned, str):
+        return returned, {}
+    if isinstance(returned, dict):
+        problem = _identity_problem(returned)
+        if problem is None:
+            return returned["user"], returned.get("info", {})
+    else:
+        problem = "neither a str nor a dict"
+    hook = realtime_settings.PRESENCE_IDENTITY
+    logger.error(
+        "django_realtime: the PRESENCE_IDENTITY hook %s returned %r, %s; the join is refused. "
+        'Return the identity as a str, or {"user": str, "info": dict} (docs/presence.md)',
+        hook if isinstance(hook, str) else getattr(hook, "__qualname__", repr(hook)),
+        returned,
+        problem,
+    )
+    raise PresenceRefused(FORBIDDEN, "the presence identity hook gave no valid identity")
+
+
+def _identity_problem(returned: dict[Any, Any]) -> str | None:
+    """Say what makes the dict a hook returned no identity; None if it is one."""
+    from .publishing import encode_data
+
+    if set(returned) - {"user", "info"}:  # a typo ("infos") must not pass for "no info"
+        return f"a dict with keys other than 'user' and 'info': {sorted(map(str, returned))}"
+    if not isinstance(returned.get("user"), str):
+        return "a dict whose 'user' is not a str"
+    info = returned.get("info", {})
+    # String keys only: JSON would make 1 the key "1", and a client's "1" would then win over it.
+    if not isinstance(info, dict) or not all(isinstance(key, str) for key in info):
+        return "a dict whose 'info' is not a dict with str keys"
+    try:
+        encode_data(info)
+    except InvalidEventData as exc:
+        return f"a dict whose 'info' is not JSON ({exc})"
+    return None
+
+
 def check_name(name: object) -> str | None:
     """Return *name* if it is None or a name one may be present as; else raise PresenceRefused."""
     if name is None:
@@ -164,12 +211,17 @@ class Registry:
         The caller has validated *channel* and asked AUTHORIZE (action ``presence``).
         """
         name = check_name(name)
-        info_json = encode_info(info)
+        info_json = encode_info(info)  # the client's own info, refused as the client's
         hook = realtime_settings.PRESENCE_IDENTITY
-        identity = (import_string(hook) if isinstance(hook, str) else hook)(user, channel, name)
+        identity, server_info = split_identity(
+            (import_string(hook) if isinstance(hook, str) else hook)(user, channel, name)
+        )
         identity = check_name(identity)
         if identity is None:
             raise PresenceRefused(FORBIDDEN, "the presence identity hook gave no identity")
+        if server_info:
+            # The server's keys win: a client cannot forge what the server sets (a user's pk, a role).
+            info_json = encode_info({**(info if isinstance(info, dict) else {}), **server_info})
         member = Member(uuid.uuid4().hex, channel, identity, info_json)
         self._start()
         with self._lock:

@@ -99,8 +99,10 @@ REALTIME = {
     "PUBLIC_CHANNELS": ["chat:*", "demo:*"],
     # WebSocket clients may publish to the chat rooms, and only there.
     "PUBLISH_CHANNELS": ["chat:*"],
-    # Pages are present in the chat rooms, under the nickname they ask for (docs/presence.md).
+    # Pages are present in the chat rooms, under the nickname they ask for (docs/presence.md),
+    # with their user's pk in their info, set by the server: whom one may call (chat/calls.py).
     "PRESENCE_CHANNELS": ["chat:*"],
+    "PRESENCE_IDENTITY": "testproject.chat.calls.present_as",
 }
 # Calls (chat/calls.py): call:<pkA>-<pkB> is for users pkA and pkB alone (docs/webrtc.md).
 REALTIME["PAIR_CHANNELS"] = ["call"]

@@ -6,7 +6,9 @@ import tempfile
 from testproject.settings import *  # noqa: F403
 from tests.services import MARIADB, POSTGRES, answers, mysql_driver
 
-REALTIME = {**REALTIME, "PRUNE_INTERVAL": None}  # noqa: F405
+# The package's own identity hook, not the demo's (which adds info.pk): the tests of
+# presence are of the package. The demo's is tested under its servers (test_webrtc.py).
+REALTIME = {**REALTIME, "PRUNE_INTERVAL": None, "PRESENCE_IDENTITY": "django_realtime.presence.identify"}  # noqa: F405
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not the in-memory default: the hub reads from its own thread,

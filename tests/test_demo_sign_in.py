@@ -1,7 +1,11 @@
 """The demo's sign-in with a name alone (testproject/chat/calls.py): what calls between guests need."""
 
+import httpx
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
+
+from tests.servers import manage, project_env, running_server
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.urls")]
 
@@ -38,3 +42,57 @@ def test_a_call_page_sends_a_visitor_to_sign_in_first_and_signing_out_ends_it(cl
     response = client.post("/sign-out/", {"next": "/room/lobby/"})
     assert response["Location"] == "/room/lobby/"
     assert "_auth_user_id" not in client.session
+
+
+# Look-alike names --------------------------------------------------------
+#
+# The account's name is the name given, normalised as Django normalises usernames (NFKC:
+# fullwidth "ａｌｉｃｅ" is "alice") and case-folded: one account per name however it is typed.
+
+
+def test_a_name_taken_while_this_sign_in_checked_is_taken_not_a_server_error(client):
+    """Two sign-ins under one new name at once: the second is told the name is taken, not given a 500."""
+    raced = []
+
+    def another_sign_in_right_after_the_check(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if not raced and sql.lstrip().upper().startswith("SELECT") and "auth_user" in sql:
+            raced.append(sql)
+            User.objects.create_user("carol")  # the other request's account, committed meanwhile
+        return result
+
+    with connection.execute_wrapper(another_sign_in_right_after_the_check):
+        response = client.post("/sign-in/", {"name": "carol", "next": "/room/lobby/"})
+    assert raced, "the view checked no name"
+    assert response.status_code == 200 and "carol is taken" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+    assert list(User.objects.values_list("username", flat=True)) == ["carol"]
+
+
+def sign_in(server_url: str, name: str) -> httpx.Response:
+    """Sign in under *name* on a real server, as a new browser does: the form's CSRF token, then the POST."""
+    with httpx.Client(base_url=server_url, timeout=10) as browser:
+        browser.get("/sign-in/")
+        form = {"name": name, "next": "/room/lobby/", "csrfmiddlewaretoken": browser.cookies["csrftoken"]}
+        return browser.post("/sign-in/", data=form)
+
+
+@pytest.mark.server
+def test_a_look_alike_of_a_taken_name_is_taken_on_a_real_server(tmp_path):
+    env = project_env(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    manage(env, "migrate", "--verbosity", "0")
+    with running_server("gunicorn-gevent", env, tmp_path / "server.log") as server:
+        for first, again in [("alice", "ａｌｉｃｅ"), ("Élodie", "élodie"), ("zoë", "ZOË"), ("ＢＯＢ", "bob")]:
+            assert sign_in(server.url, first).status_code == 302, server.log()
+            response = sign_in(server.url, again)
+            assert (response.status_code, f"{again} is taken" in response.text) == (200, True), server.log()[-3000:]
+        # The same name typed the same way again: taken too.
+        response = sign_in(server.url, "alice")
+        assert (response.status_code, "alice is taken" in response.text) == (200, True)
+    names = manage(
+        env,
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User\nprint(sorted(User.objects.values_list('username', flat=True)))",
+    )
+    assert names.strip().splitlines()[-1] == "['alice', 'bob', 'zoë', 'élodie']"

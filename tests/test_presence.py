@@ -105,6 +105,64 @@ def test_the_identity_hook_decides_who_one_is_present_as():
         assert get_registry().join(ANONYMOUS, "room", "ada").user == "guest-ada"
 
 
+def present_with_server_info(user, channel, name):
+    """A hook that sets info keys of its own: who the member is, as the server knows it."""
+    return {"user": f"guest-{name}", "info": {"pk": None, "role": "guest"}}
+
+
+def test_the_identity_hooks_info_keys_win_over_the_clients_and_the_others_stay():
+    with realtime(PRESENCE_IDENTITY=present_with_server_info):
+        member = get_registry().join(ANONYMOUS, "room", "ada", {"pk": 7, "colour": "red"})
+    assert member.user == "guest-ada"
+    expected = {
+        "connection": member.connection,
+        "user": "guest-ada",
+        "info": {"pk": None, "colour": "red", "role": "guest"},
+    }
+    assert presence_events() == [(JOIN, expected)]
+    _cursor, members = get_registry().snapshot("room")
+    assert members == [expected]
+
+
+def test_the_identity_hook_sets_its_info_keys_when_the_client_gave_no_info():
+    with realtime(PRESENCE_IDENTITY=present_with_server_info):
+        member = get_registry().join(ANONYMOUS, "room", "ada")
+    assert json.loads(member.info_json) == {"pk": None, "role": "guest"}
+
+
+def test_the_merged_info_is_bounded_by_presence_max_info():
+    big = {"user": "ada", "info": {"motto": "y" * 600}}
+    with realtime(PRESENCE_IDENTITY=lambda user, channel, name: big):
+        with pytest.raises(PresenceRefused) as refused:
+            get_registry().join(ANONYMOUS, "room", "ada", {"about": "x" * 600})
+    assert refused.value.code == "too_large"
+    assert not PresenceMember.objects.exists() and not Event.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "returned",
+    [
+        {"info": {"pk": 1}},  # no user
+        {"user": None},
+        {"user": 7},
+        {"user": "ada", "info": [1]},
+        {"user": "ada", "info": "pk=1"},
+        {"user": "ada", "info": {1: "pk"}},  # JSON would make the key "1": a client's "1" would win
+        {"user": "ada", "infos": {"pk": 1}},  # a typo must not pass for "no info"
+        {"user": "ada", "info": {"pk": {1, 2}}},  # not JSON: the hook's fault, not the client's
+        ["ada"],
+    ],
+)
+def test_an_identity_hook_that_returns_no_valid_identity_refuses_the_join_and_says_why_in_the_log(returned, caplog):
+    with realtime(PRESENCE_IDENTITY=lambda user, channel, name: returned):
+        with pytest.raises(PresenceRefused) as refused:
+            get_registry().join(ANONYMOUS, "room", "ada", {"pk": 1})
+    assert refused.value.code == "forbidden"
+    assert "PRESENCE_IDENTITY" in caplog.text and "returned" in caplog.text
+    assert repr(returned) not in refused.value.message, "what the hook returned is for the log, not for the client"
+    assert not PresenceMember.objects.exists() and not Event.objects.exists()
+
+
 @pytest.mark.parametrize("event", [JOIN, LEAVE])
 def test_publish_refuses_the_presence_event_names(event):
     with pytest.raises(InvalidEventName, match="reserved"):

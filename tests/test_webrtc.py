@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,14 @@ def users(env) -> dict[str, dict[str, Any]]:
     return json.loads(manage(env, "shell", "-c", MAKE_USERS).strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def crowd(env) -> list[dict[str, Any]]:
+    """Sixteen more signed-in users: as many as MAX_CHANNELS, each a callable member of a room."""
+    code = MAKE_USERS.replace('("ann", "bob", "eve")', str(tuple(f"crowd{n:02}" for n in range(16))))
+    found = json.loads(manage(env, "shell", "-c", code).strip().splitlines()[-1])
+    return [found[name] for name in sorted(found)]
+
+
 def _serve(kind: str, env: dict[str, str], tmp_path_factory) -> Iterator[DemoServer]:
     server = DemoServer(kind, env, tmp_path_factory.mktemp(kind) / "server.log")
     server.start()
@@ -121,10 +130,12 @@ def open_as(browser) -> Iterator[Callable[..., Any]]:
     errors: list[str] = []
     console: list[str] = []
 
-    def open_as(user: dict[str, Any], server: DemoServer, path: str) -> Any:
+    def open_as(user: dict[str, Any], server: DemoServer, path: str, *, init_script: str | None = None) -> Any:
         context = browser.new_context()
         contexts.append(context)
         context.add_cookies([{"name": "sessionid", "value": user["session"], "url": server.url}])
+        if init_script is not None:
+            context.add_init_script(init_script)
         page = context.new_page()
         page.set_default_timeout(20_000)
         page.on("pageerror", lambda error: errors.append(f"{path}: {error}"))
@@ -282,6 +293,10 @@ def test_in_the_room_a_user_calls_another_from_who_is_here_and_they_answer_from_
     with bob_room.context.expect_page() as opened:
         bob_room.click(".notice a.call-link")
     bob_call = opened.value
+    # The link says who calls; Bob answers with a click.
+    bob_call.wait_for_selector(".call-answer:visible")
+    assert bob_call.text_content(".call-status") == "ann is calling…"
+    bob_call.click(".call-answer")
     for page in (ann_call, bob_call):
         page.wait_for_selector(".call-status[data-state=connected]")
         page.wait_for_selector(".call-text:enabled")
@@ -293,6 +308,147 @@ def test_in_the_room_a_user_calls_another_from_who_is_here_and_they_answer_from_
     ann_call.click(".call-hangup")
     bob_call.wait_for_selector(".call-status[data-state=idle]")
     context.close()
+
+
+#: Count the page's requests for a camera and microphone, in window.mediaAsked.
+COUNT_MEDIA = """
+window.mediaAsked = 0;
+const realGetUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+navigator.mediaDevices.getUserMedia = (constraints) => {
+  window.mediaAsked += 1;
+  return realGetUserMedia(constraints);
+};
+"""
+
+
+@pytest.mark.browser
+def test_a_call_page_opened_to_answer_shows_who_calls_and_connects_only_on_a_click(open_as, users, database, asgi):
+    ann, bob = users["ann"], users["bob"]
+    channel = pair_channel("call", ann["pk"], bob["pk"])
+    before = len(stored(database, channel))
+    ann_call = open_as(ann, asgi, f"/call/{bob['pk']}/?call=1&transport=ws")
+    ann_call.wait_for_function("() => demoCall.peer && demoCall.peer.id")
+    caller = ann_call.evaluate("() => demoCall.peer.id")
+
+    # The link of the room's "ann is calling you: answer" notice, which anyone can send bob.
+    bob_call = open_as(bob, asgi, f"/call/{ann['pk']}/?answer=1&transport=ws", init_script=COUNT_MEDIA)
+    wait_for_state(bob_call, "live")
+    bob_call.wait_for_timeout(3000)  # ann says hello again meanwhile; an answering page would connect
+    # Bob's page says who calls and waits for his click: no Peer, no camera, no signal of its own.
+    assert bob_call.evaluate("() => [demoCall.peer, window.mediaAsked]") == [None, 0]
+    assert bob_call.text_content(".call-status") == "ann is calling…"
+    assert bob_call.is_visible(".call-answer") and bob_call.is_visible(".call-decline")
+    assert ann_call.evaluate("() => demoCall.peer.state") == "waiting"
+    senders = {json.loads(data)["from"] for _id, _event, data in stored(database, channel)[before:]}
+    assert senders == {caller}
+
+    bob_call.click(".call-answer")
+    for page in (ann_call, bob_call):
+        page.wait_for_selector(".call-status[data-state=connected]")
+    assert bob_call.evaluate("() => window.mediaAsked") == 1
+    ann_call.click(".call-hangup")
+    bob_call.wait_for_selector(".call-status[data-state=idle]")
+
+
+@pytest.mark.browser
+def test_a_call_declined_on_a_page_opened_to_answer_before_the_callers_hello_ends_on_the_callers_page(
+    open_as, users, asgi
+):
+    ann, bob = users["ann"], users["bob"]
+    bob_call = open_as(bob, asgi, f"/call/{ann['pk']}/?answer=1&transport=ws")
+    wait_for_state(bob_call, "live")
+    bob_call.click(".call-decline")  # before any hello: the page does not know the caller's session yet
+    ann_call = open_as(ann, asgi, f"/call/{bob['pk']}/?call=1&transport=ws")
+    ann_call.wait_for_selector(".call-status[data-state=idle]")
+    assert ann_call.evaluate("() => demoCall.peer") is None
+    assert bob_call.text_content(".call-status") == "Declined ann's call."
+    assert bob_call.evaluate("() => demoCall.peer") is None
+
+
+# Who may be called from a room ----------------------------------------------
+
+#: Each person of a room page's "Here now" list: [name, the href of their Call link or null].
+CALL_LINKS = """() => Array.from(document.querySelectorAll('#people .person'), (e) => [
+  e.querySelector('.name').textContent,
+  e.querySelector('a.call-link') && e.querySelector('a.call-link').getAttribute('href'),
+])"""
+#: Record the channels of each SSE stream the page opens, in window.streams.
+RECORD_STREAMS = """
+window.streams = [];
+const realFetch = window.fetch;
+window.fetch = function (url, init) {
+  const parsed = new URL(String(url), location.href);
+  if (parsed.pathname === "/events/") window.streams.push(parsed.searchParams.getAll("channel"));
+  return realFetch.call(this, url, init);
+};
+"""
+
+
+def join_room(
+    server: DemoServer, room: str, name: str, info: dict[str, Any], user: dict[str, Any] | None = None
+) -> Any:
+    """Open an SSE stream present in *room* as a page of the demo is, as *user* (else a guest); return it, open."""
+    channel = f"chat:{room}"
+    params = [("channel", channel), ("presence", channel), ("name", name), ("info", json.dumps(info))]
+    stream = EventStream(
+        f"{server.url}/events/", params=[*params, ("include", "channel")], headers=cookie(user) if user else {}
+    )
+    stream.open()
+    return stream
+
+
+@pytest.mark.browser
+def test_a_guest_who_claims_a_users_pk_in_its_presence_info_gets_no_call_link_and_the_room_stays_live(
+    open_as, users, wsgi
+):
+    ann, bob, eve = users["ann"], users["bob"], users["eve"]
+    room = f"fake-{uuid.uuid4().hex[:8]}"
+    with ExitStack() as stack:
+        # Sixteen guests in the room, each claiming to be a user one may call: the first as bob,
+        # with bob's pk; the others with the pks of users that need not exist.
+        for n in range(16):
+            info = {"page": f"fake{n}", "pk": bob["pk"] if n == 0 else 1000 + n}
+            stack.callback(join_room(wsgi, room, "bob" if n == 0 else f"guest-{n:02}", info).close)
+        # And eve, signed in, who can be called.
+        stack.callback(join_room(wsgi, room, "eve", {"page": "eve"}, eve).close)
+        page = open_as(ann, wsgi, f"/room/{room}/?transport=sse", init_script=RECORD_STREAMS)
+        wait_for_state(page, "live")
+        wait_for_value(page, f"() => ({CALL_LINKS})().length", 18)
+        page.wait_for_timeout(1000)  # the pair channels the page subscribes to, if any
+
+        # Only eve's entry can be called: the guests' pks were the server's to set (null).
+        links = {name: href for name, href in page.evaluate(CALL_LINKS) if href}
+        assert links == {"eve": f"/call/{eve['pk']}/?call=1&transport=sse"}
+        # The page lives on: it follows the room and eve's pair channel, and a message arrives.
+        wait_for_state(page, "live")
+        assert page.evaluate("() => window.streams.at(-1)") == [
+            pair_channel("call", ann["pk"], eve["pk"]),
+            f"chat:{room}",
+        ]
+        publish_event(wsgi.env, f"chat:{room}", {"nick": "cron", "text": "still here"})
+        page.wait_for_selector("#messages li.msg:has-text('still here')")
+
+
+@pytest.mark.browser
+def test_a_room_full_of_users_one_may_call_keeps_the_page_within_the_servers_channel_limit(open_as, users, crowd, wsgi):
+    ann = users["ann"]
+    room = f"full-{uuid.uuid4().hex[:8]}"
+    with ExitStack() as stack:
+        for user in crowd:  # as many signed-in users as MAX_CHANNELS, joined as their room pages join
+            stack.callback(join_room(wsgi, room, "x", {"page": f"page{user['pk']}", "pk": user["pk"]}, user).close)
+        page = open_as(ann, wsgi, f"/room/{room}/?transport=sse", init_script=RECORD_STREAMS)
+        wait_for_state(page, "live")
+        wait_for_value(page, f"() => ({CALL_LINKS})().filter(([, href]) => href).length", len(crowd))
+        page.wait_for_timeout(1000)
+
+        # Everyone can be called, but the page rings for a few of them only: its stream stays
+        # well under MAX_CHANNELS (16), which would refuse it whole.
+        streams = page.evaluate("() => window.streams")
+        assert max(len(channels) for channels in streams) <= 9, streams
+        assert len([c for c in streams[-1] if c.startswith("call:")]) == 8, streams[-1]
+        wait_for_state(page, "live")
+        publish_event(wsgi.env, f"chat:{room}", {"nick": "cron", "text": "still here"})
+        page.wait_for_selector("#messages li.msg:has-text('still here')")
 
 
 # A third user ------------------------------------------------------------

@@ -3,14 +3,18 @@
 ``call:<pkA>-<pkB>`` is a pair channel (``PAIR_CHANNELS = ["call"]``): only
 those two users may read it or publish to it, over either transport.  The
 page holds no state of its own; static/chat/call.js does the rest.  Sign in
-first (``sign_in``: a name is enough), as two users in two browsers.
+first (``sign_in``: a name is enough), as two users in two browsers.  Who may
+be called from a room is the server's to say: ``present_as`` puts each
+member's pk in its presence info.
 """
 
 import re
+import unicodedata
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.auth import get_user_model, login, logout
+from django.db import IntegrityError, transaction
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -18,11 +22,21 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from django_realtime.auth import pair_channel
+from django_realtime.presence import identify
 
 #: The prefix of the calls' pair channels, one of PAIR_CHANNELS.
 CALL_PREFIX = "call"
 #: A name one may sign in under: what Django's usernames allow, 2 to 30 characters.
 NAME_PATTERN = re.compile(r"[\w.@+-]{2,30}\Z")
+
+
+def present_as(user, channel, name):
+    """Present a room's member as the default hook does, with ``info.pk`` set by the server (PRESENCE_IDENTITY).
+
+    The room lists a Call link for the members whose ``pk`` is a number: a
+    signed-in user's, never a guest's (None), whatever pk the page claimed.
+    """
+    return {"user": identify(user, channel, name), "info": {"pk": user.pk if user.is_authenticated else None}}
 
 
 def _next(request):
@@ -33,22 +47,42 @@ def _next(request):
     return "/"
 
 
+def account_name(name):
+    """Return the account name of *name*: NFKC, as Django normalises usernames, then case-folded.
+
+    Names that look alike are one account: "ａｌｉｃｅ" (fullwidth), "Alice" and
+    "alice" are all "alice", and "Élodie" is "élodie", whatever the database's
+    collation does with case (SQLite's LIKE folds ASCII only).
+    """
+    folded = get_user_model().normalize_username(name).casefold()
+    return unicodedata.normalize("NFKC", folded)  # casefolding may undo NFKC: redo it
+
+
 def sign_in(request):
     """Sign in under a new name alone: a demo account with no password, so that guests can call each other.
 
-    A name taken already is refused, whoever took it: nobody signs in as someone else.
+    A name taken already is refused, whoever took it, however it is typed:
+    nobody signs in as someone else, or as a look-alike of them.
     """
     error = ""
     name = request.POST.get("name", "").strip()
     if request.method == "POST":
-        if not NAME_PATTERN.match(name):
+        account = account_name(name)
+        taken = f"{name} is taken: choose another name."
+        if not NAME_PATTERN.match(account):
             error = "A name has 2 to 30 letters, digits or . @ + - _"
-        elif get_user_model().objects.filter(username__iexact=name).exists():
-            error = f"{name} is taken: choose another name."
+        # iexact also finds accounts made before names were folded ("Ann"), where it can (ASCII).
+        elif get_user_model().objects.filter(username__iexact=account).exists():
+            error = taken
         else:
-            user = get_user_model().objects.create_user(name)  # no password: it can only sign in here, once
-            login(request, user)
-            return redirect(_next(request))
+            try:
+                with transaction.atomic():  # a savepoint: the request may be atomic (ATOMIC_REQUESTS)
+                    user = get_user_model().objects.create_user(account)  # no password: it signs in here, once
+            except IntegrityError:  # another sign-in took the name since the check
+                error = taken
+            else:
+                login(request, user)
+                return redirect(_next(request))
     return render(request, "chat/sign_in.html", {"error": error, "name": name, "next": _next(request)})
 
 

@@ -243,3 +243,131 @@ test("a stream from now says where it starts: a reconnect before any event resum
   assert.equal(second.query.get("lastEventId"), "40");
   realtime.close();
 });
+
+// What the server refuses fails what it names, and nothing else (docs/sse.md#per-channel-errors).
+// A refused channel must never take the page's other channels down with it, nor be asked
+// for again: a page that subscribes to many channels (a room and the pair channels of
+// the people in it) lives on when one of them is refused.
+
+const refusal = (channel, code) =>
+  `event: error\ndata: ${JSON.stringify({ channel, code, message: `${code}: ${channel}` })}\n\n`;
+
+/** The next request of the stream itself; questions to the presence/ endpoint are answered with no members. */
+async function nextStream(fetch) {
+  for (;;) {
+    const call = await fetch.next();
+    if (!call.url.startsWith("/events/presence/")) return call;
+    call.answer(200, JSON.stringify({ channel: call.query.get("channel"), cursor: "0", members: [] }));
+  }
+}
+
+// Every code the endpoint sends for a refused channel, and one it may send some day.
+for (const code of ["forbidden", "invalid_channel", "too_many_channels", "a_code_of_a_later_server"]) {
+  test(`an in-band ${code} fails its channel alone; the others stream on, and no later stream asks for it`, async () => {
+    const { realtime, fetch, log } = client({ minDelay: 10 });
+    const got = { a: [], b: [], c: [] };
+    const errors = { a: [], b: [], c: [] };
+    for (const name of ["a", "b", "c"]) {
+      realtime.subscribe(`chat:${name}`, {
+        onEvent: (e) => got[name].push(e.id),
+        onError: (e) => errors[name].push([e.code, e.channel]),
+      });
+    }
+    const stream = (await fetch.next()).open();
+    stream.send("retry: 10\n\n" + refusal("chat:b", code) + event("chat:a", 5, 1) + event("chat:c", 6, 2));
+    await until(() => got.a.length === 1 && got.c.length === 1);
+    assert.deepEqual(errors, { a: [], b: [[code, "chat:b"]], c: [] });
+    assert.deepEqual(log.errors.map((e) => [e.code, e.channel]), [[code, "chat:b"]]);
+    assert.equal(realtime.state, "live");
+    await wait(20);
+    assert.equal(fetch.calls.length, 1, "the stream goes on: nothing reopens for a refused channel");
+
+    // A stream that breaks comes back without it...
+    stream.break();
+    const again = await fetch.next();
+    assert.deepEqual(again.query.getAll("channel"), ["chat:a", "chat:c"]);
+    again.open().send(event("chat:a", 7, 3) + event("chat:c", 8, 4));
+    await until(() => got.a.length === 2 && got.c.length === 2);
+    // ...and so does a stream reopened for a new channel.
+    realtime.subscribe("chat:d");
+    const third = await fetch.next();
+    assert.deepEqual(third.query.getAll("channel"), ["chat:a", "chat:c", "chat:d"]);
+    assert.deepEqual(got.b, []);
+    assert.equal(errors.b.length, 1, "refused once, told once");
+    realtime.close();
+  });
+}
+
+for (const code of ["presence_forbidden", "bad_presence"]) {
+  test(`an in-band ${code} refuses the join alone: its channel streams on, and no later stream asks to join`, async () => {
+    const { realtime, fetch } = client({ minDelay: 10 });
+    const got = [];
+    const subErrors = [];
+    realtime.subscribe("chat:a", { onEvent: (e) => got.push(e.id), onError: (e) => subErrors.push(e.code) });
+    realtime.subscribe("chat:b", { onEvent: (e) => got.push(e.id), onError: (e) => subErrors.push(e.code) });
+    const here = realtime.presence("chat:a", { name: "ann" });
+    const presenceErrors = [];
+    here.addEventListener("error", (e) => presenceErrors.push(e.detail.code));
+    const first = await nextStream(fetch);
+    assert.deepEqual(first.query.getAll("presence"), ["chat:a"]);
+    const stream = first.open();
+    stream.send("retry: 10\n\n" + refusal("chat:a", code) + event("chat:a", 5, 1) + event("chat:b", 6, 2));
+    await until(() => got.length === 2);
+    assert.deepEqual(presenceErrors, [code]);
+    assert.deepEqual(subErrors, []);
+    assert.equal(realtime.state, "live");
+
+    stream.break();
+    const again = await nextStream(fetch);
+    assert.deepEqual(again.query.getAll("channel"), ["chat:a", "chat:b"]);
+    assert.deepEqual(again.query.getAll("presence"), [], "a refused join is not asked for again");
+    again.open().send(event("chat:a", 7, 3));
+    await until(() => got.length === 3);
+    assert.deepEqual(presenceErrors, [code]);
+    realtime.close();
+  });
+}
+
+for (const status of [400, 403]) {
+  test(`a request refused whole with ${status} fails the subscriptions it carried, not one made afterwards`, async () => {
+    const { realtime, fetch } = client();
+    const errors = [];
+    const onError = (e) => errors.push([e.channel, e.status]);
+    realtime.subscribe("chat:a", { onError });
+    realtime.subscribe("chat:b", { onError });
+    (await fetch.next()).answer(status, "Too many channels: at most 16 per connection, got 17\n");
+    await until(() => errors.length === 2);
+    assert.deepEqual(errors, [["chat:a", status], ["chat:b", status]]);
+    assert.equal(realtime.state, "failed");
+
+    // The Realtime is not dead for good: a channel subscribed now gets a stream of its own,
+    // which does not ask for the refused ones again.
+    const got = [];
+    realtime.subscribe("chat:c", { onEvent: (e) => got.push(e.id), onError });
+    const next = await fetch.next();
+    assert.deepEqual(next.query.getAll("channel"), ["chat:c"]);
+    next.open().send(event("chat:c", 4, 1));
+    await until(() => got.length === 1);
+    assert.equal(realtime.state, "live");
+    assert.equal(errors.length, 2);
+    realtime.close();
+  });
+}
+
+test("a refusal of a request the page has already replaced fails nothing", async () => {
+  const { realtime, fetch, log } = client();
+  const got = [];
+  const errors = [];
+  realtime.subscribe("chat:a", { onEvent: (e) => got.push(e.id), onError: (e) => errors.push(e.channel) });
+  const first = await fetch.next();
+  realtime.subscribe("chat:b", { onEvent: (e) => got.push(e.id), onError: (e) => errors.push(e.channel) });
+  const second = await fetch.next();
+  assert.ok(first.aborted);
+  first.answer(400, "Too many channels\n");
+  second.open().send(event("chat:a", 3, 1) + event("chat:b", 4, 2));
+  await until(() => got.length === 2);
+  await wait(20);
+  assert.deepEqual([errors, log.errors], [[], []]);
+  assert.equal(realtime.state, "live");
+  realtime.close();
+});

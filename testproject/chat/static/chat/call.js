@@ -7,6 +7,7 @@
 //
 // It watches the pair channel for the other user's call (Answer / Decline), starts one (Call),
 // shows both videos where there is a camera, a text box on the data channel, and hangs up.
+// A call is answered only on a click of Answer: never by a link or a page load alone.
 (function (global) {
   "use strict";
 
@@ -32,7 +33,7 @@
 
   /**
    * Render a call UI into `root`. options: { realtime, me, peer, peerName, prefix: "call",
-   * iceServers: [], media: true }. Returns { start, answer, decline, hangup, get peer() }.
+   * iceServers: [], media: true }. Returns { start, ring, answer, decline, hangup, get peer() }.
    */
   function mount(root, options) {
     const { realtime, me, peer: other, prefix = "call", iceServers = [], media = true } = options;
@@ -56,6 +57,7 @@
     let peer = null; // the Peer of the call in progress
     let watcher = null; // the subscription that waits for the other user's call while there is none
     let caller = null; // the session id of a call ringing here
+    let declined = false; // declined before the caller's hello came (ring()): decline that call once it does
 
     function show(state, text) {
       ui.status.dataset.state = state;
@@ -83,7 +85,8 @@
           if (data.info && data.info.user === me) return; // a call of ours, from another tab
           if (event === "webrtc.hello" && !data.to) {
             caller = data.from;
-            show("ringing", `${name} is calling…`);
+            if (declined) api.decline();
+            else show("ringing", `${name} is calling…`);
           } else if (event === "webrtc.bye" && data.from === caller) {
             caller = null;
             show("idle", `Missed a call from ${name}.`);
@@ -101,6 +104,7 @@
     function begin(state, text) {
       unwatch();
       caller = null;
+      declined = false;
       ui.messages.textContent = "";
       peer = realtime.peer(channel, {
         iceServers,
@@ -157,12 +161,21 @@
       start() {
         if (!peer) begin("calling", `Calling ${name}…`);
       },
+      /**
+       * Show that the other user calls, with Answer and Decline, before their next hello says so
+       * (the page was opened from the room's "is calling you" notice). Nothing is sent and no
+       * camera starts: answering takes a click of the user (answer()), never a link alone.
+       */
+      ring() {
+        if (!peer) show("ringing", `${name} is calling…`);
+      },
       answer() {
         if (!peer) begin("connecting", `Connecting to ${name}…`);
       },
       decline() {
         const to = caller;
         caller = null;
+        declined = to === null; // rung by ring(): the caller's session comes with its next hello
         show("idle", `Declined ${name}'s call.`);
         if (to) signal("webrtc.bye", { from: "declined", to }).catch((error) => global.console.warn("call:", error));
       },

@@ -195,9 +195,9 @@
   // rename (leave, then join under the new name) shows as one, not as a leave and a join.
 
   const pageId = Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
-  // A signed-in user's page says who it is (its user's pk), so that others can call them.
-  const info = config.me === null ? { page: pageId } : { page: pageId, pk: config.me };
-  const here = realtime.presence(config.chatChannel, { name: nick(), info });
+  // Whom one may call is not the page's to say: the server sets each member's info.pk, to its
+  // user's pk or to null for a guest, over whatever a page sent (PRESENCE_IDENTITY, chat/calls.py).
+  const here = realtime.presence(config.chatChannel, { name: nick(), info: { page: pageId } });
   const pages = new Map(); // another page's id -> {name, joined: its "joined" notice, left: its "left" notice}
   let shown = new Set(); // who the list showed, so that only newcomers are animated
 
@@ -206,7 +206,7 @@
       .connections()
       .filter((member) => !(member.info && member.info.page === pageId) && member.user !== nick());
     const names = [...new Set(others.map((member) => member.user))].sort((a, b) => a.localeCompare(b));
-    const pks = new Map(); // name -> the pk of a signed-in user, whom a signed-in user may call
+    const pks = new Map(); // name -> the pk the server gave a signed-in user, whom a signed-in user may call
     for (const member of others) if (Number.isInteger(member.info && member.info.pk)) pks.set(member.user, member.info.pk);
     const list = [{ name: nick(), me: true }, ...names.map((name) => ({ name, me: false, pk: pks.get(name) }))];
     const items = list.map((person) => {
@@ -242,6 +242,12 @@
     return `${config.callUrl.replace(/0\/$/, `${pk}/`)}?${query}`;
   }
 
+  // At most MAX_RINGS pair channels, however many people are here: with the room's own channel
+  // the page's stream (or socket) carries at most 9 channels, well under the server's MAX_CHANNELS
+  // (16 by default), past which the server refuses channels (an SSE stream that asks for more,
+  // the room's channel with the rest). Everyone here can still be called; only the calls of the
+  // first MAX_RINGS ring in the room (the call page itself rings for anyone).
+  const MAX_RINGS = 8;
   const rings = new Map(); // pk -> the subscription to the pair channel with that user
   const rung = new Set(); // callers' sessions already announced
 
@@ -254,6 +260,7 @@
       }
     }
     for (const [pk, name] of present) {
+      if (rings.size >= MAX_RINGS) break; // the ones rung for already stay: no churn as people come and go
       if (rings.has(pk)) continue;
       const channel = pairChannel("call", config.me, pk);
       rings.set(
