@@ -287,6 +287,10 @@ def test_in_the_room_a_user_calls_another_from_who_is_here_and_they_answer_from_
     with ann_room.context.expect_page() as opened:
         ann_room.click(".person a.call-link")
     ann_call = opened.value
+    # The link opens the call page, which calls on Ann's click there, and not before.
+    ann_call.wait_for_selector(".call-start:visible")
+    assert ann_call.text_content(".call-status") == "Call bobby, or wait for their call."
+    ann_call.click(".call-start")
     # Bob's room rings, with a link that answers; Ann's own room does not ring for her own call.
     bob_room.wait_for_selector(".notice a.call-link")
     assert bob_room.text_content(".notice:has(a.call-link)") == "ann is calling you: answer"
@@ -322,11 +326,43 @@ navigator.mediaDevices.getUserMedia = (constraints) => {
 
 
 @pytest.mark.browser
+def test_a_call_page_opened_to_call_shows_whom_it_calls_and_calls_only_on_a_click(open_as, users, database, asgi):
+    ann, bob = users["ann"], users["bob"]
+    channel = pair_channel("call", ann["pk"], bob["pk"])
+    # Bob waits on his own call page to ann, which rings for her call and answers it.
+    bob_call = open_as(bob, asgi, f"/call/{ann['pk']}/?transport=ws")
+    wait_for_state(bob_call, "live")
+    before = len(stored(database, channel))
+
+    # The link of the room's Call button, to bob's call page, which bob can send ann.
+    ann_call = open_as(ann, asgi, f"/call/{bob['pk']}/?call=1&transport=ws", init_script=COUNT_MEDIA)
+    wait_for_state(ann_call, "live")
+    ann_call.wait_for_timeout(3000)  # a calling page says hello meanwhile, three times
+    # Ann's page says whom it would call and waits for her click: no Peer, no camera, no signal.
+    assert ann_call.evaluate("() => [demoCall.peer, window.mediaAsked]") == [None, 0]
+    assert ann_call.text_content(".call-status") == "Call bob, or wait for their call."
+    assert ann_call.evaluate("() => document.activeElement.className") == "call-start"  # a key or a click away
+    assert stored(database, channel)[before:] == []
+    assert bob_call.get_attribute(".call-status", "data-state") == "idle"  # nothing rings
+
+    ann_call.click(".call-start")
+    bob_call.wait_for_selector(".call-answer:visible")
+    assert bob_call.text_content(".call-status") == "ann is calling…"
+    bob_call.click(".call-answer")
+    for page in (ann_call, bob_call):
+        page.wait_for_selector(".call-status[data-state=connected]")
+    assert ann_call.evaluate("() => window.mediaAsked") == 1
+    ann_call.click(".call-hangup")
+    bob_call.wait_for_selector(".call-status[data-state=idle]")
+
+
+@pytest.mark.browser
 def test_a_call_page_opened_to_answer_shows_who_calls_and_connects_only_on_a_click(open_as, users, database, asgi):
     ann, bob = users["ann"], users["bob"]
     channel = pair_channel("call", ann["pk"], bob["pk"])
     before = len(stored(database, channel))
     ann_call = open_as(ann, asgi, f"/call/{bob['pk']}/?call=1&transport=ws")
+    ann_call.click(".call-start")
     ann_call.wait_for_function("() => demoCall.peer && demoCall.peer.id")
     caller = ann_call.evaluate("() => demoCall.peer.id")
 
@@ -359,7 +395,10 @@ def test_a_call_declined_on_a_page_opened_to_answer_before_the_callers_hello_end
     wait_for_state(bob_call, "live")
     bob_call.click(".call-decline")  # before any hello: the page does not know the caller's session yet
     ann_call = open_as(ann, asgi, f"/call/{bob['pk']}/?call=1&transport=ws")
-    ann_call.wait_for_selector(".call-status[data-state=idle]")
+    wait_for_state(ann_call, "live")
+    ann_call.click(".call-start")
+    wait_for_value(ann_call, "() => document.querySelector('.call-status').textContent", "bob hung up.")
+    assert ann_call.get_attribute(".call-status", "data-state") == "idle"
     assert ann_call.evaluate("() => demoCall.peer") is None
     assert bob_call.text_content(".call-status") == "Declined ann's call."
     assert bob_call.evaluate("() => demoCall.peer") is None
