@@ -106,6 +106,9 @@ REALTIME = {
 }
 # Calls (chat/calls.py): call:<pkA>-<pkB> is for users pkA and pkB alone (docs/webrtc.md).
 REALTIME["PAIR_CHANNELS"] = ["call"]
+# Their signalling holds both users' IP addresses (ICE candidates): keep it five minutes, longer
+# than any call's setup, rather than the log's seven days (docs/webrtc.md#security).
+REALTIME["RETENTION"] = {"call:*": {"MAX_AGE": 300, "MAX_EVENTS_PER_CHANNEL": 200}}
 if REALTIME["BACKEND"] == "redis":
     REALTIME["OPTIONS"] = {"url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}
 if "REALTIME_KEEPALIVE" in os.environ:

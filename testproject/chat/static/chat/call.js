@@ -7,7 +7,8 @@
 //
 // It watches the pair channel for the other user's call (Answer / Decline), starts one (Call),
 // shows both videos where there is a camera, a text box on the data channel, and hangs up.
-// A call is answered only on a click of Answer: never by a link or a page load alone.
+// A call is placed only on a click of Call, and answered only on a click of Answer: never by a
+// link or a page load alone, which anyone can send a signed-in user.
 (function (global) {
   "use strict";
 
@@ -158,6 +159,11 @@
     }
 
     const api = {
+      /**
+       * Call the other user: say hello on the pair channel and start the camera. Only on a click of
+       * the user (Call): a page that called as it loads would call whomever its link names, so the
+       * sender of a link could answer and watch this user's camera.
+       */
       start() {
         if (!peer) begin("calling", `Calling ${name}…`);
       },
