@@ -173,7 +173,7 @@ TRICKY_PAYLOADS = [
     "vertical\x0btab and \x1cfile separator",
     "emoji 🎉 and a family 👩\u200d👩\u200d👧",
     "nul\x00char",
-    "lone surrogate \ud800",
+    "a surrogate pair written as one character: \U0001f600",
     "data: forged\n\nid: 666\nevent: reset\nretry: 1\n",
     " leading space",
     ":colon first",
