@@ -20,8 +20,9 @@ import logging
 import os
 import threading
 import time
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol
 
@@ -31,12 +32,13 @@ from django.db import OperationalError, connections
 from .backends import get_backend
 from .budget import PIECE, Budget
 from .conf import realtime_settings
-from .log import Item
+from .cursor import Cursor
+from .log import Item, Row
 from .reader import Reader, interrupt
 from .retention import Pruner
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable
 
     from .backends.base import BaseBackend
 
@@ -125,13 +127,19 @@ class Write:
 
 
 class ChannelBuffer:
-    """The buffered events of one channel: every one of them with an id in (floor, hub.horizon]."""
+    """The buffered events of one channel: every one that arrived in the hub after ``floor_seq``.
 
-    __slots__ = ("floor", "ids", "items", "groups")
+    ``floor`` is the hub's cursor at ``floor_seq``: every event of the
+    channel that it covers arrived then or before, and may be gone.
+    """
 
-    def __init__(self, floor: int) -> None:
+    __slots__ = ("floor", "floor_seq", "seqs", "items", "groups")
+
+    def __init__(self, floor: Cursor, floor_seq: int) -> None:
         self.floor = floor
-        self.ids: list[int] = []
+        self.floor_seq = floor_seq
+        #: The hub's arrival number of each buffered event (rising), and the events.
+        self.seqs: list[int] = []
         self.items: list[Item] = []
         #: The waiter groups that follow this channel.
         self.groups: list[Waiters] = []
@@ -189,15 +197,22 @@ class Hub:
         self._ticking: deque[Waiters] = deque()
         self._slice = 0
         self._bytes = 0
-        #: Every event with an id in (floor, horizon] is buffered, for any channel.
-        self.floor = 0
-        self.horizon = 0
+        #: The hub's cursor: every id it covers has arrived (or is dead).  Events arrive in commit
+        #: order, each with a number (seq); every one that arrived after floor_seq is buffered.
+        self.cursor = Cursor(0)
+        self.seq = 0
+        self.floor_seq = 0
+        #: The cursor at floor_seq: what the events dropped from the buffer (and those before the start) cover.
+        self.floor_cursor = Cursor(0)
         #: The reader's last failure, until a read succeeds.
         self.error: BaseException | None = None
         #: time.monotonic() of the last successful read, or None.
         self.last_read: float | None = None
         #: Readers replaced so far, hung or dead.
         self.replaced = 0
+        #: Reads of the log by the reader, and the rows they returned, so far.
+        self.reads = 0
+        self.rows_read = 0
         self._items: deque[Item] = deque()
         self._channels: dict[str, ChannelBuffer] = {}
         self._groups: dict[frozenset[str], Waiters] = {}
@@ -269,6 +284,7 @@ class Hub:
         reader = self._reader
         now = time.monotonic()
         waiting = None if reader is None else reader.tailer.waiting_since
+        held_back = reader is not None and getattr(reader.tailer, "held_back", False)
         return {
             "ready": self.ready,
             "reader": "running" if reader is not None and reader.alive() else "stopped",
@@ -276,8 +292,12 @@ class Hub:
             "seconds_since_read": None if self.last_read is None else round(now - self.last_read, 3),
             "horizon": self.horizon,
             "streams": self.seats.taken,
+            "cursor": str(self.cursor),
             "waiting_for_publishers": None if waiting is None else round(now - waiting, 3),
+            "held_back": held_back,
             "readers_replaced": self.replaced,
+            "log_reads": self.reads,
+            "rows_read": self.rows_read,
             "slow_clients_closed": self.slow_clients,
         }
 
@@ -312,9 +332,14 @@ class Hub:
 
     # The reader's calls ---------------------------------------------------
 
-    def started(self, horizon: int) -> None:
-        """Start following the log from *horizon*, below which every event is visible or dead."""
-        self.horizon = self.floor = horizon
+    @property
+    def horizon(self) -> int:
+        """Return the highest id the hub has read."""
+        return self.cursor.top
+
+    def started(self, cursor: Cursor) -> None:
+        """Start following the log from *cursor*: every id it covers is visible or dead."""
+        self.cursor = self.floor_cursor = cursor
         if not self._backend_started:
             self._backend_started = True
             self.backend.start(self.poke, self.using)
@@ -431,38 +456,53 @@ class Hub:
 
     # Buffering ------------------------------------------------------------
 
-    def append(self, items: list[Item], source: Reader | None = None, pruned: dict[str, int] | None = None) -> bool:
-        """Buffer *items* (in id order, after the horizon) and wake the groups of their channels.
+    def append(
+        self,
+        rows: list[Row],
+        before: Cursor,
+        after: Cursor,
+        source: Reader | None = None,
+        pruned: dict[str, int] | None = None,
+    ) -> bool:
+        """Take in *rows* (newly visible, in id order) that move the hub's cursor from *before* to *after*.
 
-        *pruned* maps channels to the newest id retention deleted after the
-        horizon, unread: the buffer no longer holds every event of those
-        channels below that id, so their streams read the log past it (and
-        get a reset).  Return False, and change nothing, if *source* is a
-        reader the hub replaced.
+        Each becomes an event that arrives now, with its own cursor (see
+        ``arrivals``), and wakes the groups of its channel.  *pruned* maps
+        channels to the newest id retention deleted above *before*, unread:
+        the buffer no longer holds every event of those channels it covers,
+        so their streams read the log past it (and get a reset).  Return
+        False, and change nothing, if *source* is a reader the hub replaced
+        or *before* is not the hub's cursor.
         """
         woken: dict[int, Waiters] = {}
         with self._lock:
-            if source is not None and source is not self._reader:
+            if source is not None and source is not self._reader or before != self.cursor:
                 return False
             channels = self._channels
-            for name, mark in (pruned or {}).items():
-                buffer = channels.get(name)
-                if buffer is None:
-                    buffer = channels[name] = ChannelBuffer(self.floor)
-                buffer.floor = max(buffer.floor, min(mark, items[-1].id))
-                for group in buffer.groups:
-                    woken[id(group)] = group
-            for item in items:
+            if pruned:
+                for name in pruned:
+                    buffer = channels.get(name)
+                    if buffer is None:
+                        buffer = channels[name] = ChannelBuffer(self.floor_cursor, self.floor_seq)
+                    # Nothing it covers may be taken from the buffer: read the log, and be told.
+                    buffer.floor, buffer.floor_seq = after, self.seq + len(rows)
+                    for group in buffer.groups:
+                        woken[id(group)] = group
+            seq = self.seq
+            for item in arrivals(rows, before, after):
+                seq += 1
+                item.seq = seq
                 buffer = channels.get(item.channel)
                 if buffer is None:
-                    buffer = channels[item.channel] = ChannelBuffer(self.floor)
-                buffer.ids.append(item.id)
+                    buffer = channels[item.channel] = ChannelBuffer(self.floor_cursor, self.floor_seq)
+                buffer.seqs.append(seq)
                 buffer.items.append(item)
                 for group in buffer.groups:
                     woken[id(group)] = group
                 self._bytes += _size(item)
-            self._items.extend(items)
-            self.horizon = items[-1].id
+                self._items.append(item)
+            self.seq = seq
+            self.cursor = after
             if len(self._items) > 2 * self.buffer_size or self._bytes > self.buffer_bytes:
                 self._trim()
         self._wake(woken.values())
@@ -490,21 +530,25 @@ class Hub:
                 pass
 
     def _trim(self) -> None:
-        """Drop the oldest events, down to BUFFER_SIZE events and half of BUFFER_BYTES."""
+        """Drop the oldest arrivals, down to BUFFER_SIZE events and half of BUFFER_BYTES."""
         items = self._items
         channels = self._channels
-        dropped: dict[str, int] = {}
+        dropped: dict[str, Item] = {}
+        counts: dict[str, int] = {}
         while items and (len(items) > self.buffer_size or self._bytes > self.buffer_bytes // 2):
             item = items.popleft()
             self._bytes -= _size(item)
-            self.floor = item.id
-            dropped[item.channel] = dropped.get(item.channel, 0) + 1
-        for name, count in dropped.items():
+            self.floor_seq, self.floor_cursor = item.seq, item.cursor
+            dropped[item.channel] = item
+            counts[item.channel] = counts.get(item.channel, 0) + 1
+        for name, last in dropped.items():
             buffer = channels[name]
-            buffer.floor = buffer.ids[count - 1]
-            del buffer.ids[:count]
+            if last.seq > buffer.floor_seq:
+                buffer.floor, buffer.floor_seq = last.cursor, last.seq
+            count = counts[name]
+            del buffer.seqs[:count]
             del buffer.items[:count]
-            if not buffer.ids and not buffer.groups:
+            if not buffer.seqs and not buffer.groups:
                 # Nothing buffered and nobody waiting: the hub's floor,
                 # which is at least this channel's, stands for it.
                 del channels[name]
@@ -513,6 +557,7 @@ class Hub:
 
     def join(self, channels: frozenset[str]) -> Waiters:
         """Add a stream of *channels* to the hub's waiters; call leave() with the result when it ends."""
+        followed = False
         with self._lock:
             group = self._groups.get(channels)
             if group is None:
@@ -520,9 +565,15 @@ class Hub:
                 for name in channels:
                     buffer = self._channels.get(name)
                     if buffer is None:
-                        buffer = self._channels[name] = ChannelBuffer(self.floor)
+                        buffer = self._channels[name] = ChannelBuffer(self.floor_cursor, self.floor_seq)
+                    if not buffer.groups:  # the first stream of the channel: other processes' events wake us
+                        self.backend.follow(name)
+                        followed = True
                     buffer.groups.append(group)
             group.count += 1
+        if followed:
+            # Wake-ups for the channel did not wake this hub until now: read what one may have missed.
+            self.poke()
         return group
 
     def leave(self, group: Waiters) -> None:
@@ -537,8 +588,10 @@ class Hub:
                 if buffer is None:
                     continue
                 buffer.groups.remove(group)
-                if not buffer.groups and not buffer.ids:
-                    del self._channels[name]
+                if not buffer.groups:
+                    self.backend.unfollow(name)
+                    if not buffer.seqs:
+                        del self._channels[name]
 
     def async_signal(self, group: Waiters) -> asyncio.Future[None]:
         """Return a new future of the running loop, resolved at *group*'s next wake-up.
@@ -556,53 +609,95 @@ class Hub:
         with self._lock:
             group.futures.append(waiter)
 
-    def collect(self, channels: frozenset[str], cursor: int) -> tuple[list[Item] | None, int]:
-        """Return buffered events of *channels* after *cursor*, in id order, and the new cursor.
+    def collect(self, channels: frozenset[str], seq: int) -> tuple[list[Item] | None, int, Cursor]:
+        """Return the buffered events of *channels* that arrived after *seq*, in arrival order, the seq the
+        caller has now seen up to, and the hub's cursor there.
 
         At most about ``budget.PIECE`` bytes of data are returned (one event
-        at least): the cursor then stops at the last of them, and the rest
-        comes at the next call.  Return ``(None, cursor)`` when the buffer no
-        longer reaches back to *cursor* for one of the channels: the caller
-        must read that stretch from the log.
+        at least): the seq then stops at the last of them, and the rest comes
+        at the next call.  Return ``(None, seq, cursor)`` when the buffer no
+        longer reaches back to *seq* for one of the channels: the caller must
+        read that stretch from the log.
         """
         with self._lock:
-            horizon = self.horizon
-            if cursor >= horizon:
-                return [], cursor
+            top = self.seq
+            if seq >= top:
+                return [], seq, self.cursor
             found: list[Item] = []
             sources = 0
-            # The lowest id at which a channel's piece was cut: nothing above it may be returned.
-            cut = horizon
+            # The lowest seq at which a channel's piece was cut: nothing after it may be returned.
+            cut = top
             for name in channels:
                 buffer = self._channels.get(name)
                 if buffer is None:
-                    if cursor < self.floor:
-                        return None, cursor
+                    if seq < self.floor_seq:
+                        return None, seq, self.cursor
                     continue
-                if cursor < buffer.floor:
-                    return None, cursor
-                ids = buffer.ids
-                start = bisect_right(ids, cursor)
-                end = len(ids)
+                if seq < buffer.floor_seq:
+                    return None, seq, self.cursor
+                seqs = buffer.seqs
+                start = bisect_right(seqs, seq)
+                end = len(seqs)
                 if start < end:
                     if end - start > 1:  # one event is always a piece: the live case costs no more
                         end = _piece_end(buffer.items, start, end)
-                        if end < len(ids):
-                            cut = min(cut, ids[end - 1])
+                        if end < len(seqs):
+                            cut = min(cut, seqs[end - 1])
                     found.extend(buffer.items[start:end])
                     sources += 1
             if sources > 1:
-                found.sort(key=_item_id)
-                if cut < horizon:
-                    found = found[: bisect_right(found, cut, key=_item_id)]
+                found.sort(key=_item_seq)
+                if cut < top:
+                    found = found[: bisect_right(found, cut, key=_item_seq)]
                 end = _piece_end(found, 0, len(found))
                 if end < len(found):
-                    found, cut = found[:end], found[end - 1].id
-            return found, cut
+                    found, cut = found[:end], found[end - 1].seq
+            if cut < top:
+                return found, cut, found[-1].cursor
+            return found, top, self.cursor
+
+    def locate(self, channels: frozenset[str], cursor: Cursor) -> int | None:
+        """Return a seq after which every buffered event of *channels* that *cursor* does not cover arrived,
+        or None if one that it does not cover may be gone from the buffer (read the log)."""
+        with self._lock:
+            start = self.seq
+            for name in channels:
+                buffer = self._channels.get(name)
+                if not cursor.dominates(self.floor_cursor if buffer is None else buffer.floor):
+                    return None
+                if buffer is None or not buffer.items:
+                    continue
+                # Arrivals' cursors only grow: from the first one the cursor does not dominate on, it may lack some.
+                index = bisect_left(buffer.items, True, key=lambda item: not cursor.dominates(item.cursor))
+                start = min(start, buffer.seqs[index - 1] if index else buffer.floor_seq)
+            return start
+
+    def snapshot(self) -> tuple[int, Cursor]:
+        """Return the hub's seq and cursor, together."""
+        with self._lock:
+            return self.seq, self.cursor
 
 
-def _item_id(item: Item) -> int:
-    return item.id
+def _item_seq(item: Item) -> int:
+    return item.seq
+
+
+def arrivals(rows: list[Row], before: Cursor, after: Cursor) -> Iterator[Item]:
+    """Yield the events of *rows* (in id order) as they arrive, each with the cursor just after it.
+
+    *rows* moved the cursor from *before* to *after*: some were pending in
+    *before* (late, below its top), the others above it.  The late ones
+    arrive first, then the new ones in id order; every id *after* covers
+    that *before* did not and no row holds is dead, covered from the start.
+    """
+    late = [row for row in rows if row[0] < before.top]
+    # Below the old top: what is still pending after the rows, and the late rows, not arrived yet.
+    current = Cursor(before.top).with_pending((*after.pending, *((row[0], row[0]) for row in late)))
+    for row in late:
+        current = current.without(row[0])
+        yield Item(*row, current)
+    for row in rows[len(late) :]:
+        yield Item(*row, after.clip(row[0]))
 
 
 def _piece_end(items: list[Item], start: int, end: int) -> int:

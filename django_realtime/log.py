@@ -2,17 +2,21 @@
 
 The commit-order trap: ids come from a sequence at INSERT, but transactions
 commit in any order.  A tailer that saw id 11 committed and moved past it
-while id 10's transaction was still open would never deliver 10.  So a
-tailer only moves its horizon over an unbroken run of ids, and treats a
-missing id (a gap) as "maybe still in flight" until it knows better:
+while id 10's transaction was still open would never deliver 10; one that
+waited for 10 would hold 11 back, and everything after it.  So a tailer
+delivers 11 at once and keeps 10 *pending* in its cursor (cursor.py): every
+read asks for the pending ids again, and 10 is delivered when it commits.
+A pending id leaves the cursor when it arrives or is known dead:
 
 * SQLite serialises writers: a writer holds the database's write lock from
   its INSERT to its COMMIT, so ids become visible in order, and a rolled
-  back id is handed out again.  Gaps cannot hide in-flight events.
+  back id is handed out again.  No id is ever pending.
 * PostgreSQL: each publish first takes a shared advisory lock, held to the
   end of its transaction, and only then draws its id.  When a tailer sees a
   gap below id V, it notes which transactions hold that lock; once all of
   them have ended, every id up to V is either visible or dead.
+* MySQL and MariaDB: the same, with the InnoDB transactions open at the
+  sighting (information_schema.INNODB_TRX).
 * Other databases: a gap is waited for GAP_TIMEOUT seconds, then skipped,
   and the skip recorded so that every process and every replay agree (see
   ``django_realtime.skips``).
@@ -21,6 +25,7 @@ missing id (a gap) as "maybe still in flight" until it knows better:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -34,6 +39,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from . import skips
+from .cursor import MAX_RUNS, Cursor, Run, runs_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -46,8 +52,13 @@ PAGE = 500
 PAGE_BYTES = 1024 * 1024
 #: Key of the advisory lock publishers hold on PostgreSQL (pg_advisory_xact_lock_shared(int, int)).
 LOCK_KEY = (0x7265616C, 1)  # b"real"
-#: Seconds between two re-reads while a gap is unresolved.
+#: Seconds between two re-reads while a gap is unresolved (the TimeoutTailer's; a starting hub's).
 GAP_RECHECK = 0.1
+#: Seconds between two looks at the evidence that settles pending ids: they hold nothing back,
+#: so a look now and then is enough to drop the dead ones from the cursors.
+SETTLE_RECHECK = 0.5
+#: Seconds pending after which an event that commits is logged with its channel (and the transaction before).
+LATE_WARNING = 10.0
 #: Sightings a gap tailer keeps at once (see GapTailer).
 SIGHTINGS = 8
 #: Seconds INNODB_TRX must go unread before InnoDB refreshes its cache of it (0.1 s), with room.
@@ -66,11 +77,13 @@ class Item:
     Each transport encodes an event the first time one of its streams sends
     it and keeps the result here, for every other stream of the process
     (two threads may both encode it once; either result is the same).
+    ``cursor`` is the hub's cursor just after the event arrived: what a
+    client that got it resumes from (its text is the SSE ``id:``).
     """
 
-    __slots__ = ("id", "channel", "event", "data_json", "sse", "sse_text", "websocket")
+    __slots__ = ("id", "channel", "event", "data_json", "sse", "sse_text", "websocket", "seq", "cursor")
 
-    def __init__(self, id: int, channel: str, event: str, data_json: str) -> None:
+    def __init__(self, id: int, channel: str, event: str, data_json: str, cursor: Cursor | None = None) -> None:
         self.id = id
         self.channel = channel
         self.event = event
@@ -80,6 +93,21 @@ class Item:
         self.sse_text: bytes | None = None
         #: The WebSocket message, once the WebSocket transport made it.
         self.websocket: str | None = None
+        #: Its place in this process's hub: events arrive in commit order, not in id order.
+        self.seq = 0
+        self.cursor = Cursor(id) if cursor is None else cursor
+
+    @property
+    def cursor_text(self) -> str:
+        """Return the text a client resumes from after this event: the SSE ``id:``, the WebSocket ``id``."""
+        return self.cursor.text_for(self.id)
+
+    def under(self, cursor: Cursor) -> Item:
+        """Return this event as a stream that started at *cursor* sends it: its cursor covers *cursor* too."""
+        merged = cursor.merge(self.cursor)
+        if merged is self.cursor:
+            return self
+        return Item(self.id, self.channel, self.event, self.data_json, merged)
 
     def __repr__(self) -> str:
         return f"Item({self.id}, {self.channel!r}, {self.event!r}, {self.data_json!r})"
@@ -130,18 +158,18 @@ def insert_event(
     event: str,
     data_json: str,
     *,
-    notify: str | None = None,
+    notify: tuple[str, ...] = (),
     idle_timeout: float | None = None,
 ) -> Event:
     """Store one event and return it, with its id.
 
-    On PostgreSQL, *notify* names a LISTEN channel to which the same
+    On PostgreSQL, *notify* names LISTEN channels to which the same
     statement sends ``NOTIFY "channel id"``: PostgreSQL delivers it when the
     transaction commits and drops it on rollback.  Inside a transaction,
     *idle_timeout* (seconds) bounds how long that transaction may then sit
-    idle: every hub holds delivery back behind it (commit order), so the
-    server ends it past that, unless its own idle_in_transaction_session_timeout
-    is shorter.
+    idle: its events wait for it and its id is pending in every cursor
+    meanwhile, so the server ends it past that, unless its own
+    idle_in_transaction_session_timeout is shorter.
     """
     from .models import Event
 
@@ -173,12 +201,11 @@ def insert_event(
         f"ins AS (INSERT INTO {table} ({column['channel']}, {column['event']}, {column['data_json']}, "
         f"{column['created']}) SELECT %s, %s, %s, %s FROM lock RETURNING {column['id']} AS id) "
     )
-    if notify is None:
-        sql += "SELECT id FROM ins"
-    else:
-        # One statement, one round trip: the NOTIFY rides on the INSERT.
-        sql += "SELECT id, pg_notify(%s, %s || ' ' || id::text) FROM ins"
-        params += [notify, channel]
+    # One statement, one round trip: the NOTIFYs ride on the INSERT.
+    notifies = "".join(", pg_notify(%s, %s || ' ' || id::text)" for _ in notify)
+    sql += f"SELECT id{notifies} FROM ins"
+    for name in notify:
+        params += [name, channel]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         stored.id = cursor.fetchone()[0]
@@ -187,14 +214,19 @@ def insert_event(
     return stored
 
 
-def _select(using: str, *, upto: bool, channels: int) -> str:
-    """Return the SQL that reads a page of rows: ids after %s (up to %s), of *channels* channels, LIMIT %s."""
+def _select(using: str, *, upto: bool, channels: int, runs: int = 0) -> str:
+    """Return the SQL that reads a page of rows: ids after %s (or in *runs* runs %s to %s), up to %s,
+    of *channels* channels, LIMIT %s."""
     from .models import Event
 
     ops = connections[using].ops
     meta = Event._meta
     column = {field.name: ops.quote_name(str(field.column)) for field in meta.concrete_fields}
-    where = [f"{column['id']} > %s"]
+    after = f"{column['id']} > %s"
+    if runs:  # the pending ids too: they may have committed since
+        between = f" OR {column['id']} BETWEEN %s AND %s"
+        after = f"({after}{between * runs})"
+    where = [after]
     if upto:
         where.append(f"{column['id']} <= %s")
     if channels:
@@ -205,7 +237,7 @@ def _select(using: str, *, upto: bool, channels: int) -> str:
     )
 
 
-_SQL: dict[tuple[str, bool, int], str] = {}
+_SQL: dict[tuple[str, bool, int, int], str] = {}
 
 
 def read_rows(
@@ -216,8 +248,10 @@ def read_rows(
     channels: Iterable[str] | None = None,
     limit: int = PAGE,
     max_bytes: int | None = None,
+    pending: tuple[Run, ...] = (),
 ) -> tuple[list[Row], bool]:
-    """Return stored rows after *after* in id order, and whether they are all there are (up to *upto*).
+    """Return stored rows after *after* (and in the *pending* runs below it) in id order, and whether they
+    are all there are (up to *upto*).
 
     A plain query (no server-side cursor, so it works through PgBouncer in
     transaction mode) of at most *limit* rows; the rows past *max_bytes* (by
@@ -226,11 +260,13 @@ def read_rows(
     """
     max_bytes = PAGE_BYTES if max_bytes is None else max_bytes
     names = sorted(channels) if channels is not None else []
-    key = (using, upto is not None, len(names))
+    key = (using, upto is not None, len(names), len(pending))
     sql = _SQL.get(key)
     if sql is None:
-        sql = _SQL[key] = _select(using, upto=upto is not None, channels=len(names))
+        sql = _SQL[key] = _select(using, upto=upto is not None, channels=len(names), runs=len(pending))
     params: list[Any] = [after]
+    for first, last in pending:
+        params += [first, last]
     if upto is not None:
         params.append(upto)
     params += names
@@ -279,20 +315,14 @@ def pruned_after(using: str, horizon: int) -> dict[str, int]:
     return dict(marks.values_list("channel", "pruned_through"))
 
 
-def _unbroken(rows: list[Row], horizon: int, settled: int = 0) -> list[Row]:
-    """Return the rows after *horizon* up to the first missing id above *settled*."""
-    expected = horizon + 1
-    for index, (row_id, *_) in enumerate(rows):
-        if row_id > max(expected, settled + 1):
-            return rows[:index]
-        expected = row_id + 1
-    return rows
-
-
 class Tailer:
-    """Read committed rows after a horizon, never stepping over an in-flight id."""
+    """Read the rows that became visible after a cursor, and the cursor that covers them.
 
-    #: time.monotonic() since when committed rows wait behind an id still in flight, or None.
+    A tailer never covers an id that may still commit: a missing id (a gap)
+    stays pending in the cursor until it shows up or is known dead.
+    """
+
+    #: time.monotonic() since when an id has been pending, or None: see GapTailer.
     waiting_since: float | None = None
 
     def __init__(self, using: str) -> None:
@@ -301,105 +331,171 @@ class Tailer:
         #: read never holds much more than PAGE_BYTES in the driver's memory.
         self.limit = PAGE
 
-    def start_horizon(self, *, wait: bool = True, timeout: float | None = None) -> int:
-        """Return the newest id of the log: where a hub starts.
+    def start_horizon(self, *, wait: bool = True, timeout: float | None = None) -> Cursor:
+        """Return the cursor a hub starts at: the newest id of the log, with the ids below it still in flight.
 
-        Every id below it is visible or dead once ``settled_start()`` says
+        Every id it covers is visible or dead once ``settled_start()`` says
         so; with *wait*, this waits for that, at most *timeout* seconds
         (then raises TimeoutError).
         """
-        newest = self._begin_start()
+        start = self._begin_start()
         if wait:
             deadline = None if timeout is None else time.monotonic() + timeout
             while not self.settled_start():
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"publishing transactions still open after {timeout:g} s")
                 time.sleep(GAP_RECHECK)
-        return newest
+        return start
 
     def settled_start(self) -> bool:
-        """Return whether every id below the last ``start_horizon()`` is visible or dead."""
+        """Return whether every id the last ``start_horizon()`` covers is visible or dead."""
         return True
 
-    def _begin_start(self) -> int:
-        return high_water_mark(self.using)
+    def _begin_start(self) -> Cursor:
+        return Cursor(high_water_mark(self.using))
 
-    def read(self, horizon: int) -> list[Row]:
-        """Return the next rows after *horizon* that are safe to deliver, in id order."""
-        return self._read_after(horizon)
+    def read(self, cursor: Cursor) -> tuple[list[Row], Cursor]:
+        """Return the rows visible now that *cursor* does not cover, in id order, and the cursor that covers them."""
+        rows, _ = self._read(cursor)
+        return rows, (Cursor(rows[-1][0], cursor.pending) if rows else cursor)
 
-    def _read_after(self, horizon: int) -> list[Row]:
-        rows, complete = read_rows(self.using, horizon, limit=self.limit)
+    def _read(self, cursor: Cursor, pending: tuple[Run, ...] = ()) -> tuple[list[Row], bool]:
+        rows, complete = read_rows(self.using, cursor.top, limit=self.limit, pending=pending)
         if len(rows) < self.limit and not complete:
             self.limit = max(1, len(rows))  # cut by PAGE_BYTES: ask for as many as fit
         elif self.limit < PAGE:
             self.limit = min(PAGE, 2 * self.limit)
-        return rows
+        return rows, complete
 
     @property
     def recheck_after(self) -> float | None:
         """Return how soon to read again although nothing woke the hub, or None."""
         return None
 
+    def pending_report(self) -> dict[str, object] | None:
+        """Describe what holds ids pending, for the health check and the log: None when nothing does."""
+        return None
+
 
 class SerialTailer(Tailer):
-    """SQLite: writers are serialised, so every committed row is safe."""
+    """SQLite: writers are serialised, so every committed row is safe and no id is ever pending."""
 
 
 class GapTailer(Tailer):
-    """Wait for a gap to be filled or to be proven dead before moving past it.
+    """Deliver every committed row at once; keep the ids missing below the newest pending until settled.
 
-    Evidence taken after a read that reached id V (a *sighting*) settles
-    every id up to V.  While one is pending, rows keep arriving above V: a
-    read that reaches further takes a new sighting at once (up to SIGHTINGS
-    of them), so that those rows wait for one sighting to settle, not for
-    the older ones first and then one of their own.
+    A missing id may belong to a transaction still open: it stays pending
+    in the cursor, and every read asks for the pending ids again, so that
+    the event is delivered when its transaction commits, after the ones
+    that committed before it (commit order).  Evidence taken after a read
+    that reached id V (a *sighting*) settles every id up to V: once every
+    transaction it names has ended, an id up to V that no read returns is
+    dead (rolled back) and leaves the cursor.  A cursor holds at most
+    MAX_RUNS runs of pending ids: past that, the tailer waits at the next
+    gap, as a tailer in id order would, and says so (``held_back``).
     """
 
     def __init__(self, using: str) -> None:
         super().__init__(using)
-        #: (highest id seen when taken, evidence that settles every id up to it), oldest first.
+        #: (highest id read when taken, evidence that settles every id up to it), oldest first.
         self._pending: list[tuple[int, object]] = []
-        #: Every missing id up to here is known dead (rolled back).
-        self._settled = 0
-        #: time.monotonic() when the tailer began to hold rows back behind the gap it waits at, or None.
+        #: time.monotonic() when the oldest id still pending was first seen missing, or None.
         self.waiting_since: float | None = None
+        #: (first id, time.monotonic()) of each run of ids as first seen missing, for waiting_since.
+        self._seen: list[tuple[int, int, float]] = []
+        #: time.monotonic() before which the evidence is not looked at again.
+        self._next_check = 0.0
+        #: Whether the last read stopped at a gap because the cursor had no room for another run.
+        self.held_back = False
 
-    def read(self, horizon: int) -> list[Row]:
-        rows = self._read_after(horizon)
-        safe = self._safe(rows, horizon)
-        if not self._pending:
-            return safe
+    def read(self, cursor: Cursor) -> tuple[list[Row], Cursor]:
+        dead_upto = self._settled() if self._pending else 0
+        rows, complete = self._read(cursor, cursor.pending)
+        covered = cursor
+        new: list[int] = []
+        for row in rows:
+            if row[0] < cursor.top:
+                covered = covered.without(row[0])  # committed late: delivered now
+                self._late(row)
+            else:
+                new.append(row[0])
+        if dead_upto:
+            # Settled before this read: every id up to there that it did not return is dead.
+            reached = dead_upto if complete or not rows else min(dead_upto, rows[-1][0])
+            covered = covered.with_pending(_runs_above(covered.pending, reached))
+        after = covered.advanced(new)
+        self.held_back = not after.fits()
+        if self.held_back:
+            rows, after = self._fit(rows, cursor.top, covered, new)
+        if len(after.pending) > len(covered.pending):  # new gaps: evidence that will settle them
+            self._sighted(after.top)
+        self._note_waiting(after)
+        return rows, after
+
+    def _late(self, row: Row) -> None:
+        """Say which channel a transaction that stayed open long was publishing on, now that it committed."""
+        waited = self.pending_for(row[0])
+        if waited is not None and waited >= LATE_WARNING:
+            logging.getLogger("django_realtime").warning(
+                "django_realtime: event %s on %s committed %.0f s after events published after it: its "
+                "transaction stayed open that long (it held nothing back)",
+                row[0],
+                row[1],
+                waited,
+            )
+
+    def _fit(self, rows: list[Row], top: int, covered: Cursor, new: list[int]) -> tuple[list[Row], Cursor]:
+        """Take the new rows only up to the gap that would be one run too many: wait there."""
+        after = covered
+        for index, row_id in enumerate(new):
+            moved = after.advanced([row_id])
+            if not moved.fits():
+                kept = len(rows) - len(new) + index
+                return rows[:kept], after
+            after = moved
+        return rows, after
+
+    def _sighted(self, top: int) -> None:
+        """Keep the evidence that will settle every id up to *top*."""
+        sighting = (top, self._evidence())
+        if len(self._pending) >= SIGHTINGS:
+            self._pending[-1] = sighting  # newer evidence settles the older one's ids as well
+        else:
+            self._pending.append(sighting)
+
+    def _settled(self) -> int:
+        """Return the newest top whose sighting has settled (0: none), forgetting it and the older ones."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return 0
+        self._next_check = now + SETTLE_RECHECK
         index = self._newest_settled([evidence for _, evidence in self._pending])
         if index is None:
-            return safe
-        # Every id up to that sighting's top is now visible or dead: read again, past the dead.
-        self._settled = max(self._settled, self._pending[index][0])
+            return 0
+        top = self._pending[index][0]
         del self._pending[: index + 1]
-        if not self._pending:
-            self.waiting_since = None
-        return self._safe(self._read_after(horizon), horizon)
+        return top
 
-    def _safe(self, rows: list[Row], horizon: int) -> list[Row]:
-        """Return the rows up to the first gap, and keep the evidence that will settle it."""
-        safe = _unbroken(rows, horizon, self._settled)
-        if len(safe) == len(rows):
-            self._pending, self.waiting_since = [], None  # no gap now: one seen before has filled
-            return safe
-        gap = max((safe[-1][0] if safe else horizon) + 1, self._settled + 1)
-        # A sighting below the first gap is of an older gap, since filled: it covers nothing here.
-        self._pending = [sighting for sighting in self._pending if sighting[0] >= gap]
-        top = rows[-1][0]
-        if not self._pending:
-            self.waiting_since = self.waiting_since or time.monotonic()
-            self._pending.append((top, self._evidence()))
-        elif self._pending[-1][0] < top and len(self._pending) < SIGHTINGS:
-            self._pending.append((top, self._evidence()))
-        return safe
+    def _note_waiting(self, cursor: Cursor) -> None:
+        now = time.monotonic()
+        if not cursor.pending:
+            self._pending, self._seen, self.waiting_since = [], [], None
+            return
+        known = {first for first, _, _ in self._seen}
+        self._seen = [seen for seen in self._seen if _overlaps(seen, cursor.pending)]
+        self._seen += [(first, last, now) for first, last in cursor.pending if first not in known]
+        self.waiting_since = min(since for _, _, since in self._seen) if self._seen else now
+
+    def pending_for(self, event_id: int) -> float | None:
+        """Return for how many seconds *event_id* has been pending (seen missing), or None if it is not."""
+        for first, last, since in self._seen:
+            if first <= event_id <= last:
+                return time.monotonic() - since
+        return None
 
     @property
     def recheck_after(self) -> float | None:
-        return GAP_RECHECK if self._pending else None
+        return SETTLE_RECHECK if self._pending else None
 
     def _evidence(self) -> object:
         raise NotImplementedError("subclasses of GapTailer must provide an _evidence() method")
@@ -407,6 +503,28 @@ class GapTailer(Tailer):
     def _newest_settled(self, evidences: list) -> int | None:
         """Return the index of the newest of *evidences* (oldest first) whose transactions have all ended."""
         raise NotImplementedError("subclasses of GapTailer must provide a _newest_settled() method")
+
+
+def _runs_above(runs: tuple[Run, ...], reached: int) -> list[Run]:
+    """Return the parts of *runs* above *reached*."""
+    return [(max(first, reached + 1), last) for first, last in runs if last > reached]
+
+
+def _overlaps(seen: tuple[int, int, float], runs: tuple[Run, ...]) -> bool:
+    first, last, _ = seen
+    return any(a <= last and first <= b for a, b in runs)
+
+
+def missing_runs(using: str, after: int, upto: int) -> tuple[Run, ...]:
+    """Return the runs of ids in (after, upto] that the log does not hold."""
+    from .models import Event
+
+    present = set(Event.objects.using(using).filter(id__gt=after, id__lte=upto).values_list("id", flat=True))
+    return runs_of(n for n in range(after + 1, upto + 1) if n not in present)
+
+
+#: Most ids a starting hub looks at for ones in flight: past this, it waits for the publishers instead.
+START_WINDOW = 100_000
 
 
 class PostgresTailer(GapTailer):
@@ -419,19 +537,63 @@ class PostgresTailer(GapTailer):
         "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
         "AND classid = %s AND objid = %s AND objsubid = 2"
     )
+    #: The publishers in flight, with when their transaction began and who runs it.
+    _REPORT = (
+        "SELECT a.pid, extract(epoch FROM now() - a.xact_start), a.application_name, "
+        "host(a.client_addr), a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_database WHERE datname = "
+        "current_database()) AND l.classid = %s AND l.objid = %s AND l.objsubid = 2 ORDER BY a.xact_start"
+    )
+    #: Seconds before the oldest publisher in flight began that a starting hub still looks back
+    #: for missing ids (the log's ``created`` is the publishers' clock, ``xact_start`` the database's).
+    START_MARGIN = 60.0
 
     def _holders(self) -> set[str]:
         with connections[self.using].cursor() as cursor:
             cursor.execute(self._HOLDERS, list(LOCK_KEY))
             return {row[0] for row in cursor.fetchall()}
 
-    def _begin_start(self) -> int:
+    def _begin_start(self) -> Cursor:
         # An id below the newest may still be in flight, held by a publisher
-        # that took the lock before we read the newest id: wait for those.
+        # that took the lock before we read the newest id: those are pending.
         self._in_flight = None
-        newest = super()._begin_start()
-        self._in_flight = self._holders()
-        return newest
+        newest = super()._begin_start().top
+        holders = self._holders()
+        if not holders:
+            return Cursor(newest)
+        started = self._oldest_start()
+        after = self._drawn_before(started) if started is not None else 0
+        runs = None
+        if started is not None and newest - after <= START_WINDOW:
+            runs = missing_runs(self.using, after, newest)
+        if runs is None or len(runs) > MAX_RUNS:
+            # Too many candidates to name: wait for those publishers instead (settled_start).
+            self._in_flight = holders
+            return Cursor(newest)
+        self._pending = [(newest, frozenset(holders))]
+        start = Cursor(newest, runs)
+        self._note_waiting(start)
+        return start
+
+    def _oldest_start(self) -> object:
+        """Return when the oldest publisher in flight began its transaction (the database's clock), or None."""
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(
+                "SELECT min(a.xact_start) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_database WHERE datname = "
+                "current_database()) AND l.classid = %s AND l.objid = %s AND l.objsubid = 2",
+                list(LOCK_KEY),
+            )
+            return cursor.fetchone()[0]
+
+    def _drawn_before(self, started: Any) -> int:
+        """Return the newest id drawn (by the publishers' clock) well before *started*: no publisher in flight
+        holds it."""
+        from .models import Event
+
+        bound = started - timedelta(seconds=self.START_MARGIN)
+        newest = Event.objects.using(self.using).filter(created__lt=bound).aggregate(m=Max("id"))["m"]
+        return newest or 0
 
     def settled_start(self) -> bool:
         if self._in_flight:
@@ -447,6 +609,19 @@ class PostgresTailer(GapTailer):
             if not (evidences[index] & holders):
                 return index
         return None
+
+    def pending_report(self) -> dict[str, object] | None:
+        if self.waiting_since is None:
+            return None
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(self._REPORT, list(LOCK_KEY))
+            rows = cursor.fetchall()
+        return {
+            "publishers": [
+                {"pid": pid, "seconds": round(float(age or 0), 3), "application": app, "client": client, "state": state}
+                for pid, age, app, client, state in rows
+            ]
+        }
 
 
 class Sighting:
@@ -703,21 +878,22 @@ class InnoDBTailer(GapTailer):
         )
         self.fallback = TimeoutTailer(self.using)
 
-    def read(self, horizon: int) -> list[Row]:
+    def read(self, cursor: Cursor) -> tuple[list[Row], Cursor]:
         if self.fallback is None:
-            return super().read(horizon)
-        rows = self.fallback.read(horizon)
+            return super().read(cursor)
+        rows, after = self.fallback.read(cursor)
         self.waiting_since = self.fallback.waiting_since
-        return rows
+        return rows, after
 
     @property
     def recheck_after(self) -> float | None:
         return super().recheck_after if self.fallback is None else self.fallback.recheck_after
 
-    def _begin_start(self) -> int:
-        self._newest = newest = super()._begin_start()
+    def _begin_start(self) -> Cursor:
+        start = super()._begin_start()
+        self._newest = start.top
         self._start = Sighting(self.now())
-        return newest
+        return start
 
     def settled_start(self) -> bool:
         if self.fallback is not None:
@@ -749,7 +925,11 @@ class TimeoutTailer(Tailer):
         #: The newest id when the hub started; None once the ids below it are settled.
         self._start: int | None = None
 
-    def read(self, horizon: int) -> list[Row]:
+    def read(self, cursor: Cursor) -> tuple[list[Row], Cursor]:
+        rows = self._read_up_to_gaps(cursor.top)
+        return rows, (Cursor(rows[-1][0], cursor.pending) if rows else cursor)
+
+    def _read_up_to_gaps(self, horizon: int) -> list[Row]:
         rows, runs, top = self._read_known(horizon)
         holes = skips.missing((row[0] for row in rows), horizon, top, runs)
         if not holes:
@@ -767,11 +947,11 @@ class TimeoutTailer(Tailer):
             return [row for row in rows if row[0] < holes[0][0]]
         self._pending = self.waiting_since = None
         skips.record(self.using, [(first, min(last, settled)) for first, last in holes if first <= settled])
-        return self.read(horizon)  # again, past what is now recorded
+        return self._read_up_to_gaps(horizon)  # again, past what is now recorded
 
     def _read_known(self, horizon: int) -> tuple[list[Row], list[skips.Run], int]:
         """Return the next rows without the late ones, the recorded runs among them, and the highest id read."""
-        rows = self._read_after(horizon)
+        rows, _ = self._read(Cursor(horizon))
         if not rows:
             return rows, [], horizon
         top = rows[-1][0]
@@ -788,9 +968,10 @@ class TimeoutTailer(Tailer):
     def recheck_after(self) -> float | None:
         return GAP_RECHECK if self._pending is not None else None
 
-    def _begin_start(self) -> int:
-        self._start = newest = super()._begin_start()
-        return newest
+    def _begin_start(self) -> Cursor:
+        start = super()._begin_start()
+        self._start = start.top
+        return start
 
     def settled_start(self) -> bool:
         """Return whether the ids just below the start are each stored, recorded, or missing for GAP_TIMEOUT.

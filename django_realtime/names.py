@@ -12,6 +12,7 @@ import json
 import re
 import string
 
+from .cursor import Cursor, CursorError
 from .exceptions import InvalidChannelName, InvalidCursor, InvalidEventName
 
 CHANNEL_MAX_LENGTH = 200
@@ -23,8 +24,6 @@ _CHANNEL_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_-.:@/=+
 EVENT_PATTERN = re.compile(r"[A-Za-z0-9_\-.:]+\Z")
 #: Event names a client library gives a meaning of its own.
 RESERVED_EVENTS = frozenset({"reset", "error", "presence.join", "presence.leave"})
-CURSOR_PATTERN = re.compile(r"(?:0|[1-9][0-9]{0,18})\Z")
-CURSOR_MAX = 2**63 - 1
 _LINE_BREAKS = ("\r", "\n", "\0")
 
 
@@ -121,15 +120,15 @@ def _check_set(members: str) -> None:
             index += 1
 
 
-def parse_cursor(value: object) -> int:
-    """Parse an event id given back by a client (``Last-Event-ID``) into an int."""
-    if not isinstance(value, str) or not CURSOR_PATTERN.match(value) or int(value) > CURSOR_MAX:
-        shown = value if not isinstance(value, str) else value[:40]
-        raise InvalidCursor(f"event id must be a decimal number from 0 to {CURSOR_MAX}, got {shown!r}")
-    return int(value)
+def parse_cursor(value: object) -> Cursor:
+    """Parse a cursor given back by a client (``Last-Event-ID``, ``last_id``): an event id, or a cursor's text."""
+    try:
+        return Cursor.parse(value)
+    except CursorError as exc:
+        raise InvalidCursor(str(exc)) from None
 
 
-def reset_json(reason: str, cursor: int, resume: int, channels: list[str]) -> str:
+def reset_json(reason: str, cursor: object, resume: object, channels: list[str]) -> str:
     """Return the data of a ``reset`` event, in-band or stored: the client's state is stale, reload it."""
     return json.dumps(
         {"reason": reason, "last_event_id": str(cursor), "resume_id": str(resume), "channels": channels},

@@ -33,6 +33,7 @@ from django.db.models.functions import Now
 from django.utils.module_loading import import_string
 
 from .conf import realtime_settings
+from .cursor import Cursor
 from .exceptions import EventTooLarge, InvalidEventData
 
 logger = logging.getLogger("django_realtime")
@@ -264,20 +265,20 @@ class Registry:
                     exc_info=True,
                 )
 
-    def snapshot(self, channel: str) -> tuple[int, list[dict[str, Any]]]:
+    def snapshot(self, channel: str) -> tuple[Cursor, list[dict[str, Any]]]:
         """Return a cursor and the members present on *channel*, oldest first.
 
-        The cursor is this process's hub horizon read before the members:
-        every ``presence.*`` event up to it committed before the query and is
-        in the list.  A client that asked once its stream of *channel* was
-        live applies the events it receives above the cursor, and ignores
-        the others, to stay exact (docs/presence.md).
+        The cursor is this process's hub's, read before the members: every
+        ``presence.*`` event it covers committed before the query and is in
+        the list.  A client that asked once its stream of *channel* was live
+        stays exact by applying the events it receives, joins and leaves, by
+        connection (docs/presence.md).
         """
         from .hub import get_hub
         from .models import PresenceMember
 
         self._start()
-        cursor = get_hub().horizon
+        cursor = get_hub().cursor
         rows = (
             PresenceMember.objects.using(self.using)
             .filter(channel=channel, process__in=self._living().values("key"))

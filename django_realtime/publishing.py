@@ -69,11 +69,11 @@ def store_event(channel: str, data: Any, event: str) -> Event:
     alias = realtime_settings.DATABASE
     backend = get_backend()
     data_json = encode_data(data, limit=realtime_settings.MAX_DATA_SIZE)
-    notify = backend.insert_notify if connections[alias].vendor == "postgresql" else None
+    notify = backend.insert_notify(channel) if connections[alias].vendor == "postgresql" else ()
     stored = insert_event(
         alias, channel, event, data_json, notify=notify, idle_timeout=realtime_settings.PUBLISH_IDLE_TIMEOUT
     )
-    backend.published(stored, alias, notified=notify is not None)
+    backend.published(stored, alias, notified=bool(notify))
     _stored([stored], alias)
     return stored
 

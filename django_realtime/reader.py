@@ -17,12 +17,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from django.db import connections
+from django.db import DatabaseError, connections
 
-from .log import PAGE, PAGE_BYTES, Item, Row, pruned_after, release_connections, shut_down_socket, tailer_for
+from .log import PAGE, PAGE_BYTES, GapTailer, Row, pruned_after, release_connections, shut_down_socket, tailer_for
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
+
+    from .cursor import Cursor
 
 logger = logging.getLogger("django_realtime")
 
@@ -38,19 +40,28 @@ class Host(Protocol):
     """What a reader needs of its hub (``hub.Hub``)."""
 
     using: str
-    horizon: int
+    cursor: Cursor
     next_read: float
+    reads: int
+    rows_read: int
     stopping: bool
 
     @property
     def ready(self) -> bool: ...
     def take_poke(self) -> bool: ...
     def wait_poke(self, timeout: float) -> None: ...
-    def started(self, horizon: int) -> None: ...
+    def started(self, cursor: Cursor) -> None: ...
     def read_succeeded(self) -> None: ...
     def read_failed(self, exc: BaseException) -> None: ...
     def read_every(self) -> float: ...
-    def append(self, items: list[Item], source: Reader | None = None, pruned: dict[str, int] | None = None) -> bool: ...
+    def append(
+        self,
+        rows: list[Row],
+        before: Cursor,
+        after: Cursor,
+        source: Reader | None = None,
+        pruned: dict[str, int] | None = None,
+    ) -> bool: ...
 
 
 class Reader:
@@ -67,6 +78,9 @@ class Reader:
         self.connection: BaseDatabaseWrapper | None = None
         #: The tailer's waiting_since when the reader last warned of it.
         self.warned: float | None = None
+        #: Since when the tailer has waited at a gap (held back), and when the reader last warned of that.
+        self.held_since: float | None = None
+        self.warned_held: float | None = None
         self.thread = threading.Thread(target=self.run, name="django-realtime-hub", daemon=True)
 
     def start(self) -> None:
@@ -78,7 +92,7 @@ class Reader:
     def run(self) -> None:
         hub = self.hub
         backoff = RETRY_FIRST
-        started: int | None = None
+        started: Cursor | None = None
         try:
             while not (self.superseded or hub.stopping):
                 poked = hub.take_poke()
@@ -128,26 +142,60 @@ class Reader:
 
     def _read_new(self) -> None:
         hub = self.hub
-        while rows := self.tailer.read(hub.horizon):
+        while True:
+            before = hub.cursor
+            rows, after = self.tailer.read(before)
+            hub.reads += 1
+            hub.rows_read += len(rows)
+            if after == before:
+                return
             # A missing id may be one retention deleted before this hub read
             # it (a hub that was down or behind): its channel's streams must
             # then read the log, and be told with a reset, not skip it.
-            pruned = pruned_after(hub.using, hub.horizon) if _has_gap(rows, hub.horizon) else None
-            if not hub.append([Item(*row) for row in rows], source=self, pruned=pruned):
+            pruned = pruned_after(hub.using, before.top) if _has_gap(rows, before.top) else None
+            if not hub.append(rows, before, after, source=self, pruned=pruned):
                 return
             if len(rows) < PAGE and sum(len(row[3]) for row in rows) < PAGE_BYTES:
                 return  # a short page is the end (or a gap): no need for an empty read to say so
 
     def _warn_if_held_back(self) -> None:
-        since = self.tailer.waiting_since
-        if since is None or since == self.warned or time.monotonic() - since < WAITING_WARNING:
+        """Warn, once per wait, of ids pending for WAITING_WARNING seconds, and of a hub held back as long."""
+        tailer = self.tailer
+        now = time.monotonic()
+        held = not isinstance(tailer, GapTailer) or tailer.held_back
+        since = tailer.waiting_since
+        if held and since is not None:
+            # Held back behind a gap: since the first read that stopped there, not since the id was first seen.
+            self.held_since = self.held_since or now
+        else:
+            self.held_since = None
+        if (
+            self.held_since is not None
+            and self.held_since != self.warned_held
+            and now - self.held_since >= WAITING_WARNING
+        ):
+            self.warned_held = self.held_since
+            logger.warning(
+                "django_realtime holds back every channel's events: for %.0f s they have waited for a transaction "
+                "that published before them to end (%s; PUBLISH_IDLE_TIMEOUT bounds an idle one on PostgreSQL)",
+                now - self.held_since,
+                "too many transactions in flight at once for the cursor to name"
+                if isinstance(tailer, GapTailer)
+                else "commit order, GAP_TIMEOUT",
+            )
+        if not isinstance(tailer, GapTailer) or since is None or since == self.warned or now - since < WAITING_WARNING:
             return
         self.warned = since
+        try:
+            report = tailer.pending_report()
+        except DatabaseError:
+            report = None
         logger.warning(
-            "django_realtime holds back every channel's events: for %.0f s they have waited for a transaction "
-            "that published before them to end (commit order; PUBLISH_IDLE_TIMEOUT bounds an idle one on "
-            "PostgreSQL)",
-            time.monotonic() - since,
+            "django_realtime: publishing transactions have been open for %.0f s: their events (ids pending "
+            "in the cursor %s) are delivered when they commit; other events are not held back. In flight: %s",
+            now - since,
+            self.hub.cursor,
+            report["publishers"] if report else "see the database's open transactions",
         )
 
     def hung(self, now: float, timeout: float) -> bool:
@@ -178,7 +226,8 @@ def interrupt(connection: BaseDatabaseWrapper) -> None:
 
 
 def _has_gap(rows: list[Row], horizon: int) -> bool:
-    return rows[-1][0] - horizon != len(rows)  # ids are increasing: a jump anywhere shows in the count
+    new = [row for row in rows if row[0] > horizon]
+    return bool(new) and new[-1][0] - horizon != len(new)  # ids are increasing: a jump anywhere shows in the count
 
 
 def _mysql_fd(raw: object) -> int | None:

@@ -5,10 +5,12 @@ stream does next (:meth:`Follower.step`): deliver a batch from the hub's
 buffer, read a stretch from the log that the buffer no longer holds, send a
 keepalive, or wait.  ``follow`` (threads, gevent) and ``afollow`` (asyncio)
 are the two thin drivers that do the I/O and the waiting.  Replay and live
-delivery share one cursor, so the handoff between them can neither skip nor
-repeat an event: everything at or below the cursor has been delivered,
-everything above it comes from the hub's buffer or, when the buffer no longer
-reaches back that far, from the log, always bounded by the hub's horizon.
+delivery share one cursor (cursor.py), so the handoff between them can
+neither skip nor repeat an event: everything the cursor covers has been
+delivered (or is not the stream's), everything else comes from the hub's
+buffer, in the order it arrived (commit order), or, when the buffer no
+longer reaches back that far, from the log, in id order, up to what the
+hub's cursor covers.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from asgiref.sync import sync_to_async
 from django.db import DatabaseError
 
 from .budget import PIECE, READ_COST, cost
+from .cursor import Cursor
 from .log import PAGE, Item, high_water_mark, read_page, release_connections
 from .names import reset_json
 
@@ -41,9 +44,9 @@ DELIVER, READ, WAIT = range(3)
 FIRST_ROWS = 64
 
 
-def reset_item(reason: str, cursor: int, resume: int, channels: list[str]) -> Item:
-    """Build the in-band ``reset`` event."""
-    return Item(resume, "", "reset", reset_json(reason, cursor, resume, channels))
+def reset_item(reason: str, cursor: Cursor, resume: Cursor, channels: list[str]) -> Item:
+    """Build the in-band ``reset`` event: the client resumes from *resume*."""
+    return Item(resume.top, "", "reset", reset_json(reason, str(cursor), str(resume), channels), resume)
 
 
 class Follower:
@@ -52,14 +55,33 @@ class Follower:
     ``step()`` touches neither the database nor the network; ``start()`` and
     ``catch_up()`` read the log and release their connection.  With
     *keepalive* None the stream never sends keepalives (WebSockets).
+
+    A stream follows the hub's arrivals (``seq``), which come in commit
+    order.  ``cursor`` covers what it has delivered: the cursor of the last
+    event it sent, which a client resumes from.  A stream that starts at a
+    client's cursor (another process may have issued it) sends only what
+    that cursor does not cover, until the hub's own cursor covers all it
+    does (``start``, then None).
     """
 
-    __slots__ = ("channels", "hub", "position", "reported", "due", "timed", "last_write", "rows")
+    __slots__ = ("channels", "hub", "seq", "cursor", "start_at", "reported", "due", "timed", "last_write", "rows")
 
-    def __init__(self, hub: Hub, channels: frozenset[str], cursor: int | None, keepalive: float | None) -> None:
+    def __init__(
+        self, hub: Hub, channels: frozenset[str], cursor: Cursor | int | None, keepalive: float | None
+    ) -> None:
+        if isinstance(cursor, int):  # an event id
+            cursor = Cursor(cursor)
         self.hub = hub
         self.channels = channels
-        self.position = hub.horizon if cursor is None else cursor
+        #: Where the stream is in the hub's arrivals: None until the hub says where the cursor is (step()).
+        self.seq: int | None
+        self.start_at: Cursor | None
+        if cursor is None:  # from now
+            self.seq, self.cursor = hub.snapshot()
+            self.start_at = None
+        else:
+            self.seq = None
+            self.cursor = self.start_at = cursor
         #: The highest prune mark already reported with a reset.
         self.reported = 0
         # The hub's tick wakes every stream each hub.tick seconds: a stream
@@ -74,6 +96,11 @@ class Follower:
         #: Rows to ask the log for at the next catch-up: as many as about one piece holds.
         self.rows = FIRST_ROWS
 
+    @property
+    def position(self) -> Cursor:
+        """Return the cursor of what the stream has delivered (for logs and replies)."""
+        return self.cursor
+
     def step(self, now: float) -> tuple[int, list[Item] | float | None]:
         """Return what to do next: ``(DELIVER, batch)``, ``(READ, None)`` or ``(WAIT, timeout)``.
 
@@ -81,11 +108,23 @@ class Follower:
         calling this, and wait on it after a WAIT: a batch that lands in
         between has already set it.
         """
-        if self.position < self.hub.horizon:
-            items, self.position = self.hub.collect(self.channels, self.position)
+        hub = self.hub
+        seq = self.seq
+        if seq is None:
+            seq = self.seq = hub.locate(self.channels, self.cursor)
+            if seq is None:
+                return READ, None
+        if seq < hub.seq:
+            items, self.seq, cursor = hub.collect(self.channels, seq)
             if items is None:
                 return READ, None
+            start = self.start_at
+            if start is not None:
+                items = [item.under(start) for item in items if not start.covers(item.id)]
+                if cursor.dominates(start):
+                    self.start_at = None
             if items:
+                self.cursor = items[-1].cursor
                 self.last_write = now
                 return DELIVER, items
         silence = now - self.last_write
@@ -96,48 +135,62 @@ class Follower:
 
     def start(self) -> list[Item]:
         """Return a reset if the cursor is newer than anything the log ever held."""
-        horizon = self.hub.horizon
-        if self.position <= horizon:
+        seq, current = self.hub.snapshot()
+        if self.cursor.top <= current.top:
             return []
         try:
             with self.hub.reading():
-                if self.position <= high_water_mark(self.hub.using):
+                if self.cursor.top <= high_water_mark(self.hub.using):
                     return []  # another process served it; this hub will catch up
         finally:
             release_connections()
-        reset = reset_item("unknown", self.position, horizon, sorted(self.channels))
-        self.position = horizon
+        reset = reset_item("unknown", self.cursor, current, sorted(self.channels))
+        self.seq, self.cursor, self.start_at = seq, current, None
         return [reset]
 
     def catch_up(self) -> list[Item]:
-        """Read the next page from the log, after a reset if retention deleted some of it."""
+        """Read the next piece from the log, after a reset if retention deleted some of it.
+
+        The log is read for what the stream's cursor does not cover and the
+        hub's cursor (taken first) does: once it has all of that, the stream
+        goes on from the hub's arrivals at that moment.
+        """
         from .models import PruneMark
 
+        hub = self.hub
+        start = self.cursor
         try:
-            with self.hub.reading():
+            with hub.reading():
+                seq, current = hub.snapshot()
+                rows = self.rows
                 # Read first, then look for prune marks above where we were: a
                 # prune that lands between the two gives a reset, never a silent gap.
-                start = self.position
-                rows = self.rows
-                page, position = read_page(
-                    self.hub.using, self.channels, start, self.hub.horizon, limit=rows, max_bytes=PIECE
-                )
+                page, reached = read_page(hub.using, self.channels, start.low, current.top, limit=rows, max_bytes=PIECE)
                 marks = list(
-                    PruneMark.objects.using(self.hub.using)
-                    .filter(channel__in=list(self.channels), pruned_through__gt=max(start, self.reported))
+                    PruneMark.objects.using(hub.using)
+                    .filter(channel__in=list(self.channels), pruned_through__gt=max(start.low, self.reported))
                     .values_list("channel", "pruned_through")
                 )
-            self.position = position
-            # Cut by bytes: that many rows fill a piece.  Full by rows: ask for more next time.
-            self.rows = max(1, len(page)) if len(page) < rows and position < self.hub.horizon else min(PAGE, 2 * rows)
-            if not marks:
-                return self._wrote(page)
-            # Events after the cursor are gone: say so, then go on with
-            # every event still stored, so nothing that exists is skipped.
-            self.reported = max(mark for _, mark in marks)
-            return self._wrote([reset_item("expired", start, start, sorted(c for c, _ in marks)), *page])
         finally:
             release_connections()
+        # Cut by bytes: that many rows fill a piece.  Full by rows: ask for more next time.
+        complete = reached >= current.top
+        self.rows = max(1, len(page)) if len(page) < rows and not complete else min(PAGE, 2 * rows)
+        items = [
+            Item(row.id, row.channel, row.event, row.data_json, current.clip(row.id)).under(start)
+            for row in page
+            if not start.covers(row.id) and current.covers(row.id)
+        ]
+        self.cursor = start.merge(current if complete else current.clip(reached))
+        # Complete: from here on the hub's arrivals, but those the cursor covers (another process saw them
+        # first).  Else where the rest is, buffer or log, the next step() finds out.
+        self.seq, self.start_at = (seq if complete else None), self.cursor
+        if not marks:
+            return self._wrote(items)
+        # Events after the cursor are gone: say so, then go on with
+        # every event still stored, so nothing that exists is skipped.
+        self.reported = max(mark for _, mark in marks)
+        return self._wrote([reset_item("expired", start, start, sorted(c for c, _ in marks)), *items])
 
     def _wrote(self, items: list[Item]) -> list[Item]:
         if items:
@@ -152,7 +205,7 @@ def _batch(items: list[Item]) -> list[Item]:
 def follow(
     hub: Hub,
     channels: frozenset[str],
-    cursor: int | None,
+    cursor: Cursor | None,
     keepalive: float,
     encode: Callable[[list[Item]], T] = _batch,  # type: ignore[assignment]
     first: T | None = None,
@@ -223,7 +276,7 @@ def follow(
 async def afollow(
     hub: Hub,
     channels: frozenset[str],
-    cursor: int | None,
+    cursor: Cursor | None,
     keepalive: float,
     encode: Callable[[list[Item]], T] = _batch,  # type: ignore[assignment]
     lifetime: float | None = None,

@@ -45,13 +45,32 @@ def ids(rows):
     return [row[0] for row in rows]
 
 
-def read_until(tailer, horizon, expected, timeout=5.0):
-    """Read after *horizon* until the rows' ids are *expected*; return the seconds it took."""
+def read_until(tailer, cursor, expected, timeout=5.0):
+    """Read on from *cursor* until the rows read, in all, have the ids *expected*; return the seconds it took,
+    and the cursor then."""
     start = time.monotonic()
-    while (got := ids(tailer.read(horizon))) != expected:
-        assert not got or got == expected[: len(got)], f"read {got}, expected {expected}"
+    got = []
+    while got != expected:
+        rows, cursor = tailer.read(cursor)
+        got += ids(rows)
+        assert got == expected[: len(got)], f"read {got}, expected {expected}"
         assert time.monotonic() - start < timeout, f"read {got} for {timeout}s, expected {expected}"
-        time.sleep(0.02)
+        if got != expected:
+            time.sleep(0.02)
+    return time.monotonic() - start, cursor
+
+
+def settle_until(tailer, cursor, expected, timeout=5.0):
+    """Read on from *cursor*, nothing more to come, until the cursor is *expected* (dead ids settled);
+    return the seconds it took."""
+    start = time.monotonic()
+    while cursor != expected:
+        tailer._next_check = 0.0  # look at the evidence at each read, not every SETTLE_RECHECK
+        rows, cursor = tailer.read(cursor)
+        assert rows == [], f"read {ids(rows)} while waiting for the cursor {expected}"
+        assert time.monotonic() - start < timeout, f"cursor {cursor} for {timeout}s, expected {expected}"
+        if cursor != expected:
+            time.sleep(0.02)
     return time.monotonic() - start
 
 

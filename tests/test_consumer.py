@@ -12,13 +12,13 @@ from django.db import OperationalError
 from django.test import override_settings
 
 from django_realtime.hub import Hub, get_hub
-from django_realtime.log import Item
 from django_realtime.models import Event
 from django_realtime.publishing import publish
 from django_realtime.retention import prune
 from django_realtime.websocket import protocol
 from django_realtime.websocket.consumer import run_released
 from django_realtime.websocket.routing import websocket_urlpatterns
+from tests.test_hub import feed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -172,8 +172,7 @@ def test_a_connection_waits_as_one_stream_of_all_its_channels_and_is_woken_once_
             woken = group.wakeups
             start = hub.horizon
             await asyncio.to_thread(
-                hub.append,
-                [Item(start + 1, "chat:x", "message", "1"), Item(start + 2, "chat:y", "message", "2")],
+                feed, hub, (start + 1, "chat:x", "message", "1"), (start + 2, "chat:y", "message", "2")
             )
             assert [m["id"] for m in await client.take(2)] == [str(start + 1), str(start + 2)]
             assert group.wakeups == woken + 1

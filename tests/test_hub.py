@@ -10,8 +10,8 @@ from django.db import connection
 from django.test import override_settings
 
 from django_realtime import publish
+from django_realtime.cursor import Cursor
 from django_realtime.hub import Hub, get_hub
-from django_realtime.log import Item
 from django_realtime.models import Event
 from django_realtime.sse.responses import event_bytes
 from tests.threads import publish_and_close
@@ -29,11 +29,20 @@ def store_behind_the_hubs_back(channel, data="x"):
     return event
 
 
-def wait_for(hub, cursor, timeout=5.0):
-    """Wait until the hub's horizon passes *cursor*."""
+def feed(hub, *rows):
+    """Hand the hub rows as its reader would: new ones, in id order, the ids between them left pending."""
+    before = hub.cursor
+    return hub.append(list(rows), before, before.advanced([row[0] for row in rows]))
+
+
+def wait_for(hub, cursor, timeout=5.0, poke=False):
+    """Wait until the hub's horizon passes *cursor*; with *poke*, poke it as a tick would (its events
+    may be of channels nobody follows: nothing wakes the hub for those)."""
     for _ in range(int(timeout / 0.01)):
         if hub.horizon >= cursor:
             return
+        if poke:
+            hub.poke()
         time.sleep(0.01)
     raise AssertionError(f"hub horizon {hub.horizon} never reached {cursor}")
 
@@ -42,25 +51,26 @@ def test_hub_starts_at_the_newest_event_and_buffers_what_comes_after():
     old = publish("a", 0)
     hub = get_hub()
     assert hub.ensure_ready()
-    assert hub.floor == hub.horizon == old.id
+    assert hub.floor_cursor == hub.cursor == Cursor(old.id)
+    start = hub.seq
     new = publish("a", 1)
     wait_for(hub, new.id)
-    items, cursor = hub.collect(frozenset({"a"}), old.id)
+    items, seq, cursor = hub.collect(frozenset({"a"}), start)
     assert [(item.id, item.data_json) for item in items] == [(new.id, "1")]
     assert event_bytes(items[0]) == f"id: {new.id}\nevent: message\ndata: 1\n\n".encode()
-    assert cursor == new.id
+    assert (seq, cursor) == (hub.seq, Cursor(new.id))
 
 
 def test_collect_filters_by_channel_and_moves_the_cursor_past_other_channels():
     hub = get_hub()
     hub.ensure_ready()
-    start = hub.horizon
+    start = hub.seq
     ids = {name: publish(name, name).id for name in ["a", "b", "c"]}
     wait_for(hub, ids["c"])
-    items, cursor = hub.collect(frozenset({"a", "c"}), start)
+    items, seq, cursor = hub.collect(frozenset({"a", "c"}), start)
     assert [item.id for item in items] == [ids["a"], ids["c"]]
-    assert cursor == ids["c"]
-    assert hub.collect(frozenset({"a"}), cursor) == ([], cursor)
+    assert cursor == Cursor(ids["c"]) and seq == hub.seq
+    assert hub.collect(frozenset({"a"}), seq) == ([], seq, cursor)
 
 
 def test_polling_backend_sees_events_stored_by_another_process():
@@ -75,9 +85,10 @@ def test_inprocess_backend_hears_only_local_pokes():
     with override_settings(REALTIME=INPROCESS):
         hub = get_hub()
         hub.ensure_ready()
-        event = store_behind_the_hubs_back("a")
         group = hub.join(frozenset({"a"}))
+        time.sleep(0.1)  # the read that joining a new channel asks for
         signal = group.signal
+        event = store_behind_the_hubs_back("a")
         assert not signal.wait(0.3)
         assert hub.horizon < event.id
         hub.poke()
@@ -120,11 +131,11 @@ def test_a_batch_of_several_channels_wakes_a_stream_of_several_channels_once():
         hub.ensure_ready()
         both = hub.join(frozenset({"a", "b"}))
         other = hub.join(frozenset({"c"}))
-        start = hub.horizon
-        hub.append([Item(start + 1, "a", "message", "1"), Item(start + 2, "b", "message", "2")])
+        start, top = hub.seq, hub.horizon
+        feed(hub, (top + 1, "a", "message", "1"), (top + 2, "b", "message", "2"))
         assert (both.wakeups, other.wakeups) == (1, 0)
-        items, _ = hub.collect(both.channels, start)
-        assert [item.id for item in items] == [start + 1, start + 2]
+        items, _, _ = hub.collect(both.channels, start)
+        assert [item.id for item in items] == [top + 1, top + 2]
 
 
 def test_a_publish_wakes_the_asyncio_waiters_of_its_channel_only():
@@ -159,8 +170,11 @@ from django.db import connection
 from django.core.management import call_command
 import gevent
 from django_realtime.hub import get_hub
-from django_realtime.log import Item
 from django_realtime.sse.responses import event_bytes
+
+def feed(*rows):
+    before = hub.cursor
+    hub.append(list(rows), before, before.advanced([row[0] for row in rows]))
 
 settings.DATABASES["default"]["NAME"] = sys.argv[1]
 call_command("migrate", verbosity=0)
@@ -176,9 +190,9 @@ def wait(name, count):
 waiting = [gevent.spawn(wait, f"user:{n}", 2) for n in range(200)]
 gevent.sleep(0.1)
 start = hub.horizon
-hub.append([Item(start + 1, "user:7", "message", "1")])
+feed((start + 1, "user:7", "message", "1"))
 gevent.sleep(0.1)
-hub.append([Item(start + 2, "user:7", "message", "2"), Item(start + 3, "user:9", "message", "3")])
+feed((start + 2, "user:7", "message", "2"), (start + 3, "user:9", "message", "3"))
 gevent.sleep(0.1)
 print(sorted(woken.items()))
 gevent.killall(waiting)
@@ -224,26 +238,28 @@ def test_a_channel_that_had_no_event_for_long_is_still_served_from_the_buffer():
         hub = get_hub()
         hub.ensure_ready()
         group = hub.join(frozenset({"user:1"}))
-        start = hub.horizon
+        start = hub.seq
         ids = [publish("user:2", n).id for n in range(10)]
-        wait_for(hub, ids[-1])
-        assert hub.floor > start
-        assert hub.collect(group.channels, start) == ([], ids[-1])
-        assert hub.collect(frozenset({"user:2"}), start) == (None, start)
-        assert hub.collect(frozenset({"user:3"}), start) == (None, start), "an unfollowed channel has no such record"
+        wait_for(hub, ids[-1], poke=True)
+        assert hub.floor_seq > start
+        assert hub.collect(group.channels, start) == ([], hub.seq, Cursor(ids[-1]))
+        assert hub.collect(frozenset({"user:2"}), start)[0] is None
+        assert hub.collect(frozenset({"user:3"}), start)[0] is None, "an unfollowed channel has no such record"
 
 
 def test_buffer_keeps_the_newest_events_and_reports_when_a_cursor_fell_out():
     with override_settings(REALTIME={**INPROCESS, "BUFFER_SIZE": 3}):
         hub = get_hub()
         hub.ensure_ready()
-        start = hub.horizon
+        start = hub.seq
         ids = [publish("a", n).id for n in range(10)]
-        wait_for(hub, ids[-1])
-        assert hub.floor > start
-        assert hub.collect(frozenset({"a"}), start) == (None, start)
-        items, _ = hub.collect(frozenset({"a"}), hub.floor)
-        assert [item.id for item in items] == [i for i in ids if i > hub.floor]
+        wait_for(hub, ids[-1], poke=True)
+        assert hub.floor_seq > start
+        assert hub.collect(frozenset({"a"}), start)[0] is None
+        items, _, _ = hub.collect(frozenset({"a"}), hub.floor_seq)
+        assert [item.id for item in items] == [i for i in ids if i > hub.floor_cursor.top]
+        assert hub.locate(frozenset({"a"}), Cursor(ids[0])) is None, "a cursor below the buffer: read the log"
+        assert hub.locate(frozenset({"a"}), hub.floor_cursor) == hub.floor_seq
 
 
 def test_hub_retries_after_a_database_error(caplog):
@@ -285,10 +301,10 @@ def test_buffer_is_bounded_in_bytes_too():
         hub = get_hub()
         hub.ensure_ready()
         ids = [publish("a", "x" * 1000).id for n in range(30)]
-        wait_for(hub, ids[-1])
+        wait_for(hub, ids[-1], poke=True)
         assert hub._bytes <= 10_000
-        items, _ = hub.collect(frozenset({"a"}), hub.floor)
-        assert [item.id for item in items] == [i for i in ids if i > hub.floor]
+        items, _, _ = hub.collect(frozenset({"a"}), hub.floor_seq)
+        assert [item.id for item in items] == [i for i in ids if i > hub.floor_cursor.top]
 
 
 def test_a_tick_is_spread_over_slices_and_wakes_each_group_once_per_tick():
@@ -312,8 +328,100 @@ def test_events_stored_through_the_orm_wake_the_hub_after_commit(write):
     with override_settings(REALTIME=INPROCESS):  # only wake-ups reach the hub: no polling
         hub = get_hub()
         hub.ensure_ready()
+        hub.join(frozenset({"a"}))  # a stream follows "a": its events wake the hub
+        time.sleep(0.1)  # the read that joining asks for
         if write == "create":
             newest = Event.objects.create(channel="a", data_json='"orm"')
         else:
             newest = Event.objects.bulk_create([Event(channel="a", data_json=f'"{n}"') for n in range(3)])[-1]
         wait_for(hub, newest.id, timeout=1)
+
+
+# Commit order: late events, and cursors from elsewhere ---------------------------
+
+
+def bare_hub(top=10, **options):
+    """A hub with no reader: the test hands it rows as its reader would."""
+    from django_realtime.backends.inprocess import InProcessBackend
+
+    hub = Hub(InProcessBackend(), using="default", buffer_size=100, buffer_bytes=10**6, **options)
+    hub.started(Cursor(top))
+    return hub
+
+
+def late(hub, *rows):
+    """Hand the hub rows that were pending: they committed late."""
+    before = hub.cursor
+    after = before
+    for row in rows:
+        after = after.without(row[0])
+    return hub.append(list(rows), before, after)
+
+
+def test_an_event_that_commits_late_arrives_after_later_ids_with_a_cursor_that_names_it():
+    hub = bare_hub(10)
+    start = hub.seq
+    feed(hub, (12, "a", "message", "12"))  # 11 is in flight
+    assert hub.cursor == Cursor(12, ((11, 11),))
+    late(hub, (11, "a", "message", "11"))
+    assert hub.cursor == Cursor(12)
+    items, _, _ = hub.collect(frozenset({"a"}), start)
+    assert [(item.id, item.cursor_text) for item in items] == [(12, "12~11"), (11, "11@12")]
+
+
+def test_a_dead_id_is_covered_from_its_batch_on():
+    hub = bare_hub(10)
+    feed(hub, (12, "a", "message", "12"))
+    before = hub.cursor
+    hub.append([(13, "a", "message", "13")], before, Cursor(13))  # 11 proved dead with this read
+    items, _, _ = hub.collect(frozenset({"a"}), 1)
+    assert [item.cursor_text for item in items] == ["13"]
+
+
+def test_locate_finds_where_a_cursor_is_in_the_arrivals_or_says_to_read_the_log():
+    hub = bare_hub(10)
+    feed(hub, (12, "a", "message", "12"), (13, "b", "message", "13"))
+    late(hub, (11, "a", "message", "11"))
+    channels = frozenset({"a"})
+    assert hub.locate(channels, Cursor(10)) == 0, "older than anything buffered, newer than the floor"
+    assert hub.locate(channels, Cursor(12, ((11, 11),))) == 1, "after 12 arrived"
+    assert hub.locate(channels, Cursor(13)) == hub.seq
+    assert hub.locate(channels, Cursor(9)) is None, "below the floor: the log"
+
+
+def follow_all(follower, now=0.0):
+    from django_realtime.streams import DELIVER
+
+    got = []
+    while True:
+        action, value = follower.step(now)
+        if action != DELIVER or not value:
+            return got
+        got += value
+
+
+def test_a_stream_resuming_from_another_process_cursor_gets_what_it_lacks_once():
+    from django_realtime.streams import Follower
+
+    hub = bare_hub(10)
+    feed(hub, (12, "a", "message", "12"))  # here 11 is in flight
+    # Another process saw 11 commit before this one did: its client's cursor covers 11 and 12.
+    follower = Follower(hub, frozenset({"a"}), Cursor(12), keepalive=None)
+    assert follow_all(follower) == []
+    late(hub, (11, "a", "message", "11"))
+    feed(hub, (13, "a", "message", "13"))
+    got = follow_all(follower)
+    assert [(item.id, item.cursor_text) for item in got] == [(13, "13")], "11 not twice"
+    assert follower.start_at is None, "once the hub covers the client's cursor, no more filtering"
+
+
+def test_a_stream_resuming_from_a_cursor_with_a_pending_id_gets_it_when_it_commits():
+    from django_realtime.streams import Follower
+
+    hub = bare_hub(10)
+    feed(hub, (12, "a", "message", "12"))
+    cursor = hub.cursor  # 12~11, as a client got it with event 12
+    follower = Follower(hub, frozenset({"a"}), Cursor.parse(str(cursor)), keepalive=None)
+    assert follow_all(follower) == []
+    late(hub, (11, "a", "message", "11"))
+    assert [(item.id, item.cursor_text) for item in follow_all(follower)] == [(11, "11@12")]

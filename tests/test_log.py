@@ -8,7 +8,8 @@ import pytest
 from django.db import DatabaseError, connections, transaction
 
 from django_realtime import publish
-from django_realtime.log import PostgresTailer, SerialTailer, _unbroken, tailer_for
+from django_realtime.cursor import Cursor
+from django_realtime.log import PostgresTailer, SerialTailer, tailer_for
 from django_realtime.models import Event
 from tests import services
 from tests.held import Held as HeldOpen
@@ -32,92 +33,107 @@ def ids(rows):
 Held = partial(HeldOpen, using="postgres")
 
 
-def test_unbroken_stops_at_the_first_missing_id_above_the_settled_ones():
-    rows = [(1, "", "", ""), (2, "", "", ""), (4, "", "", ""), (7, "", "", "")]
-    assert ids(_unbroken(rows, 0)) == [1, 2]
-    assert ids(_unbroken(rows, 0, settled=3)) == [1, 2, 4]
-    assert ids(_unbroken(rows, 0, settled=6)) == [1, 2, 4, 7]
-
-
 def test_each_database_gets_its_tailer():
     assert isinstance(tailer_for("postgres"), PostgresTailer)
     assert type(tailer_for("default")) is SerialTailer
 
 
-def test_the_tailer_holds_back_behind_an_open_transaction_and_releases_in_order():
+@pytest.fixture(autouse=True)
+def _log_starts_at_the_sequence():
+    """Store one event first: a tailer starts at the newest id, and the ids of earlier tests' rows are gone."""
+    publish("c", "first")
+
+
+def settled(tailer, cursor):
+    """Read as the tailer would once it may look at its evidence again, whenever it last did; return the cursor."""
+    tailer._next_check = 0.0
+    return tailer.read(cursor)[1]
+
+
+def test_an_event_above_an_open_transaction_is_read_at_once_and_the_open_id_stays_pending():
     tailer = PostgresTailer("postgres")
-    horizon = tailer.start_horizon()
+    start = tailer.start_horizon()
     held = Held()
     later = publish("c", "later").id
-    assert tailer.read(horizon) == []
-    assert tailer.recheck_after is not None
+    rows, cursor = tailer.read(start)
+    assert ids(rows) == [later], "the later commit is not held back"
+    assert cursor == Cursor(later, ((held.id, held.id),))
+    assert tailer.recheck_after is not None and tailer.waiting_since is not None
     held.end(commit=True)
-    assert ids(tailer.read(horizon)) == [held.id, later]
+    rows, cursor = tailer.read(cursor)
+    assert ids(rows) == [held.id], "the late commit is read as soon as it is visible"
+    assert cursor == Cursor(later)
+    assert tailer.read(cursor) == ([], cursor)
+    assert tailer.waiting_since is None
 
 
-def test_a_rolled_back_id_is_stepped_over_once_its_transaction_has_ended():
+def test_a_rolled_back_id_leaves_the_cursor_once_its_transaction_has_ended():
     tailer = PostgresTailer("postgres")
-    horizon = tailer.start_horizon()
+    start = tailer.start_horizon()
     held = Held()
     later = publish("c", "later").id
-    assert tailer.read(horizon) == []
+    rows, cursor = tailer.read(start)
+    assert ids(rows) == [later] and cursor.pending
     held.end(commit=False)
-    assert ids(tailer.read(horizon)) == [later]
+    assert settled(tailer, cursor) == Cursor(later)
     assert tailer.recheck_after is None
 
 
-def test_a_gap_that_filled_by_itself_leaves_no_stale_evidence_behind():
+def test_an_id_is_settled_dead_only_by_evidence_taken_after_it_was_seen_missing():
     tailer = PostgresTailer("postgres")
-    horizon = tailer.start_horizon()
-    held = Held()
-    first_later = publish("c", "later").id
-    assert tailer.read(horizon) == []
-    held.end(commit=True)
-    rows = tailer.read(horizon)
-    assert ids(rows) == [held.id, first_later]
-    horizon = rows[-1][0]
-    # A new gap: rolled back at once, then a commit; nobody is in flight any more.
-    with pytest.raises(RuntimeError), transaction.atomic(using="postgres"):
-        publish("c", "rolled back")
-        raise RuntimeError
-    committed = publish("c", "committed").id
-    assert ids(tailer.read(horizon)) == [committed]
-
-
-def test_a_newer_gap_behind_a_settled_one_gets_evidence_of_its_own():
-    tailer = PostgresTailer("postgres")
-    horizon = tailer.start_horizon()
+    start = tailer.start_horizon()
     first = Held()
     middle = publish("c", "middle").id
-    assert tailer.read(horizon) == []
+    rows, cursor = tailer.read(start)
+    assert ids(rows) == [middle]
     second = Held()
     last = publish("c", "last").id
+    rows, cursor = tailer.read(cursor)
+    assert ids(rows) == [last]
+    assert cursor == Cursor(last, ((first.id, first.id), (second.id, second.id)))
     first.end(commit=False)
-    # The first gap is settled; the second is still in flight: hold back, keep rechecking.
-    assert ids(tailer.read(horizon)) == [middle]
-    assert tailer.recheck_after is not None
+    # The first sighting named only the first transaction, now ended; the second is still in flight.
+    cursor = settled(tailer, cursor)
+    assert cursor == Cursor(last, ((second.id, second.id),))
     second.end(commit=True)
-    assert ids(tailer.read(middle)) == [second.id, last]
+    rows, cursor = tailer.read(cursor)
+    assert ids(rows) == [second.id] and cursor == Cursor(last)
 
 
-def test_start_horizon_waits_for_publishers_in_flight():
+def test_a_starting_tailer_waits_for_nobody_and_names_the_ids_in_flight():
+    before = publish("c", "before").id
     held = Held()
     later = publish("c", "later").id
-    result = {}
-
-    def start():
-        try:
-            result["h"] = PostgresTailer("postgres").start_horizon()
-        finally:
-            connections["postgres"].close()
-
-    thread = threading.Thread(target=start)
-    thread.start()
-    thread.join(0.5)
-    assert thread.is_alive(), "started past an event still in flight"
+    started = time.monotonic()
+    tailer = PostgresTailer("postgres")
+    start = tailer.start_horizon(timeout=0.3)
+    assert time.monotonic() - started < 0.3
+    assert start.top == later and start.covers(before) and not start.covers(held.id)
     held.end(commit=True)
-    thread.join(10)
-    assert result["h"] == later
+    rows, cursor = tailer.read(start)
+    assert ids(rows) == [held.id]
+    assert settled(tailer, cursor) == Cursor(later), "what else the start named is dead once held has ended"
+
+
+def test_past_max_runs_the_tailer_waits_at_the_next_gap_and_says_so():
+    from django_realtime.cursor import MAX_RUNS
+
+    tailer = PostgresTailer("postgres")
+    cursor = tailer.start_horizon()
+    helds, sent = [], []
+    try:
+        for n in range(MAX_RUNS + 2):
+            helds.append(Held())
+            sent.append(publish("c", n).id)
+        rows, cursor = tailer.read(cursor)
+        assert ids(rows) == sent[:MAX_RUNS], "one event per run of pending ids, as many as a cursor names"
+        assert len(cursor.pending) == MAX_RUNS and tailer.held_back
+        helds[0].end(commit=True)
+        rows, cursor = tailer.read(cursor)
+        assert ids(rows) == [helds[0].id, sent[MAX_RUNS]], "room for one more run: the next event flows"
+    finally:
+        for held in helds:
+            held.end(commit=True)
 
 
 def _listener():
@@ -171,42 +187,40 @@ def test_reads_are_plain_queries_and_pages_are_capped_in_bytes(monkeypatch):
         publish("c", "x" * 2000)
     tailer = SerialTailer("postgres")
     with CaptureQueriesContext(connections["postgres"]) as queries:
-        rows = tailer.read(first.id - 1)
+        rows, cursor = tailer.read(Cursor(first.id - 1))
     assert [sql for sql in (q["sql"] for q in queries) if "DECLARE" in sql.upper()] == []
     assert len(queries) == 1
     assert ids(rows) == [first.id, first.id + 1, first.id + 2], "cut at the row that reaches PAGE_BYTES"
     assert tailer.limit == 3, "the next read asks for no more rows than fitted"
-    rows = tailer.read(rows[-1][0])
+    rows, _ = tailer.read(cursor)
     assert ids(rows) == [first.id + 3, first.id + 4, first.id + 5]
 
 
-def test_start_horizon_gives_up_after_its_timeout():
-    held = Held()
-    try:
-        with pytest.raises(TimeoutError):
-            PostgresTailer("postgres").start_horizon(timeout=0.3)
-    finally:
-        held.end(commit=True)
-
-
-def test_realtime_cursor_gives_an_older_cursor_while_a_publisher_stays_open(settings):
+@pytest.mark.parametrize("hub_running", [False, True])
+def test_realtime_cursor_waits_for_no_publisher_in_flight_and_names_its_id(settings, hub_running):
     from django.template import Context, Template
 
     from django_realtime.hub import get_hub
 
-    settings.REALTIME = {**settings.REALTIME, "CURSOR_TIMEOUT": 0.3}
+    settings.REALTIME = {**settings.REALTIME, "CURSOR_TIMEOUT": 5}
     template = Template("{% load realtime %}{% realtime_cursor %}")
     before = publish("c", "before").id
     hub = get_hub()
-    assert hub.ensure_ready()
+    if hub_running:
+        assert hub.ensure_ready()
     held = Held()
     try:
         after = publish("c", "after").id
-        # The newest id, after, is not safe: held's id, below it, may still commit.
-        assert template.render(Context()) == str(before)
+        if hub_running:
+            hub.poke()
+            assert wait_for(lambda: hub.horizon == after)
+        started = time.monotonic()
+        # The newest id, after, with held's id pending: a page resumes from it and gets held's event.
+        cursor = Cursor.parse(template.render(Context()))
+        assert cursor.top == after and cursor.covers(before) and not cursor.covers(held.id)
+        assert time.monotonic() - started < 1
     finally:
         held.end(commit=True)
-    assert template.render(Context()) == str(after)
 
 
 def created():
@@ -225,15 +239,17 @@ def saved():
 
 
 @pytest.mark.parametrize("write", [created, bulk_created, saved])
-def test_rows_written_through_the_orm_are_held_back_for_too(write):
+def test_rows_written_through_the_orm_in_flight_are_pending_too(write):
     tailer = PostgresTailer("postgres")
-    horizon = tailer.start_horizon()
+    start = tailer.start_horizon()
     held = Held(write)
     later = publish("c", "later").id
-    assert tailer.read(horizon) == [], "stepped over an event written through the ORM while it was in flight"
+    rows, cursor = tailer.read(start)
+    assert ids(rows) == [later]
+    assert cursor.pending and not cursor.covers(held.id), "covered an event written through the ORM in flight"
     held.end(commit=True)
-    assert ids(tailer.read(horizon))[0] == held.id
-    assert ids(tailer.read(horizon))[-1] == later
+    rows, cursor = tailer.read(cursor)
+    assert ids(rows)[0] == held.id and not cursor.pending
 
 
 def test_ids_keep_growing_past_the_identity_the_migration_replaced():
@@ -257,11 +273,12 @@ def wait_for(condition, timeout=5.0):
     return result
 
 
-def test_a_publisher_held_open_holds_back_every_channel_and_the_hub_says_so(caplog, monkeypatch):
-    from django_realtime import reader
+def test_a_publisher_held_open_holds_back_nothing_else_and_the_hub_says_so(caplog, monkeypatch):
+    from django_realtime import log, reader
     from django_realtime.hub import get_hub
 
     monkeypatch.setattr(reader, "WAITING_WARNING", 0.3)
+    monkeypatch.setattr(log, "LATE_WARNING", 0.3)
     hub = get_hub()
     assert hub.ensure_ready()
     assert hub.status()["waiting_for_publishers"] is None
@@ -269,14 +286,17 @@ def test_a_publisher_held_open_holds_back_every_channel_and_the_hub_says_so(capl
     try:
         other = publish("another-channel", "later").id
         hub.poke()
+        assert wait_for(lambda: hub.horizon >= other), "the other channel's event waits for nobody"
         assert wait_for(lambda: (hub.status()["waiting_for_publishers"] or 0) > 0.5)
-        assert hub.horizon < held.id  # the other channel's event waits too: commit order
-        assert wait_for(lambda: "holds back every channel's events" in caplog.text)
+        assert hub.status()["cursor"] == f"{other}~{held.id}"
+        assert wait_for(lambda: "publishing transactions have been open" in caplog.text)
+        assert "'pid'" in caplog.text, "the publisher in flight is named"
     finally:
         held.end(commit=True)
     hub.poke()
-    assert wait_for(lambda: hub.horizon >= other)
-    assert hub.status()["waiting_for_publishers"] is None
+    assert wait_for(lambda: hub.status()["waiting_for_publishers"] is None)
+    assert hub.status()["cursor"] == str(other)
+    assert f"event {held.id} on c committed" in caplog.text, "once it commits, its channel is named"
 
 
 def idle_timeout():
@@ -306,7 +326,7 @@ def test_a_transaction_that_publishes_may_sit_idle_for_publish_idle_timeout(sett
 def test_past_publish_idle_timeout_the_server_ends_the_publisher_and_the_rest_flows(settings):
     settings.REALTIME = {**settings.REALTIME, "PUBLISH_IDLE_TIMEOUT": 0.5}
     tailer = PostgresTailer("postgres")
-    horizon = tailer.start_horizon()
+    start = tailer.start_horizon()
     outcome = {}
     drawn = threading.Event()
 
@@ -327,9 +347,10 @@ def test_past_publish_idle_timeout_the_server_ends_the_publisher_and_the_rest_fl
     try:
         assert drawn.wait(10)
         later = publish("c", "later").id
-        assert tailer.read(horizon) == []
-        # PostgreSQL ends the idle transaction after 0.5 s: its id is dead, the later event flows.
-        assert wait_for(lambda: ids(tailer.read(horizon)) == [later], timeout=5)
+        rows, cursor = tailer.read(start)
+        assert ids(rows) == [later] and cursor.pending
+        # PostgreSQL ends the idle transaction after 0.5 s: its id is dead and leaves the cursor.
+        assert wait_for(lambda: not settled(tailer, cursor).pending, timeout=5)
     finally:
         thread.join(10)
     assert "idle-in-transaction timeout" in str(outcome["error"])

@@ -1,5 +1,6 @@
 import pytest
 
+from django_realtime.cursor import Cursor
 from django_realtime.exceptions import InvalidChannelName, InvalidCursor, InvalidEventName, InvalidName
 from django_realtime.names import (
     CHANNEL_MAX_LENGTH,
@@ -58,7 +59,8 @@ def test_reserved_event_names(name):
 
 @pytest.mark.parametrize(("text", "value"), [("0", 0), ("1", 1), ("9223372036854775807", 2**63 - 1)])
 def test_cursors(text, value):
-    assert parse_cursor(text) == value
+    assert parse_cursor(text) == Cursor(value)
+    assert parse_cursor(f"{text}~1") if value > 1 else True
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,9 @@ from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from django_realtime.cursor import ID_MAX as CURSOR_MAX
 from django_realtime.exceptions import EventTooLarge, InvalidChannelName, InvalidCursor, InvalidEventData
-from django_realtime.names import CHANNEL_MAX_LENGTH, CURSOR_MAX, parse_cursor, validate_channel
+from django_realtime.names import CHANNEL_MAX_LENGTH, parse_cursor, validate_channel
 from django_realtime.publishing import encode_data
 from django_realtime.sse.encoding import FieldError, encode_event
 
@@ -114,14 +115,17 @@ def test_a_channel_name_is_accepted_only_if_it_is_safe_on_every_wire(name):
 
 
 @given(value=st.one_of(ANY_TEXT, WIRE_TEXT, st.integers(-5, 2**64).map(str), st.from_regex(r"0*[0-9]{1,20}")))
-def test_a_cursor_parses_only_from_its_canonical_decimal_form(value):
+def test_an_event_id_parses_as_a_cursor_only_from_its_canonical_decimal_form(value):
     try:
         cursor = parse_cursor(value)
     except InvalidCursor:
         assert not (value.isascii() and value.isdigit() and str(int(value)) == value and int(value) <= CURSOR_MAX)
         return
-    assert str(cursor) == value
-    assert 0 <= cursor <= CURSOR_MAX
+    if value.isdigit():
+        assert str(cursor) == value and not cursor.pending
+        assert 0 <= cursor.top <= CURSOR_MAX
+    else:  # a cursor's text: it reads back the same
+        assert cursor.text_for(cursor.event_id(value)) == value
 
 
 #: Channel names and retention patterns over a few characters, the ones sets and ranges turn on among them.

@@ -7,8 +7,9 @@ import pytest
 from django.test import override_settings
 
 from django_realtime import publish
+from django_realtime.cursor import Cursor
 from django_realtime.hub import MAX_STUCK_READERS, get_hub
-from django_realtime.log import Item, SerialTailer
+from django_realtime.log import SerialTailer
 from tests.test_hub import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -80,11 +81,39 @@ def test_a_hung_read_is_given_up_ticks_go_on_and_the_error_is_exposed(monkeypatc
 def test_a_replaced_reader_changes_nothing():
     hub = get_hub()
     assert hub.ensure_ready()
-    start = hub.horizon
+    before = hub.cursor
+    start = before.top
     old = hub._reader
     with hub._lock:
         hub._replace_reader("hung")
-    assert not hub.append([Item(start + 1, "a", "message", "1")], source=old)
+    rows = [(start + 1, "a", "message", "1")]
+    assert not hub.append(rows, before, Cursor(start + 1), source=old)
     assert hub.horizon == start
-    assert hub.append([Item(start + 1, "a", "message", "1")], source=hub._reader)
+    assert hub.append(rows, before, Cursor(start + 1), source=hub._reader)
     assert hub.horizon == start + 1
+
+
+def test_a_tailer_held_back_at_a_gap_is_warned_of_once_per_wait_apart_from_pending_ids(monkeypatch, caplog):
+    from django_realtime import reader
+    from django_realtime.log import PostgresTailer
+    from django_realtime.reader import Reader
+
+    monkeypatch.setattr(reader, "WAITING_WARNING", 0.0)
+
+    class Host:
+        using = "default"
+        cursor = Cursor(10, ((5, 5),))
+
+    tailer = PostgresTailer("default")
+    monkeypatch.setattr(reader, "tailer_for", lambda using: tailer)
+    monkeypatch.setattr(PostgresTailer, "pending_report", lambda self: {"publishers": ["pid 7"]})
+    watcher = Reader(Host())
+    tailer.waiting_since = time.monotonic() - 1
+    watcher._warn_if_held_back()
+    assert caplog.text.count("publishing transactions have been open") == 1
+    assert "holds back every channel" not in caplog.text, "pending ids hold nothing back"
+    tailer.held_back = True
+    watcher._warn_if_held_back()
+    watcher._warn_if_held_back()
+    assert caplog.text.count("holds back every channel") == 1, "once per wait, though the ids were warned of already"
+    assert caplog.text.count("publishing transactions have been open") == 1

@@ -34,6 +34,7 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
+    from ..cursor import Cursor
     from ..hub import Hub, Write
     from ..log import Item
 
@@ -83,7 +84,7 @@ def event_bytes(item: Item) -> bytes:
     """Return the SSE bytes of *item*, made once per process and event."""
     data = item.sse
     if data is None:
-        data = item.sse = encode_event(item.data_json, event=item.event, id=str(item.id))
+        data = item.sse = encode_event(item.data_json, event=item.event, id=item.cursor_text)
     return data
 
 
@@ -95,7 +96,7 @@ def text_bytes(item: Item) -> bytes:
             text = json.loads(item.data_json)
             if not text.isascii():  # a lone surrogate, stored before publish() refused them: U+FFFD, as a decoder would
                 text = _LONE_SURROGATE.sub("\ufffd", text)
-            data = encode_event(text, event=item.event, id=str(item.id))
+            data = encode_event(text, event=item.event, id=item.cursor_text)
         else:
             data = event_bytes(item)
         item.sse_text = data
@@ -184,7 +185,7 @@ def _shut_down(sock: socket.socket) -> None:
 def sse_stream(
     hub: Hub,
     channels: frozenset[str],
-    cursor: int | None,
+    cursor: Cursor | None,
     keepalive: float,
     lifetime: float | None = None,
     close: Callable[[], None] | None = None,
@@ -205,7 +206,7 @@ def sse_stream(
 async def asse_stream(
     hub: Hub,
     channels: frozenset[str],
-    cursor: int | None,
+    cursor: Cursor | None,
     keepalive: float,
     lifetime: float | None = None,
     scope: Mapping[str, Any] | None = None,

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET
 from .. import rates
 from ..auth import PRESENCE, SUBSCRIBE, get_authorizer
 from ..conf import realtime_settings
+from ..cursor import Cursor
 from ..exceptions import InvalidChannelName, InvalidCursor
 from ..hub import get_hub
 from ..log import release_connections
@@ -73,7 +74,7 @@ def unavailable(message: str) -> HttpResponse:
     return response
 
 
-def request_cursor(request: HttpRequest) -> int | None:
+def request_cursor(request: HttpRequest) -> Cursor | None:
     """Return the resume cursor of *request*, or None for "live only".
 
     The ``Last-Event-ID`` header, which EventSource sends on reconnect, wins
@@ -240,7 +241,7 @@ def _stream(
         return unavailable("This server has too many open streams right now; try again later.")
     give_seat = hub.seats.giver()
     if cursor is None:  # live from now, not from when the server first pulls the stream
-        cursor = hub.horizon  # before the joins: the stream delivers its own presence.join
+        cursor = hub.cursor  # before the joins: the stream delivers its own presence.join
     try:
         members, refusals, refused = _join(joins, form.with_channels)
     except DatabaseError:

@@ -58,26 +58,30 @@ def realtime_script(ws_url: str = "/ws/", sse_url: str | None = None, transports
 
 @register.simple_tag
 def realtime_cursor() -> str:
-    """Return the newest event id of the log: a ``lastId`` that starts a subscription at this render.
+    """Return the cursor of the log now: a ``lastId`` that starts a subscription at this render.
 
     Events published after the page was rendered are delivered; earlier ones
-    are not (docs/sse.md, "Starting from a page you rendered").  On
-    PostgreSQL the newest id is safe only once the publishing transactions
-    in flight have ended: past ``CURSOR_TIMEOUT`` seconds of waiting for
-    them, the tag gives this process's hub's horizon instead (older: the
-    page may be sent a few events it already shows, never miss one), or an
-    empty string (follow from the moment the page connects) if the hub has
-    not started.
+    are not (docs/sse.md, "Starting from a page you rendered").  The ids of
+    publishing transactions still in flight are pending in the cursor (their
+    events are delivered when they commit), so it waits for none: it is this
+    process's hub's cursor if the hub runs, else read from the log.  Only
+    where too many transactions are in flight to name (or on MySQL, whose
+    hub starts only once they have ended) does it wait, ``CURSOR_TIMEOUT``
+    seconds at most; then it gives an empty string (follow from the moment
+    the page connects).
     """
     from ..conf import realtime_settings
     from ..hub import get_hub
     from ..log import tailer_for
 
+    hub = get_hub()
+    if hub.healthy():
+        # This process's hub runs: its cursor names the ids of the publishers in flight, and waits for none.
+        return str(hub.cursor)
     try:
         return str(
             tailer_for(realtime_settings.DATABASE).start_horizon(timeout=float(realtime_settings.CURSOR_TIMEOUT))
         )
     except TimeoutError:
-        hub = get_hub()
         logger.warning("django_realtime: {%% realtime_cursor %%} gave up waiting for publishers in flight")
-        return str(hub.horizon) if hub.ensure_ready(0) else ""
+        return ""

@@ -96,7 +96,7 @@ def event_text(channel: str, item: Item) -> str:
         return protocol.reset(channel, fields["reason"], fields["last_event_id"], fields["resume_id"])
     text = item.websocket
     if text is None:
-        text = item.websocket = protocol.event(item.channel, str(item.id), item.event, item.data_json)
+        text = item.websocket = protocol.event(item.channel, item.cursor_text, item.event, item.data_json)
     return text
 
 
@@ -433,12 +433,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         _within_limit(self.followers, "at most {limit} subscriptions per connection", request.ref)
         if not await self.authorize(channel, SUBSCRIBE, request.ref):
             raise protocol.ProtocolError(protocol.FORBIDDEN, f"not allowed to subscribe to {channel}", request.ref)
-        # Without last_id, start at the hub's horizon: every event after it
+        # Without last_id, start at the hub's cursor: every event it does not cover
         # is delivered, and the client holds a cursor before any event arrives.
         follower = Follower(self.hub, frozenset({channel}), cursor, None)
         position = follower.position
         try:
-            resets = await run_released(follower.start) if follower.position > self.hub.horizon else []
+            resets = await run_released(follower.start) if position.top > self.hub.horizon else []
         except DatabaseError:
             logger.warning(
                 "django_realtime could not subscribe to %s: the event log cannot be read", channel, exc_info=True

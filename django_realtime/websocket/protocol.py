@@ -204,7 +204,7 @@ def _with_ref(message: dict[str, Any], ref: Ref) -> dict[str, Any]:
 
 
 def subscribed(channel: str, last_id: str, ref: Ref = None) -> str:
-    """Confirm a subscription; events with ids above *last_id* follow."""
+    """Confirm a subscription; the events the cursor *last_id* does not cover follow."""
     return _encode(_with_ref({"type": "subscribed", "channel": channel, "last_id": last_id}, ref))
 
 

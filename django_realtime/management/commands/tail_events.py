@@ -9,11 +9,11 @@ from django_realtime.streams import follow
 
 
 class Command(BaseCommand):
-    help = "Print events of the given channels as they arrive, one per line: ID CHANNEL EVENT DATA."
+    help = "Print events of the given channels as they arrive, one per line: CURSOR CHANNEL EVENT DATA."
 
     def add_arguments(self, parser):
         parser.add_argument("channels", nargs="+", metavar="channel")
-        parser.add_argument("--since", help="first print the stored events after this id")
+        parser.add_argument("--since", help="first print the stored events after this id (or cursor, as printed)")
 
     def handle(self, *args, channels, since, **options):
         try:
@@ -29,7 +29,8 @@ class Command(BaseCommand):
             item: Item
             for batch in follow(hub, names, cursor, keepalive=60.0):
                 for item in batch:
-                    self.stdout.write(f"{item.id} {item.channel or '-'} {item.event} {item.data_json}")
+                    # The cursor: the event's id, or more while transactions are in flight (--since takes it).
+                    self.stdout.write(f"{item.cursor_text} {item.channel or '-'} {item.event} {item.data_json}")
                 self.stdout.flush()
         except KeyboardInterrupt:
             pass

@@ -1,0 +1,133 @@
+"""Cursors (django_realtime/cursor.py) against a model: the set of ids each one covers."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from django_realtime.cursor import MAX_RUNS, Cursor, CursorError, runs_of
+
+TOP = 60
+
+
+@st.composite
+def cursors(draw, max_runs=MAX_RUNS):
+    top = draw(st.integers(0, TOP))
+    pending = draw(st.sets(st.integers(1, max(1, top - 1)), max_size=12)) if top > 1 else set()
+    runs = runs_of(pending)[:max_runs]
+    return Cursor(top, runs)
+
+
+def covered(cursor):
+    return {n for n in range(TOP + 2) if cursor.covers(n)}
+
+
+def model(cursor):
+    pending = {n for first, last in cursor.pending for n in range(first, last + 1)}
+    return set(range(cursor.top + 1)) - pending
+
+
+@given(cursors())
+def test_a_cursor_covers_its_top_and_below_but_its_pending_ids(cursor):
+    assert covered(cursor) == model(cursor)
+
+
+@given(cursors())
+def test_a_cursor_reads_back_from_its_text(cursor):
+    assert Cursor.parse(str(cursor)) == cursor
+    assert Cursor.parse(cursor.text_for(cursor.top)) == cursor
+    assert Cursor.event_id(cursor.text_for(cursor.top)) == cursor.top
+
+
+@given(cursors())
+def test_a_late_event_is_named_before_the_cursor_and_ignored_on_resume(cursor):
+    if not cursor.pending:
+        return
+    late = cursor.pending[0][0]
+    after = cursor.without(late)
+    text = after.text_for(late)
+    assert text.startswith(f"{late}@")
+    assert Cursor.event_id(text) == late and Cursor.parse(text) == after
+    assert covered(after) == covered(cursor) | {late}
+
+
+@given(cursors(), cursors())
+def test_merge_covers_what_either_covers(a, b):
+    merged = a.merge(b)
+    assert merged.fits()
+    if len(runs_of(set(range(max(a.top, b.top) + 1)) - covered(a) - covered(b))) <= MAX_RUNS:
+        assert covered(merged) == covered(a) | covered(b)
+    else:  # past MAX_RUNS: it covers less, never more
+        assert covered(merged) <= covered(a) | covered(b)
+
+
+@given(cursors(), cursors())
+def test_meet_covers_nothing_either_leaves_out(a, b):
+    met = a.meet(b)
+    assert met.fits()
+    assert covered(met) <= covered(a) & covered(b)
+
+
+@given(cursors(), cursors())
+def test_dominates_is_inclusion_of_what_they_cover(a, b):
+    assert a.dominates(b) == (covered(b) <= covered(a))
+
+
+@given(cursors(), st.lists(st.integers(1, TOP + 30), max_size=8))
+def test_advanced_covers_the_new_ids_and_leaves_the_gaps_pending(cursor, ids):
+    new = sorted({n for n in ids if n > cursor.top})
+    moved = cursor.advanced(new)
+    if not new:
+        assert moved == cursor
+        return
+    expected = covered(cursor) | set(new)
+    assert {n for n in range(new[-1] + 2) if moved.covers(n)} == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "-1",
+        "01",
+        "1.5",
+        " 1",
+        "1 ",
+        "10~",
+        "10~10",  # pending at the top
+        "10~0",  # ids start at 1
+        "10~5,3",  # not rising
+        "10~3-5,5",  # overlapping
+        "10~3,4",  # touching: one run
+        "10~5-3",
+        "10~" + ",".join(str(n) for n in range(1, 2 * MAX_RUNS + 1, 2)),  # too many runs
+        "99999999999999999999",
+        "9223372036854775808",
+        "1@",
+        "@10",
+        "x@10",
+        "10\n",
+    ],
+)
+def test_anything_else_is_refused(text):
+    with pytest.raises(CursorError):
+        Cursor.parse(text)
+
+
+def test_every_integer_cursor_ever_issued_still_parses():
+    assert Cursor.parse("0") == Cursor(0)
+    assert Cursor.parse("4180") == Cursor(4180)
+    assert Cursor.parse("9223372036854775807").top == 2**63 - 1
+    assert str(Cursor.parse("4180~4171,4175-4177")) == "4180~4171,4175-4177"
+
+
+@settings(max_examples=50)
+@given(cursors())
+def test_the_text_is_ascii_without_spaces_and_short(cursor):
+    text = cursor.text_for(cursor.top)
+    assert text.isascii() and " " not in text and len(text) < 800
+
+
+@given(cursors(), st.integers(0, TOP + 5))
+def test_clip_covers_what_the_cursor_covers_up_to_an_id(cursor, event_id):
+    clipped = cursor.clip(event_id)
+    assert covered(clipped) == {n for n in covered(cursor) if n <= event_id}
