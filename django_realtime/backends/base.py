@@ -23,9 +23,24 @@ class BaseBackend:
 
     #: Seconds between two unprompted reads of the log by the hub, or None.
     poll_interval: float | None = None
-    #: A PostgreSQL LISTEN channel that the INSERT of each event should NOTIFY, or None.
-    insert_notify: str | None = None
     _wake: Callable[[], None] | None = None
+
+    def __init__(self) -> None:
+        #: The channels this process's streams follow (the hub keeps it up to date): a wake-up
+        #: for any other channel has nothing to wake here.
+        self.followed: set[str] = set()
+
+    def insert_notify(self, channel: str) -> tuple[str, ...]:
+        """Return the PostgreSQL LISTEN channels the INSERT of an event on *channel* should NOTIFY (none)."""
+        return ()
+
+    def follow(self, channel: str) -> None:
+        """Start waking the hub for *channel*'s events: a stream of this process follows it now."""
+        self.followed.add(channel)
+
+    def unfollow(self, channel: str) -> None:
+        """Stop waking the hub for *channel*: no stream of this process follows it any more."""
+        self.followed.discard(channel)
 
     def published(self, event: Event, using: str, *, notified: bool = False) -> None:
         """Arrange for *event*'s wake-up to go out once its transaction commits.
@@ -36,7 +51,7 @@ class BaseBackend:
         transaction.on_commit(lambda: self.notify(channel, event_id), using=using)
 
     def notify(self, channel: str, event_id: int) -> None:
-        """Wake every process's hub: *channel* has a committed event *event_id*."""
+        """Wake the hub of every process that follows *channel*: it has a committed event *event_id*."""
         raise NotImplementedError("subclasses of BaseBackend must provide a notify() method")
 
     def start(self, wake: Callable[[], None], using: str) -> None:
@@ -51,8 +66,8 @@ class BaseBackend:
         """Stop listening; the hub is shutting down."""
         self._wake = None
 
-    def wake_local(self) -> None:
-        """Wake this process's hub, if one is running."""
+    def wake_local(self, channel: str | None = None) -> None:
+        """Wake this process's hub, if one is running and follows *channel* (any, if None)."""
         wake = self._wake
-        if wake is not None:
+        if wake is not None and (channel is None or channel in self.followed):
             wake()

@@ -9,4 +9,4 @@ class InProcessBackend(BaseBackend):
     """Wake this process's hub after each commit; other processes never hear."""
 
     def notify(self, channel: str, event_id: int) -> None:
-        self.wake_local()
+        self.wake_local(channel)

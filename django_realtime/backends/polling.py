@@ -16,4 +16,5 @@ class PollingBackend(InProcessBackend):
     """Read the log on a timer, and at once after a local publish."""
 
     def __init__(self, interval: float | None = None) -> None:
+        super().__init__()
         self.poll_interval = interval if interval is not None else realtime_settings.POLL_INTERVAL
