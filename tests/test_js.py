@@ -2,8 +2,10 @@
 
 They drive realtime.js with fakes (a fetch() whose responses a test writes, a
 WebSocket it opens and closes): the SSE parser, routing by channel, per-channel
-errors, retry and backoff, the fallback.  The end-to-end cases against real
-servers, in Chromium, are in test_browser.py.
+errors, retry and backoff, the fallback.  The client's Cursor is checked against
+the answers of django_realtime/cursor.py (tests/js/cursor_vectors.json, which
+must be current).  The end-to-end cases against real servers, in Chromium, are
+in test_browser.py.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests import cursor_vectors
 
 JS_TESTS = Path(__file__).resolve().parent / "js"
 #: Node's test runner, fetch(), ReadableStream and EventTarget as the tests use them.
@@ -48,3 +52,8 @@ def test_the_javascript_tests_pass():
     failures = "\n".join(line for line in result.stdout.splitlines() if line.startswith("not ok"))
     assert result.returncode == 0, f"{failures}\n{summary}\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
     assert re.search(r"^# pass [1-9]", result.stdout, re.M), result.stdout[-2000:]
+
+
+def test_the_cursor_vectors_are_what_cursor_py_answers_now():
+    """realtime.js's Cursor is tested against these: a change of cursor.py must regenerate them."""
+    assert cursor_vectors.PATH.read_text() == cursor_vectors.render(), "run: python -m tests.cursor_vectors"

@@ -1,4 +1,4 @@
-// Realtime.presence(): the list kept exact by the cursor rule, grouped by user, over both transports.
+// Realtime.presence(): the list kept exact (docs/presence.md#staying-exact), grouped by user, over both transports.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
@@ -48,7 +48,7 @@ async function wsPresence(options = { name: "ada", info: { colour: "teal" } }) {
   return { rt, here, seen, socket };
 }
 
-test("over a WebSocket: join and ask once subscribed; the list takes kept events above its cursor only", async () => {
+test("over a WebSocket: join and ask once subscribed; the list takes every event kept meanwhile, in order", async () => {
   const { rt, here, seen, socket } = await wsPresence();
   assert.deepEqual(socket.sent.map(withoutRef), [{ type: "subscribe", channel: "chat:a" }], "no join before subscribed");
   assert.equal(here.ready, false);
@@ -59,12 +59,12 @@ test("over a WebSocket: join and ask once subscribed; the list takes kept events
   ]);
   const [joinRef, whoRef] = socket.sent.slice(1).map((m) => m.ref);
 
-  // Events that come before the answer are kept...
-  socket.receive(join("11", "c2", "bob")); // at the cursor: in the list already
-  // At the cursor, and left out of the list all the same: its process died (docs/presence.md).
+  // Events that come before the answer are kept, and applied to it in order...
+  socket.receive(join("11", "c2", "bob")); // in the list already: the same member, in its place
+  // Left out of the list: its process died (docs/presence.md). Here until its leave comes.
   socket.receive(join("12", "c9", "ghost"));
-  socket.receive(join("13", "c3", "cat")); // above: applied
-  socket.receive(leave("14", "c1", "ann")); // above: applied
+  socket.receive(join("13", "c3", "cat"));
+  socket.receive(leave("14", "c1", "ann"));
   socket.receive({ type: "joined", channel: "chat:a", connection: "c5", user: "ada", ref: joinRef });
   assert.deepEqual(here.self, { connection: "c5", user: "ada" });
   assert.equal(seen.changes, 0, "nothing before the list");
@@ -79,23 +79,25 @@ test("over a WebSocket: join and ask once subscribed; the list takes kept events
     ref: whoRef,
   });
   assert.equal(here.ready, true);
-  assert.deepEqual(users(here), [["bob", ["c2"]], ["cat", ["c3"]]]);
+  assert.deepEqual(users(here), [["bob", ["c2"]], ["ghost", ["c9"]], ["cat", ["c3"]]]);
+  assert.deepEqual(here.members()[0].info, {}, "a kept join replaces the list's member");
   assert.deepEqual(seen.events, [], "a first list says who is here, not who came");
   assert.equal(seen.changes, 1);
+  socket.receive(leave("15", "c9", "ghost")); // written by another process's heartbeat
 
   // Live: grouped by user, join and leave only when a user's first connection comes or last one goes.
-  socket.receive(join("15", "c4", "bob", { n: 2 }));
+  socket.receive(join("16", "c4", "bob", { n: 2 }));
   assert.deepEqual(users(here), [["bob", ["c2", "c4"]], ["cat", ["c3"]]]);
   assert.deepEqual(here.members()[0].info, { n: 2 }, "the newest connection's info");
-  socket.receive(leave("16", "c2", "bob"));
-  assert.deepEqual(seen.events, [], "bob still has a connection");
-  socket.receive(leave("17", "c4", "bob"));
-  socket.receive(leave("17", "c4", "bob")); // a repeat: dropped by the subscription
-  socket.receive(leave("18", "c4", "bob")); // idempotent
-  socket.receive(join("19", "c3", "cat")); // idempotent
-  socket.receive(join("20", "c6", "dan"));
-  assert.deepEqual(seen.events, [["leave", "bob"], ["join", "dan"]]);
-  assert.equal(seen.changes, 5, "one change per real change, none for the idempotent ones");
+  socket.receive(leave("17", "c2", "bob"));
+  assert.deepEqual(seen.events, [["leave", "ghost"]], "bob still has a connection");
+  socket.receive(leave("18", "c4", "bob"));
+  socket.receive(leave("18", "c4", "bob")); // a repeat: dropped by the subscription
+  socket.receive(leave("19", "c4", "bob")); // idempotent
+  socket.receive(join("20", "c3", "cat")); // idempotent
+  socket.receive(join("21", "c6", "dan"));
+  assert.deepEqual(seen.events, [["leave", "ghost"], ["leave", "bob"], ["join", "dan"]]);
+  assert.equal(seen.changes, 6, "one change per real change, none for the idempotent ones");
   assert.deepEqual(here.connections(), [
     { connection: "c3", user: "cat", info: {} },
     { connection: "c6", user: "dan", info: {} },
@@ -230,7 +232,7 @@ test("a refused join is an error of the presence, which goes on watching and doe
 
 const sseEvent = (id, type, data) => `channel: chat:a\nid: ${id}\nevent: ${type}\ndata: ${JSON.stringify(data)}\n\n`;
 
-test("over SSE: the stream's URL joins, the presence/ endpoint answers, the cursor rule applies", async () => {
+test("over SSE: the stream's URL joins, the presence/ endpoint answers, the kept events apply", async () => {
   const fetch = fakeFetch();
   const rt = new Realtime({ transport: "sse", sseUrl: "/events/", fetch, random: () => 0.5, minDelay: 10 });
   const here = rt.presence("chat:a", { name: "ada", info: { colour: "teal" } });
@@ -247,7 +249,7 @@ test("over SSE: the stream's URL joins, the presence/ endpoint answers, the curs
   assert.equal(who.url, "/events/presence/?channel=chat%3Aa");
   assert.equal(who.init.credentials, "same-origin");
   assert.deepEqual(here.self, { connection: "c1", user: null });
-  // The stream's own join and another come before the answer: kept; the one above the cursor applies.
+  // The stream's own join and another come before the answer: kept, and applied to it.
   stream.send("id: 20\n\n" + sseEvent(21, "presence.join", { connection: "c1", user: "ada", info: {} }));
   stream.send(sseEvent(22, "presence.join", { connection: "c2", user: "bob", info: {} }));
   await until(() => rt.lastId("chat:a") === "22");
@@ -325,17 +327,19 @@ test("a subscribe() after presence() takes the presence's subscription over, fro
   socket.open();
   assert.deepEqual(socket.sent.map(withoutRef), [{ type: "subscribe", channel: "chat:a", last_id: "0" }]);
   socket.receive({ type: "subscribed", channel: "chat:a", last_id: "0", ref: socket.sent[0].ref });
-  socket.receive({ type: "presence", channel: "chat:a", cursor: "2", members: [], ref: socket.sent[1].ref });
+  socket.receive({ type: "presence", channel: "chat:a", cursor: "1", members: [], ref: socket.sent[1].ref });
   socket.receive({ type: "event", channel: "chat:a", id: "1", event: "message", data: "old" });
-  socket.receive(join("2", "c1", "gone")); // replayed history at or below the list's cursor: ignored
-  socket.receive(join("3", "c2", "ann"));
+  // Replayed history after the answer: a connection that came and went, then one still here.
+  socket.receive(join("2", "c1", "gone"));
+  socket.receive(leave("3", "c1", "gone"));
+  socket.receive(join("4", "c2", "ann"));
   assert.deepEqual(got, ["1"]);
   assert.deepEqual(users(here), [["ann", ["c2"]]]);
 
   // The page unsubscribes: it hears nothing more, and the presence keeps the subscription.
   sub.unsubscribe();
-  socket.receive({ type: "event", channel: "chat:a", id: "4", event: "message", data: "new" });
-  socket.receive(leave("5", "c2", "ann"));
+  socket.receive({ type: "event", channel: "chat:a", id: "5", event: "message", data: "new" });
+  socket.receive(leave("6", "c2", "ann"));
   assert.deepEqual(got, ["1"]);
   assert.deepEqual(here.members(), []);
   assert.ok(!socket.sent.some((m) => m.type === "unsubscribe"));

@@ -5,8 +5,9 @@
  *
  * API: docs/client.md.  Wire protocols: docs/websocket.md and docs/sse.md.
  *
- * The parts: SSEParser (the WHATWG "Server-sent events" parser, over fetch, since
- * EventSource shows neither the status nor the headers of a refusal), the retry
+ * The parts: Cursor (event ids, read as django_realtime/cursor.py reads them: events come
+ * in commit order, not id order), SSEParser (the WHATWG "Server-sent events" parser, over
+ * fetch, since EventSource shows neither the status nor the headers of a refusal), the retry
  * policy (backoffDelay, parseRetryAfter), one transport class per transport
  * (WebSocketTransport, SSETransport) behind the same small interface, Realtime,
  * an EventTarget that routes events to Subscriptions and decides when to reconnect,
@@ -94,17 +95,193 @@
   }
 
   /**
-   * Compare two event ids: negative, zero or positive.
-   *
-   * Ids are decimal strings up to 2^63-1 with no leading zeros, too large for
-   * a JavaScript number: a longer id is larger, and ids of one length compare
-   * as strings.
+   * Compare two integer ids (decimal strings up to 2^63-1, no leading zeros, too large for a
+   * JavaScript number): negative, zero or positive. A longer id is larger, and ids of one
+   * length compare as strings. Not for events: their ids are cursors, which come in commit
+   * order, not id order (Cursor); pairChannel() orders user keys with it.
    */
   function compareIds(a, b) {
     a = String(a);
     b = String(b);
     if (a.length !== b.length) return a.length - b.length;
     return a < b ? -1 : a > b ? 1 : 0;
+  }
+
+  // Cursors ---------------------------------------------------------------
+  //
+  // An event's id is a cursor: where a client is in the log, as the set of ids it has seen or
+  // need not see. Transactions commit in any order, so an event may come after one with a
+  // higher id; a cursor names a *top*, the highest id delivered, and the ids below it still
+  // *pending* (drawn, not committed yet), as runs. It *covers* every id up to its top that is
+  // not pending. The text, opaque to a page: "4180", "4180~4171,4175-4177", and, as a late
+  // event carries it, "4171@4180~4175-4177" (the event's own id before "@", ignored on resume).
+  // A mirror of django_realtime/cursor.py, tested against its answers (tests/js/cursor.test.mjs).
+
+  /** Most runs of pending ids a cursor holds. */
+  const MAX_RUNS = 16;
+  /** The largest id: a BigAutoField, signed 64 bits. Ids are BigInts here: a Number holds 53 bits. */
+  const ID_MAX = (1n << 63n) - 1n;
+  const NUMBER = "(?:0|[1-9][0-9]{0,18})";
+  const RUN = `${NUMBER}(?:-${NUMBER})?`;
+  const CURSOR_TEXT = new RegExp(`^(?:(${NUMBER})@)?(${NUMBER})(?:~(${RUN}(?:,${RUN}){0,${MAX_RUNS - 1}}))?$`);
+
+  /** A position in the log: every id up to `top` but the `pending` runs ([first, last], sorted, disjoint). */
+  class Cursor {
+    constructor(top, pending) {
+      this.top = BigInt(top);
+      const runs = Array.from(pending || [], ([first, last]) => Object.freeze([BigInt(first), BigInt(last)]));
+      this.pending = Object.freeze(runs);
+      Object.freeze(this);
+    }
+
+    /** Parse a cursor's text (an integer id too); throw a RealtimeError "bad_cursor" for anything else. */
+    static parse(text) {
+      return readCursor(text).cursor;
+    }
+
+    /** The id of the event whose cursor `text` is (the part before "@", else the top), as a decimal string. */
+    static eventId(text) {
+      return readCursor(text).eventId;
+    }
+
+    toString() {
+      let text = String(this.top);
+      if (this.pending.length) {
+        text += "~" + this.pending.map(([a, b]) => (a === b ? String(a) : `${a}-${b}`)).join(",");
+      }
+      return text;
+    }
+
+    equals(other) {
+      return other instanceof Cursor && this.top === other.top && String(this) === String(other);
+    }
+
+    /** Whether the event of id `id` (a BigInt, or a decimal string) was delivered, or is none of the client's. */
+    covers(id) {
+      id = BigInt(id);
+      if (id > this.top) return false;
+      for (const [first, last] of this.pending) {
+        if (id < first) return true;
+        if (id <= last) return false;
+      }
+      return true;
+    }
+
+    /** Whether this cursor covers every id `other` covers. */
+    dominates(other) {
+      if (other.top > this.top) return false;
+      // Every id this one leaves pending must be left pending (or above the top) by the other.
+      return this.pending.every(([first, last]) => first > other.top || within(first, last, other));
+    }
+
+    /** The cursor that covers what either covers. */
+    merge(other) {
+      if (this.dominates(other)) return this;
+      if (other.dominates(this)) return other;
+      const [high, low] = this.top >= other.top ? [this, other] : [other, this];
+      // Pending in the result: pending in the higher one, and pending in the lower one or above its top.
+      return fitted(high.top, intersect(high.pending, [...low.pending, [low.top + 1n, high.top]]));
+    }
+
+    /** A cursor that covers nothing either leaves out: the ids both cover, or fewer (within MAX_RUNS runs). */
+    meet(other) {
+      let top = this.top < other.top ? this.top : other.top;
+      const runs = union([...this.pending, ...other.pending])
+        .filter(([first]) => first <= top)
+        .map(([first, last]) => [first, last < top ? last : top]);
+      while (runs.length && runs[runs.length - 1][1] >= top) top = runs.pop()[0] - 1n; // the top pending in the other
+      return fitted(top, runs);
+    }
+  }
+  Object.defineProperty(Cursor, "MAX_RUNS", { value: MAX_RUNS });
+
+  /** Parse `text`: {cursor, eventId}; throw RealtimeError("bad_cursor") unless it is a cursor's text. */
+  function readCursor(text) {
+    const match = typeof text === "string" ? CURSOR_TEXT.exec(text) : null;
+    if (match === null || BigInt(match[2]) > ID_MAX) {
+      const shown = typeof text === "string" ? JSON.stringify(text.slice(0, 40)) : String(text);
+      throw new RealtimeError(
+        "bad_cursor",
+        `event id must be a decimal number from 0 to ${ID_MAX}, or a cursor the server gave, got ${shown}`
+      );
+    }
+    const top = BigInt(match[2]);
+    const runs = [];
+    for (const part of match[3] ? match[3].split(",") : []) {
+      const [first, last] = part.split("-");
+      runs.push([BigInt(first), BigInt(last === undefined ? first : last)]);
+    }
+    runs.forEach(([first, last], index) => {
+      if (!(first > 0n && first <= last && last < top) || (index > 0 && runs[index - 1][1] + 1n >= first)) {
+        throw new RealtimeError(
+          "bad_cursor",
+          `malformed cursor ${JSON.stringify(match[0].slice(0, 40))}: runs must rise, not touch, stay below the top`
+        );
+      }
+    });
+    return { cursor: new Cursor(top, runs), eventId: match[1] === undefined ? match[2] : match[1] };
+  }
+
+  /** The cursor of `top` and `runs`, or, past MAX_RUNS runs, one that covers less and fits (safe: nothing is lost). */
+  function fitted(top, runs) {
+    if (runs.length <= MAX_RUNS) return new Cursor(top, runs);
+    return new Cursor(runs[MAX_RUNS][0] - 1n, runs.slice(0, MAX_RUNS));
+  }
+
+  /** Whether ids first..last are all left out by `other`: pending there, or above its top. */
+  function within(first, last, other) {
+    for (const [low, high] of other.pending) {
+      if (low <= first && last <= high) return true;
+      if (low <= first && first <= high) {
+        first = high + 1n;
+        if (first > last) return true;
+      }
+    }
+    return first > other.top;
+  }
+
+  function compareRuns(x, y) {
+    if (x[0] !== y[0]) return x[0] < y[0] ? -1 : 1;
+    return x[1] === y[1] ? 0 : x[1] < y[1] ? -1 : 1;
+  }
+
+  /** The runs of ids in both sets of sorted runs. */
+  function intersect(left, right) {
+    right = right.slice().sort(compareRuns);
+    const out = [];
+    for (const [a, b] of left) {
+      for (const [c, d] of right) {
+        const first = a > c ? a : c;
+        const last = b < d ? b : d;
+        if (first <= last) out.push([first, last]);
+      }
+    }
+    return union(out);
+  }
+
+  /** Sorted, disjoint, non-touching runs covering the given ones. */
+  function union(runs) {
+    const out = [];
+    for (const [first, last] of runs.slice().sort(compareRuns)) {
+      const previous = out[out.length - 1];
+      if (previous && first <= previous[1] + 1n) previous[1] = previous[1] > last ? previous[1] : last;
+      else out.push([first, last]);
+    }
+    return out;
+  }
+
+  /** A cursor of the server's text, or null: an id no server of this package sends (the caller reports it). */
+  function cursorOrNull(text) {
+    try {
+      return readCursor(text);
+    } catch (error) {
+      return null;
+    }
+  }
+
+  /** The cursor that covers what either covers; null is a cursor that covers nothing. */
+  function merged(a, b) {
+    return a === null ? b : b === null ? a : a.merge(b);
   }
 
   /**
@@ -324,9 +501,15 @@
     target.dispatchEvent(event);
   }
 
-  /** A lastId option as a cursor: "" (what {% realtime_cursor %} gives when it has no safe cursor) means none. */
+  /** A lastId option as a Cursor: "" (what {% realtime_cursor %} gives when it has no safe cursor) means none. */
   function cursorOption(value) {
-    return value === undefined || value === null || value === "" ? null : String(value);
+    if (value === undefined || value === null || value === "") return null;
+    try {
+      return Cursor.parse(String(value));
+    } catch (error) {
+      const message = `lastId must be "0", an event's id or a cursor the server gave: ${error.message}`;
+      throw new RealtimeError("bad_option", message);
+    }
   }
 
   /**
@@ -338,14 +521,19 @@
       super();
       this.realtime = realtime;
       this.channel = channel;
-      /** The id of the last event of the channel seen, or null: where a reconnect resumes. */
-      this.lastId = cursorOption(options.lastId);
+      /** What the channel has seen, a Cursor (or null: nothing yet): where a reconnect resumes. */
+      this._cursor = cursorOption(options.lastId);
       this._take(options);
       this.active = true;
       /** Whether the page asked for it (false: a Presence made it for itself). */
       this._page = true;
       /** The Presence of this channel, which gets its presence.* events whatever `events` says. */
       this._presence = null;
+    }
+
+    /** The text of the subscription's cursor, or null: what a reconnect sends the server. */
+    get lastId() {
+      return this._cursor === null ? null : String(this._cursor);
     }
 
     unsubscribe() {
@@ -382,8 +570,10 @@
    * "change" (any change of the list, the first list included) and "error".
    *
    * Exact by the rule of docs/presence.md#staying-exact: the list is asked for once the
-   * channel's subscription is live, the presence.* events received meanwhile are kept, and
-   * only those above the list's cursor are applied; asked again after a reset or a reconnect.
+   * channel's subscription is live, every presence.* event received from then on is kept, and
+   * the answer's members take the kept events in order, then each new one; asked again after a
+   * reset or a reconnect. No id is compared: events come in commit order, not id order, and a
+   * connection's join comes before its leave, so applying one the list already shows changes nothing.
    */
   class Presence extends EventTarget {
     constructor(realtime, channel, options) {
@@ -403,7 +593,6 @@
       this.onChange = options.onChange || null;
       this.onError = options.onError || null;
       this._members = new Map(); // connection -> {connection, user, info}, oldest first
-      this._cursor = null; // the id up to which _members is exact
       this._kept = null; // presence events received while the list is asked for, else null
       this._asking = 0; // the number of the current question: a late answer to an older one is dropped
       this._attempt = 0;
@@ -500,8 +689,8 @@
       }, delay);
     }
 
-    /** The answer: take its members, then the kept events above its cursor; diff with the old list after a re-sync. */
-    _answered(asking, cursor, members) {
+    /** The answer: take its members, then every kept event in order; diff with the old list after a re-sync. */
+    _answered(asking, members) {
       if (!this.active || asking !== this._asking) return;
       this._attempt = 0;
       const next = new Map();
@@ -510,28 +699,20 @@
           next.set(member.connection, { connection: member.connection, user: member.user, info: member.info ?? null });
         }
       }
-      let at = cursor === undefined || cursor === null ? null : String(cursor);
-      for (const event of this._kept || []) {
-        if (at !== null && event.id !== "" && compareIds(event.id, at) <= 0) continue; // already in the list
-        applyPresence(next, event.type, event.data);
-        if (event.id !== "") at = event.id;
-      }
+      for (const event of this._kept || []) applyPresence(next, event.type, event.data);
       this._kept = null;
       const first = !this.ready;
       this.ready = true;
-      this._cursor = at;
       this._replace(next, first);
     }
 
-    /** A presence.* event of the channel, in order and once (the subscription's ids see to that). */
-    _event(id, type, data) {
+    /** A presence.* event of the channel, in commit order and once (the subscription's cursor sees to that). */
+    _event(type, data) {
       if (!this.active || !PRESENCE_EVENTS.has(type)) return;
       if (this._kept !== null || !this.ready) {
-        (this._kept || (this._kept = [])).push({ id, type, data });
+        (this._kept || (this._kept = [])).push({ type, data });
         return;
       }
-      if (this._cursor !== null && id !== "" && compareIds(id, this._cursor) <= 0) return; // in the list already
-      if (id !== "") this._cursor = id;
       const next = new Map(this._members);
       applyPresence(next, type, data);
       this._replace(next, false);
@@ -613,7 +794,7 @@
     return own;
   }
 
-  /** Apply one presence.* event to a list: a join sets its connection, a leave deletes it (both idempotent). */
+  /** Apply one presence.* event to a list: a join adds (or replaces) its connection, a leave deletes it. */
   function applyPresence(members, type, data) {
     if (!data || typeof data.connection !== "string") return;
     if (type === "presence.leave") members.delete(data.connection);
@@ -646,14 +827,14 @@
   // A transport carries the Realtime's active subscriptions over one connection:
   //   connect()        open a connection for the subscriptions (the Realtime decides when)
   //   sync()           the set of subscriptions changed: subscribe, unsubscribe or reopen
-  //   drop()           close the connection, keeping every subscription's last id
+  //   drop()           close the connection, keeping every subscription's cursor
   //   close(code, msg) close for good: fail what waits on it
   //   connected        whether a connection is open or opening
-  //   resubscribe(sub, lastId)      start the subscription again from lastId
+  //   resubscribe(sub, cursor)      start the subscription again from cursor (a Cursor)
   //   presenceAdded(p)             a Presence came for a subscription: start it if that one is live
   //   presenceJoin(p, again)       make the connection present on p.channel or not, as p wants
   //                                (again: leave and join anew, with p's new name and info)
-  //   presenceWho(p, asking)       ask who is present: p._answered(asking, cursor, members)
+  //   presenceWho(p, asking)       ask who is present: p._answered(asking, members)
   //                                or p._unanswered(asking, error, {retry, retryAfter})
   // and reports back to the Realtime: _opened(t), _lost(t, {opened, retryAfter, atOnce}),
   // _live(t, sub) (a subscription is live: a Presence asks now), _deliver(sub, message),
@@ -730,9 +911,9 @@
       if (this.open) this.socket.send(JSON.stringify({ type: "unsubscribe", channel: sub.channel }));
     }
 
-    resubscribe(sub, lastId) {
-      sub.lastId = lastId;
-      if (!this.open) return; // the next socket subscribes from lastId
+    resubscribe(sub, cursor) {
+      sub._cursor = cursor;
+      if (!this.open) return; // the next socket subscribes from the cursor
       // Events of the old subscription still on the way are dropped until the new one is confirmed.
       this.live.delete(sub);
       this.again.add(sub);
@@ -840,7 +1021,7 @@
 
     _sendSubscribe(sub) {
       const message = { type: "subscribe", channel: sub.channel };
-      if (sub.lastId !== null) message.last_id = sub.lastId;
+      if (sub._cursor !== null) message.last_id = String(sub._cursor);
       this._request({ kind: "subscribe", sub, message });
     }
 
@@ -882,7 +1063,9 @@
         case "subscribed": {
           const sub = request && request.kind === "subscribe" ? request.sub : host._subs.get(msg.channel);
           if (!sub || host._subs.get(sub.channel) !== sub) break; // unsubscribed meanwhile
-          if (sub.lastId === null && typeof msg.last_id === "string") sub.lastId = msg.last_id;
+          // A subscription from now resumes from where the server started it, before any event.
+          const start = sub._cursor === null ? cursorOrNull(msg.last_id) : null;
+          if (start !== null) sub._cursor = start.cursor;
           this.live.add(sub);
           this.again.delete(sub);
           host._live(this, sub);
@@ -902,7 +1085,7 @@
           }
           break;
         case "presence":
-          if (request && request.kind === "who") request.presence._answered(request.asking, msg.cursor, msg.members);
+          if (request && request.kind === "who") request.presence._answered(request.asking, msg.members);
           break;
         case "ack":
           if (request && request.kind === "publish") {
@@ -955,7 +1138,7 @@
       this.controller = null; // aborts the stream in flight
       this.channels = null; // the channels the server streams now (a refused one leaves it)
       this.subs = null; // the subscriptions the stream was opened for
-      this.cursor = null; // the last id the stream delivered
+      this.cursor = null; // what the stream covers: where it started, and every event since (a Cursor)
       this.opened = false; // the stream in flight answered 200
       this.present = []; // the Presences the stream joins for (?presence=)
       this.joinKey = null; // what the stream asked to join, to tell when that changes
@@ -970,12 +1153,16 @@
       const host = this.host;
       const subs = Array.from(host._subs.values());
       if (subs.length === 0) return;
-      // Every channel on one stream shares one cursor: start at the lowest, drop what a channel has seen.
+      // Every channel on one stream shares one cursor: start from what they have all seen (the
+      // meet of their cursors); each subscription drops the events it has seen (Realtime._deliver).
+      // A channel from now starts where the last stream got to.
+      const previous = this.cursor;
       let start = null;
       for (const sub of subs) {
-        if (sub.lastId === null && this.cursor !== null) sub.lastId = this.cursor;
-        if (sub.lastId !== null && (start === null || compareIds(sub.lastId, start) < 0)) start = sub.lastId;
+        if (sub._cursor === null && previous !== null) sub._cursor = previous;
+        if (sub._cursor !== null) start = start === null ? sub._cursor : start.meet(sub._cursor);
       }
+      this.cursor = start;
       const channels = subs.map((sub) => sub.channel).sort();
       const params = new URLSearchParams(channels.map((c) => ["channel", c]));
       const joins = this._joins();
@@ -985,7 +1172,7 @@
       params.append("include", "channel");
       // A query parameter, not the Last-Event-ID header: exact all the same, and a simple
       // request, which a cross-origin endpoint serves without a CORS preflight.
-      if (start !== null) params.append("lastEventId", start);
+      if (start !== null) params.append("lastEventId", String(start));
       const base = host.options.sseUrl;
       const controller = new AbortController();
       this.controller = controller;
@@ -1034,9 +1221,9 @@
       return { present, name, info, key };
     }
 
-    resubscribe(sub, lastId) {
+    resubscribe(sub, cursor) {
       this.drop(); // first: drop() moves each subscription to the stream's cursor
-      sub.lastId = lastId;
+      sub._cursor = cursor;
       this.host._queueSync();
     }
 
@@ -1082,7 +1269,7 @@
         presence._unanswered(asking, new RealtimeError("bad_message", `${url} did not answer JSON`), { retry: true });
         return;
       }
-      presence._answered(asking, body.cursor, body.members);
+      presence._answered(asking, body.members);
     }
 
     subscribed() {
@@ -1096,10 +1283,10 @@
     drop() {
       const controller = this.controller;
       if (!controller) return;
-      // Every channel the stream carried has seen everything up to the stream's cursor.
+      // Every channel the stream carried has seen what the stream's cursor covers.
       if (this.cursor !== null) {
         for (const sub of this.subs) {
-          if (sub.active && (sub.lastId === null || compareIds(this.cursor, sub.lastId) > 0)) sub.lastId = this.cursor;
+          if (sub.active) sub._cursor = merged(sub._cursor, this.cursor);
         }
       }
       this.controller = null;
@@ -1191,8 +1378,10 @@
       this.host._stopped(this, error);
     }
 
+    /** An id: the stream covers what it did and what the id's cursor covers (the server's id after each event). */
     _advance(id) {
-      if (id && (this.cursor === null || compareIds(id, this.cursor) > 0)) this.cursor = id;
+      const read = id ? cursorOrNull(id) : null;
+      if (read !== null) this.cursor = merged(this.cursor, read.cursor);
     }
 
     _onEvent(event) {
@@ -1206,8 +1395,9 @@
           return;
         }
         if (event.type === "reset") {
-          // The stream goes on after resume_id, which may be below the cursor (reason "unknown").
-          this.cursor = fields.resume_id;
+          // The stream goes on from resume_id, which may cover less than the cursor did.
+          const resume = cursorOrNull(String(fields.resume_id));
+          if (resume !== null) this.cursor = resume.cursor;
           for (const channel of fields.channels || []) {
             const sub = host._subs.get(channel);
             if (sub && this.subs.has(sub)) host._reset(sub, fields.reason, fields.last_event_id, fields.resume_id);
@@ -1277,6 +1467,7 @@
       this._syncQueued = false;
       this._closed = false;
       this._paused = false;
+      this._badIdSeen = false;
       this._websocket = new WebSocketTransport(this);
       this._sse = new SSETransport(this);
       let skipReason = null;
@@ -1381,7 +1572,7 @@
       return presence;
     }
 
-    /** The last id seen on `channel`, or null. */
+    /** The cursor of `channel`'s subscription (the text a reconnect sends), or null. */
     lastId(channel) {
       const sub = this._subs.get(channel);
       return sub ? sub.lastId : null;
@@ -1566,13 +1757,13 @@
 
     /** The page subscribes to a channel whose Presence made the subscription: the page's it is now. */
     _adopt(sub, options) {
+      const cursor = cursorOption(options.lastId);
       sub._take(options);
       sub._page = true;
-      const lastId = cursorOption(options.lastId);
       // An explicit start elsewhere (history from "0", say) subscribes again from there.
-      if (lastId !== null && lastId !== sub.lastId && !this._paused && this._timer === null) {
-        this._transport.resubscribe(sub, lastId);
-      } else if (lastId !== null) sub.lastId = lastId;
+      const moved = cursor !== null && !(sub._cursor !== null && cursor.equals(sub._cursor));
+      if (moved && !this._paused && this._timer === null) this._transport.resubscribe(sub, cursor);
+      else if (cursor !== null) sub._cursor = cursor;
       return sub;
     }
 
@@ -1612,13 +1803,21 @@
 
     // Delivery, shared by both transports ---------------------------------
 
-    /** Hand an event to its subscription, unless its id is not above the channel's last id. */
+    /**
+     * Hand an event to its subscription, unless the subscription's cursor covers it: seen before a
+     * reconnect, or from a stream that started below this channel's cursor. Events come in commit
+     * order, not id order: a late one ("11@12", after "12~11") is new if its id was pending.
+     */
     _deliver(sub, msg) {
       if (!sub || !sub.active) return;
       const id = msg.id === undefined || msg.id === null ? "" : String(msg.id);
       if (id !== "") {
-        if (sub.lastId !== null && compareIds(id, sub.lastId) <= 0) return; // seen before a reconnect
-        sub.lastId = id;
+        const read = cursorOrNull(id);
+        if (read === null) this._badId(id); // delivered all the same, and the cursor stays: nothing is lost
+        else {
+          if (sub._cursor !== null && sub._cursor.covers(read.eventId)) return;
+          sub._cursor = merged(sub._cursor, read.cursor);
+        }
       }
       if (sub._presence && PRESENCE_EVENTS.has(msg.event)) {
         let data = msg.data;
@@ -1629,7 +1828,7 @@
             data = null; // not the server's: ignored
           }
         }
-        sub._presence._event(id, msg.event, data);
+        sub._presence._event(msg.event, data);
       }
       if (sub.events !== null && !sub.events.has(msg.event)) return;
       let data = msg.data;
@@ -1653,10 +1852,20 @@
       fire(this, "event", event);
     }
 
+    /** The server's id is not a cursor (not a server of this package?): say so once. */
+    _badId(id) {
+      if (this._badIdSeen) return;
+      this._badIdSeen = true;
+      const shown = JSON.stringify(id.slice(0, 40));
+      this._report(new RealtimeError("bad_id", `the server sent an event id that is not a cursor: ${shown}`));
+    }
+
     _reset(sub, reason, lastId, resumeId) {
       if (!sub || !sub.active) return;
-      // Rebuild from what follows: the events after resume_id are the ones the log still holds.
-      sub.lastId = resumeId;
+      // Rebuild from what follows: the events resume_id does not cover are the ones the log still holds.
+      const resume = cursorOrNull(String(resumeId));
+      if (resume === null) this._badId(String(resumeId));
+      else sub._cursor = resume.cursor;
       if (sub._presence) sub._presence._ask(); // events may be missing: ask who is here again
       if (!sub._page) return;
       const detail = { channel: sub.channel, reason, lastId, resumeId };
@@ -2079,6 +2288,7 @@
     WebSocketTransport,
     SSETransport,
     compareIds,
+    Cursor,
     backoffDelay,
     parseRetryAfter,
     csrfToken,

@@ -18,6 +18,7 @@ export const {
   WebSocketTransport,
   SSETransport,
   compareIds,
+  Cursor,
   backoffDelay,
   parseRetryAfter,
   csrfToken,

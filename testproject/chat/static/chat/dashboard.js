@@ -2,7 +2,7 @@
 (function () {
   "use strict";
 
-  const { Realtime, post } = window.DjangoRealtime;
+  const { Realtime, Cursor, post } = window.DjangoRealtime;
   const channel = JSON.parse(document.getElementById("dashboard-channel").textContent);
   const clicks = document.getElementById("clicks");
   const feed = document.getElementById("announcements");
@@ -25,7 +25,7 @@
     if (!text) return;
     const item = document.createElement("li");
     const when = document.createElement("time");
-    when.textContent = `event #${event.id}`;
+    when.textContent = `event #${Cursor.eventId(event.id)}`; // the id is a cursor: its event's id, shown
     item.append(text, when); // textContent only: data from any publisher
     feed.querySelector(".empty-item")?.remove();
     feed.prepend(item);

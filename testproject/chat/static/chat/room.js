@@ -7,7 +7,7 @@
 (function () {
   "use strict";
 
-  const { Realtime, pairChannel, post } = window.DjangoRealtime;
+  const { Realtime, Cursor, pairChannel, post } = window.DjangoRealtime;
   const config = JSON.parse(document.getElementById("chat-config").textContent);
   const $ = (id) => document.getElementById(id);
 
@@ -113,7 +113,7 @@
     const text = clip(event.data && event.data.text, config.maxText);
     if (!who || !text) return; // not a message of this page's making
     const item = el("li", "msg");
-    item.dataset.id = event.id;
+    item.dataset.id = Cursor.eventId(event.id); // the event's own id, not its cursor
     item.dataset.nick = who;
     const previous = messages.lastElementChild;
     if (previous && previous.classList.contains("msg") && previous.dataset.nick === who) item.classList.add("cont");
