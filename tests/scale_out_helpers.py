@@ -31,6 +31,8 @@ import httpx
 from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
+from django_realtime.backends.postgres import LISTENER_NAME
+from django_realtime.cursor import Cursor
 from tests.redis_server import RedisServer
 from tests.servers import ROOT, SERVER_COMMANDS, Server, free_port, stop_server, wait_until_answering
 
@@ -199,29 +201,29 @@ class Outcome:
 
 
 def terminate_listeners(admin: Any, database: str) -> int:
-    """Terminate the connections to *database* whose last statement was a LISTEN; return how many.
+    """Terminate the postgres backend's listening connections to *database*; return how many.
 
     *database* must be one the test created (see the ``database`` fixture of
     tests/test_scale_out.py): then every connection to it is the test's own.
     """
     query = (
         "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE datname = %s AND query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+        "WHERE datname = %s AND application_name = %s AND pid <> pg_backend_pid()"
     )
-    return admin.execute(query, [database]).fetchone()[0]
+    return admin.execute(query, [database, LISTENER_NAME]).fetchone()[0]
 
 
 def listening_connections(admin: Any, database: str) -> int:
-    """Return how many connections to *database* have a LISTEN as their last statement."""
-    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND query LIKE 'LISTEN%%'"
-    return admin.execute(query, [database]).fetchone()[0]
+    """Return how many of the postgres backend's listening connections reach *database*."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = %s"
+    return admin.execute(query, [database, LISTENER_NAME]).fetchone()[0]
 
 
 def redis_subscribers(redis: RedisServer, channel: str) -> int:
-    """Return how many clients of the test's own *redis* subscribe to *channel*."""
+    """Return how many redis backend listeners the test's own *redis* has: each subscribes to a name of its
+    own under *channel* (backends/redis.py)."""
     with redis.client() as client:
-        ((_, count),) = client.pubsub_numsub(channel)
-    return count
+        return len(client.pubsub_channels(f"{channel}:listener:*"))
 
 
 # Subscribers ----------------------------------------------------------------
@@ -237,8 +239,14 @@ class Subscriber:
     cursor: int
     #: Whether it connected while the publishers ran, rather than before.
     late: bool = False
+    #: Reconnect (with the cursor of the last event, as a client does) after this many events; 0: never.
+    reconnect_every: int = 0
+    #: Reconnections made so far.
+    reconnected: int = 0
     #: Events as (id, channel or None when the transport does not say, event name, data, time.time()).
     received: list[tuple[int, str | None, str, Any, float]] = field(default_factory=list)
+    #: The cursor each event came with (its SSE id, its WebSocket message's id).
+    cursors: list[str] = field(default_factory=list)
     #: Anything else the server sent, and how the connection ended if it did.
     anomalies: list[str] = field(default_factory=list)
     ready: threading.Event = field(default_factory=threading.Event)
@@ -259,15 +267,26 @@ class Subscriber:
             self.ended.set()
 
     async def _sse(self) -> None:
-        params = [*(("channel", name) for name in self.channels), ("lastEventId", str(self.cursor))]
+        last: str | None = None
+        while await self._sse_once(last):
+            self.reconnected += 1
+            last = self.cursors[-1]
+
+    async def _sse_once(self, last: str | None) -> bool:
+        """Stream from the initial cursor, or with ``Last-Event-ID`` *last*; return whether to reconnect."""
+        params = [("channel", name) for name in self.channels]
+        if last is None:
+            params.append(("lastEventId", str(self.cursor)))
+        headers = {} if last is None else {"Last-Event-ID": last}
         timeout = httpx.Timeout(CONNECT_TIMEOUT, read=None)
+        count = 0
         async with httpx.AsyncClient(timeout=timeout, verify=False, trust_env=False) as client:
-            async with aconnect_sse(client, "GET", self.server.events_url(), params=params) as source:
+            async with aconnect_sse(client, "GET", self.server.events_url(), params=params, headers=headers) as source:
                 response = source.response
                 if response.status_code != 200:
                     body = await response.aread()
                     self.anomalies.append(f"status {response.status_code}: {body[:200]!r}")
-                    return
+                    return False
                 async for sse in source.aiter_sse():
                     if not sse.data:
                         # EventSource dispatches no event without data: the
@@ -276,20 +295,39 @@ class Subscriber:
                         if sse.retry is not None:
                             self.ready.set()
                         continue
-                    self.received.append((int(sse.id), None, sse.event, json.loads(sse.data), time.time()))
+                    self.cursors.append(sse.id)
+                    self.received.append((Cursor.event_id(sse.id), None, sse.event, json.loads(sse.data), time.time()))
+                    count += 1
+                    if self.reconnect_every and count >= self.reconnect_every:
+                        return True
                 self.anomalies.append("the stream ended")
+        return False
 
     async def _ws(self) -> None:
+        last: dict[str, str] = {}
+        while await self._ws_once(last):
+            self.reconnected += 1
+
+    async def _ws_once(self, last: dict[str, str]) -> bool:
+        """Subscribe from the initial cursor, or each channel from the last cursor it got; return whether to
+        reconnect."""
         url = self.server.url.replace("http://", "ws://", 1) + "/ws/"
+        count = 0
         async with connect(url, origin=self.server.url, proxy=None, open_timeout=CONNECT_TIMEOUT) as ws:
             for name in self.channels:
-                await ws.send(json.dumps({"type": "subscribe", "channel": name, "last_id": str(self.cursor)}))
+                cursor = last.get(name, str(self.cursor))
+                await ws.send(json.dumps({"type": "subscribe", "channel": name, "last_id": cursor}))
             pending = set(self.channels)
             async for text in ws:
                 message = json.loads(text)
                 if message["type"] == "event":
-                    fields = (int(message["id"]), message["channel"], message["event"], message["data"])
+                    self.cursors.append(message["id"])
+                    last[message["channel"]] = message["id"]
+                    fields = (Cursor.event_id(message["id"]), message["channel"], message["event"], message["data"])
                     self.received.append((*fields, time.time()))
+                    count += 1
+                    if self.reconnect_every and count >= self.reconnect_every:
+                        return True
                 elif message["type"] == "subscribed" and message["channel"] in pending:
                     pending.discard(message["channel"])
                     if not pending:
@@ -297,6 +335,7 @@ class Subscriber:
                 else:
                     self.anomalies.append(f"message {text[:300]}")
             self.anomalies.append(f"closed by the server: {ws.close_code} {ws.close_reason!r}")
+        return False
 
     def has_all(self, outcome: Outcome) -> bool:
         got = {item[0] for item in list(self.received)}
@@ -307,7 +346,13 @@ class Subscriber:
         return [at - outcome.ended_at[i] for i, *_, at in list(self.received) if i in outcome.committed]
 
     def problems(self, outcome: Outcome) -> list[str]:
-        """Return what is wrong with what it received: an empty list when every event came once, in order."""
+        """Return what is wrong with what it received: an empty list when every event came once, in commit order.
+
+        Commit order (docs/architecture.md): each publisher's transactions
+        commit one after the other, so its events of a channel arrive in the
+        order it published them; the cursor each event comes with covers it
+        and every event received before it.
+        """
         problems = [f"{self}: {anomaly}" for anomaly in self.anomalies]
         received = list(self.received)
         for event_id, channel, event, data, _ in received:
@@ -330,13 +375,22 @@ class Subscriber:
                 problems.append(f"{self}: {name}: {len(missing)} of {len(expected)} events missing: {late}")
             if duplicates := sorted(i for i, n in counts.items() if n > 1):
                 problems.append(f"{self}: {name}: events received more than once: {duplicates}")
-            if disorder := [(a, b) for a, b in zip(ids, ids[1:], strict=False) if b <= a]:
-                problems.append(f"{self}: {name}: out of order (id followed by id): {disorder[:10]}")
-        if self.transport == "sse":
-            # docs/sse.md: one stream merges its channels into one sequence, in id order.
-            ids = [item[0] for item in received]
-            if disorder := [(a, b) for a, b in zip(ids, ids[1:], strict=False) if b <= a]:
-                problems.append(f"{self}: the stream is out of id order across its channels: {disorder[:10]}")
+            by_publisher: dict[str, list[int]] = {}
+            for event_id in ids:
+                by_publisher.setdefault(outcome.committed[event_id][1]["publisher"], []).append(event_id)
+            for publisher, mine in by_publisher.items():
+                if disorder := [(a, b) for a, b in zip(mine, mine[1:], strict=False) if b <= a]:
+                    problems.append(f"{self}: {name}: {publisher}'s events out of commit order: {disorder[:10]}")
+        # A stream's cursor (a WebSocket subscription's: one per channel) covers what it delivered,
+        # across reconnects too: each resumed from the last one.
+        cursors = [Cursor.parse(text) for text in list(self.cursors)[: len(received)]]
+        seen: dict[str | None, list[int]] = {}
+        for (event_id, channel, *_), cursor in zip(received, cursors, strict=False):
+            mine = seen.setdefault(channel if self.transport == "ws" else None, [])
+            mine.append(event_id)
+            if uncovered := [i for i in mine[-50:] if not cursor.covers(i)]:
+                problems.append(f"{self}: the cursor {cursor} of event {event_id} leaves out {uncovered[:5]}")
+                break
         return problems
 
 

@@ -283,15 +283,21 @@ class Server:
         return f"{self.url}/events/"
 
 
-def start_server(kind: str, env: dict[str, str], log_path: Path, extra_args: Sequence[str] = ()) -> Server:
-    """Start a server of *kind* on a free port; return once it answers HTTP."""
+def start_server(
+    kind: str, env: dict[str, str], log_path: Path, extra_args: Sequence[str] = (), cwd: Path = ROOT
+) -> Server:
+    """Start a server of *kind* on a free port; return once it answers HTTP.
+
+    It imports the package and the demo from *cwd*: another source tree (a
+    ``git worktree`` of an older commit) for a benchmark that compares two.
+    """
     port = free_port()
     command = [part.format(port=port) for part in SERVER_COMMANDS[kind]]
     command[-1:-1] = extra_args  # before the application, after the options
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,

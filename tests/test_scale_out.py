@@ -7,8 +7,11 @@ streams and 17 WebSockets on daphne, each from the log's newest id.  Then 4
 publisher processes publish 40 events each at once, in transactions that
 commit at once, stay open for up to a second before they commit (so ids
 commit out of order), or roll back.  Six more subscribers join from the same
-id while they run.  Every subscriber must receive exactly the committed
-events of its channels: each once, in id order, none rolled back.  The same
+id while they run, and every fourth subscriber reconnects every few events
+with the cursor of the last one (``Last-Event-ID``, ``last_id``).  Every
+subscriber must receive exactly the committed events of its channels: each
+once, in commit order, none rolled back, each with a cursor that covers it
+and what came before.  The same
 runs with the notification engine disrupted mid-run: the PostgreSQL
 listeners' connections terminated, Redis restarted.  Everything is the
 test's own: the database, and for the redis cases a redis-server of its own
@@ -53,6 +56,8 @@ CHANNELS = ("chat:scale-a", "chat:scale-b")
 SUBSCRIBERS = {("gunicorn-gevent", "sse"): 18, ("daphne", "sse"): 17, ("daphne", "ws"): 17}
 #: ...and connected while the publishers run, from the same id.
 LATE_SUBSCRIBERS = {("gunicorn-gevent", "sse"): 2, ("daphne", "sse"): 2, ("daphne", "ws"): 2}
+#: Events after which a reconnecting subscriber reconnects (with the cursor of the last one).
+RECONNECT_EVERY = 11
 PUBLISHERS = 4
 EVENTS_PER_PUBLISHER = 40
 #: Transactions the publishers have ended, together, when late subscribers join and the engine is disrupted.
@@ -126,10 +131,18 @@ def mariadb_database() -> Iterator[Database]:
 
 
 def subscribers(spread: dict[tuple[str, str], int], servers: dict[str, Server], cursor: int, **kwargs):
-    """Return the subscribers *spread* asks for, on channel a, b or both in turn."""
+    """Return the subscribers *spread* asks for, on channel a, b or both in turn; every fourth reconnects
+    with the cursor of its last event every RECONNECT_EVERY events, as a client whose connection drops."""
     choices = [CHANNELS[:1], CHANNELS[1:], CHANNELS]
     return [
-        Subscriber(transport, servers[kind], choices[index % len(choices)], cursor, **kwargs)
+        Subscriber(
+            transport,
+            servers[kind],
+            choices[index % len(choices)],
+            cursor,
+            reconnect_every=RECONNECT_EVERY if index % 4 == 3 else 0,
+            **kwargs,
+        )
         for (kind, transport), count in spread.items()
         for index in range(count)
     ]
@@ -254,3 +267,4 @@ def test_every_subscriber_receives_every_committed_event_once_in_order(request, 
             print(f"--- publisher {publisher.name} ---\n{publisher.transactions}\n{publisher.stderr()[-3000:]}")
     assert not problems, f"{summary}\n" + "\n".join(problems[:40])
     assert outcome.rolled_back, "no transaction rolled back: the test proves less than it says"
+    assert sum(subscriber.reconnected for subscriber in pool.subscribers) >= 10, "too few reconnects to prove them"
