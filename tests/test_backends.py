@@ -262,6 +262,32 @@ class BackendContract:
         wait_until(lambda: not getattr(hub.backend, "listening", False), message="listener stopped")
 
 
+class PerChannelWakeups:
+    """For backends that wake a process only for the channels its streams follow (issue 21)."""
+
+    def settled_reads(self, hub):
+        """Return the hub's count of log reads once it has stopped changing for a while."""
+        reads = None
+        while reads != hub.reads:
+            reads = hub.reads
+            time.sleep(1.5)  # past SETTLE_RECHECK: a gap's dead ids are settled by then
+        return reads
+
+    def test_a_wake_up_for_a_channel_no_stream_follows_reads_nothing_one_it_follows_reads_once(self):
+        hub = self.ready_hub()
+        batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=0.2)
+        # A first event, so that the ids other tests used and left dead below it are settled.
+        first_id = self.publish_elsewhere("c", '"first"')
+        assert [item.id for item in take(batches, 1)] == [first_id]
+        before = self.settled_reads(hub)
+        self.publish_elsewhere("x", '"nobody here follows x"')
+        time.sleep(1.0)  # the wake-up, had it come, has long been read
+        assert hub.reads == before, "a process read the log for a channel none of its streams follows"
+        event_id = self.publish_elsewhere("c", '"followed"')
+        assert [item.id for item in take(batches, 1)] == [event_id]
+        assert self.settled_reads(hub) == before + 1, "one wake-up for a followed channel, one read"
+
+
 class InProcessContract(BackendContract):
     backend = "inprocess"
     crosses_processes = False
@@ -291,7 +317,7 @@ class TestPollingOnPostgres(PollingContract):
 
 
 @POSTGRES_DB
-class TestPostgres(BackendContract):
+class TestPostgres(PerChannelWakeups, BackendContract):
     backend = "postgres"
     alias = "postgres"
     services = ((services.POSTGRES, "PostgreSQL"),)
@@ -338,7 +364,7 @@ def private_redis(tmp_path):
         yield server
 
 
-class RedisContract(BackendContract):
+class RedisContract(PerChannelWakeups, BackendContract):
     backend = "redis"
     options = {"url": services.REDIS_URL}
 
