@@ -36,6 +36,7 @@ import httpx
 from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
+from django_realtime.cursor import Cursor
 from tests.scale_out_helpers import PUBLISHER_START_TIMEOUT, Outcome, PublisherProcess
 from tests.servers import Server, start_server, stop_server
 from tests.tcp_proxy import TCPProxy
@@ -158,6 +159,8 @@ class Subscriber:
     after: int = 0
     #: Events as (id, channel or None where SSE does not say, event name, data, time.time() of arrival).
     received: list[tuple[int, str | None, str, Any, float]] = field(default_factory=list)
+    #: The cursor each received event came with (its SSE id, its WebSocket message's id).
+    received_cursors: list[str] = field(default_factory=list)
     #: Every reset the server sent, as (server url, the reset's fields, time.time()).
     resets: list[tuple[str, dict[str, Any], float]] = field(default_factory=list)
     #: Messages of any other kind, and stalled streams: each one a problem.
@@ -166,9 +169,9 @@ class Subscriber:
     stopping: bool = False
 
     def __post_init__(self) -> None:
-        #: SSE: the last id parsed (one stream merges its channels); WebSocket: one per channel.
-        self.cursor = self.after
-        self.cursors = dict.fromkeys(self.channels, self.after)
+        #: SSE: the last cursor received (one stream merges its channels); WebSocket: one per channel.
+        self.cursor = str(self.after)
+        self.cursors = dict.fromkeys(self.channels, str(self.after))
 
     def __str__(self) -> str:
         return f"{self.name} ({self.transport} to {'+'.join(self.channels)})"
@@ -197,7 +200,7 @@ class Subscriber:
 
     async def _sse(self, server: Server, connection: Connection) -> None:
         params = [("channel", name) for name in self.channels]
-        headers = {"Last-Event-ID": str(self.cursor)}
+        headers = {"Last-Event-ID": self.cursor}
         timeout = httpx.Timeout(CONNECT_TIMEOUT, read=STALL)
         async with httpx.AsyncClient(timeout=timeout, verify=False, trust_env=False) as client:
             async with aconnect_sse(client, "GET", server.events_url(), params=params, headers=headers) as source:
@@ -213,14 +216,15 @@ class Subscriber:
                             continue  # EventSource dispatches nothing without data
                         if sse.event == "reset":
                             self.resets.append((server.url, json.loads(sse.data), now()))
-                            self.cursor = int(sse.id)
+                            self.cursor = sse.id
                             continue
                         if not sse.id:
                             self.anomalies.append(f"{server.url}: an event without an id: {sse.event} {sse.data!r}")
                             continue
-                        event_id = int(sse.id)
+                        event_id = Cursor.event_id(sse.id)
                         self.received.append((event_id, None, sse.event, json.loads(sse.data), now()))
-                        self.cursor = event_id
+                        self.received_cursors.append(sse.id)
+                        self.cursor = sse.id
                 except httpx.ReadTimeout:
                     self.anomalies.append(f"{server.url}: stream stalled: no byte in {STALL}s at {now():.3f}")
                     connection.how = "stalled"
@@ -233,23 +237,24 @@ class Subscriber:
             url, origin=server.url, proxy=None, open_timeout=CONNECT_TIMEOUT, ping_interval=2, ping_timeout=STALL
         ) as ws:
             for name in self.channels:
-                await ws.send(json.dumps({"type": "subscribe", "channel": name, "last_id": str(self.cursors[name])}))
+                await ws.send(json.dumps({"type": "subscribe", "channel": name, "last_id": self.cursors[name]}))
             pending = set(self.channels)
             async for text in ws:
                 message = json.loads(text)
                 kind = message.get("type")
                 if kind == "event" and message.get("channel") in self.cursors:
-                    event_id = int(message["id"])
+                    event_id = Cursor.event_id(message["id"])
                     fields = (event_id, message["channel"], message["event"], message["data"], now())
                     self.received.append(fields)
-                    self.cursors[message["channel"]] = event_id
+                    self.received_cursors.append(message["id"])
+                    self.cursors[message["channel"]] = message["id"]
                 elif kind == "subscribed" and message.get("channel") in pending:
                     pending.discard(message["channel"])
                     if not pending:
                         connection.ready = now()
                 elif kind == "reset" and message.get("channel") in self.cursors:
                     self.resets.append((server.url, message, now()))
-                    self.cursors[message["channel"]] = int(message["resume_id"])
+                    self.cursors[message["channel"]] = str(message["resume_id"])
                 elif kind == "error" and message.get("code") == "unavailable":
                     # The log could not be read to subscribe (an outage): come back later, elsewhere.
                     connection.how = "subscribe refused: unavailable"
@@ -298,13 +303,22 @@ class Subscriber:
                 )
             if duplicates := sorted(i for i, n in counts.items() if n > 1):
                 problems.append(f"{self}: {name}: events received more than once: {duplicates[:20]}")
-            if disorder := [(a, b) for a, b in zip(ids, ids[1:], strict=False) if b <= a]:
-                problems.append(f"{self}: {name}: out of order (id followed by id): {disorder[:10]}")
-        if self.transport == "sse":
-            # docs/sse.md: one stream merges its channels into one sequence, in id order.
-            ids = [item[0] for item in received]
-            if disorder := [(a, b) for a, b in zip(ids, ids[1:], strict=False) if b <= a]:
-                problems.append(f"{self}: the stream is out of id order across its channels: {disorder[:10]}")
+            # Commit order (docs/architecture.md): a publisher's events of a channel in the order it committed them.
+            by_publisher: dict[str, list[int]] = {}
+            for event_id in ids:
+                by_publisher.setdefault(outcome.committed[event_id][1]["publisher"], []).append(event_id)
+            for publisher, mine in by_publisher.items():
+                if disorder := [(a, b) for a, b in zip(mine, mine[1:], strict=False) if b <= a]:
+                    problems.append(f"{self}: {name}: {publisher}'s events out of commit order: {disorder[:10]}")
+        # The cursor each event came with covers it and what came before it (per channel on a WebSocket),
+        # across reconnects too: each resumed from the last one.
+        seen: dict[str | None, list[int]] = {}
+        for (event_id, channel, *_), text in zip(received, list(self.received_cursors), strict=False):
+            mine = seen.setdefault(channel if self.transport == "ws" else None, [])
+            mine.append(event_id)
+            if uncovered := [i for i in mine[-50:] if not Cursor.parse(text).covers(i)]:
+                problems.append(f"{self}: the cursor {text} of event {event_id} leaves out {uncovered[:5]}")
+                break
         if problems:
             problems.append(f"{self}: its connections: " + "; ".join(describe(c) for c in self.connections[-8:]))
         return problems

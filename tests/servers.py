@@ -32,6 +32,8 @@ from httpx_sse import ServerSentEvent, connect_sse
 from httpx_sse._api import _iter_sse_lines
 from httpx_sse._decoders import SSEDecoder
 
+from django_realtime.cursor import Cursor
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 MANAGE = [sys.executable, "manage.py"]
@@ -493,8 +495,8 @@ class EventStream:
                 return received
 
     def until_id(self, event_id: str, timeout: float = 5.0) -> list[ServerSentEvent]:
-        """Return the events up to and including the one with id *event_id*."""
-        return self.until(lambda sse: sse.id == event_id, timeout)
+        """Return the events up to and including the one with id *event_id* (whatever ids in flight its cursor names)."""
+        return self.until(lambda sse: bool(sse.id) and str(Cursor.event_id(sse.id)) == event_id, timeout)
 
     def during(self, seconds: float) -> list[ServerSentEvent]:
         """Return whatever events arrive in the next *seconds*."""

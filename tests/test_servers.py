@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from django_realtime.cursor import Cursor
 from tests.postgres_database import scratch_database
 from tests.servers import (
     CommandProcess,
@@ -55,7 +56,8 @@ def data_of(events) -> list:
 
 
 def ids_of(events) -> list[str]:
-    return [sse.id for sse in events]
+    """Return the event ids of *events*: their SSE ids are cursors, which may name ids in flight too."""
+    return [str(Cursor.event_id(sse.id)) for sse in events]
 
 
 # Fixtures ----------------------------------------------------------------
@@ -456,8 +458,8 @@ def test_idle_streams_hold_no_database_connections(postgres_server):
 
 
 @pytest.mark.postgres
-def test_event_committed_after_a_later_id_is_delivered_in_id_order(postgres_server):
-    # The commit-order trap: an id drawn first but committed last.
+def test_an_event_committed_after_a_later_id_comes_when_it_commits_and_the_later_one_at_once(postgres_server):
+    # The commit-order trap: an id drawn first but committed last (docs/architecture.md#commit-order).
     server = postgres_server.server
     channel = new_channel()
     script = f"""
@@ -473,13 +475,13 @@ print("committed", flush=True)
     with stream(server, channel) as events, CommandProcess(server.env, "shell", "--command", script) as slow:
         slow_id = slow.read_line(prefix="published ")[0].split()[1]
         fast_id = publish_event(server.env, channel, "fast")
-        # Long enough for the hub to poll (every 0.25 s) and see the fast
-        # event while the slow one is still in flight: a tailer that moved
-        # past the gap would deliver it now, and the slow one never.
-        received = events.during(1.0)
+        # The later id is delivered while the earlier one is still in flight; its cursor names that one.
+        fast = events.until_id(fast_id)
         slow.write_line("commit")
         slow.read_line(prefix="committed")
-        received += events.until_id(fast_id) if fast_id not in ids_of(received) else []
+        late = events.until_id(slow_id)
 
     assert int(fast_id) > int(slow_id)
-    assert ids_of(received) == [slow_id, fast_id]
+    assert ids_of(fast + late) == [fast_id, slow_id]
+    assert not Cursor.parse(fast[-1].id).covers(int(slow_id)), "a resume from the later event's cursor replays the earlier"
+    assert Cursor.parse(late[-1].id).covers(int(slow_id)) and Cursor.parse(late[-1].id).covers(int(fast_id))
