@@ -495,7 +495,7 @@ class EventStream:
                 return received
 
     def until_id(self, event_id: str, timeout: float = 5.0) -> list[ServerSentEvent]:
-        """Return the events up to and including the one with id *event_id* (whatever ids in flight its cursor names)."""
+        """Return the events up to and including the one with id *event_id* (its cursor may name ids in flight)."""
         return self.until(lambda sse: bool(sse.id) and str(Cursor.event_id(sse.id)) == event_id, timeout)
 
     def during(self, seconds: float) -> list[ServerSentEvent]:

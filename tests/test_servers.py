@@ -483,5 +483,5 @@ print("committed", flush=True)
 
     assert int(fast_id) > int(slow_id)
     assert ids_of(fast + late) == [fast_id, slow_id]
-    assert not Cursor.parse(fast[-1].id).covers(int(slow_id)), "a resume from the later event's cursor replays the earlier"
+    assert not Cursor.parse(fast[-1].id).covers(int(slow_id)), "a resume from the later one replays the earlier"
     assert Cursor.parse(late[-1].id).covers(int(slow_id)) and Cursor.parse(late[-1].id).covers(int(fast_id))
