@@ -18,6 +18,19 @@ PUBLISH = "publish"
 PRESENCE = "presence"
 
 
+def user_or_anonymous(user: Any) -> Any:
+    """Return *user* (a request's, a connection scope's), or AnonymousUser where there is none.
+
+    A site without AuthenticationMiddleware (or, for WebSockets,
+    AuthMiddlewareStack) has no user: the hooks are asked as anonymous.
+    """
+    if user is None:
+        from django.contrib.auth.models import AnonymousUser
+
+        return AnonymousUser()
+    return user
+
+
 def authorize(user: Any, channel: str, action: str) -> bool:
     """Allow what the patterns allow anyone, and pair channels to their two users; deny the rest.
 

@@ -12,11 +12,11 @@ from typing import Any
 
 from django.db import DatabaseError
 
+from . import protocol
 from .auth import PUBLISH, get_authorizer
 from .exceptions import EventTooLarge, InvalidChannelName, InvalidEventData, InvalidEventName
 from .names import validate_channel, validate_event_name
 from .publishing import publish
-from .websocket import protocol
 
 logger = logging.getLogger("django_realtime")
 

@@ -35,6 +35,7 @@ from django.utils.module_loading import import_string
 from .conf import realtime_settings
 from .cursor import Cursor
 from .exceptions import EventTooLarge, InvalidEventData
+from .protocol import BAD_MESSAGE, FORBIDDEN, TOO_LARGE
 
 logger = logging.getLogger("django_realtime")
 
@@ -45,11 +46,6 @@ LEAVE = "presence.leave"
 NAME_MAX_LENGTH = 100
 #: Most joins, and most leaves, written in one transaction.
 JOIN_BATCH = LEAVE_BATCH = 200
-
-#: The codes of a refused join, the WebSocket protocol's.
-FORBIDDEN = "forbidden"
-BAD_MESSAGE = "bad_message"
-TOO_LARGE = "too_large"
 
 
 class PresenceRefused(Exception):

@@ -4,7 +4,7 @@ import functools
 import pytest
 from daphne.server import Server
 
-from django_realtime.websocket.flow_control import WriteGate, adapt_connection, daphne_protocol
+from django_realtime.daphne_server import WriteGate, adapt_connection, daphne_protocol
 
 
 class Producer:
@@ -139,7 +139,7 @@ def test_adapting_gives_up_with_a_warning_when_the_slot_holds_a_pull_producer(ca
 def test_event_messages_skip_channels_session_middleware_and_nothing_else():
     from channels.sessions import InstanceSessionWrapper
 
-    from django_realtime.websocket.flow_control import unwrap_send
+    from django_realtime.daphne_server import unwrap_send
 
     async def server_send(message):
         pass

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from django_realtime.websocket import protocol
-from django_realtime.websocket.protocol import Ping, ProtocolError, Publish, Subscribe, Unsubscribe, parse
+from django_realtime import protocol
+from django_realtime.protocol import Ping, ProtocolError, Publish, Subscribe, Unsubscribe, parse
 
 LIMIT = 1024
 

@@ -12,16 +12,15 @@ here and over WebSockets together, counted in each process.
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_POST
 
-from .. import rates
+from .. import protocol, rates
+from ..auth import user_or_anonymous
 from ..client_publish import check_publish, store_publish
 from ..conf import realtime_settings
-from ..websocket import protocol
 from .views import retry_after
 
 #: The HTTP status of each error code.
@@ -87,7 +86,7 @@ def publish(request: HttpRequest, **url_kwargs: object) -> HttpResponse:
             )
         channel, event = check_publish(message)
         check_rate(request, rates.PUBLISH, message.ref)
-        user = getattr(request, "user", None) or AnonymousUser()
+        user = user_or_anonymous(getattr(request, "user", None))
         return _reply(store_publish(user, channel, event, message.data, message.ref))
     except protocol.ProtocolError as exc:
         return _error(exc)

@@ -22,10 +22,10 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, StreamingHttpResponse
 
 from ..conf import realtime_settings
+from ..daphne_server import daphne_write_gate
 from ..log import release_connections, shut_down_socket
 from ..streams import afollow, follow
 from .encoding import KEEPALIVE, encode_channel_field, encode_event, encode_retry
-from .flow_control import daphne_write_gate
 
 logger = logging.getLogger("django_realtime")
 
@@ -222,7 +222,7 @@ async def asse_stream(
     stops reading block it: past SSE_SEND_TIMEOUT the hub cancels the task
     that streams, Django ends the response and the server the connection.
     daphne's send never waits, so there the stream watches the connection's
-    write buffer itself (flow_control.py): it sends on only while the buffer
+    write buffer itself (daphne_server.py): it sends on only while the buffer
     has room, and ends if it stays full for SSE_SEND_TIMEOUT.
     """
     yield prelude() if first is None else first

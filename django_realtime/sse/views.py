@@ -12,17 +12,23 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.http import require_GET
 
 from .. import rates
-from ..auth import PRESENCE, SUBSCRIBE, get_authorizer
+from ..auth import PRESENCE, SUBSCRIBE, get_authorizer, user_or_anonymous
 from ..conf import realtime_settings
 from ..cursor import Cursor
 from ..exceptions import InvalidChannelName, InvalidCursor
 from ..hub import get_hub
 from ..log import release_connections
 from ..names import parse_cursor, validate_channel
-from ..presence import BAD_MESSAGE as PRESENCE_BAD_MESSAGE
-from ..presence import FORBIDDEN as PRESENCE_REFUSED
-from ..presence import TOO_LARGE as PRESENCE_TOO_LARGE
 from ..presence import Member, PresenceRefused, get_registry
+from ..protocol import (
+    BAD_MESSAGE,
+    BAD_PRESENCE,
+    FORBIDDEN,
+    INVALID_CHANNEL,
+    PRESENCE_FORBIDDEN,
+    TOO_LARGE,
+    TOO_MANY_CHANNELS,
+)
 from .encoding import encode_cursor, encode_error
 from .origin import from_trusted_page
 from .responses import SSEResponse, asse_stream, chunker, connection_closer, is_async_request, prelude, sse_stream
@@ -35,14 +41,8 @@ INCLUDES = ("channel",)
 DATA_FORMATS = ("json", "text")
 #: The response header that names the stream's own members: "<channel> <connection>, ..." (docs/sse.md#presence).
 PRESENCE_HEADER = "Realtime-Presence"
-#: Error codes of the in-band ``error`` event, the WebSocket protocol's for the same refusals.
-FORBIDDEN = "forbidden"
-INVALID_CHANNEL = "invalid_channel"
-PRESENCE_FORBIDDEN = "presence_forbidden"
-BAD_PRESENCE = "bad_presence"
 #: Why a stream's ?presence= is refused when another site's page asked for it.
 CROSS_SITE = "Presence is joined only from this site's pages (or CSRF_TRUSTED_ORIGINS, CORS_ALLOWED_ORIGINS)"
-TOO_MANY_CHANNELS = "too_many_channels"
 #: Longest ``?info=`` text read, in multiples of PRESENCE_MAX_INFO: JSON escapes may take six bytes a character.
 INFO_TEXT_FACTOR = 6
 
@@ -152,11 +152,11 @@ def _parse_info(text: str) -> tuple[object, PresenceRefused | None]:
     """Return the value of an ``?info=`` text, or why it is refused: too long, or not JSON (nested too deep too)."""
     limit = int(realtime_settings.PRESENCE_MAX_INFO)
     if len(text) > INFO_TEXT_FACTOR * limit:  # before parsing: the parser's work grows with the text
-        return None, PresenceRefused(PRESENCE_TOO_LARGE, f"info is more than PRESENCE_MAX_INFO ({limit}) bytes of JSON")
+        return None, PresenceRefused(TOO_LARGE, f"info is more than PRESENCE_MAX_INFO ({limit}) bytes of JSON")
     try:
         return json.loads(text), None
     except RecursionError:
-        return None, PresenceRefused(PRESENCE_BAD_MESSAGE, "info is nested too deeply")
+        return None, PresenceRefused(BAD_MESSAGE, "info is nested too deeply")
     except ValueError:
         return text, None  # refused by the join, as not an object
 
@@ -197,7 +197,7 @@ def _join(joins: Joins | None, with_channels: bool) -> tuple[list[Member], list[
                     raise joins.refusal
                 members.append(registry.join(joins.user, channel, joins.name, joins.info))
             except PresenceRefused as exc:
-                code = PRESENCE_FORBIDDEN if exc.code == PRESENCE_REFUSED else BAD_PRESENCE
+                code = PRESENCE_FORBIDDEN if exc.code == FORBIDDEN else BAD_PRESENCE
                 if not with_channels:
                     for member in members:
                         registry.leave(member)
@@ -318,11 +318,7 @@ def events(request: HttpRequest, channels: Iterable[str] | None = None) -> HttpR
                 return _plain(400, f"Invalid channel: {exc}")
             invalid[name] = f"Invalid channel: {exc}"
     authorize = get_authorizer()
-    user = getattr(request, "user", None)
-    if user is None:  # no AuthenticationMiddleware: ask as anonymous
-        from django.contrib.auth.models import AnonymousUser
-
-        user = AnonymousUser()
+    user = user_or_anonymous(getattr(request, "user", None))
     denied = [name for name in names if name not in invalid and not authorize(user, name, SUBSCRIBE)]
     allowed = frozenset(name for name in names if name not in invalid and name not in denied)
     if not with_channels and denied:
@@ -370,11 +366,7 @@ def presence(request: HttpRequest, **url_kwargs: object) -> HttpResponse:
         validate_channel(channel)
     except InvalidChannelName as exc:
         return _plain(400, f"Invalid channel: {exc}")
-    user = getattr(request, "user", None)
-    if user is None:
-        from django.contrib.auth.models import AnonymousUser
-
-        user = AnonymousUser()
+    user = user_or_anonymous(getattr(request, "user", None))
     if not rates.limiter.take(rates.request_client(request), rates.PRESENCE):
         return _rate_limited(rates.PRESENCE)
     if not get_authorizer()(user, channel, SUBSCRIBE):

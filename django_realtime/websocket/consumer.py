@@ -26,18 +26,17 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
-from .. import rates
-from ..auth import PRESENCE, SUBSCRIBE, get_authorizer
+from .. import protocol, rates
+from ..auth import PRESENCE, SUBSCRIBE, get_authorizer, user_or_anonymous
 from ..client_publish import check_publish, store_publish, valid_channel
 from ..conf import realtime_settings
+from ..daphne_server import adapt_connection, send_now, unwrap_send
 from ..exceptions import InvalidCursor
 from ..hub import get_hub
 from ..log import release_connections
 from ..names import parse_cursor
 from ..presence import Member, PresenceRefused, get_registry
 from ..streams import READ, WAIT, Follower
-from . import protocol
-from .flow_control import adapt_connection, send_now, unwrap_send
 from .outbox import Outbox
 
 if TYPE_CHECKING:
@@ -107,11 +106,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     outbox: Outbox
 
     async def connect(self) -> None:
-        self.user = self.scope.get("user")
-        if self.user is None:  # no AuthMiddlewareStack: ask the hook as anonymous
-            from django.contrib.auth.models import AnonymousUser
-
-            self.user = AnonymousUser()
+        self.user = user_or_anonymous(self.scope.get("user"))
         #: One cursor per subscribed channel.
         self.followers: dict[str, Follower] = {}
         self.tasks: set[asyncio.Task[Any]] = set()

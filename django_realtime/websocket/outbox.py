@@ -4,7 +4,7 @@ The :class:`Outbox` holds the messages not yet handed to the server, bounded
 in characters; a producer that finds it full waits, and the consumer closes
 a connection whose outbox stays full too long.  It bounds what the package
 holds; what the server holds once ``send()`` returns is bounded by
-:mod:`django_realtime.websocket.flow_control`.
+:mod:`django_realtime.daphne_server`.
 """
 
 from __future__ import annotations

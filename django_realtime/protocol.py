@@ -1,5 +1,7 @@
-"""The WebSocket protocol (docs/websocket.md): parse client messages, build server messages.
+"""The wire protocol (docs/websocket.md): parse client messages, build server messages, and the error codes.
 
+The WebSocket consumer speaks it; the publish endpoint takes its publish
+message, and SSE streams send its error codes in band (docs/sse.md).
 Pure functions with no Django import.  A client message is one JSON object
 in one text frame; :func:`parse` checks its size, its JSON and its shape and
 returns a typed request, or raises :class:`ProtocolError` carrying the error
@@ -28,6 +30,9 @@ TOO_MANY_CHANNELS = "too_many_channels"
 UNAVAILABLE = "unavailable"
 ALREADY_JOINED = "already_joined"
 NOT_JOINED = "not_joined"
+#: SSE only: a stream's ?presence= asked by a page another site served, or malformed.
+PRESENCE_FORBIDDEN = "presence_forbidden"
+BAD_PRESENCE = "bad_presence"
 
 #: Close codes of the package's own (RFC 6455 leaves 4000-4999 to applications).
 CLOSE_SLOW_CONSUMER = 4000

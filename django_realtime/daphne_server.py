@@ -1,22 +1,33 @@
-"""What the consumer learns and changes about its connection beyond ASGI: daphne's write buffer and close codes.
+"""What the package does under daphne beyond ASGI: Twisted's write buffers, and daphne's close codes.
 
 ASGI gives an application no way to know whether the client reads what it
 is sent, and daphne's ``send()`` never waits: it hands each message to
 Twisted, whose transport appends it to a write buffer without limit.
 Measured here: one client that stopped reading grew a daphne process by
-240 MB in ten seconds (docs/websocket.md).  Under daphne, then, the consumer
-reaches the connection's Twisted transport and takes part in Twisted's
-documented producer/consumer flow control: the transport calls
-``pauseProducing()`` when its buffer passes ``bufferSize`` (64 KiB) and
-``resumeProducing()`` once it has drained, and the consumer hands over
-nothing in between.
+240 MB in ten seconds (docs/websocket.md).  Under daphne, then, the
+WebSocket consumer and SSE streams reach their connection's Twisted
+transport and take part in Twisted's documented producer/consumer flow
+control (``WriteGate``): the transport calls ``pauseProducing()`` when its
+buffer passes ``bufferSize`` (64 KiB) and ``resumeProducing()`` once it has
+drained, and nothing is handed over in between.
 
-Daphne's WebSocket library (autobahn) also drops the TCP connection without
-a close frame when a client breaks a limit, so a client sees 1006 where
-RFC 6455 (section 7.4.1) has 1009 for a message too big; the consumer asks
-it to send the close frame.
+* WebSockets (``adapt_connection``): the transport is found through the
+  ``send`` callable daphne gives the application.  Daphne's WebSocket
+  library (autobahn) also drops the TCP connection without a close frame
+  when a client breaks a limit, so a client sees 1006 where RFC 6455
+  (section 7.4.1) has 1009 for a message too big; the consumer asks it to
+  send the close frame.  ``send_now`` hands a message over from
+  synchronous code; ``unwrap_send`` skips Channels' session middleware.
+* SSE (``daphne_write_gate``): Django sends each chunk of a stream with the
+  server's ``send()`` before it asks for the next; uvicorn, hypercorn and
+  granian make that wait while the client does not read, so the hub's
+  SSE_SEND_TIMEOUT watch sees it (sse/responses.py).  Under daphne the
+  stream finds its connection's transport among the reactor's readers, by
+  the peer and server addresses of the ASGI scope (public Twisted API),
+  hands the next chunk over only while the buffer has room, and ends if it
+  stays full for SSE_SEND_TIMEOUT.
 
-Under other servers nothing is changed: the package's outbox still bounds
+Under other servers nothing is changed: the WebSocket outbox still bounds
 what it holds, and a server whose ``send()`` waits for the network (such as
 uvicorn's websockets-based one) bounds its own buffer.
 """
@@ -26,7 +37,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Any
+import sys
+from collections.abc import Mapping
+from typing import Any, cast
 
 logger = logging.getLogger("django_realtime")
 
@@ -140,3 +153,34 @@ def adapt_connection(send: Any) -> asyncio.Event | None:
     except (TypeError, RuntimeError) as exc:
         logger.warning("django_realtime cannot watch this connection's write buffer: %s", exc)
         return None
+
+
+def daphne_write_gate(scope: Mapping[str, Any]) -> asyncio.Event | None:
+    """Return an event set while the write buffer of the daphne connection of *scope* has room.
+
+    Return None under any other server, or if the connection is not found.
+    Call it on the event loop, which daphne shares with Twisted's reactor.
+    """
+    if "daphne.server" not in sys.modules or "twisted.internet.reactor" not in sys.modules:
+        return None  # not daphne: and importing the reactor would install one
+    client, server = scope.get("client"), scope.get("server")
+    if not client or not server:
+        return None
+    from twisted.internet import reactor
+
+    # The stubs type the reactor as an interface, not as the reactor.
+    for reader in cast(Any, reactor).getReaders():
+        try:
+            peer, host = reader.getPeer(), reader.getHost()
+        except Exception:  # a listening port, a waker: not a connection
+            continue
+        if (getattr(peer, "host", None), getattr(peer, "port", None)) != (client[0], client[1]):
+            continue
+        if getattr(host, "port", None) != server[1] or not hasattr(reader, "registerProducer"):
+            continue
+        try:
+            return WriteGate(reader).open
+        except (TypeError, RuntimeError) as exc:
+            logger.warning("django_realtime cannot watch this SSE connection's write buffer: %s", exc)
+            return None
+    return None
