@@ -33,6 +33,7 @@ from .backends import get_backend
 from .budget import PIECE, Budget
 from .conf import realtime_settings
 from .cursor import Cursor
+from .daemon import Daemon
 from .log import Item, Row
 from .reader import Reader, interrupt
 from .retention import Pruner
@@ -224,7 +225,7 @@ class Hub:
         self._reader: Reader | None = None
         #: Replaced readers still blocked somewhere (a connect to a host that does not answer).
         self._stuck: list[Reader] = []
-        self._ticker: threading.Thread | None = None
+        self._ticker: Daemon | None = None
         self._backend_started = False
         self._pruner: Pruner | None = None
 
@@ -235,8 +236,9 @@ class Hub:
         with self._lock:
             if self.stopping:
                 return False
-            if self._ticker is None or not self._ticker.is_alive():
-                self._ticker = threading.Thread(target=self._run_ticker, name="django-realtime-tick", daemon=True)
+            # Daemon.alive(), not Thread.is_alive(): under gevent that switches, with the lock held (daemon.py).
+            if self._ticker is None or not self._ticker.alive():
+                self._ticker = Daemon(self._run_ticker, "django-realtime-tick")
                 self._ticker.start()
                 interval = realtime_settings.PRUNE_INTERVAL
                 if interval and self._pruner is None:
@@ -258,10 +260,9 @@ class Hub:
         self.stopping = True
         self._stop.set()
         self._poke.set()
-        current = threading.current_thread()
-        for thread in (self._reader.thread if self._reader else None, self._ticker):
-            if thread is not None and thread is not current and thread.is_alive():
-                thread.join(5)
+        for daemon in (self._reader.daemon if self._reader else None, self._ticker):
+            if daemon is not None:
+                daemon.join(5)
         if self._pruner is not None:
             self._pruner.stop()
         self.backend.stop()

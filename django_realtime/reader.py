@@ -13,12 +13,12 @@ takes rows from its current reader.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import TYPE_CHECKING, Protocol
 
 from django.db import DatabaseError, connections
 
+from .daemon import Daemon
 from .log import PAGE, PAGE_BYTES, GapTailer, Row, pruned_after, release_connections, shut_down_socket, tailer_for
 
 if TYPE_CHECKING:
@@ -81,13 +81,15 @@ class Reader:
         #: Since when the tailer has waited at a gap (held back), and when the reader last warned of that.
         self.held_since: float | None = None
         self.warned_held: float | None = None
-        self.thread = threading.Thread(target=self.run, name="django-realtime-hub", daemon=True)
+        #: Asked whether it runs on every stream's request: a Daemon answers without switching (daemon.py).
+        self.daemon = Daemon(self.run, "django-realtime-hub")
+        self.thread = self.daemon.thread
 
     def start(self) -> None:
-        self.thread.start()
+        self.daemon.start()
 
     def alive(self) -> bool:
-        return self.thread.is_alive()
+        return self.daemon.alive()
 
     def run(self) -> None:
         hub = self.hub
