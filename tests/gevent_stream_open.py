@@ -1,0 +1,87 @@
+"""Open SSE streams of the demo under gevent, as gunicorn's gevent worker serves them, and report greenlet switches.
+
+Run in a process of its own (gevent must patch before anything imports
+``threading``): ``python -m tests.gevent_stream_open`` with the demo's
+environment (tests/servers.py ``project_env``) on a migrated database.  It
+starts the hub, opens and closes one stream (imports, caches), then opens
+``--streams`` more, tracing greenlet switches from the moment Django's
+handler is called until it has returned the response and the server has
+taken the first chunk.  It prints one line of JSON: the switches, and the
+Python stack of the first few.
+
+Under a burst of connections, every switch there lets the next requests in,
+and each of them then waits with Django's whole request on its greenlet's
+stack, which gevent copies to the heap: the worker's RSS keeps that
+high-water mark (issue 26).
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import socket  # noqa: E402
+import traceback  # noqa: E402
+
+import django  # noqa: E402
+import greenlet  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--streams", type=int, default=20)
+    parser.add_argument("--channel", default="demo:open")
+    args = parser.parse_args()
+    django.setup()
+
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.test import RequestFactory
+
+    from django_realtime.hub import get_hub
+
+    handler = WSGIHandler()
+    factory = RequestFactory()
+    hub = get_hub()
+    if not hub.ensure_ready():
+        raise SystemExit("the hub did not start")
+
+    def open_stream():
+        environ = factory.get("/events/", {"channel": args.channel}).environ
+        environ["gunicorn.socket"] = socket.socket()  # as gunicorn gives it: the stream watches its writes
+        response = handler(environ, lambda status, headers: None)
+        stream = iter(response)
+        first = next(stream)
+        return response, first
+
+    response, first = open_stream()
+    assert first.startswith(b"retry:"), first
+    response.close()
+
+    switches: list[list[str]] = []
+
+    main_greenlet = greenlet.getcurrent()
+
+    def trace(event, origin_target):
+        if event in ("switch", "throw") and origin_target[0] is main_greenlet:
+            # Where the request gave way: the frames it was suspended in.
+            frame = origin_target[0].gr_frame
+            switches.append(traceback.format_stack(frame, limit=10) if frame is not None and len(switches) < 5 else [])
+
+    opened = []
+    for _ in range(args.streams):
+        previous = greenlet.settrace(trace)
+        try:
+            response, first = open_stream()
+        finally:
+            greenlet.settrace(previous)
+        if response.status_code != 200:
+            raise SystemExit(f"a stream was refused: {response.status_code} {response.content!r}")
+        opened.append(response)
+    for response in opened:
+        response.close()
+    print(json.dumps({"streams": args.streams, "switches": len(switches), "stacks": switches[:5]}))
+
+
+if __name__ == "__main__":
+    main()
