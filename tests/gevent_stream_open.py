@@ -31,7 +31,7 @@ import greenlet  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--streams", type=int, default=20)
-    parser.add_argument("--channel", default="demo:open")
+    parser.add_argument("--query", default="channel=demo:open", help="the query string of /events/")
     args = parser.parse_args()
     django.setup()
 
@@ -47,7 +47,8 @@ def main() -> None:
         raise SystemExit("the hub did not start")
 
     def open_stream():
-        environ = factory.get("/events/", {"channel": args.channel}).environ
+        # Sec-Fetch-Site: the page's own site, as a browser says it (a stream may join presence).
+        environ = factory.get(f"/events/?{args.query}", HTTP_SEC_FETCH_SITE="same-origin").environ
         environ["gunicorn.socket"] = socket.socket()  # as gunicorn gives it: the stream watches its writes
         response = handler(environ, lambda status, headers: None)
         stream = iter(response)
