@@ -24,12 +24,12 @@ class Daemon:
 
     def __init__(self, target: Callable[[], None], name: str) -> None:
         self._target = target
-        #: True from start() until *target* has returned or raised.
-        self.running = False
+        #: True from now (its creator starts it, perhaps after letting go of a lock) until *target* has
+        #: returned or raised: a daemon about to start is not started twice.
+        self.running = True
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
-        self.running = True
         try:
             self.thread.start()
         except BaseException:  # no thread to run it (RuntimeError: can't start new thread)
@@ -42,8 +42,9 @@ class Daemon:
 
     def join(self, timeout: float) -> None:
         """Wait up to *timeout* seconds for the thread to end, unless it is the caller's own."""
-        if self.running and self.thread is not threading.current_thread():
-            self.thread.join(timeout)
+        thread = self.thread
+        if self.running and thread.ident is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _run(self) -> None:
         try:

@@ -233,20 +233,26 @@ class Hub:
 
     def ensure_ready(self, timeout: float = 10.0) -> bool:
         """Start the hub if needed; return whether it has read the log and its reader runs."""
+        ticker = pruner = None
         with self._lock:
             if self.stopping:
                 return False
-            # Daemon.alive(), not Thread.is_alive(): under gevent that switches, with the lock held (daemon.py).
-            if self._ticker is None or not self._ticker.alive():
-                self._ticker = Daemon(self._run_ticker, "django-realtime-tick")
-                self._ticker.start()
-                interval = realtime_settings.PRUNE_INTERVAL
-                if interval and self._pruner is None:
-                    self._pruner = Pruner(self.using, interval)
-                    self._pruner.start()
+            # The reader first: its first read makes the hub ready.
             if self._reader is None or not self._reader.alive():
                 self._replace_reader("ended" if self._reader is not None else None)
             reader = self._reader
+            # Daemon.alive(), not Thread.is_alive(): under gevent that switches, with the lock held (daemon.py).
+            if self._ticker is None or not self._ticker.alive():
+                ticker = self._ticker = Daemon(self._run_ticker, "django-realtime-tick")
+                interval = realtime_settings.PRUNE_INTERVAL
+                if interval and self._pruner is None:
+                    pruner = self._pruner = Pruner(self.using, interval)
+        # Started out of the lock: under gevent a start switches, and the requests that came
+        # meanwhile would wait for the lock with their whole call chain on their stacks.
+        if ticker is not None:
+            ticker.start()
+        if pruner is not None:
+            pruner.start()
         assert reader is not None  # replaced just above
         return self._ready.wait(timeout) and reader.alive()
 
