@@ -233,26 +233,26 @@ class Hub:
 
     def ensure_ready(self, timeout: float = 10.0) -> bool:
         """Start the hub if needed; return whether it has read the log and its reader runs."""
-        ticker = pruner = None
+        starts: list[Reader | Daemon | Pruner] = []
         with self._lock:
             if self.stopping:
                 return False
-            # The reader first: its first read makes the hub ready.
-            if self._reader is None or not self._reader.alive():
-                self._replace_reader("ended" if self._reader is not None else None)
-            reader = self._reader
             # Daemon.alive(), not Thread.is_alive(): under gevent that switches, with the lock held (daemon.py).
+            if self._reader is None or not self._reader.alive():
+                # The reader first: its first read makes the hub ready.
+                starts.append(self._replace_reader("ended" if self._reader is not None else None))
+            reader = self._reader
             if self._ticker is None or not self._ticker.alive():
-                ticker = self._ticker = Daemon(self._run_ticker, "django-realtime-tick")
+                starts.append(ticker := Daemon(self._run_ticker, "django-realtime-tick"))
+                self._ticker = ticker
                 interval = realtime_settings.PRUNE_INTERVAL
                 if interval and self._pruner is None:
-                    pruner = self._pruner = Pruner(self.using, interval)
-        # Started out of the lock: under gevent a start switches, and the requests that came
-        # meanwhile would wait for the lock with their whole call chain on their stacks.
-        if ticker is not None:
-            ticker.start()
-        if pruner is not None:
-            pruner.start()
+                    starts.append(pruner := Pruner(self.using, interval))
+                    self._pruner = pruner
+        # Out of the lock: under gevent a start switches, and the requests that came meanwhile
+        # would wait for the lock with their whole call chain on their stacks (daemon.py).
+        for thread in starts:
+            thread.start()
         assert reader is not None  # replaced just above
         return self._ready.wait(timeout) and reader.alive()
 
@@ -413,22 +413,28 @@ class Hub:
 
     def _supervise(self, now: float) -> None:
         """Replace a reader that died or hangs: streams must never be left unwoken."""
+        replacement = None
         with self._lock:
             reader = self._reader
             if reader is None or self.stopping:
                 return
             if not reader.alive():
-                self._replace_reader("ended")
+                replacement = self._replace_reader("ended")
             elif reader.hung(now, self.read_timeout):
                 self.error = TimeoutError(f"the event log did not answer within {self.read_timeout:g} s")
                 reader.interrupt()
                 self._stuck = [stuck for stuck in self._stuck if stuck.alive()]
                 if len(self._stuck) < MAX_STUCK_READERS:
                     self._stuck.append(reader)
-                    self._replace_reader("hung")
+                    replacement = self._replace_reader("hung")
+        if replacement is not None:
+            replacement.start()
 
-    def _replace_reader(self, why: str | None) -> None:
-        """Start a new reader (call with the lock held); the old one, if any, changes nothing more."""
+    def _replace_reader(self, why: str | None) -> Reader:
+        """Put a new reader in place and return it (call with the lock held, then start it without the lock).
+
+        The old one, if any, changes nothing more.
+        """
         old = self._reader
         if old is not None:
             old.superseded = True
@@ -441,9 +447,9 @@ class Hub:
                     "django_realtime hub reader hung for over %g s on the event log; starting another",
                     self.read_timeout,
                 )
-        self._reader = Reader(self)
+        reader = self._reader = Reader(self)
         self.next_read = 0.0
-        self._reader.start()
+        return reader
 
     def _tick(self, now: float) -> None:
         """Wake the next slice of the waiter groups, so that every group is woken once per tick.

@@ -85,7 +85,8 @@ def test_a_replaced_reader_changes_nothing():
     start = before.top
     old = hub._reader
     with hub._lock:
-        hub._replace_reader("hung")
+        new = hub._replace_reader("hung")
+    new.start()
     rows = [(start + 1, "a", "message", "1")]
     assert not hub.append(rows, before, Cursor(start + 1), source=old)
     assert hub.horizon == start
