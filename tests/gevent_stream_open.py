@@ -7,7 +7,8 @@ starts the hub, opens and closes one stream (imports, caches), then opens
 ``--streams`` more, tracing greenlet switches from the moment Django's
 handler is called until it has returned the response and the server has
 taken the first chunk.  It prints one line of JSON: the switches, and the
-Python stack of the first few.
+Python stack of the first few; and the switches the first stream made
+while it held the hub's lock, starting the hub.
 
 Under a burst of connections, every switch there lets the next requests in,
 and each of them then waits with Django's whole request on its greenlet's
@@ -43,8 +44,6 @@ def main() -> None:
     handler = WSGIHandler()
     factory = RequestFactory()
     hub = get_hub()
-    if not hub.ensure_ready():
-        raise SystemExit("the hub did not start")
 
     def open_stream():
         # Sec-Fetch-Site: the page's own site, as a browser says it (a stream may join presence).
@@ -55,19 +54,33 @@ def main() -> None:
         first = next(stream)
         return response, first
 
-    response, first = open_stream()
+    main_greenlet = greenlet.getcurrent()
+
+    def recorder(into, only_holding_the_lock=False):
+        def trace(event, origin_target):
+            if event not in ("switch", "throw") or origin_target[0] is not main_greenlet:
+                return
+            if only_holding_the_lock and not hub._lock.locked():
+                return
+            # Where the request gave way: the frames it was suspended in.
+            frame = origin_target[0].gr_frame
+            into.append(traceback.format_stack(frame, limit=10) if frame is not None and len(into) < 5 else [])
+
+        return trace
+
+    # The first stream starts the hub: it waits for the hub's first read, but must not hold the
+    # hub's lock while it gives way (the requests of a burst would wait for it with their stacks).
+    locked: list[list[str]] = []
+    previous = greenlet.settrace(recorder(locked, only_holding_the_lock=True))
+    try:
+        response, first = open_stream()
+    finally:
+        greenlet.settrace(previous)
     assert first.startswith(b"retry:"), first
     response.close()
 
     switches: list[list[str]] = []
-
-    main_greenlet = greenlet.getcurrent()
-
-    def trace(event, origin_target):
-        if event in ("switch", "throw") and origin_target[0] is main_greenlet:
-            # Where the request gave way: the frames it was suspended in.
-            frame = origin_target[0].gr_frame
-            switches.append(traceback.format_stack(frame, limit=10) if frame is not None and len(switches) < 5 else [])
+    trace = recorder(switches)
 
     opened = []
     for _ in range(args.streams):
@@ -81,7 +94,17 @@ def main() -> None:
         opened.append(response)
     for response in opened:
         response.close()
-    print(json.dumps({"streams": args.streams, "switches": len(switches), "stacks": switches[:5]}))
+    print(
+        json.dumps(
+            {
+                "streams": args.streams,
+                "switches": len(switches),
+                "stacks": switches[:5],
+                "starting_switches_holding_the_lock": len(locked),
+                "starting_stacks": locked[:5],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -107,8 +107,8 @@ def test_a_waiting_stream_keeps_nothing_of_its_request():
     wait_until(lambda: waiting_streams(hub) == 0)
 
 
-def test_opening_a_stream_under_gevent_gives_way_to_no_other_greenlet(tmp_path):
-    """Once the hub runs, Django's handler returns a stream's response and first chunk without a switch."""
+def open_under_gevent(tmp_path):
+    """Run tests/gevent_stream_open.py on a fresh database of the demo; return its report."""
     env = project_env(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     manage(env, "migrate", "--verbosity", "0")
     result = subprocess.run(
@@ -120,6 +120,19 @@ def test_opening_a_stream_under_gevent_gives_way_to_no_other_greenlet(tmp_path):
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.splitlines()[-1])
-    where = "\n".join("".join(stack) for stack in report["stacks"][:1])
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_opening_a_stream_under_gevent_gives_way_to_no_other_greenlet(tmp_path):
+    """Once the hub runs, Django's handler returns a stream's response and first chunk without a switch."""
+    report = open_under_gevent(tmp_path)
+    where = "".join(report["stacks"][0]) if report["stacks"] else ""
     assert report["switches"] == 0, f"{report['switches']} switches while opening 20 streams; the first at:\n{where}"
+
+
+def test_a_starting_hub_gives_way_to_no_other_greenlet_while_it_holds_its_lock(tmp_path):
+    """The first stream starts the hub's threads out of its lock: a burst's other requests do not queue on it."""
+    report = open_under_gevent(tmp_path)
+    where = "".join(report["starting_stacks"][0]) if report["starting_stacks"] else ""
+    count = report["starting_switches_holding_the_lock"]
+    assert count == 0, f"{count} switches with the hub's lock held while the hub started; the first at:\n{where}"
