@@ -7,7 +7,7 @@ patched lock that is taken yields to every other greenlet before it answers
 ticker run on every new stream, with its lock held: each ask let the next
 requests in, and they waited for that lock with Django's whole request on
 their stacks, which gevent saved to the heap.  A burst of 1,000 streams left
-about 11 KB more per stream in a worker's RSS (issue 26).  A :class:`Daemon`
+about 14 KB more per stream in a worker's RSS (issue 26).  A :class:`Daemon`
 answers from a flag that its thread clears on its way out.
 """
 
