@@ -104,12 +104,14 @@ class Seats:
 
     def giver(self) -> Callable[[], None]:
         """Return a callable that gives one seat back, however many times and from wherever it is called."""
-        given = threading.Event()
+        given = False
 
         def give() -> None:
-            if not given.is_set():
-                given.set()
-                self.give()
+            nonlocal given
+            with self._lock:  # the check and the count at once: two threads give it back once
+                if not given:
+                    given = True
+                    self.taken -= 1
 
         return give
 
