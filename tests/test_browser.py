@@ -333,29 +333,60 @@ def _crash(page: Any) -> None:
         pass
 
 
-def test_a_page_falls_back_to_sse_where_websockets_cannot_connect(open_page, wsgi, primary):
+def open_watched(open_page, url: str, nick: str | None = None) -> tuple[Any, list[str], list[str]]:
+    """Open *url*, recording every WebSocket the page opens and every console error, from the first request."""
+    page = open_page("about:blank")
+    if nick is not None:  # as open_page does, for the documents to come (about:blank has no localStorage)
+        page.context.add_init_script(f"localStorage.setItem({json.dumps(NICK_KEY)}, {json.dumps(nick)})")
+    handshakes: list[str] = []
+    errors: list[str] = []
+    page.on("websocket", lambda socket: handshakes.append(socket.url))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.goto(url)
+    return page, handshakes, errors
+
+
+@pytest.fixture(scope="module")
+def wsgi_runserver(env, tmp_path_factory) -> Iterator[DemoServer]:
+    """``manage.py runserver`` without daphne: a new project's first server, which serves no WebSocket."""
+    yield from _server("runserver", {**env, "DEMO_WITHOUT_DAPHNE": "1"}, tmp_path_factory, "wsgi-runserver")
+
+
+def test_a_first_run_without_websockets_is_quiet_in_the_console_and_the_server_log(open_page, wsgi_runserver):
     room = new_room()
-    # gunicorn serves the demo over WSGI: /ws/ is an HTTP 404, so the WebSocket never opens.
-    ann = enter_room(open_page, wsgi, room, "ann")
+    for url in (f"{wsgi_runserver.url}/room/{room}/", f"{wsgi_runserver.url}/dashboard/"):
+        page, handshakes, errors = open_watched(open_page, url, nick="ann")
+        wait_for_state(page, "live")
+        page.wait_for_timeout(1500)  # a failing handshake and its retry would be in by now
+        assert handshakes == [] and errors == [], (url, handshakes, errors)
+        assert page.text_content("#status .via") == "SSE"
+    assert "/ws/" not in wsgi_runserver.log()
+
+
+def test_a_page_on_a_server_without_websockets_uses_sse_in_every_tab_and_talks_to_websocket_pages(
+    open_page, wsgi, primary
+):
+    room = new_room()
+    # gunicorn serves the demo over WSGI: the page is told so, and never tries /ws/ (which is a 404 there).
+    ann, handshakes, errors = open_watched(open_page, f"{wsgi.url}/room/{room}/", nick="ann")
+    wait_for_state(ann, "live")
     bob = enter_room(open_page, primary, room, "bob")
 
-    assert ann.text_content("#status .via") == "SSE (fallback)"
+    assert ann.text_content("#status .via") == "SSE"
     assert bob.text_content("#status .via") == "WebSocket"
-    assert "WebSockets could not connect" in " ".join(ann.evaluate(NOTICES))
+    assert "WebSockets could not connect" not in " ".join(ann.evaluate(NOTICES))
     say(ann, "sent by POST, received over SSE")
     say(bob, "sent and received over a WebSocket")
     expected = ["sent by POST, received over SSE", "sent and received over a WebSocket"]
     expect_messages(ann, expected)
     expect_messages(bob, expected)
 
-    # The tab's session remembers: the next page makes no failing handshake at all.
-    handshakes = []
-    ann.on("websocket", lambda socket: handshakes.append(socket.url))
-    ann.reload()
-    wait_for_state(ann, "live")
-    expect_messages(ann, expected)
-    assert ann.text_content("#status .via") == "SSE (fallback)"
-    assert handshakes == []
+    # A new tab (a browser context of its own: no session storage shared) makes no handshake either.
+    cat, more_handshakes, more_errors = open_watched(open_page, f"{wsgi.url}/room/{room}/", nick="cat")
+    wait_for_state(cat, "live")
+    expect_messages(cat, expected)
+    assert handshakes == more_handshakes == [] and errors == more_errors == []
+    assert "/ws/" not in wsgi.log()
 
 
 def test_dashboard_and_clock_show_events_published_on_the_server(open_page, primary, env):

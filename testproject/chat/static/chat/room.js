@@ -86,6 +86,8 @@
 
   realtime.on("state", showStatus);
   realtime.on("transport", () => {
+    // A site that serves no WebSockets says so ({% realtime_script %}): SSE is then no fallback.
+    if (!realtime.options.transports.includes("websocket")) return showStatus();
     fellBack = true;
     showStatus();
     notice("WebSockets could not connect, so this page uses Server-Sent Events.");
