@@ -623,3 +623,25 @@ def test_the_demo_pages_fit_a_phone_screen_without_scrolling_sideways(open_page,
     assert layout["page"] <= layout["viewport"], (
         f"{path} is {layout['page']} px wide at {PHONE[0]} px: {layout['wide']}"
     )
+
+
+def test_the_admins_event_list_shows_the_data_column_whole_at_1280_pixels(open_page, wsgi, env):
+    name = f"staff-{uuid.uuid4().hex[:6]}"
+    manage(
+        env,
+        "shell",
+        "-c",
+        f"from django.contrib.auth.models import User; User.objects.create_superuser({name!r}, password='x')",
+    )
+    channel = f"chat:{new_room()}"
+    publish_all(env, [(channel, {"url": "https://example.com/" + "a" * 100, "more": list(range(40))})])
+    page = open_page(
+        f"{wsgi.url}/admin/login/?next=/admin/django_realtime/event/%3Fq%3D{channel}", viewport=(1280, 800)
+    )
+    page.fill("#id_username", name)
+    page.fill("#id_password", "x")
+    page.click("input[type=submit]")
+    cell = page.wait_for_selector("td.field-preview")
+    box = cell.bounding_box()
+    assert box["x"] + box["width"] <= 1280, box  # not cut off at the window's edge, nor scrolled out of it
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
