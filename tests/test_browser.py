@@ -645,3 +645,14 @@ def test_the_admins_event_list_shows_the_data_column_whole_at_1280_pixels(open_p
     box = cell.bounding_box()
     assert box["x"] + box["width"] <= 1280, box  # not cut off at the window's edge, nor scrolled out of it
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+
+
+def test_on_a_phone_who_is_here_and_the_composer_show_without_scrolling(open_page, primary):
+    room = new_room()
+    enter_room(open_page, primary, room, "bob")
+    page = open_page(f"{primary.url}/room/{room}/", nick="ann", viewport=PHONE)
+    wait_for_state(page, "live")
+    page.wait_for_selector("#people li:has-text('bob')")
+    for selector in ("#people", "#composer"):
+        box = page.locator(selector).bounding_box()
+        assert box["y"] >= 0 and box["y"] + box["height"] <= PHONE[1], (selector, box)
