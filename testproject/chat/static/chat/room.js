@@ -276,6 +276,7 @@
             if (!info || data.to || info.user !== pk || info.calling !== true || rung.has(data.from)) return;
             rung.add(data.from);
             const item = notice(`${name} is calling you: `);
+            item.classList.add("incoming-call");
             const answer = el("a", "call-link", "answer");
             answer.href = callUrl(pk, "answer");
             answer.target = "_blank";
