@@ -35,7 +35,6 @@ PRESENCE_FORBIDDEN = "presence_forbidden"
 BAD_PRESENCE = "bad_presence"
 
 
-
 def not_allowed_to_subscribe(channels: list[str]) -> str:
     """Return the message of a refused subscription, one wording over SSE and WebSockets."""
     return f"Not allowed to subscribe to: {', '.join(channels)}"
