@@ -37,7 +37,7 @@ BAD_PRESENCE = "bad_presence"
 
 def not_allowed_to_subscribe(channels: list[str]) -> str:
     """Return the message of a refused subscription, one wording over SSE and WebSockets."""
-    return f"Not allowed to subscribe to: {', '.join(channels)}"
+    return f"not allowed to subscribe to {', '.join(channels)}"
 
 
 #: Close codes of the package's own (RFC 6455 leaves 4000-4999 to applications).
