@@ -33,6 +33,12 @@ def test_a_page_served_by_asgi_is_told_websockets_where_asgi_application_routes_
         assert transports_told() == "sse"
 
 
+def test_an_asgi_application_that_cannot_be_imported_leaves_the_pages_rendering_and_trying_websockets(caplog):
+    with override_settings(ASGI_APPLICATION="tests.no_such_module.application"):
+        assert transports_told(request=AsyncRequestFactory().get("/")) == "websocket sse"
+    assert "cannot be imported" in caplog.text
+
+
 def test_a_new_project_without_asgi_application_is_told_sse_only():
     with override_settings(ASGI_APPLICATION=None):
         assert transports_told() == "sse"

@@ -43,7 +43,12 @@ def _transports(value: str) -> str:
 @lru_cache(maxsize=8)
 def _routes_websockets(dotted_path: str) -> bool:
     """Return whether the ASGI application at *dotted_path* routes WebSockets."""
-    application = import_string(dotted_path)
+    try:
+        application = import_string(dotted_path)
+    except ImportError:
+        # The pages still render; they try WebSockets, as before the server could say, and fall back.
+        logger.warning("django_realtime: ASGI_APPLICATION %r cannot be imported", dotted_path)
+        return True
     mapping = getattr(application, "application_mapping", None)  # Channels' ProtocolTypeRouter
     if isinstance(mapping, dict):
         return "websocket" in mapping
