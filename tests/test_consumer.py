@@ -290,7 +290,7 @@ def test_subscribing_to_a_channel_the_hook_denies_is_forbidden():
             assert reply == {
                 "type": "error",
                 "code": "forbidden",
-                "message": "not allowed to subscribe to secret",
+                "message": "not allowed to subscribe to secret",  # as over SSE, and as a publish is refused
                 "ref": 1,
             }
             await apublish("secret", "hidden")
