@@ -110,7 +110,9 @@ def realtime_cursor() -> str:
     are not (docs/sse.md, "Starting from a page you rendered").  The ids of
     publishing transactions still in flight are pending in the cursor (their
     events are delivered when they commit), so it waits for none: it is this
-    process's hub's cursor if the hub runs, else read from the log.  Only
+    process's hub's cursor after a read that begins now if the hub runs
+    (about a millisecond: concurrent renders share the read), else read
+    from the log.  Only
     where too many transactions are in flight to name (or on MySQL, whose
     hub starts only once they have ended) does it wait, ``CURSOR_TIMEOUT``
     seconds at most; then it gives an empty string (follow from the moment
@@ -122,8 +124,11 @@ def realtime_cursor() -> str:
 
     hub = get_hub()
     if hub.healthy():
-        # This process's hub runs: its cursor names the ids of the publishers in flight, and waits for none.
-        return str(hub.cursor)
+        # This process's hub runs: a read of its that begins now covers every commit before the render and
+        # names the ids of the publishers in flight (waiting for none of them).
+        cursor = hub.fresh_cursor(timeout=float(realtime_settings.CURSOR_TIMEOUT))
+        if cursor is not None:
+            return str(cursor)
     try:
         return str(
             tailer_for(realtime_settings.DATABASE).start_horizon(timeout=float(realtime_settings.CURSOR_TIMEOUT))
