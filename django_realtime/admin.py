@@ -89,6 +89,9 @@ class EventAdmin(ReadOnly, admin.ModelAdmin):
     readonly_fields = ("id", "channel", "event", "data_json", "created")
     fields = readonly_fields
 
+    class Media:
+        css = {"all": ["django_realtime/admin.css"]}
+
     @admin.display(description="data")
     def preview(self, obj: Event) -> str:
         text = obj.data_json

@@ -97,6 +97,8 @@ DEFAULTS: dict[str, Any] = {
     "WEBSOCKET_SEND_TIMEOUT": 10.0,
     # WebSockets: seconds after which a connection is closed with 4001 to be reopened (None: never).
     "WEBSOCKET_MAX_LIFETIME": None,
+    # Whether pages are told the site serves WebSockets (None: inferred from ASGI_APPLICATION and the server).
+    "WEBSOCKETS": None,
 }
 
 

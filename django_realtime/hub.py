@@ -105,12 +105,14 @@ class Seats:
 
     def giver(self) -> Callable[[], None]:
         """Return a callable that gives one seat back, however many times and from wherever it is called."""
-        given = threading.Event()
+        given = False
 
         def give() -> None:
-            if not given.is_set():
-                given.set()
-                self.give()
+            nonlocal given
+            with self._lock:  # the check and the count at once: two threads give it back once
+                if not given:
+                    given = True
+                    self.taken -= 1
 
         return give
 
@@ -214,6 +216,11 @@ class Hub:
         #: Reads of the log by the reader, and the rows they returned, so far.
         self.reads = 0
         self.rows_read = 0
+        #: Catch-ups the reader has begun (each reads until the log has nothing new), and the number of the
+        #: last one it finished: see fresh_cursor().
+        self.catch_ups_begun = 0
+        self.catch_ups_done = 0
+        self._caught_up = threading.Condition(threading.Lock())
         self._items: deque[Item] = deque()
         self._channels: dict[str, ChannelBuffer] = {}
         self._groups: dict[frozenset[str], Waiters] = {}
@@ -276,6 +283,40 @@ class Hub:
     def poke(self) -> None:
         """Ask the reader to look at the log now."""
         self._poke.set()
+
+    def fresh_cursor(self, timeout: float) -> Cursor | None:
+        """Return a cursor that covers every event committed before this call, having the reader read now.
+
+        The hub's cursor alone may lag an event committed a moment ago (a
+        wake-up on its way, a poll interval): a page rendered from the
+        database, with that cursor, would get that event again.  So this
+        waits for a catch-up of the reader that began after the call, which
+        sees every commit before it (and names the ids still in flight).
+        Return None if none finished within *timeout* seconds.
+        """
+        with self._caught_up:
+            wanted = self.catch_ups_begun + 1
+        self.poke()
+        deadline = time.monotonic() + timeout
+        with self._caught_up:
+            while self.catch_ups_done < wanted:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.healthy():
+                    return None
+                self._caught_up.wait(min(left, 0.1))
+            return self.cursor
+
+    def begin_catch_up(self) -> int:
+        """Note that the reader begins reading the log until it has nothing new; return the catch-up's number."""
+        with self._caught_up:
+            self.catch_ups_begun += 1
+            return self.catch_ups_begun
+
+    def end_catch_up(self, number: int) -> None:
+        """Note that catch-up *number* has read everything committed before it began."""
+        with self._caught_up:
+            self.catch_ups_done = max(self.catch_ups_done, number)
+            self._caught_up.notify_all()
 
     def take_poke(self) -> bool:
         """Return whether the hub was poked since the last call."""

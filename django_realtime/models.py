@@ -110,6 +110,10 @@ class SkippedIds(models.Model):
     last = models.BigIntegerField(db_index=True)
     recorded = models.DateTimeField(default=timezone.now)
 
+    class Meta:
+        verbose_name = "skipped ids"
+        verbose_name_plural = "skipped ids"
+
     def __str__(self) -> str:
         return f"ids {self.first}..{self.last} skipped"
 
@@ -147,6 +151,9 @@ class PresenceProcess(models.Model):
 
     key = models.CharField(max_length=32, primary_key=True)
     seen = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name_plural = "presence processes"
 
     def __str__(self) -> str:
         return f"process {self.key} seen {self.seen}"

@@ -34,6 +34,12 @@ NOT_JOINED = "not_joined"
 PRESENCE_FORBIDDEN = "presence_forbidden"
 BAD_PRESENCE = "bad_presence"
 
+
+def not_allowed_to_subscribe(channels: list[str]) -> str:
+    """Return the message of a refused subscription, one wording over SSE and WebSockets."""
+    return f"not allowed to subscribe to {', '.join(channels)}"
+
+
 #: Close codes of the package's own (RFC 6455 leaves 4000-4999 to applications).
 CLOSE_SLOW_CONSUMER = 4000
 CLOSE_LIFETIME = 4001

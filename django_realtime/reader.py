@@ -54,6 +54,8 @@ class Host(Protocol):
     def read_succeeded(self) -> None: ...
     def read_failed(self, exc: BaseException) -> None: ...
     def read_every(self) -> float: ...
+    def begin_catch_up(self) -> int: ...
+    def end_catch_up(self, number: int) -> None: ...
     def append(
         self,
         rows: list[Row],
@@ -144,21 +146,28 @@ class Reader:
 
     def _read_new(self) -> None:
         hub = self.hub
+        number = hub.begin_catch_up()
+        if self._read_all():
+            hub.end_catch_up(number)
+
+    def _read_all(self) -> bool:
+        """Read until the log has nothing new; return False if this reader was replaced meanwhile."""
+        hub = self.hub
         while True:
             before = hub.cursor
             rows, after = self.tailer.read(before)
             hub.reads += 1
             hub.rows_read += len(rows)
             if after == before:
-                return
+                return True
             # A missing id may be one retention deleted before this hub read
             # it (a hub that was down or behind): its channel's streams must
             # then read the log, and be told with a reset, not skip it.
             pruned = pruned_after(hub.using, before.top) if _has_gap(rows, before.top) else None
             if not hub.append(rows, before, after, source=self, pruned=pruned):
-                return
+                return False
             if len(rows) < PAGE and sum(len(row[3]) for row in rows) < PAGE_BYTES:
-                return  # a short page is the end (or a gap): no need for an empty read to say so
+                return True  # a short page is the end (or a gap): no need for an empty read to say so
 
     def _warn_if_held_back(self) -> None:
         """Warn, once per wait, of ids pending for WAITING_WARNING seconds, and of a hub held back as long."""

@@ -9,6 +9,10 @@ test's own ``redis-server`` keep running while the proxy, in front of them,
 * ``blackhole()``s: accepts connections and holds every byte sent either
   way, as a network partition does; ``forward()`` then delivers what was
   held, as TCP's retransmissions would once the partition heals.
+
+It keeps the first bytes each client sent on each connection (``heads``): a
+test reads there what an HTTP client asked for, e.g. the ``Last-Event-ID``
+an ``EventSource`` sent by itself on a reconnect.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class TCPProxy:
         self._closed = False
         self._listener: socket.socket | None = None
         self.port = 0
+        #: The first bytes the client sent on each connection, in the order they came.
+        self.heads: list[bytes] = []
         self._listen()
 
     def __enter__(self) -> TCPProxy:
@@ -56,6 +62,13 @@ class TCPProxy:
         """Reset every connection and refuse new ones until forward()."""
         listener, self._listener = self._listener, None
         if listener is not None:
+            # close() alone leaves the socket listening (Linux) while the accept thread is blocked in accept():
+            # the port would take connections still, and forward() could not listen on it again.  shutdown()
+            # wakes that accept() and stops the listening.
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             listener.close()
         self._reset_all()
         self._flowing.set()
@@ -94,11 +107,15 @@ class TCPProxy:
             return
         self._track(upstream)
         for source, sink in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pump, args=(source, sink), name="proxy pump", daemon=True).start()
+            args = (source, sink, source is client)
+            threading.Thread(target=self._pump, args=args, name="proxy pump", daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
         try:
             while data := source.recv(65536):
+                if from_client:
+                    self.heads.append(data)
+                    from_client = False
                 self._flowing.wait()
                 sink.sendall(data)
             sink.shutdown(socket.SHUT_WR)

@@ -101,3 +101,9 @@ def test_presence_members_and_processes_are_listed_and_cannot_be_added_changed_o
     assert staff.post(f"{member}change/", {"user": "eve"}).status_code == 403
     assert staff.post(f"{member}delete/", {"post": "yes"}).status_code == 403
     assert PresenceMember.objects.get().user == "ada"
+
+
+def test_the_admin_index_names_each_model_in_plain_english(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    assert "Presence processes" in page and "Skipped ids" in page
+    assert "processs" not in page and "idss" not in page.lower()

@@ -36,6 +36,11 @@ def wait_until(predicate, timeout=5.0, message="condition"):
 WITHIN = 3.0
 
 
+def listener_threads():
+    """Return the backend listener threads alive in this process."""
+    return [thread for thread in threading.enumerate() if thread.name == "django-realtime-listen"]
+
+
 def take(batches, count, within=WITHIN):
     """Take *count* events from a follow() iterator (with a short keepalive) within *within* seconds."""
     deadline = time.monotonic() + within
@@ -52,6 +57,8 @@ class BackendContract:
     alias = "default"
     #: Whether another process's publish reaches this process.
     crosses_processes = True
+    #: Whether the backend holds a listening connection (a LISTEN, a Redis subscription).
+    listens = False
     services: tuple = ()
 
     @pytest.fixture(autouse=True)
@@ -257,9 +264,20 @@ class BackendContract:
         assert all(received[-1].cursor.covers(event_id) for event_id in committed)
 
     def test_stop_ends_the_listener(self):
+        others = set(listener_threads())  # other tests' listeners, which may still be ending
         hub = self.ready_hub()
+        backend = hub.backend
+        if not self.listens:
+            assert not getattr(backend, "listening", False), f"{self.backend} listens after all"
+            hub.stop()
+            assert set(listener_threads()) <= others, f"{self.backend} started a listener"
+            return
+        wait_until(lambda: backend.listening, message="listening")
+        threads = set(listener_threads()) - others
+        assert threads, "listening, but no listener thread"
         hub.stop()
-        wait_until(lambda: not getattr(hub.backend, "listening", False), message="listener stopped")
+        wait_until(lambda: not backend.listening, message="listener stopped")
+        wait_until(lambda: not any(thread.is_alive() for thread in threads), message="the listener's thread ended")
 
 
 class PerChannelWakeups:
@@ -319,6 +337,7 @@ class TestPollingOnPostgres(PollingContract):
 @POSTGRES_DB
 class TestPostgres(PerChannelWakeups, BackendContract):
     backend = "postgres"
+    listens = True
     alias = "postgres"
     services = ((services.POSTGRES, "PostgreSQL"),)
 
@@ -366,6 +385,7 @@ def private_redis(tmp_path):
 
 class RedisContract(PerChannelWakeups, BackendContract):
     backend = "redis"
+    listens = True
     options = {"url": services.REDIS_URL}
 
     def env(self):

@@ -333,29 +333,60 @@ def _crash(page: Any) -> None:
         pass
 
 
-def test_a_page_falls_back_to_sse_where_websockets_cannot_connect(open_page, wsgi, primary):
+def open_watched(open_page, url: str, nick: str | None = None) -> tuple[Any, list[str], list[str]]:
+    """Open *url*, recording every WebSocket the page opens and every console error, from the first request."""
+    page = open_page("about:blank")
+    if nick is not None:  # as open_page does, for the documents to come (about:blank has no localStorage)
+        page.context.add_init_script(f"localStorage.setItem({json.dumps(NICK_KEY)}, {json.dumps(nick)})")
+    handshakes: list[str] = []
+    errors: list[str] = []
+    page.on("websocket", lambda socket: handshakes.append(socket.url))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.goto(url)
+    return page, handshakes, errors
+
+
+@pytest.fixture(scope="module")
+def wsgi_runserver(env, tmp_path_factory) -> Iterator[DemoServer]:
+    """``manage.py runserver`` without daphne: a new project's first server, which serves no WebSocket."""
+    yield from _server("runserver", {**env, "DEMO_WITHOUT_DAPHNE": "1"}, tmp_path_factory, "wsgi-runserver")
+
+
+def test_a_first_run_without_websockets_is_quiet_in_the_console_and_the_server_log(open_page, wsgi_runserver):
     room = new_room()
-    # gunicorn serves the demo over WSGI: /ws/ is an HTTP 404, so the WebSocket never opens.
-    ann = enter_room(open_page, wsgi, room, "ann")
+    for url in (f"{wsgi_runserver.url}/room/{room}/", f"{wsgi_runserver.url}/dashboard/"):
+        page, handshakes, errors = open_watched(open_page, url, nick="ann")
+        wait_for_state(page, "live")
+        page.wait_for_timeout(1500)  # a failing handshake and its retry would be in by now
+        assert handshakes == [] and errors == [], (url, handshakes, errors)
+        assert page.text_content("#status .via") == "SSE"
+    assert "/ws/" not in wsgi_runserver.log()
+
+
+def test_a_page_on_a_server_without_websockets_uses_sse_in_every_tab_and_talks_to_websocket_pages(
+    open_page, wsgi, primary
+):
+    room = new_room()
+    # gunicorn serves the demo over WSGI: the page is told so, and never tries /ws/ (which is a 404 there).
+    ann, handshakes, errors = open_watched(open_page, f"{wsgi.url}/room/{room}/", nick="ann")
+    wait_for_state(ann, "live")
     bob = enter_room(open_page, primary, room, "bob")
 
-    assert ann.text_content("#status .via") == "SSE (fallback)"
+    assert ann.text_content("#status .via") == "SSE"
     assert bob.text_content("#status .via") == "WebSocket"
-    assert "WebSockets could not connect" in " ".join(ann.evaluate(NOTICES))
+    assert "WebSockets could not connect" not in " ".join(ann.evaluate(NOTICES))
     say(ann, "sent by POST, received over SSE")
     say(bob, "sent and received over a WebSocket")
     expected = ["sent by POST, received over SSE", "sent and received over a WebSocket"]
     expect_messages(ann, expected)
     expect_messages(bob, expected)
 
-    # The tab's session remembers: the next page makes no failing handshake at all.
-    handshakes = []
-    ann.on("websocket", lambda socket: handshakes.append(socket.url))
-    ann.reload()
-    wait_for_state(ann, "live")
-    expect_messages(ann, expected)
-    assert ann.text_content("#status .via") == "SSE (fallback)"
-    assert handshakes == []
+    # A new tab (a browser context of its own: no session storage shared) makes no handshake either.
+    cat, more_handshakes, more_errors = open_watched(open_page, f"{wsgi.url}/room/{room}/", nick="cat")
+    wait_for_state(cat, "live")
+    expect_messages(cat, expected)
+    assert handshakes == more_handshakes == [] and errors == more_errors == []
+    assert "/ws/" not in wsgi.log()
 
 
 def test_dashboard_and_clock_show_events_published_on_the_server(open_page, primary, env):
@@ -516,18 +547,20 @@ def test_the_htmx_ticker_swaps_in_the_html_each_event_carries_on_both_servers(op
     for page in (ann, bob):
         wait_for_state(page, "live")
     texts = [f"<img src=x onerror=alert(1)> {uuid.uuid4().hex[:6]}", f"second {uuid.uuid4().hex[:6]}"]
+    ann.fill("#ticker-form input[name=nick]", "ann")  # once: Send clears the message, not the name
     for text in texts:
-        ann.fill("#ticker-form input[name=nick]", "ann")
         ann.fill("#ticker-form input[name=text]", text)
         ann.click("#ticker-form button")
         for page in (ann, bob):
             page.wait_for_selector(f"#ticks li.tick:has-text('{text[-6:]}')", timeout=15_000)
+        wait_for_value(ann, "() => document.querySelector('#ticker-form input[name=text]').value", "")
+        assert ann.input_value("#ticker-form input[name=nick]") == "ann"
     for page in (ann, bob):
         items = page.locator("#ticks li.tick")
         # The newest first (hx-swap="afterbegin"), each the template's HTML, not its JSON text.
         assert items.count() == 2
         assert [items.nth(n).locator("span.text").text_content() for n in range(2)] == texts[::-1]
-        assert items.nth(0).locator("b.nick").text_content() == "ann"
+        assert [items.nth(n).locator("b.nick").text_content() for n in range(2)] == ["ann", "ann"]
         assert page.locator("#ticks img").count() == 0, "the template's escaping was lost on the way"
         assert '"' not in items.nth(0).inner_text()
     ARTIFACTS.mkdir(exist_ok=True)
@@ -590,3 +623,36 @@ def test_the_demo_pages_fit_a_phone_screen_without_scrolling_sideways(open_page,
     assert layout["page"] <= layout["viewport"], (
         f"{path} is {layout['page']} px wide at {PHONE[0]} px: {layout['wide']}"
     )
+
+
+def test_the_admins_event_list_shows_the_data_column_whole_at_1280_pixels(open_page, wsgi, env):
+    name = f"staff-{uuid.uuid4().hex[:6]}"
+    manage(
+        env,
+        "shell",
+        "-c",
+        f"from django.contrib.auth.models import User; User.objects.create_superuser({name!r}, password='x')",
+    )
+    channel = f"chat:{new_room()}"
+    publish_all(env, [(channel, {"url": "https://example.com/" + "a" * 100, "more": list(range(40))})])
+    page = open_page(
+        f"{wsgi.url}/admin/login/?next=/admin/django_realtime/event/%3Fq%3D{channel}", viewport=(1280, 800)
+    )
+    page.fill("#id_username", name)
+    page.fill("#id_password", "x")
+    page.click("input[type=submit]")
+    cell = page.wait_for_selector("td.field-preview")
+    box = cell.bounding_box()
+    assert box["x"] + box["width"] <= 1280, box  # not cut off at the window's edge, nor scrolled out of it
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+
+
+def test_on_a_phone_who_is_here_and_the_composer_show_without_scrolling(open_page, primary):
+    room = new_room()
+    enter_room(open_page, primary, room, "bob")
+    page = open_page(f"{primary.url}/room/{room}/", nick="ann", viewport=PHONE)
+    wait_for_state(page, "live")
+    page.wait_for_selector("#people li:has-text('bob')")
+    for selector in ("#people", "#composer"):
+        box = page.locator(selector).bounding_box()
+        assert box["y"] >= 0 and box["y"] + box["height"] <= PHONE[1], (selector, box)

@@ -16,132 +16,17 @@ from __future__ import annotations
 
 import json
 import queue
-import subprocess
-import sys
 import threading
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, closing, contextmanager
 
 import pytest
 from websockets.sync.client import connect
 
 from django_realtime.cursor import Cursor
-from tests.postgres_database import scratch_database
-from tests.servers import ROOT, EventStream, manage, project_env, start_server, stop_server
-from tests.services import MARIADB, POSTGRES, require_mariadb
+from tests.commit_order_site import ARRIVAL, publisher_fixture, site_fixture  # noqa: F401  (fixtures)
+from tests.servers import EventStream
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
-
-#: Seconds within which a committed event must arrive: far longer than delivery takes, far shorter than
-#: the transactions held open here (they stay open until the test ends them).
-ARRIVAL = 10.0
-
-
-@contextmanager
-def postgres_url() -> Iterator[str]:
-    with scratch_database("realtime_order") as (name, _admin):
-        yield f"postgres://postgres@{POSTGRES[0]}:{POSTGRES[1]}/{name}"
-
-
-@contextmanager
-def mariadb_url() -> Iterator[str]:
-    require_mariadb()
-    import MySQLdb
-
-    name = f"realtime_order_{uuid.uuid4().hex[:12]}"
-    admin = MySQLdb.connect(host=MARIADB[0], port=MARIADB[1], user="root", connect_timeout=5)
-    admin.autocommit(True)
-    with closing(admin):
-        admin.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-        try:
-            yield f"mysql://root@{MARIADB[0]}:{MARIADB[1]}/{name}"
-        finally:
-            admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
-
-
-#: (database, wake-up backend): PostgreSQL's own LISTEN/NOTIFY; MariaDB polled.
-SETUPS = {"postgres": (postgres_url, "postgres"), "mariadb": (mariadb_url, "polling")}
-
-
-@pytest.fixture(scope="module", params=list(SETUPS))
-def site(request, tmp_path_factory):
-    """The demo under gunicorn (gevent) and daphne on a fresh database; yields (env, {kind: server})."""
-    make_url, backend = SETUPS[request.param]
-    directory = tmp_path_factory.mktemp(f"order-{request.param}")
-    with ExitStack() as stack:
-        url = stack.enter_context(make_url())
-        env = {**project_env(url), "REALTIME_BACKEND": backend}
-        manage(env, "migrate", "--verbosity", "0")
-        servers = {}
-        for kind in ("gunicorn-gevent", "daphne"):
-            servers[kind] = start_server(kind, env, directory / f"{kind}.log")
-            stack.callback(stop_server, servers[kind])
-        yield env, servers
-
-
-class HeldPublisher:
-    """tests/held_publisher.py in a process of its own, driven line by line."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.held_publisher"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        assert self.answer("ready") == "ready"
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line.strip())
-        self.lines.put("")
-
-    def answer(self, prefix: str, timeout: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            if not line:
-                raise AssertionError(f"the held publisher exited:\n{self.process.stderr.read()}")  # type: ignore[union-attr]
-            if line.startswith(prefix):
-                return line
-
-    def send(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-
-    def begin(self, name: str, channel: str) -> int:
-        self.send(f"begin {name} {channel}")
-        return int(self.answer(f"begun {name} ").split()[2])
-
-    def end(self, name: str, *, commit: bool = True) -> None:
-        self.send(f"{'commit' if commit else 'rollback'} {name}")
-        self.answer(f"{'committed' if commit else 'rolled back'} {name}")
-
-    def publish(self, channel: str) -> int:
-        self.send(f"publish {channel}")
-        return int(self.answer("published ").split()[1])
-
-    def close(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
 
 
 class Socket:
@@ -185,14 +70,6 @@ class Socket:
 def sse_next(stream: EventStream) -> tuple[int, str, str]:
     event = stream.next(timeout=ARRIVAL)
     return Cursor.event_id(event.id), event.event, event.id
-
-
-@pytest.fixture
-def publisher(site):
-    env, _ = site
-    held = HeldPublisher(env)
-    yield held
-    held.close()
 
 
 def test_a_held_transaction_delays_no_other_event_and_arrives_once_when_it_commits(site, publisher):

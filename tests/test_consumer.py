@@ -290,7 +290,7 @@ def test_subscribing_to_a_channel_the_hook_denies_is_forbidden():
             assert reply == {
                 "type": "error",
                 "code": "forbidden",
-                "message": "not allowed to subscribe to secret",
+                "message": "not allowed to subscribe to secret",  # as over SSE, and as a publish is refused
                 "ref": 1,
             }
             await apublish("secret", "hidden")
@@ -355,6 +355,92 @@ def test_unsubscribe_confirms_and_no_event_of_the_channel_follows():
             assert await client.silent()
 
     run(main())
+
+
+def test_an_unsubscribe_while_a_batch_is_sent_stops_the_rest_of_the_batch(monkeypatch):
+    """The events of a batch not yet sent when the client unsubscribes never follow its unsubscribed."""
+    from django_realtime.websocket import consumer
+
+    unwrap_send, unsubscribe = consumer.unwrap_send, consumer.RealtimeConsumer.unsubscribe
+    unsubscribed = asyncio.Event()
+
+    def held_after_the_first_event(send):
+        send = unwrap_send(send)
+        first = True
+
+        async def held_send(message):
+            nonlocal first
+            await send(message)
+            if first and json.loads(message["text"])["type"] == "event":
+                first = False
+                await unsubscribed.wait()  # the rest of the batch waits for the unsubscribe
+
+        return held_send
+
+    async def unsubscribe_then_release(self, request):
+        reply = await unsubscribe(self, request)
+        unsubscribed.set()
+        return reply
+
+    monkeypatch.setattr(consumer, "unwrap_send", held_after_the_first_event)
+    monkeypatch.setattr(consumer.RealtimeConsumer, "unsubscribe", unsubscribe_then_release)
+
+    async def main():
+        start = await apublish("chat:b", "before")
+        ids = [(await apublish("chat:b", n)).id for n in range(5)]
+        async with connected() as client:
+            await client.request({"type": "subscribe", "channel": "chat:b", "last_id": str(start.id)})
+            assert (await client.receive())["id"] == str(ids[0])  # one batch: the replay of all five
+            reply = await client.request({"type": "unsubscribe", "channel": "chat:b", "ref": "u"})
+            assert reply == {"type": "unsubscribed", "channel": "chat:b", "ref": "u"}
+            assert await client.silent(), "events of chat:b after its unsubscribed"
+
+    run(main())
+
+
+def test_an_unsubscribe_while_events_wait_for_room_drops_those_not_yet_queued(monkeypatch):
+    """Under daphne (the hub's wake-up sends): events not yet queued at the unsubscribe never follow its reply."""
+    from django_realtime.websocket import consumer
+    from django_realtime.websocket.outbox import Outbox
+
+    writable = asyncio.Event()  # daphne's write buffer has room
+    writable.set()
+    waiting, unsubscribed = asyncio.Event(), asyncio.Event()
+    put, unsubscribe = Outbox.put, consumer.RealtimeConsumer.unsubscribe
+
+    async def put_waiting(self, text):
+        waiting.set()
+        await put(self, text)
+
+    async def unsubscribe_noted(self, request):
+        reply = await unsubscribe(self, request)
+        unsubscribed.set()
+        return reply
+
+    monkeypatch.setattr(consumer, "adapt_connection", lambda send: writable)
+    monkeypatch.setattr(Outbox, "put", put_waiting)
+    monkeypatch.setattr(consumer.RealtimeConsumer, "unsubscribe", unsubscribe_noted)
+
+    async def main():
+        hub = get_hub()
+        async with connected() as client:
+            await client.request({"type": "subscribe", "channel": "chat:d"})
+            writable.clear()  # the client stops reading
+            start = hub.horizon
+            await asyncio.to_thread(feed, hub, *[(start + n, "chat:d", "message", str(n)) for n in range(1, 6)])
+            await waiting.wait()  # one event queued, the next waits for room
+            await client.send({"type": "unsubscribe", "channel": "chat:d", "ref": "u"})
+            await unsubscribed.wait()
+            writable.set()
+            sent = []  # those queued, or waiting for room, before the unsubscribe
+            while (message := await client.receive())["type"] == "event":
+                sent.append(int(message["id"]) - start)
+            assert message == {"type": "unsubscribed", "channel": "chat:d", "ref": "u"}
+            assert sent == list(range(1, len(sent) + 1)) and len(sent) < 5
+            assert await client.silent(), "events of chat:d after its unsubscribed"
+
+    with realtime(WEBSOCKET_SEND_BUFFER=1):
+        run(main())
 
 
 def test_unsubscribing_from_a_channel_not_subscribed_is_not_subscribed():

@@ -96,3 +96,9 @@ def test_a_look_alike_of_a_taken_name_is_taken_on_a_real_server(tmp_path):
         "from django.contrib.auth.models import User\nprint(sorted(User.objects.values_list('username', flat=True)))",
     )
     assert names.strip().splitlines()[-1] == "['alice', 'bob', 'zoë', 'élodie']"
+
+
+def test_the_sign_in_page_shows_no_connection_pill_as_it_never_connects(client):
+    assert 'id="status"' in client.get("/room/lobby/").content.decode()
+    page = client.get("/sign-in/").content.decode()
+    assert "realtime.js" not in page and 'id="status"' not in page

@@ -38,6 +38,11 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "migrate-from-django-eventstream" / "index.html").exists()
+    # The landing page shows the package at work, code and a picture, and every page works offline.
+    landing = (tmp_path / "site" / "index.html").read_text()
+    assert 'src="images/demo-chat.png"' in landing and (tmp_path / "site" / "images" / "demo-chat.png").exists()
+    assert "publish(" in landing and "EventSource(" in landing
+    assert not [page for page in (tmp_path / "site").rglob("*.html") if "fonts.googleapis.com" in page.read_text()]
 
 
 def prose(path):

@@ -11,7 +11,7 @@ from django.test import override_settings
 
 from django_realtime import publish
 from django_realtime.cursor import Cursor
-from django_realtime.hub import Hub, get_hub
+from django_realtime.hub import Hub, Seats, get_hub
 from django_realtime.models import Event
 from django_realtime.sse.responses import event_bytes
 from tests.threads import publish_and_close
@@ -232,6 +232,32 @@ def test_a_group_left_by_its_last_stream_is_forgotten():
         assert hub._groups == {} and hub._channels == {}
 
 
+def test_the_channels_of_ended_streams_are_forgotten_once_their_events_leave_the_buffer():
+    """Streams come and go, each on a channel of its own: the hub's state per channel stays within its buffer."""
+    from django_realtime.streams import follow
+
+    hub = bare_hub(10, buffer_size=4)
+    open_streams = []
+    for n in range(200):
+        channel = f"user:{n}"
+        stream = follow(hub, frozenset({channel}), hub.cursor, keepalive=3600)
+        feed(hub, (11 + n, channel, "message", str(n)))
+        assert [item.id for item in next(stream)] == [11 + n]
+        if n % 2:
+            # Ends while its event is still buffered: the channel goes when the event does.
+            stream.close()
+        else:
+            # Ends after its event has left the buffer: the channel goes with the stream.
+            open_streams.append(stream)
+            if len(open_streams) > 10:
+                open_streams.pop(0).close()
+    for stream in open_streams:
+        stream.close()
+    groups, channels = len(hub._groups), len(hub._channels)
+    assert groups == 0, f"{groups} waiter groups kept after every stream ended"
+    assert channels <= 2 * hub.buffer_size, f"{channels} channels kept for 200 seen"
+
+
 def test_a_channel_that_had_no_event_for_long_is_still_served_from_the_buffer():
     """A stream of a quiet channel whose cursor is far below the hub's floor needs no database read."""
     with override_settings(REALTIME={**QUIET, "BUFFER_SIZE": 3}):
@@ -284,6 +310,18 @@ def test_hub_retries_after_a_database_error(caplog):
                 break
             threading.Event().wait(0.01)
         assert hub.error is None
+
+
+def test_a_seat_given_back_twice_is_given_back_once():
+    """A stream's giver may run twice (an ASGI stream's end and its response's close): one seat comes back."""
+    seats = Seats(1)
+    assert seats.take()
+    give = seats.giver()
+    give()
+    give()
+    assert seats.taken == 0
+    assert seats.take()
+    assert not seats.take(), "one seat, as MAX_STREAMS says, not two"
 
 
 def test_hub_is_per_process_and_recreated_after_a_fork(monkeypatch):
@@ -340,11 +378,11 @@ def test_events_stored_through_the_orm_wake_the_hub_after_commit(write):
 # Commit order: late events, and cursors from elsewhere ---------------------------
 
 
-def bare_hub(top=10, **options):
+def bare_hub(top=10, buffer_size=100, **options):
     """A hub with no reader: the test hands it rows as its reader would."""
     from django_realtime.backends.inprocess import InProcessBackend
 
-    hub = Hub(InProcessBackend(), using="default", buffer_size=100, buffer_bytes=10**6, **options)
+    hub = Hub(InProcessBackend(), using="default", buffer_size=buffer_size, buffer_bytes=10**6, **options)
     hub.started(Cursor(top))
     return hub
 

@@ -223,6 +223,29 @@ def test_realtime_cursor_waits_for_no_publisher_in_flight_and_names_its_id(setti
         held.end(commit=True)
 
 
+def test_realtime_cursor_covers_an_event_committed_before_the_render_that_the_hub_has_not_read_yet(settings):
+    """A page rendered from the database after a commit must not get that event again from its cursor."""
+    from django.template import Context, Template
+
+    from django_realtime.hub import get_hub
+
+    settings.REALTIME = {**settings.REALTIME, "CURSOR_TIMEOUT": 5}
+    template = Template("{% load realtime %}{% realtime_cursor %}")
+    hub = get_hub()
+    assert hub.ensure_ready()
+    # Committed by another process, say: no wake-up has reached this hub yet.
+    with connections["postgres"].cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO django_realtime_event (channel, event, data, created) "
+            "VALUES ('c', 'message', '\"elsewhere\"', now()) RETURNING id"
+        )
+        (elsewhere,) = cursor.fetchone()
+    assert not hub.cursor.covers(elsewhere), "the hub has not read it: the race this test is about"
+    started = time.monotonic()
+    assert Cursor.parse(template.render(Context())).covers(elsewhere)
+    assert time.monotonic() - started < 1
+
+
 def created():
     return Event.objects.using("postgres").create(channel="c", data_json='"created"').id
 

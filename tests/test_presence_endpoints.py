@@ -4,10 +4,13 @@ import json
 
 import pytest
 from django.conf import settings
+from django.db import OperationalError
 from django.test import override_settings
 
+from django_realtime import publish
+from django_realtime.hub import get_hub
 from django_realtime.models import Event, PresenceMember
-from django_realtime.presence import JOIN, LEAVE
+from django_realtime.presence import JOIN, LEAVE, Registry
 from django_realtime.websocket.consumer import run_released
 from tests.test_consumer import connected, run
 from tests.test_views import _events, first_chunks
@@ -208,13 +211,65 @@ def test_a_stream_refused_a_seat_joins_nothing(client):
         first.close()
 
 
+def test_a_stream_whose_presence_cannot_be_written_leaves_what_it_joined_and_takes_no_seat(client, monkeypatch):
+    """A DatabaseError at its second channel's join: the stream is refused (503) and its first join undone."""
+    insert = Registry._insert
+
+    def insert_all_but_chat_b(self, members):
+        if any(member.channel == "chat:b" for member in members):
+            raise OperationalError("the database went away")
+        insert(self, members)
+
+    monkeypatch.setattr(Registry, "_insert", insert_all_but_chat_b)
+    response = client.get("/events/?channel=chat:a&channel=chat:b&presence=chat:a&presence=chat:b&name=ada")
+    assert response.status_code == 503
+    assert not PresenceMember.objects.exists(), "the member on chat:a stayed"
+    assert [row.event for row in Event.objects.order_by("id")] == [JOIN, LEAVE]
+    assert get_hub().seats.taken == 0
+
+
+def test_an_asgi_stream_that_ends_because_the_log_cannot_be_read_leaves_presence(monkeypatch, caplog):
+    """Django's ASGI handler closes a response, which leaves its presence, only if its stream ends cleanly."""
+    from asgiref.testing import ApplicationCommunicator
+    from django.core.handlers.asgi import ASGIHandler
+
+    def unreadable(*args, **kwargs):
+        raise OperationalError("the database went away")
+
+    publish("chat:a", "before the hub")
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/events/",
+        # From 0: older than the hub, which starts with the stream, so the stream reads the log.
+        "query_string": b"channel=chat:a&presence=chat:a&name=ada&lastEventId=0",
+        "headers": [(b"host", b"testserver")],
+    }
+    monkeypatch.setattr("django_realtime.streams.read_page", unreadable)
+
+    async def main():
+        communicator = ApplicationCommunicator(ASGIHandler(), scope)
+        await communicator.send_input({"type": "http.request"})
+        await communicator.wait(5)  # the handler returns once the stream has ended and its response is closed
+        messages = []
+        while not communicator.output_queue.empty():
+            messages.append(communicator.output_queue.get_nowait())
+        return messages
+
+    start, *body = run(main())
+    assert start["status"] == 200
+    assert b"".join(message.get("body", b"") for message in body).startswith(b"retry:")
+    assert "ends a stream of chat:a" in caplog.text
+    assert not PresenceMember.objects.exists(), "the stream's member stayed"
+    assert [row.event for row in Event.objects.order_by("id")] == ["message", JOIN, LEAVE]
+    assert get_hub().seats.taken == 0
+
+
 def identity_that_raises(user, channel, name):
     raise RuntimeError("the identity hook is broken")
 
 
 def test_an_identity_hook_that_raises_leaves_no_seat_no_member_and_the_websocket_open(client):
-    from django_realtime.hub import get_hub
-
     with override_settings(
         REALTIME={**settings.REALTIME, "PRESENCE_CHANNELS": ["chat:*"], "PRESENCE_IDENTITY": identity_that_raises}
     ):

@@ -4,13 +4,13 @@ The wheel is built from a clean copy and installed, with the newest Django
 6.1 and nothing of this checkout, into a Python 3.13 virtual environment.
 A project made by ``startproject`` then follows the quickstart, the tutorial
 and the htmx page, with their code blocks taken from ``docs/`` as they
-stand: a block that changes or goes makes this test fail rather than pass
-on code the docs no longer show.  What the docs leave to the reader (a page
-that extends the base template, a template for the htmx fragment, a user to
-log in as) is written here and marked so.  The tutorial's own tests run with
-pytest, and Chromium then does what its "Try it" section says, on
-``runserver`` (no daphne: ``realtime.js`` falls back to SSE), and watches the
-htmx list fill from ``publish_html()``.
+stand and put where the docs say: a block that changes or goes makes this
+test fail rather than pass on code the docs no longer show.  Only the htmx
+page's fragment template and URL, which htmx.md leaves to the reader, are
+written here, and marked so.  The tutorial's own tests run with pytest, and
+Chromium then opens each page the docs tell the reader to open, on
+``runserver`` (no daphne: pages use SSE), does what their "Try it" sections
+say, and finds no console error on any of them.
 """
 
 from __future__ import annotations
@@ -129,12 +129,24 @@ def walk(tmp_path_factory):
     settings = site / "mysite" / "settings.py"
     urls = site / "mysite" / "urls.py"
 
-    # Quickstart, step 2: the app in INSTALLED_APPS, the URLs.
-    installed = lines_between(block("quickstart.md", "# settings.py"), "INSTALLED_APPS = [", "]")
-    add_apps(settings, installed)
-    routes = lines_between(block("quickstart.md", "# urls.py"), "urlpatterns = [", "]")
+    # Quickstart, step 2: the app of one's own, the apps in INSTALLED_APPS, REALTIME, the URLs.
+    command = block("quickstart.md", "python manage.py startapp chat").split()
+    run(bin_ / "python", *command[1:], cwd=site, env=env)
+    settings_block = block("quickstart.md", "# settings.py")
+    add_apps(settings, lines_between(settings_block, "INSTALLED_APPS = [", "]"))
+    with settings.open("a") as file:
+        file.write("\n" + settings_block[settings_block.index("REALTIME = {") :])
+    routes = lines_between(block("quickstart.md", "# urls.py", containing="include("), "urlpatterns = [", "]")
     edit(urls, "from django.urls import path", "from django.urls import include, path")
     edit(urls, "    path('admin/', admin.site.urls),\n", "    path('admin/', admin.site.urls),\n" + routes)
+    # Step 3: the views, their URLs.
+    (site / "chat" / "views.py").write_text(block("quickstart.md", "# chat/views.py"))
+    with urls.open("a") as file:
+        file.write("\n" + block("quickstart.md", "# urls.py", containing="chat.send"))
+    # Step 4: the room's template.
+    room = site / "chat" / "templates" / "chat" / "room.html"
+    room.parent.mkdir(parents=True)
+    room.write_text(block("quickstart.md", "<!doctype html>"))
 
     # The tutorial, step 2: the app.
     run(*manage, "startapp", "notifications", cwd=site, env=env)
@@ -142,38 +154,36 @@ def walk(tmp_path_factory):
     installed = lines_between(apps, "INSTALLED_APPS = [", "]")
     assert '"django_realtime",' in installed
     add_apps(settings, installed.replace('    "django_realtime",\n', ""))
-    # Step 3: the hook, and REALTIME grown from the quickstart's (the htmx page's channel added, as htmx.md says).
+    # Step 3: the hook, and the quickstart's REALTIME grown as the tutorial says (its dict replaces the first).
     app = site / "notifications"
     (app / "realtime.py").write_text(block("tutorial.md", "# notifications/realtime.py"))
     realtime = block("tutorial.md", "# settings.py", containing="REALTIME")
     assert '"PUBLIC_CHANNELS": ["chat:*"]' in realtime
-    with settings.open("a") as file:
-        file.write("\n" + realtime.replace('["chat:*"]', '["chat:*", "shop:*"]'))
+    with settings.open("a") as file:  # the tutorial's REALTIME replaces the quickstart's, as it says
+        file.write("\n" + realtime.replace('["chat:*"]', '["chat:*", "shop:*"]'))  # htmx.md's channel added
     # Step 4: publish.
     for name in ("notify.py", "signals.py", "apps.py"):
         (app / name).write_text(block("tutorial.md", f"# notifications/{name}"))
     (app / "views.py").write_text(block("tutorial.md", "# notifications/views.py", containing="def test_notification"))
     with urls.open("a") as file:
         file.write("\n" + block("tutorial.md", "# urls.py", containing="test_notification"))
-    # Step 5: the base template and the header.
+    # Step 5: the base template, the header, a page that extends the base template and its URL.
     edit(settings, "'DIRS': [],", "'DIRS': [BASE_DIR / 'templates'],")
     templates = site / "templates"
     templates.mkdir()
-    base_html = block("tutorial.md", "<!doctype html>")
-    (templates / "base.html").write_text(base_html)
+    (templates / "base.html").write_text(block("tutorial.md", "<!doctype html>"))
     header = app / "templates" / "notifications" / "header.html"
     header.parent.mkdir(parents=True)
-    header.write_text(block("tutorial.md", "{% load realtime %}"))
-    # Not in the docs: the page of the reader's own site that extends the base template.
-    (templates / "home.html").write_text('{% extends "base.html" %}{% block content %}<h1>Home</h1>{% endblock %}')
+    header.write_text(block("tutorial.md", "{% load realtime %}", containing="realtime_script"))
+    (templates / "home.html").write_text(block("tutorial.md", '{% extends "base.html" %}'))
     with urls.open("a") as file:
-        file.write(
-            "\nfrom django.views.generic import TemplateView\n\n"
-            'urlpatterns += [path("", TemplateView.as_view(template_name="home.html"))]\n'
-        )
-    # Step 7: a stream of one's own.
+        file.write("\n" + block("tutorial.md", "# urls.py", containing='name="home"'))
+    # Step 7: a stream of one's own, and its page.
     with (app / "views.py").open("a") as file:
         file.write("\n\n" + block("tutorial.md", "# notifications/views.py", containing="stream_channels"))
+    (app / "templates" / "notifications" / "list.html").write_text(
+        block("tutorial.md", "{% load realtime %}", containing="EventSource")
+    )
     with urls.open("a") as file:
         file.write("\n" + block("tutorial.md", "# urls.py", containing="notification_stream"))
     # Step 8: the tests, and pytest-django's setting.
@@ -188,7 +198,7 @@ def walk(tmp_path_factory):
     (shop / "orders.html").write_text(f"<!doctype html>\n<title>Orders</title>\n{orders}")
     # Not in the docs: the fragment's template.
     (shop / "order_row.html").write_text('<li class="order"><b>{{ order }}</b>\n<small>new</small></li>\n')
-    with urls.open("a") as file:
+    with urls.open("a") as file:  # not in the docs either: the page's URL
         file.write('\nurlpatterns += [path("orders/", TemplateView.as_view(template_name="shop/orders.html"))]\n')
 
     run(*manage, "check", cwd=site, env=env)
@@ -248,10 +258,34 @@ def test_a_newcomer_gets_the_tutorials_notifications_and_the_htmx_list_in_a_brow
         os.killpg(server.pid, 9)
         server.wait()
         log.close()
+    # The first run is quiet on the server too: no page tried a WebSocket runserver does not serve.
+    assert "/ws/" not in (site / "runserver.log").read_text()
 
 
-def _log_in(browser, url):
-    page = browser.new_context().new_page()
+class Console:
+    """The console errors and uncaught exceptions of every page a test opens: a newcomer sees them in red."""
+
+    def __init__(self, browser) -> None:
+        self.browser = browser
+        self.errors: list[str] = []
+
+    def new_page(self, context=None):
+        page = (context or self.browser.new_context()).new_page()
+        page.set_default_timeout(20_000)
+        page.on("console", lambda message: self._console(page, message))
+        page.on("pageerror", lambda error: self.errors.append(f"{page.url}: uncaught {error}"))
+        return page
+
+    def _console(self, page, message) -> None:
+        source = message.location.get("url", "")
+        # The browser asks each new origin for /favicon.ico by itself; startproject serves none.
+        if message.type == "error" and not source.endswith("/favicon.ico"):
+            self.errors.append(f"{page.url}: {message.text} ({source})")
+
+
+def _log_in(console, url):
+    # "Log in ... through the admin's login page, which then takes you to the home page."
+    page = console.new_page()
     page.goto(f"{url}/admin/login/?next=/")
     page.fill("#id_username", "ann")
     page.fill("#id_password", PASSWORD)
@@ -260,38 +294,89 @@ def _log_in(browser, url):
     return page
 
 
-def _toasts(page):
-    return page.eval_on_selector_all(".toast", "nodes => nodes.map((node) => node.textContent)")
+def _texts(page, selector):
+    return page.eval_on_selector_all(selector, "nodes => nodes.map((node) => node.textContent)")
 
 
-def _wait_for_toast(page, start, timeout=20.0):
+def _wait_for_text(page, selector, start, timeout=20.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for text in _toasts(page):
-            if text.startswith(start):
-                return
+        if any(text.startswith(start) for text in _texts(page, selector)):
+            return
         page.wait_for_timeout(100)
-    raise AssertionError(f"no toast {start!r}: {_toasts(page)}")
+    raise AssertionError(f"no {selector} {start!r}: {_texts(page, selector)}")
 
 
-def _try_it(browser, url, manage, site, env):
+def _shell(command: str, manage, site, env) -> None:
+    """Run a ``python manage.py ...`` line of the docs as it stands, its quoted JSON one argument."""
+    words = re.findall(r"'[^']*'|\S+", command.strip())
+    assert words[:2] == ["python", "manage.py"], words
+    run(*manage, *(word.strip("'") for word in words[2:]), cwd=site, env=env)
+
+
+def _quickstart(console, url, manage, site, env):
+    # "Open http://127.0.0.1:8000/chat/lobby/ in two tabs and send a message from one: both show it."
+    context = console.browser.new_context()
+    tabs = [console.new_page(context), console.new_page(context)]
+    for tab in tabs:
+        tab.goto(f"{url}/chat/lobby/")
+    tabs[0].fill("input[name=text]", "hi from a tab")
+    tabs[0].click("button[type=submit]")
+    for tab in tabs:
+        _wait_for_text(tab, "#log li", "hi from a tab")
+    # "Any process can publish to the room. In a second shell: ... Both tabs show it."
+    publish = block("quickstart.md", "python manage.py publish_event chat:lobby")
+    _shell(publish, manage, site, env)
+    for tab in tabs:
+        _wait_for_text(tab, "#log li", "hello from the shell")
+    # "follow the channel with curl ... and publish again. curl prints:"
+    curl = block("quickstart.md", "curl -N")
+    [stream_url] = re.findall(r"'([^']+)'", curl)
+    printed = block("quickstart.md", "retry: 3000")
+    seen: list[str] = []
+    with httpx.stream("GET", stream_url.replace("http://127.0.0.1:8000", url), timeout=20) as response:
+        lines = response.iter_lines()
+        for line in lines:
+            seen.append(line)
+            if line == "":  # the prelude, before any event: now publish again
+                break
+        _shell(publish, manage, site, env)
+        for line in lines:
+            if not line.startswith(":"):  # keepalive comments, as the docs say after the block
+                seen.append(line)
+            if line == "" and len(seen) > 2:
+                break
+    assert "\n".join(seen) + "\n" == printed, seen
+    context.close()
+
+
+def _tutorial(console, url, manage, site, env):
     # "Press 'Send me a test notification': a toast appears."
-    page = _log_in(browser, url)
+    page = _log_in(console, url)
     page.click("#test-notification button")
-    _wait_for_toast(page, "This is a test notification.")
+    _wait_for_text(page, ".toast", "This is a test notification.")
     # "Log in as the same user in another browser: the first browser shows 'New sign-in ...'."
-    other = _log_in(browser, url)
-    _wait_for_toast(page, "New sign-in to your account from")
+    other = _log_in(console, url)
+    _wait_for_text(page, ".toast", "New sign-in to your account from")
     other.context.close()
     # "From a shell, which is another process": the tutorial's command, as it stands.
     command = block("tutorial.md", "python manage.py publish_event user:1 --event notification", containing="shell")
-    args = re.findall(r"'[^']*'|\S+", command.strip())[2:]
-    run(*manage, *(arg.strip("'") for arg in args), cwd=site, env=env)
-    _wait_for_toast(page, "Hello from the shell")
-    assert page.text_content("#unread") == "3"
+    _shell(command.strip().splitlines()[0], manage, site, env)
+    _wait_for_text(page, ".toast", "Hello from the shell")
+    # Three: not the page's own sign-in, committed in the login request before the page rendered, which
+    # {% realtime_cursor %} covers.
+    assert page.text_content("#unread") == "3", _texts(page, ".toast")
 
+    # Step 7: "Open http://127.0.0.1:8000/notifications/ and send yourself a notification from the shell."
+    listing = console.new_page(page.context)
+    listing.goto(f"{url}/notifications/")
+    _shell(command.strip().splitlines()[0], manage, site, env)
+    _wait_for_text(listing, "#notifications li", "Hello from the shell")
+
+
+def _htmx(console, url, manage, site, env):
     # The htmx page: publish_html() from a shell, the fragment swapped in as HTML, newest first.
-    orders = browser.new_context().new_page()
+    orders = console.new_page()
     orders.goto(f"{url}/orders/")
     publish = block("htmx.md", "from django_realtime import publish_html")
     for order in ("tea & <cake>", "scones"):
@@ -301,3 +386,11 @@ def _try_it(browser, url, manage, site, env):
     items = orders.eval_on_selector_all("li.order b", "nodes => nodes.map((node) => node.textContent)")
     assert items == ["scones", "tea & <cake>"]
     assert orders.eval_on_selector_all("li.order small", "nodes => nodes.length") == 2
+
+
+def _try_it(browser, url, manage, site, env):
+    console = Console(browser)
+    _quickstart(console, url, manage, site, env)
+    _tutorial(console, url, manage, site, env)
+    _htmx(console, url, manage, site, env)
+    assert console.errors == [], console.errors

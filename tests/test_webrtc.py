@@ -245,9 +245,13 @@ def test_two_users_connect_a_data_channel_and_video_through_their_pair_channel(
     for page in (ann_page, bob_page):
         wait_for_value(page, f"() => ({REMOTE_VIDEO})() > 0", True)
 
+    for page in (ann_page, bob_page):
+        assert page.is_visible(".call-videos")
     ann_page.click(".call-hangup")
     bob_page.wait_for_selector(".call-status[data-state=idle]")
     assert bob_page.text_content(".call-status") == "ann hung up."
+    for page in (ann_page, bob_page):  # no black video boxes left behind
+        wait_for_value(page, "() => document.querySelector('.call-videos').hidden", True)
 
     # The signalling went through the pair channel, over the transport of the pages;
     # the messages of the data channel went peer to peer, never through the log.
@@ -306,6 +310,9 @@ def test_in_the_room_a_user_calls_another_from_who_is_here_and_they_answer_from_
     # Bob's room rings, with a link that answers; Ann's own room does not ring for her own call.
     bob_room.wait_for_selector(".notice a.call-link")
     assert bob_room.text_content(".notice:has(a.call-link)") == "ann is calling you: answer"
+    # Hard to miss: as large as the messages, not a muted small line among them.
+    size = bob_room.eval_on_selector(".notice:has(a.call-link)", "(e) => parseFloat(getComputedStyle(e).fontSize)")
+    assert size >= 15, size
     with bob_room.context.expect_page() as opened:
         bob_room.click(".notice a.call-link")
     bob_call = opened.value
@@ -539,7 +546,7 @@ def test_a_third_user_cannot_read_the_pair_channel_over_sse_live_or_by_replay(ws
         for extra in ({}, {"Last-Event-ID": "0"}):
             response = client.get(url, params={"channel": channel}, headers={**headers, **extra})
             assert response.status_code == 403, response.text
-            assert f"Not allowed to subscribe to: {channel}" in response.text
+            assert f"not allowed to subscribe to {channel}" in response.text
         response = client.get(url, params={"channel": channel, "lastEventId": "0"}, headers=headers)
         assert response.status_code == 403
     # Beside a channel the user may read, with every id replayed from 0: an in-band

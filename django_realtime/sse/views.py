@@ -28,6 +28,7 @@ from ..protocol import (
     PRESENCE_FORBIDDEN,
     TOO_LARGE,
     TOO_MANY_CHANNELS,
+    not_allowed_to_subscribe,
 )
 from .encoding import encode_cursor, encode_error
 from .origin import from_trusted_page
@@ -322,7 +323,7 @@ def events(request: HttpRequest, channels: Iterable[str] | None = None) -> HttpR
     denied = [name for name in names if name not in invalid and not authorize(user, name, SUBSCRIBE)]
     allowed = frozenset(name for name in names if name not in invalid and name not in denied)
     if not with_channels and denied:
-        return _plain(403, f"Not allowed to subscribe to: {', '.join(denied)}")
+        return _plain(403, not_allowed_to_subscribe(denied))
     try:
         joins = Joins(request, user, asked)
     except BadParameter as exc:
@@ -343,10 +344,10 @@ def events(request: HttpRequest, channels: Iterable[str] | None = None) -> HttpR
             return _rate_limited(rates.PRESENCE)
     if not allowed:  # nothing to stream: refuse the request, naming every channel's cause
         if denied:
-            return _plain(403, "; ".join([*invalid.values(), f"Not allowed to subscribe to: {', '.join(denied)}"]))
+            return _plain(403, "; ".join([*invalid.values(), not_allowed_to_subscribe(denied)]))
         return _plain(400, "; ".join(invalid.values()))
     errors = [encode_error(name, INVALID_CHANNEL, message) for name, message in invalid.items()]
-    errors += [encode_error(name, FORBIDDEN, f"Not allowed to subscribe to: {name}") for name in denied]
+    errors += [encode_error(name, FORBIDDEN, not_allowed_to_subscribe([name])) for name in denied]
     errors += [encode_error(name, PRESENCE_FORBIDDEN, f"Not allowed to be present on: {name}") for name in forbidden]
     errors += [encode_error(name, PRESENCE_FORBIDDEN, CROSS_SITE) for name in cross_site]
     too_many = f"Too many channels: at most {limit} per connection"

@@ -427,7 +427,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             raise protocol.ProtocolError(protocol.ALREADY_SUBSCRIBED, f"already subscribed to {channel}", request.ref)
         _within_limit(self.followers, "at most {limit} subscriptions per connection", request.ref)
         if not await self.authorize(channel, SUBSCRIBE, request.ref):
-            raise protocol.ProtocolError(protocol.FORBIDDEN, f"not allowed to subscribe to {channel}", request.ref)
+            raise protocol.ProtocolError(protocol.FORBIDDEN, protocol.not_allowed_to_subscribe([channel]), request.ref)
         # Without last_id, start at the hub's cursor: every event it does not cover
         # is delivered, and the client holds a cursor before any event arrives.
         follower = Follower(self.hub, frozenset({channel}), cursor, None)

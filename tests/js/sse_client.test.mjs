@@ -50,10 +50,10 @@ test("an in-band error fails its subscription alone; the stream goes on without 
   realtime.subscribe("secret", { onError: (e) => errors.push([e.code, e.message, e.channel]) });
   realtime.subscribe("chat:ok", { onEvent: (e) => got.push(e.data) });
   const stream = (await fetch.next()).open();
-  const refusal = { channel: "secret", code: "forbidden", message: "Not allowed to subscribe to: secret" };
+  const refusal = { channel: "secret", code: "forbidden", message: "not allowed to subscribe to secret" };
   stream.send(`retry: 3000\n\nevent: error\ndata: ${JSON.stringify(refusal)}\n\n` + event("chat:ok", 8, "hi"));
   await until(() => got.length === 1);
-  assert.deepEqual(errors, [["forbidden", "Not allowed to subscribe to: secret", "secret"]]);
+  assert.deepEqual(errors, [["forbidden", "not allowed to subscribe to secret", "secret"]]);
   assert.deepEqual(log.errors.map((e) => e.code), ["forbidden"]);
   assert.equal(realtime.lastId("secret"), null);
   await wait(20);

@@ -22,7 +22,7 @@
       <button type="button" class="call-decline" hidden>Decline</button>
       <button type="button" class="call-hangup" hidden>Hang up</button>
     </div>
-    <div class="call-videos">
+    <div class="call-videos" hidden>
       <video class="call-remote" autoplay playsinline aria-label="Their video"></video>
       <video class="call-local" autoplay playsinline muted aria-label="Your video"></video>
     </div>
@@ -48,6 +48,7 @@
       answer: $(".call-answer"),
       decline: $(".call-decline"),
       hangup: $(".call-hangup"),
+      videos: $(".call-videos"),
       remote: $(".call-remote"),
       local: $(".call-local"),
       messages: $(".call-messages"),
@@ -66,6 +67,7 @@
       ui.start.hidden = state !== "idle";
       ui.answer.hidden = ui.decline.hidden = state !== "ringing";
       ui.hangup.hidden = !["calling", "connecting", "connected"].includes(state);
+      ui.videos.hidden = ui.hangup.hidden; // no black boxes before a call or after a hang-up
       const open = state === "connected" && peer !== null && peer.dataChannel && peer.dataChannel.readyState === "open";
       ui.text.disabled = ui.send.disabled = !open;
     }

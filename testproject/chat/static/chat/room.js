@@ -86,6 +86,8 @@
 
   realtime.on("state", showStatus);
   realtime.on("transport", () => {
+    // A site that serves no WebSockets says so ({% realtime_script %}): SSE is then no fallback.
+    if (!realtime.options.transports.includes("websocket")) return showStatus();
     fellBack = true;
     showStatus();
     notice("WebSockets could not connect, so this page uses Server-Sent Events.");
@@ -274,6 +276,7 @@
             if (!info || data.to || info.user !== pk || info.calling !== true || rung.has(data.from)) return;
             rung.add(data.from);
             const item = notice(`${name} is calling you: `);
+            item.classList.add("incoming-call");
             const answer = el("a", "call-link", "answer");
             answer.href = callUrl(pk, "answer");
             answer.target = "_blank";
