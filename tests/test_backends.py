@@ -288,18 +288,18 @@ class PerChannelWakeups:
         reads = None
         while reads != hub.reads:
             reads = hub.reads
-            time.sleep(1.5)  # past SETTLE_RECHECK: a gap's dead ids are settled by then
+            time.sleep(0.8)  # longer than SETTLE_RECHECK: a gap still settling reads again within it
         return reads
 
     def test_a_wake_up_for_a_channel_no_stream_follows_reads_nothing_one_it_follows_reads_once(self):
         hub = self.ready_hub()
         batches = follow(hub, frozenset({"c"}), hub.horizon, keepalive=0.2)
         # A first event, so that the ids other tests used and left dead below it are settled.
-        first_id = self.publish_elsewhere("c", '"first"')
-        assert [item.id for item in take(batches, 1)] == [first_id]
+        first = self.publish("c", '"first"')
+        assert [item.id for item in take(batches, 1)] == [first.id]
         before = self.settled_reads(hub)
         self.publish_elsewhere("x", '"nobody here follows x"')
-        time.sleep(1.0)  # the wake-up, had it come, has long been read
+        time.sleep(0.5)  # the wake-up, had it come, has long been read
         assert hub.reads == before, "a process read the log for a channel none of its streams follows"
         event_id = self.publish_elsewhere("c", '"followed"')
         assert [item.id for item in take(batches, 1)] == [event_id]
