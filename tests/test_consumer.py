@@ -778,3 +778,12 @@ def test_the_demo_serves_ws_behind_the_origin_check(origin, accepted):
         await communicator.disconnect()
 
     run(main())
+
+
+def test_every_request_of_the_protocol_has_a_handler_that_the_consumer_defines():
+    from typing import get_args
+
+    from django_realtime.websocket.consumer import HANDLERS, RealtimeConsumer
+
+    assert set(HANDLERS) == set(get_args(protocol.Request))
+    assert all(callable(getattr(RealtimeConsumer, name, None)) for name in HANDLERS.values())

@@ -66,6 +66,19 @@ async def run_released(func: Any, *args: Any, **kwargs: Any) -> Any:
     return await sync_to_async(_released, thread_sensitive=False)(func, *args, **kwargs)
 
 
+#: The method of RealtimeConsumer that handles each request of the protocol; it returns the reply, if any
+#: (a subscription replies itself, once its replay is under way).
+HANDLERS: dict[type, str] = {
+    protocol.Subscribe: "subscribe",
+    protocol.Unsubscribe: "unsubscribe",
+    protocol.Publish: "publish",
+    protocol.Join: "join",
+    protocol.Leave: "leave",
+    protocol.Who: "who",
+    protocol.Ping: "ping",
+}
+
+
 class Waker:
     """Stands in the hub's list for a future: resolving it runs the connection's woken()."""
 
@@ -385,20 +398,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         reply: str | None = None
         try:
             request = protocol.parse(text_data, int(realtime_settings.WEBSOCKET_MAX_MESSAGE_SIZE))
-            if isinstance(request, protocol.Subscribe):
-                await self.subscribe(request)
-            elif isinstance(request, protocol.Unsubscribe):
-                reply = await self.unsubscribe(request)
-            elif isinstance(request, protocol.Publish):
-                reply = await self.publish(request)
-            elif isinstance(request, protocol.Join):
-                reply = await self.join(request)
-            elif isinstance(request, protocol.Leave):
-                reply = await self.leave(request)
-            elif isinstance(request, protocol.Who):
-                reply = await self.who(request)
-            else:
-                reply = protocol.pong(request.ref)
+            reply = await getattr(self, HANDLERS[type(request)])(request)
         except protocol.ProtocolError as exc:
             reply = exc.reply()
         if reply is not None:
@@ -416,6 +416,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             raise protocol.ProtocolError(
                 protocol.UNAVAILABLE, f"could not check whether you may {action} {channel}; try again later", ref
             ) from None
+
+    async def ping(self, request: protocol.Ping) -> str:
+        return protocol.pong(request.ref)
 
     async def subscribe(self, request: protocol.Subscribe) -> None:
         channel = valid_channel(request.channel, request.ref)
