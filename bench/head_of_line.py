@@ -35,14 +35,15 @@ import threading
 import time
 import uuid
 from collections import Counter
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
 from httpx_sse import connect_sse
 
+from tests.mariadb_database import scratch_mariadb
 from tests.servers import ROOT, manage, project_env, start_server, stop_server
-from tests.services import MARIADB, POSTGRES
+from tests.services import POSTGRES
 
 #: name -> (channel, hold, interval) for each publisher of a shape.
 SHAPES = {
@@ -74,16 +75,8 @@ def fresh_database(kind: str):
             finally:
                 admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         return
-    import MySQLdb
-
-    admin = MySQLdb.connect(host=MARIADB[0], port=MARIADB[1], user="root")
-    admin.autocommit(True)
-    with closing(admin):
-        admin.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-        try:
-            yield f"mysql://root@{MARIADB[0]}:{MARIADB[1]}/{name}"
-        finally:
-            admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+    with scratch_mariadb("realtime_hol") as url:
+        yield url
 
 
 class Publisher:

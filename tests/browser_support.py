@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,19 @@ def require_browser() -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{message}, and CI must run every test")
     pytest.skip(message)
+
+
+def launched_chromium() -> Iterator[Any]:
+    """Yield Chromium, launched through Playwright (skips, or fails under CI, where it is missing); close it after."""
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
 
 
 def chromium_path() -> str:

@@ -37,7 +37,13 @@ from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
 from django_realtime.cursor import Cursor
-from tests.scale_out_helpers import PUBLISHER_START_TIMEOUT, Outcome, PublisherProcess
+from tests.scale_out_helpers import (
+    PUBLISHER_START_TIMEOUT,
+    Outcome,
+    PublisherProcess,
+    commit_order_problems,
+    cursor_problems,
+)
 from tests.servers import Server, start_server, stop_server
 from tests.tcp_proxy import TCPProxy
 
@@ -303,22 +309,8 @@ class Subscriber:
                 )
             if duplicates := sorted(i for i, n in counts.items() if n > 1):
                 problems.append(f"{self}: {name}: events received more than once: {duplicates[:20]}")
-            # Commit order (docs/architecture.md): a publisher's events of a channel in the order it committed them.
-            by_publisher: dict[str, list[int]] = {}
-            for event_id in ids:
-                by_publisher.setdefault(outcome.committed[event_id][1]["publisher"], []).append(event_id)
-            for publisher, mine in by_publisher.items():
-                if disorder := [(a, b) for a, b in zip(mine, mine[1:], strict=False) if b <= a]:
-                    problems.append(f"{self}: {name}: {publisher}'s events out of commit order: {disorder[:10]}")
-        # The cursor each event came with covers it and what came before it (per channel on a WebSocket),
-        # across reconnects too: each resumed from the last one.
-        seen: dict[str | None, list[int]] = {}
-        for (event_id, channel, *_), text in zip(received, list(self.received_cursors), strict=False):
-            mine = seen.setdefault(channel if self.transport == "ws" else None, [])
-            mine.append(event_id)
-            if uncovered := [i for i in mine[-50:] if not Cursor.parse(text).covers(i)]:
-                problems.append(f"{self}: the cursor {text} of event {event_id} leaves out {uncovered[:5]}")
-                break
+            problems += commit_order_problems(f"{self}: {name}", ids, outcome)
+        problems += cursor_problems(str(self), self.transport, received, list(self.received_cursors))
         if problems:
             problems.append(f"{self}: its connections: " + "; ".join(describe(c) for c in self.connections[-8:]))
         return problems

@@ -16,15 +16,15 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, contextmanager
 
 import pytest
 
+from tests.mariadb_database import scratch_mariadb
 from tests.postgres_database import scratch_database
 from tests.servers import ROOT, manage, project_env, start_server, stop_server
-from tests.services import MARIADB, POSTGRES, require_mariadb
+from tests.services import POSTGRES, require_mariadb
 
 #: Seconds within which a committed event must arrive: far longer than delivery takes, far shorter than
 #: the transactions held open here (they stay open until the test ends them).
@@ -40,17 +40,8 @@ def postgres_url() -> Iterator[str]:
 @contextmanager
 def mariadb_url() -> Iterator[str]:
     require_mariadb()
-    import MySQLdb
-
-    name = f"realtime_order_{uuid.uuid4().hex[:12]}"
-    admin = MySQLdb.connect(host=MARIADB[0], port=MARIADB[1], user="root", connect_timeout=5)
-    admin.autocommit(True)
-    with closing(admin):
-        admin.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-        try:
-            yield f"mysql://root@{MARIADB[0]}:{MARIADB[1]}/{name}"
-        finally:
-            admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+    with scratch_mariadb("realtime_order") as url:
+        yield url
 
 
 #: (database, wake-up backend): PostgreSQL's own LISTEN/NOTIFY; MariaDB polled.

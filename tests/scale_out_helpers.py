@@ -375,23 +375,33 @@ class Subscriber:
                 problems.append(f"{self}: {name}: {len(missing)} of {len(expected)} events missing: {late}")
             if duplicates := sorted(i for i, n in counts.items() if n > 1):
                 problems.append(f"{self}: {name}: events received more than once: {duplicates}")
-            by_publisher: dict[str, list[int]] = {}
-            for event_id in ids:
-                by_publisher.setdefault(outcome.committed[event_id][1]["publisher"], []).append(event_id)
-            for publisher, mine in by_publisher.items():
-                if disorder := [(a, b) for a, b in zip(mine, mine[1:], strict=False) if b <= a]:
-                    problems.append(f"{self}: {name}: {publisher}'s events out of commit order: {disorder[:10]}")
-        # A stream's cursor (a WebSocket subscription's: one per channel) covers what it delivered,
-        # across reconnects too: each resumed from the last one.
-        cursors = [Cursor.parse(text) for text in list(self.cursors)[: len(received)]]
-        seen: dict[str | None, list[int]] = {}
-        for (event_id, channel, *_), cursor in zip(received, cursors, strict=False):
-            mine = seen.setdefault(channel if self.transport == "ws" else None, [])
-            mine.append(event_id)
-            if uncovered := [i for i in mine[-50:] if not cursor.covers(i)]:
-                problems.append(f"{self}: the cursor {cursor} of event {event_id} leaves out {uncovered[:5]}")
-                break
-        return problems
+            problems += commit_order_problems(f"{self}: {name}", ids, outcome)
+        return problems + cursor_problems(str(self), self.transport, received, list(self.cursors))
+
+
+def commit_order_problems(label: str, ids: list[int], outcome: Outcome) -> list[str]:
+    """Return where *ids* (one channel's, as received) break commit order: each publisher's in the order it
+    committed them (docs/architecture.md)."""
+    by_publisher: dict[str, list[int]] = {}
+    for event_id in ids:
+        by_publisher.setdefault(outcome.committed[event_id][1]["publisher"], []).append(event_id)
+    return [
+        f"{label}: {publisher}'s events out of commit order: {disorder[:10]}"
+        for publisher, mine in by_publisher.items()
+        if (disorder := [(a, b) for a, b in zip(mine, mine[1:], strict=False) if b <= a])
+    ]
+
+
+def cursor_problems(label: str, transport: str, received: list[tuple[Any, ...]], texts: list[str]) -> list[str]:
+    """Return where the cursor an event came with fails to cover it and what came before it (per channel on a
+    WebSocket, whose subscriptions have a cursor each), across reconnects too: each resumed from the last one."""
+    seen: dict[str | None, list[int]] = {}
+    for (event_id, channel, *_), text in zip(received, texts, strict=False):
+        mine = seen.setdefault(channel if transport == "ws" else None, [])
+        mine.append(event_id)
+        if uncovered := [i for i in mine[-50:] if not Cursor.parse(text).covers(i)]:
+            return [f"{label}: the cursor {text} of event {event_id} leaves out {uncovered[:5]}"]
+    return []
 
 
 class SubscriberPool:

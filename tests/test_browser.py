@@ -22,14 +22,12 @@ import pytest
 
 from tests.browser_support import (
     ARTIFACTS,
-    CHROMIUM_ARGS,
     MESSAGE_TEXTS,
     NICK_KEY,
     NOTICES,
     PEOPLE,
     DemoServer,
-    chromium_path,
-    require_browser,
+    launched_chromium,
     wait_for_state,
     wait_for_value,
 )
@@ -109,15 +107,7 @@ def asgi(env, tmp_path_factory) -> Iterator[DemoServer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    yield from launched_chromium()
 
 
 @pytest.fixture

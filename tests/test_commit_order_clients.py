@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from django_realtime.cursor import Cursor
-from tests.browser_support import CHROMIUM_ARGS, chromium_path, require_browser
+from tests.browser_support import launched_chromium
 from tests.commit_order_site import ARRIVAL, publisher_fixture, site_fixture  # noqa: F401  (fixtures)
 from tests.servers import CommandProcess
 from tests.services import unavailable
@@ -118,15 +118,7 @@ OPEN_EVENTSOURCE = """(url) => {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    require_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    yield from launched_chromium()
 
 
 @pytest.mark.browser
