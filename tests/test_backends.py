@@ -386,16 +386,22 @@ def private_redis(tmp_path):
 class RedisContract(PerChannelWakeups, BackendContract):
     backend = "redis"
     listens = True
-    options = {"url": services.REDIS_URL}
+    #: Pub/sub names of this test process's own: test runs that share a Redis (CI runs two at once)
+    #: must not wake each other's hubs.
+    options = {"url": services.REDIS_URL, "channel": f"django_realtime_test_{os.getpid()}"}
 
     def env(self):
-        # publish_elsewhere()'s processes must reach the Redis this process listens on.
-        return {**super().env(), "REDIS_URL": self.options["url"]}
+        # publish_elsewhere()'s processes must reach the Redis this process listens on, with its names.
+        return {
+            **super().env(),
+            "REDIS_URL": self.options["url"],
+            "REALTIME_JSON": json.dumps({"OPTIONS": self.options}),
+        }
 
     @pytest.fixture
     def own_redis(self, settings, private_redis):
         """Point the backend, and the processes publish_elsewhere() starts, at a private Redis."""
-        self.options = {"url": private_redis.url}
+        self.options = {**self.options, "url": private_redis.url}
         settings.REALTIME = {**settings.REALTIME, "OPTIONS": self.options}
         return private_redis
 
@@ -425,7 +431,7 @@ class TestRedisOnPostgres(RedisContract):
             # publish_elsewhere()'s processes reach Redis directly, as other servers would.
             settings.REALTIME = {
                 **settings.REALTIME,
-                "OPTIONS": {"url": f"redis://127.0.0.1:{proxy.port}/0", "heartbeat": 0.5},
+                "OPTIONS": {**self.options, "url": f"redis://127.0.0.1:{proxy.port}/0", "heartbeat": 0.5},
             }
             self.check_black_hole(proxy)
 
