@@ -64,7 +64,9 @@ def run(tailers: int, seconds: float, seed: int) -> dict:
     from django.db import connections, transaction
 
     from django_realtime import publish
-    from django_realtime.log import GAP_RECHECK, InnoDBTailer, high_water_mark
+    from django_realtime.eventlog import high_water_mark
+    from django_realtime.eventlog.innodb import InnoDBTailer
+    from django_realtime.eventlog.tailers import GAP_RECHECK
     from django_realtime.models import Event
 
     Event.objects.all().delete()

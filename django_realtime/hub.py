@@ -34,7 +34,7 @@ from .budget import PIECE, Budget
 from .conf import realtime_settings
 from .cursor import Cursor
 from .daemon import Daemon
-from .log import Item, Row
+from .eventlog import Item, Row
 from .reader import Reader, interrupt
 from .retention import Pruner
 

@@ -124,10 +124,10 @@ class InnoDBTransactions(models.Model):
     InnoDB refreshes its cache of ``information_schema.INNODB_TRX`` only when
     nobody has read it for 0.1 s, so hubs that each listed it would keep it
     stale for one another.  One hub lists it and keeps the list here; the
-    others read this row (see ``log.InnoDBTailer``).  One row, id 1.
+    others read this row (see ``eventlog.innodb.InnoDBTailer``).  One row, id 1.
     """
 
-    #: The database time the list is surely newer than (log._NOW's format).
+    #: The database time the list is surely newer than (eventlog.innodb._NOW's format).
     taken = models.CharField(max_length=20)
     #: JSON: the keys of the open transactions, and every key each answers to.
     listed = models.TextField()

@@ -441,7 +441,7 @@ class Registry:
                 self._thread.start()
 
     def _run(self) -> None:
-        from .log import release_connections
+        from .db import release_connections
 
         while True:
             # Never later than PRESENCE_HEARTBEAT, so that PRESENCE_TIMEOUT (twice it at least) holds.

@@ -12,8 +12,8 @@ from django.db import connections, transaction
 
 from . import signals, skips
 from .conf import realtime_settings
+from .eventlog import insert_event
 from .exceptions import EventTooLarge, InvalidEventData
-from .log import insert_event
 from .names import validate_channel, validate_event_name
 
 if TYPE_CHECKING:

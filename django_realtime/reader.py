@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Protocol
 from django.db import DatabaseError, connections
 
 from .daemon import Daemon
-from .log import PAGE, PAGE_BYTES, GapTailer, Row, pruned_after, release_connections, shut_down_socket, tailer_for
+from .db import release_connections, shut_down_socket
+from .eventlog import PAGE, PAGE_BYTES, GapTailer, Row, pruned_after, tailer_for
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper

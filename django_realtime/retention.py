@@ -231,7 +231,7 @@ class Pruner:
         self._stop.set()
 
     def _run(self) -> None:
-        from .log import release_connections
+        from .db import release_connections
 
         # Processes that start together do not all prune together.
         wait = self.interval * random.uniform(0.1, 1.0)

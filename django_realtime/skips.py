@@ -1,7 +1,7 @@
 """Skipped ids: what every process agrees the log does not hold, on databases with no commit-order rule.
 
 SQLite, PostgreSQL and InnoDB (with the PROCESS privilege) know when an id
-missing from the log is dead (see ``django_realtime.log``).  Elsewhere a hub
+missing from the log is dead (see ``django_realtime.eventlog``).  Elsewhere a hub
 waits GAP_TIMEOUT for a missing id and then steps over it.  Left there, the
 processes would disagree: a hub that stepped over id 10 never delivers it, a
 replay from the database returns it once its transaction commits, and a hub

@@ -27,7 +27,8 @@ from django.db import DatabaseError
 
 from .budget import PIECE, READ_COST, cost
 from .cursor import Cursor
-from .log import PAGE, Item, high_water_mark, read_page, release_connections
+from .db import release_connections
+from .eventlog import PAGE, Item, high_water_mark, read_page
 from .names import reset_json
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ logger = logging.getLogger("django_realtime")
 
 #: What Follower.step() asks of its driver.
 DELIVER, READ, WAIT = range(3)
-#: Rows a stream asks the log for at its first catch-up (then as many as fill a piece, up to log.PAGE).
+#: Rows a stream asks the log for at its first catch-up (then as many as fill a piece, up to eventlog.PAGE).
 FIRST_ROWS = 64
 
 

@@ -6,7 +6,7 @@ import pytest
 from django.db import OperationalError
 
 from django_realtime.budget import FREE, Budget, cost
-from django_realtime.log import Item
+from django_realtime.eventlog import Item
 
 
 def test_the_budget_lends_up_to_its_total_and_what_is_given_back():

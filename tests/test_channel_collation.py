@@ -16,8 +16,8 @@ from django.db import connections
 from django.utils import timezone
 
 from django_realtime import publish
+from django_realtime.eventlog import high_water_mark, read_page
 from django_realtime.hub import get_hub
-from django_realtime.log import high_water_mark, read_page
 from django_realtime.models import Event, PruneMark
 from django_realtime.presence import get_registry
 from django_realtime.retention import prune

@@ -41,7 +41,7 @@ def graph():
     modules = {module_name(path): path for path in PACKAGE.rglob("*.py") if "migrations" not in path.parts}
     edges = {}
     for name, path in modules.items():
-        # "from . import protocol" names a module; "from .log import Item" names a module and a symbol.
+        # "from . import protocol" names a module; "from .eventlog import Item" names a module and a symbol.
         edges[name] = {target for target in imports(path) if target in modules and target != name}
     return edges
 

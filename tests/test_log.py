@@ -9,7 +9,9 @@ from django.db import DatabaseError, connections, transaction
 
 from django_realtime import publish
 from django_realtime.cursor import Cursor
-from django_realtime.log import PostgresTailer, SerialTailer, tailer_for
+from django_realtime.eventlog import tailer_for
+from django_realtime.eventlog.postgres import PostgresTailer
+from django_realtime.eventlog.tailers import SerialTailer
 from django_realtime.models import Event
 from tests import services
 from tests.held import Held as HeldOpen
@@ -179,9 +181,9 @@ def test_a_publish_on_the_postgres_backend_is_one_statement_that_notifies_at_com
 def test_reads_are_plain_queries_and_pages_are_capped_in_bytes(monkeypatch):
     from django.test.utils import CaptureQueriesContext
 
-    from django_realtime import log
+    from django_realtime.eventlog import rows
 
-    monkeypatch.setattr(log, "PAGE_BYTES", 5000)
+    monkeypatch.setattr(rows, "PAGE_BYTES", 5000)
     first = publish("c", "x" * 2000)
     for _ in range(5):
         publish("c", "x" * 2000)
@@ -297,11 +299,12 @@ def wait_for(condition, timeout=5.0):
 
 
 def test_a_publisher_held_open_holds_back_nothing_else_and_the_hub_says_so(caplog, monkeypatch):
-    from django_realtime import log, reader
+    from django_realtime import reader
+    from django_realtime.eventlog import tailers
     from django_realtime.hub import get_hub
 
     monkeypatch.setattr(reader, "WAITING_WARNING", 0.3)
-    monkeypatch.setattr(log, "LATE_WARNING", 0.3)
+    monkeypatch.setattr(tailers, "LATE_WARNING", 0.3)
     hub = get_hub()
     assert hub.ensure_ready()
     assert hub.status()["waiting_for_publishers"] is None

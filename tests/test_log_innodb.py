@@ -9,7 +9,9 @@ from django.db import connections, transaction
 
 from django_realtime import publish
 from django_realtime.cursor import Cursor
-from django_realtime.log import INNODB_TRX_CACHE, InnoDBTailer, Sighting, TimeoutTailer, tailer_for
+from django_realtime.eventlog import tailer_for
+from django_realtime.eventlog.innodb import INNODB_TRX_CACHE, InnoDBTailer, Sighting
+from django_realtime.eventlog.timeout import TimeoutTailer
 from tests.held import Held as HeldOpen
 from tests.held import ids, log_on_mariadb, read_until, settle_until
 

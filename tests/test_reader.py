@@ -8,8 +8,8 @@ from django.test import override_settings
 
 from django_realtime import publish
 from django_realtime.cursor import Cursor
+from django_realtime.eventlog.tailers import SerialTailer
 from django_realtime.hub import MAX_STUCK_READERS, get_hub
-from django_realtime.log import SerialTailer
 from tests.test_hub import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -96,7 +96,7 @@ def test_a_replaced_reader_changes_nothing():
 
 def test_a_tailer_held_back_at_a_gap_is_warned_of_once_per_wait_apart_from_pending_ids(monkeypatch, caplog):
     from django_realtime import reader
-    from django_realtime.log import PostgresTailer
+    from django_realtime.eventlog.postgres import PostgresTailer
     from django_realtime.reader import Reader
 
     monkeypatch.setattr(reader, "WAITING_WARNING", 0.0)

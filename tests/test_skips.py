@@ -17,7 +17,8 @@ from django.utils import timezone
 
 from django_realtime import publish, skips
 from django_realtime.cursor import Cursor
-from django_realtime.log import Item, TimeoutTailer, read_page
+from django_realtime.eventlog import Item, read_page
+from django_realtime.eventlog.timeout import TimeoutTailer
 from django_realtime.models import Event, SkippedIds
 from django_realtime.websocket.consumer import event_text
 from tests.held import Held as HeldOpen

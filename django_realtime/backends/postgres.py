@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections, transaction
 
 from ..conf import realtime_settings
-from ..log import shut_down_socket
+from ..db import shut_down_socket
 from .listener import ListenerBackend, Listening
 
 if TYPE_CHECKING:

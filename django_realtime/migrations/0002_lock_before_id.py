@@ -1,6 +1,6 @@
 """On PostgreSQL, every new event's id is drawn by a function that first takes the publishers' advisory lock.
 
-The commit-order rule (django_realtime/log.py) needs each publisher to hold
+The commit-order rule (django_realtime/eventlog/) needs each publisher to hold
 the shared advisory lock before it draws its id.  ``insert_event`` takes it
 in its statement; rows written otherwise (``Event.objects.create``,
 ``bulk_create``, the admin) would draw an id with no lock, and a tailer could
@@ -18,7 +18,7 @@ from django.db import migrations
 TABLE = "django_realtime_event"
 SEQUENCE = "django_realtime_event_id_seq"
 FUNCTION = "django_realtime_next_id"
-#: log.LOCK_KEY, frozen here as a migration must be.
+#: eventlog.rows.LOCK_KEY, frozen here as a migration must be.
 LOCK_KEY = (0x7265616C, 1)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from django.http import HttpResponseBase
 
 from ..conf import realtime_settings
-from ..log import release_connections
+from ..db import release_connections
 from ..names import validate_event_name
 from ..publishing import encode_data
 from .encoding import KEEPALIVE, encode_event, encode_retry

@@ -23,7 +23,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 
 from ..conf import realtime_settings
 from ..daphne_server import daphne_write_gate
-from ..log import release_connections, shut_down_socket
+from ..db import release_connections, shut_down_socket
 from ..streams import afollow, follow
 from .encoding import KEEPALIVE, encode_channel_field, encode_event, encode_retry
 
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
     from ..cursor import Cursor
+    from ..eventlog import Item
     from ..hub import Hub, Write
-    from ..log import Item
 
 
 class SSEResponse(StreamingHttpResponse):

@@ -15,9 +15,9 @@ from .. import rates
 from ..auth import PRESENCE, SUBSCRIBE, get_authorizer, user_or_anonymous
 from ..conf import realtime_settings
 from ..cursor import Cursor
+from ..db import release_connections
 from ..exceptions import InvalidChannelName, InvalidCursor
 from ..hub import get_hub
-from ..log import release_connections
 from ..names import parse_cursor, validate_channel
 from ..presence import Member, PresenceRefused, get_registry
 from ..protocol import (

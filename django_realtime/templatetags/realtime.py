@@ -119,8 +119,8 @@ def realtime_cursor() -> str:
     the page connects).
     """
     from ..conf import realtime_settings
+    from ..eventlog import tailer_for
     from ..hub import get_hub
-    from ..log import tailer_for
 
     hub = get_hub()
     if hub.healthy():

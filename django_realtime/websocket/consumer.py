@@ -31,17 +31,17 @@ from ..auth import PRESENCE, SUBSCRIBE, get_authorizer, user_or_anonymous
 from ..client_publish import check_publish, store_publish, valid_channel
 from ..conf import realtime_settings
 from ..daphne_server import adapt_connection, send_now, unwrap_send
+from ..db import release_connections
 from ..exceptions import InvalidCursor
 from ..hub import get_hub
-from ..log import release_connections
 from ..names import parse_cursor
 from ..presence import Member, PresenceRefused, get_registry
 from ..streams import READ, WAIT, Follower
 from .outbox import Outbox
 
 if TYPE_CHECKING:
+    from ..eventlog import Item
     from ..hub import Hub, Waiters
-    from ..log import Item
     from ..streams import Follower as FollowerType
 
 logger = logging.getLogger("django_realtime")

@@ -2,8 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from django_realtime.eventlog import Item
 from django_realtime.hub import get_hub
-from django_realtime.log import Item
 from django_realtime.names import parse_cursor, validate_channel
 from django_realtime.streams import follow
 
