@@ -1,16 +1,27 @@
-"""The package's handling of database connections, apart from the queries: release them, interrupt a read.
+"""The package's handling of database connections, apart from the queries: release, interrupt, run released.
 
-An idle stream holds no connection (``release_connections``); a read that
-another thread is blocked on returns at once when the socket under it is
-shut down (``shut_down_socket``).
+An idle stream holds no connection (``release_connections``); a query that
+another thread runs can be made to fail now (``interrupt``), by shutting the
+socket down under it (``shut_down_socket``), where a cancel request to a
+server that does not answer would wait; and async code runs the ORM on a
+worker thread that closes its connections after it (``run_released``), as
+``channels.db.database_sync_to_async`` does for Channels.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import sync_to_async
 from django.db import connections
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+logger = logging.getLogger("django_realtime")
 
 
 def release_connections() -> None:
@@ -38,3 +49,36 @@ def shut_down_socket(fd: int) -> None:
         pass
     finally:
         sock.close()
+
+
+def interrupt(connection: BaseDatabaseWrapper) -> None:
+    """Make a query that another thread runs on *connection* fail now, where the driver allows it."""
+    raw = getattr(connection, "connection", None)
+    if raw is None:
+        return  # not connected yet: a connect can only be abandoned
+    try:
+        if connection.vendor == "sqlite":
+            raw.interrupt()
+        elif connection.vendor in ("postgresql", "mysql"):
+            fd = raw.fileno() if connection.vendor == "postgresql" else _mysql_fd(raw)
+            if fd is not None:
+                shut_down_socket(fd)
+    except Exception:  # best effort: the caller gives up on the query anyway
+        logger.debug("django_realtime could not interrupt a query", exc_info=True)
+
+
+def _mysql_fd(raw: object) -> int | None:
+    get = getattr(raw, "fileno", None)
+    return get() if callable(get) else None
+
+
+async def run_released(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run *func* on a worker thread and close that thread's database connections after it."""
+    return await sync_to_async(_released, thread_sensitive=False)(func, *args, **kwargs)
+
+
+def _released(func: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return func(*args, **kwargs)
+    finally:
+        release_connections()

@@ -34,8 +34,9 @@ from .budget import PIECE, Budget
 from .conf import realtime_settings
 from .cursor import Cursor
 from .daemon import Daemon
+from .db import interrupt
 from .eventlog import Item, Row
-from .reader import Reader, interrupt
+from .reader import Reader
 from .retention import Pruner
 
 if TYPE_CHECKING:

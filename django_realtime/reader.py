@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from django.db import DatabaseError, connections
 
 from .daemon import Daemon
-from .db import release_connections, shut_down_socket
+from .db import interrupt, release_connections
 from .eventlog import PAGE, PAGE_BYTES, GapTailer, Row, pruned_after, tailer_for
 
 if TYPE_CHECKING:
@@ -221,30 +221,9 @@ class Reader:
             interrupt(self.connection)
 
 
-def interrupt(connection: BaseDatabaseWrapper) -> None:
-    """Make a query that another thread runs on *connection* fail now, where the driver allows it."""
-    raw = getattr(connection, "connection", None)
-    if raw is None:
-        return  # not connected yet: a connect can only be abandoned
-    try:
-        if connection.vendor == "sqlite":
-            raw.interrupt()
-        elif connection.vendor in ("postgresql", "mysql"):
-            fd = raw.fileno() if connection.vendor == "postgresql" else _mysql_fd(raw)
-            if fd is not None:
-                shut_down_socket(fd)
-    except Exception:  # best effort: the caller gives up on the query anyway
-        logger.debug("django_realtime could not interrupt a query", exc_info=True)
-
-
 def _has_gap(rows: list[Row], horizon: int) -> bool:
     new = [row for row in rows if row[0] > horizon]
     return bool(new) and new[-1][0] - horizon != len(new)  # ids are increasing: a jump anywhere shows in the count
-
-
-def _mysql_fd(raw: object) -> int | None:
-    get = getattr(raw, "fileno", None)
-    return get() if callable(get) else None
 
 
 #: Seconds between two looks at the publishers a starting hub waits for.

@@ -12,11 +12,11 @@ from django.db import OperationalError
 from django.test import override_settings
 
 from django_realtime import protocol
+from django_realtime.db import run_released
 from django_realtime.hub import Hub, get_hub
 from django_realtime.models import Event
 from django_realtime.publishing import publish
 from django_realtime.retention import prune
-from django_realtime.websocket.consumer import run_released
 from django_realtime.websocket.routing import websocket_urlpatterns
 from tests.test_hub import feed
 

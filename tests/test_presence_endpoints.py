@@ -8,10 +8,10 @@ from django.db import OperationalError
 from django.test import override_settings
 
 from django_realtime import publish
+from django_realtime.db import run_released
 from django_realtime.hub import get_hub
 from django_realtime.models import Event, PresenceMember
 from django_realtime.presence import JOIN, LEAVE, Registry
-from django_realtime.websocket.consumer import run_released
 from tests.test_consumer import connected, run
 from tests.test_views import _events, first_chunks
 

@@ -19,7 +19,7 @@ from django.test import override_settings
 from django_realtime import publish
 from django_realtime.auth import SUBSCRIBE
 from django_realtime.auth import authorize as default_authorize
-from django_realtime.websocket.consumer import run_released
+from django_realtime.db import run_released
 from django_realtime.websocket.routing import websocket_urlpatterns
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls("tests.urls")]

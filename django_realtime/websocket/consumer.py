@@ -31,7 +31,7 @@ from ..auth import PRESENCE, SUBSCRIBE, get_authorizer, user_or_anonymous
 from ..client_publish import check_publish, store_publish, valid_channel
 from ..conf import realtime_settings
 from ..daphne_server import adapt_connection, send_now, unwrap_send
-from ..db import release_connections
+from ..db import run_released
 from ..exceptions import InvalidCursor
 from ..hub import get_hub
 from ..names import parse_cursor
@@ -47,23 +47,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("django_realtime")
 
 
-def _released(func: Any, *args: Any, **kwargs: Any) -> Any:
-    try:
-        return func(*args, **kwargs)
-    finally:
-        release_connections()
-
-
 def _within_limit(held: Collection[str], message: str, ref: protocol.Ref) -> None:
     """Refuse one more channel where a connection holds MAX_CHANNELS already (*message* names the limit)."""
     limit = realtime_settings.MAX_CHANNELS
     if len(held) >= limit:
         raise protocol.ProtocolError(protocol.TOO_MANY_CHANNELS, message.format(limit=limit), ref)
-
-
-async def run_released(func: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run *func* on a worker thread and close that thread's database connections after it."""
-    return await sync_to_async(_released, thread_sensitive=False)(func, *args, **kwargs)
 
 
 #: The method of RealtimeConsumer that handles each request of the protocol; it returns the reply, if any
