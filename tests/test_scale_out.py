@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import statistics
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any
 import pytest
 
 from django_realtime.backends.redis import CHANNEL as REDIS_CHANNEL
+from tests.mariadb_database import scratch_mariadb
 from tests.postgres_database import SERVER, scratch_database
 from tests.redis_server import RedisServer
 from tests.scale_out_helpers import (
@@ -115,19 +115,13 @@ def mariadb_database() -> Iterator[Database]:
     require_mariadb()
     import MySQLdb
 
-    name = f"realtime_scale_{uuid.uuid4().hex[:12]}"
-    admin = MySQLdb.connect(host=MARIADB[0], port=MARIADB[1], user="root", connect_timeout=5)
-    admin.autocommit(True)
-    with closing(admin):
-        admin.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-        try:
-            migrated(f"mysql://root@{MARIADB[0]}:{MARIADB[1]}/{name}")
-            log = MySQLdb.connect(host=MARIADB[0], port=MARIADB[1], user="root", database=name, connect_timeout=5)
-            log.autocommit(True)
-            with closing(log):
-                yield Database(name, f"mysql://root@{MARIADB[0]}:{MARIADB[1]}/{name}", None, log)
-        finally:
-            admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+    with scratch_mariadb("realtime_scale") as url:
+        name = url.rsplit("/", 1)[1]
+        migrated(url)
+        log = MySQLdb.connect(host=MARIADB[0], port=MARIADB[1], user="root", database=name, connect_timeout=5)
+        log.autocommit(True)
+        with closing(log):
+            yield Database(name, url, None, log)
 
 
 def subscribers(spread: dict[tuple[str, str], int], servers: dict[str, Server], cursor: int, **kwargs):
