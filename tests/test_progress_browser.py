@@ -95,10 +95,12 @@ def test_the_bar_moves_survives_a_reload_mid_way_and_shows_the_result(open_page,
     response = page.reload()
     state, percent, follows = served_state(response.text())
     assert state == "running" and before[1] <= percent < 100 and follows
+    page.evaluate("document.body.addEventListener('htmx:sseClose', (e) => { window.closedBy = e.detail.type })")
     wait_for(page, f"s[1] >= {percent + 10}")
     assert wait_for(page, "s[0] === 'done'")[1] == 100.0
     assert page.text_content(".realtime-progress-result").strip() == "12340 rows counted."
     assert page.locator(".realtime-progress-result strong").count() == 1  # the result's HTML, as the task made it
+    assert page.evaluate("window.closedBy") == "message"  # the end closed the stream (sse-close)
 
     # Ended: the server renders the result, and the page follows nothing any more.
     state, percent, follows = served_state(page.reload().text())
