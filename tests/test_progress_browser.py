@@ -9,7 +9,10 @@ extension and ``{% progress_bar %}``: no JavaScript of ours.
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from typing import Any
 
 import pytest
@@ -124,3 +127,30 @@ def test_a_failing_task_shows_its_error_and_how_far_it_got_and_only_its_page_may
     assert page.text_content("[role=alert]").strip() == "The data source went away half-way through."
     state, percent, follows = served_state(page.reload().text())
     assert (state, percent, follows) == ("failed", 50.0, False)
+
+
+def ended_tasks(env: dict[str, str]) -> int:
+    """Return how many tasks have ended, from the demo's database."""
+    with closing(sqlite3.connect(env["DATABASE_URL"].removeprefix("sqlite:///"))) as database:
+        query = "SELECT count(*) FROM django_realtime_event WHERE event = 'progress.end'"
+        return database.execute(query).fetchone()[0]
+
+
+def test_a_task_that_ends_while_the_server_is_down_shows_its_result_once_the_page_reconnects(open_page, server, env):
+    """The page resumes from the last event it got, so the end, published while no server ran, reaches it."""
+    if server.kind != "gunicorn-gevent":
+        pytest.skip("once is enough: gunicorn restarts fastest")
+    page = open_page(f"{server.url}/report/")
+    ended = ended_tasks(env)
+    page.click("#generate")
+    page.wait_for_url(re.compile(r"/report/[0-9a-f]{32}/$"))
+    before = wait_for(page, "s[1] >= 10")
+    server.kill()
+    deadline = time.monotonic() + 30
+    while ended_tasks(env) == ended:  # the task goes on in its own process, and ends
+        assert time.monotonic() < deadline, "the task did not end"
+        time.sleep(0.1)
+    assert tuple(page.evaluate(BAR))[1] < 100.0 and before[0] == "running"
+    server.start()
+    assert wait_for(page, "s[0] === 'done'", timeout=30)[1] == 100.0
+    assert page.text_content(".realtime-progress-result").strip() == "12340 rows counted."
