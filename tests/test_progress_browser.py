@@ -23,7 +23,7 @@ from tests.servers import manage, project_env
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 #: Ten steps of this long: long enough to reload mid-way, short enough for a quick test.
-STEP_SECONDS = "0.4"
+STEP_SECONDS = "0.3"
 #: In a page: the bar's state and percent, as its HTML says them.
 BAR = (
     "() => { const e = document.querySelector('.realtime-progress');"
@@ -39,13 +39,19 @@ def env(tmp_path_factory) -> dict[str, str]:
     return environment
 
 
-@pytest.fixture(scope="module", params=["runserver", "gunicorn-gevent"], ids=["asgi", "gevent"])
-def server(request, env, tmp_path_factory) -> Iterator[DemoServer]:
-    demo = DemoServer(request.param, env, tmp_path_factory.mktemp(request.param) / "server.log")
-    demo.start()
-    try:
-        yield demo
-    finally:
+@pytest.fixture(scope="module")
+def servers(env, tmp_path_factory) -> Iterator[Callable[[str], DemoServer]]:
+    """Return the demo's server of a kind, started on first use; stop them all after the module."""
+    started: dict[str, DemoServer] = {}
+
+    def server(kind: str) -> DemoServer:
+        if kind not in started:
+            started[kind] = DemoServer(kind, env, tmp_path_factory.mktemp(kind) / "server.log")
+            started[kind].start()
+        return started[kind]
+
+    yield server
+    for demo in started.values():
         demo.stop()
         print(f"--- {demo.kind} ---\n{demo.log()[-4000:]}")
 
@@ -87,7 +93,9 @@ def served_state(html: str) -> tuple[str, float, bool]:
     return match.group(1), float(match.group(2) or 0), "sse-connect=" in html
 
 
-def test_the_bar_moves_survives_a_reload_mid_way_and_shows_the_result(open_page, server):
+@pytest.mark.parametrize("kind", ["runserver", "gunicorn-gevent"], ids=["asgi", "gevent"])
+def test_the_bar_moves_survives_a_reload_mid_way_and_shows_the_result(open_page, servers, kind):
+    server = servers(kind)
     page = open_page(f"{server.url}/report/")
     page.click("#generate")
     page.wait_for_url(re.compile(r"/report/[0-9a-f]{32}/$"))
@@ -110,7 +118,8 @@ def test_the_bar_moves_survives_a_reload_mid_way_and_shows_the_result(open_page,
     assert (state, percent, follows) == ("done", 100.0, False)
 
 
-def test_a_failing_task_shows_its_error_and_how_far_it_got_and_only_its_page_may_follow_it(open_page, server):
+def test_a_failing_task_shows_its_error_and_how_far_it_got_and_only_its_page_may_follow_it(open_page, servers):
+    server = servers("runserver")  # ASGI (daphne)
     page = open_page(f"{server.url}/report/")
     page.click("#generate-failing")
     page.wait_for_url(re.compile(r"/report/[0-9a-f]{32}/$"))
@@ -136,10 +145,9 @@ def ended_tasks(env: dict[str, str]) -> int:
         return database.execute(query).fetchone()[0]
 
 
-def test_a_task_that_ends_while_the_server_is_down_shows_its_result_once_the_page_reconnects(open_page, server, env):
+def test_a_task_that_ends_while_the_server_is_down_shows_its_result_once_the_page_reconnects(open_page, servers, env):
     """The page resumes from the last event it got, so the end, published while no server ran, reaches it."""
-    if server.kind != "gunicorn-gevent":
-        pytest.skip("once is enough: gunicorn restarts fastest")
+    server = servers("gunicorn-gevent")  # the quickest to restart
     page = open_page(f"{server.url}/report/")
     ended = ended_tasks(env)
     page.click("#generate")
