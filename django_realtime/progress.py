@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from django.core import signing
 from django.dispatch import Signal
@@ -52,7 +52,7 @@ def task_id_of(task: object) -> str:
     django.tasks ``TaskContext`` (``.task_result``).  Raise InvalidProgress for anything else."""
     task = getattr(task, "task_result", task)
     task = getattr(task, "id", task)
-    if isinstance(task, bool) or not isinstance(task, str | int) and type(task).__name__ != "UUID":
+    if isinstance(task, bool) or not isinstance(task, str | int | UUID):
         raise InvalidProgress(f"a task is named by its id (str, UUID, int) or its result, not {type(task).__name__}")
     text = str(task)
     if not text or len(text) > MAX_TASK_ID_LENGTH:
@@ -171,7 +171,8 @@ class ProgressReporter:
     fraction and message of the last report.  A report that would show
     exactly what the page already shows is not published at all.
 
-    As a context manager it ends the task's progress on leaving: done if the
+    A reporter belongs to one task and one thread.  As a context manager it
+    ends the task's progress on leaving: done if the
     block ended normally and nothing ended it before, failed with
     *error_message* if the block raised (the exception's text, which may
     hold what a user must not see, is not shown).

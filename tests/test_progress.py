@@ -109,6 +109,14 @@ def test_a_report_that_changes_nothing_shown_costs_no_event():
     assert len(events_of(task)) == 2
 
 
+def test_an_unknown_fraction_shows_an_indeterminate_bar():
+    task = uuid.uuid4().hex
+    progress_reporter(task).report(None, "Preparing")
+    data = events_of(task)[0].data
+    assert 'data-state="running"' in data and "data-percent" not in data
+    assert '<progress max="100"></progress>' in data and "Preparing" in data
+
+
 # The end ----------------------------------------------------------------------------------------------
 
 
