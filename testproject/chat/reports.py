@@ -11,7 +11,7 @@ import sys
 import threading
 
 from django.conf import settings
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
@@ -19,6 +19,10 @@ from django_realtime.progress import new_task_id
 
 #: How many of its reports a session may open again.
 KEPT_REPORTS = 10
+#: Reports running at once in this server process: each is a process, and anyone may press the button.
+MAX_RUNNING = 4
+_running: set[subprocess.Popen] = set()
+_lock = threading.Lock()
 
 
 def reports(request):
@@ -38,7 +42,20 @@ def start_report(request):
     command = [sys.executable, str(settings.BASE_DIR / "manage.py"), "generate_report", task]
     if request.POST.get("fail"):
         command.append("--fail")
+    with _lock:
+        if len(_running) >= MAX_RUNNING:
+            response = HttpResponse("Too many reports are running; try again in a few seconds.\n", status=503)
+            response["Retry-After"] = "5"
+            return response
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
+        _running.add(process)
+    threading.Thread(target=_reap, args=(process,), daemon=True).start()
     request.session["reports"] = [*request.session.get("reports", []), task][-KEPT_REPORTS:]
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
-    threading.Thread(target=process.wait, daemon=True).start()  # reap it when it ends
     return redirect("report", task=task)
+
+
+def _reap(process):
+    """Wait for a report's process to end, and count it out."""
+    process.wait()
+    with _lock:
+        _running.discard(process)
