@@ -336,3 +336,21 @@ def test_capture_progress_sees_only_its_tasks_progress():
     with capture_progress(task) as nothing:
         pass
     assert nothing.outcome is None and FAILED == "failed"
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_on_postgresql_a_page_rendered_mid_task_shows_the_state_and_streams_the_rest(settings):
+    """The log on PostgreSQL, whose cursor names the publishers in flight: the same render and resume."""
+    settings.REALTIME = {**settings.REALTIME, "BACKEND": "polling", "DATABASE": "postgres"}
+    task = uuid.uuid4().hex
+    p, clock = reporter(task)
+    p.report(0.25, "Parsing")
+    html = bar(task)
+    assert 'data-percent="25.0"' in html
+    clock.now += 1
+    p.report(0.5, "Rendering")
+    p.done("ok")
+    events = read_sse(Client().get(connect_url(html)), 2)
+    assert [event.event for event in events] == ["progress", "progress.end"]
+    assert 'data-percent="50.0"' in events[0].raw and 'data-state="done"' in events[1].raw
+    assert not Event.objects.filter(channel=progress_channel(task)).exists()  # not in the default database
