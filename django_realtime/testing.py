@@ -7,7 +7,9 @@
 * :func:`read_websocket`: the first events a Channels ``WebsocketCommunicator``
   receives;
 * :func:`reset`: a fresh hub and backend, for test isolation (a hub is one
-  per process and keeps its buffer and threads between tests).
+  per process and keeps its buffer and threads between tests);
+* :func:`capture_progress`: the progress a task published while it is open
+  (django_realtime.progress).
 
 These are public and documented in docs/testing.md.
 """
@@ -24,7 +26,7 @@ from typing import Any
 from . import signals
 from .models import Event
 
-__all__ = ["SSEEvent", "aread_sse", "capture_events", "read_sse", "read_websocket", "reset"]
+__all__ = ["SSEEvent", "aread_sse", "capture_events", "capture_progress", "read_sse", "read_websocket", "reset"]
 
 
 class CapturedEvents(list):
@@ -191,3 +193,48 @@ def reset() -> None:
     reset_hub()
     reset_registry()
     clear_cache()
+
+
+class CapturedProgress(list):
+    """The progress states a task published while :func:`capture_progress` is open, oldest first."""
+
+    def fractions(self) -> list[float | None]:
+        """Return each published state's fraction (None where it was unknown)."""
+        return [progress.fraction for progress in self]
+
+    def messages(self) -> list[str]:
+        """Return each published state's message."""
+        return [progress.message for progress in self]
+
+    @property
+    def outcome(self) -> Any:
+        """Return the last state if it ended the task (done or failed), else None."""
+        return self[-1] if self and self[-1].ended else None
+
+
+@contextmanager
+def capture_progress(task: object) -> Iterator[CapturedProgress]:
+    """Collect the progress states published for *task* (its id or result) while the block runs.
+
+    Only what was published counts: a report the rate held back and the
+    next one replaced is not there, as no page ever saw it. ::
+
+        with capture_progress(task_id) as progress:
+            generate_report(task_id)
+        assert progress.outcome.state == "done"
+        assert progress.fractions()[-1] == 1.0
+    """
+    from .progress import ProgressReporter, progress_channel, progress_published
+
+    wanted = progress_channel(task)
+    captured = CapturedProgress()
+
+    def published(sender: type[ProgressReporter], progress: Any, **kwargs: Any) -> None:
+        if kwargs["channel"] == wanted:
+            captured.append(progress)
+
+    progress_published.connect(published, weak=False)
+    try:
+        yield captured
+    finally:
+        progress_published.disconnect(published)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .sse import publish, views
+from .sse import progress, publish, views
 
 app_name = "django_realtime"
 urlpatterns = [
@@ -10,4 +10,5 @@ urlpatterns = [
     path("health/", views.health, name="health"),
     path("presence/", views.presence, name="presence"),
     path("publish/", publish.publish, name="publish"),
+    path("progress/<str:token>/", progress.progress_events, name="progress"),
 ]
