@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
+from . import gunicorn_server
 from .conf import realtime_settings
 
 
@@ -102,3 +104,18 @@ def _check_backend_fits():
             )
         ]
     return []
+
+
+@register(deploy=True)
+def check_stream_worker(app_configs, **kwargs):
+    """Warn when GUNICORN_CMD_ARGS chooses a gunicorn worker class that gives each stream an OS thread."""
+    worker = gunicorn_server.configured_worker(os.environ.get("GUNICORN_CMD_ARGS", ""))
+    if worker is None:
+        return []
+    return [
+        Warning(
+            f"GUNICORN_CMD_ARGS chooses the {worker} worker: {gunicorn_server.THREADED[worker]}.",
+            hint=gunicorn_server.HINT,
+            id="django_realtime.W003",
+        )
+    ]

@@ -1,5 +1,12 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from django.core.checks import run_checks
 from django.test import override_settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def ids():
@@ -59,3 +66,32 @@ def test_a_backend_whose_driver_is_missing_is_an_error(monkeypatch):
 def test_a_retention_pattern_the_database_cannot_match_is_an_error():
     with override_settings(REALTIME={"RETENTION": {"x[!]": {"MAX_AGE": 60}}}):
         assert ids() == ["django_realtime.E003"]
+
+
+def deploy_ids():
+    messages = run_checks(include_deployment_checks=True)
+    return sorted(message.id for message in messages if message.id.startswith("django_realtime."))
+
+
+def test_a_good_configuration_passes_the_deploy_checks(monkeypatch):
+    monkeypatch.delenv("GUNICORN_CMD_ARGS", raising=False)
+    assert deploy_ids() == []
+
+
+def test_gunicorn_cmd_args_choosing_a_threaded_worker_is_a_deploy_warning(monkeypatch):
+    for cmd_args in ("-k sync", "--threads 8"):
+        monkeypatch.setenv("GUNICORN_CMD_ARGS", cmd_args)
+        assert deploy_ids() == ["django_realtime.W003"]
+        assert ids() == []  # a deploy check only
+    for cmd_args in ("-k gevent --worker-connections 1200", "-w 4"):
+        monkeypatch.setenv("GUNICORN_CMD_ARGS", cmd_args)
+        assert deploy_ids() == []
+
+
+def test_manage_py_check_deploy_reports_a_threaded_worker():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "GUNICORN_CMD_ARGS": "-k gthread --threads 4"}
+    command = [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "CRITICAL"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    assert "django_realtime.W003" in result.stderr, result.stderr
+    assert "GUNICORN_CMD_ARGS chooses the gthread worker" in result.stderr
