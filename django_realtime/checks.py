@@ -119,3 +119,45 @@ def check_stream_worker(app_configs, **kwargs):
             id="django_realtime.W003",
         )
     ]
+
+
+#: PgBouncer's default port.
+PGBOUNCER_PORT = 6432
+
+
+@register(deploy=True)
+def check_listener_behind_pooler(app_configs, **kwargs):
+    """Warn when the postgres backend would LISTEN through what looks like PgBouncer in transaction mode."""
+    from django.db import connections
+
+    from .backends import load_backend
+    from .backends.postgres import PostgresBackend
+
+    try:
+        backend = load_backend(realtime_settings.BACKEND, realtime_settings.OPTIONS)
+    except Exception:  # check_settings reports it
+        return []
+    if not isinstance(backend, PostgresBackend) or backend.dsn:
+        return []
+    alias = backend.database or realtime_settings.DATABASE
+    if alias not in connections:
+        return []
+    entry = connections[alias].settings_dict
+    # Django's documented setting for transaction pooling, and PgBouncer's port.
+    signs = []
+    if entry.get("DISABLE_SERVER_SIDE_CURSORS"):
+        signs.append("DISABLE_SERVER_SIDE_CURSORS is True")
+    if str(entry.get("PORT")) == str(PGBOUNCER_PORT):
+        signs.append(f"PORT is {PGBOUNCER_PORT}")
+    if not signs:
+        return []
+    return [
+        Warning(
+            f"The postgres backend listens through DATABASES[{alias!r}], which looks like PgBouncer "
+            f"({' and '.join(signs)}): in transaction mode LISTEN hears nothing, and other processes' "
+            "events reach this one's streams late, at its hub's next read of the log (every KEEPALIVE / 2 seconds).",
+            hint="Give REALTIME['OPTIONS']['dsn'] a connection string that reaches PostgreSQL directly "
+            "or through a session-mode pool.",
+            id="django_realtime.W004",
+        )
+    ]

@@ -3,7 +3,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from django.core.checks import run_checks
+from django.db import connections
 from django.test import override_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,3 +97,28 @@ def test_manage_py_check_deploy_reports_a_threaded_worker():
 
     assert "django_realtime.W003" in result.stderr, result.stderr
     assert "GUNICORN_CMD_ARGS chooses the gthread worker" in result.stderr
+
+
+@pytest.mark.postgres
+def test_the_postgres_backend_listening_through_pgbouncer_is_a_deploy_warning(monkeypatch):
+    # The postgres alias of tests/settings.py; the check reads its settings and connects to nothing.
+    entry = connections["postgres"].settings_dict
+    realtime = {"BACKEND": "postgres", "DATABASE": "postgres"}
+    with override_settings(REALTIME=realtime):
+        assert deploy_ids() == []
+        monkeypatch.setitem(entry, "DISABLE_SERVER_SIDE_CURSORS", True)  # Django's setting for transaction pooling
+        assert deploy_ids() == ["django_realtime.W004"]
+        monkeypatch.setitem(entry, "DISABLE_SERVER_SIDE_CURSORS", False)
+        monkeypatch.setitem(entry, "PORT", "6432")  # PgBouncer's
+        assert deploy_ids() == ["django_realtime.W004"]
+        assert ids() == []  # a deploy check only
+    # Still on port 6432: a listener connection string of its own is past the pool...
+    with override_settings(REALTIME={**realtime, "OPTIONS": {"dsn": "host=db.internal port=5432 dbname=test"}}):
+        assert deploy_ids() == []
+    # ...and so is a listener on the alias its database option names (here SQLite's).
+    with override_settings(REALTIME={**realtime, "OPTIONS": {"database": "default"}}):
+        assert deploy_ids() == []
+    # The other backends read the log with plain queries, which transaction pooling serves.
+    with override_settings(REALTIME={"BACKEND": "polling", "DATABASE": "postgres"}):
+        assert deploy_ids() == []
+

@@ -83,7 +83,10 @@ def test_a_sync_worker_warns_once_and_really_serves_nothing_else_meanwhile(env, 
 def test_a_gthread_worker_warns(env, tmp_path):
     extra = ("-k", "gthread", "--threads", "4")
     with running_server("gunicorn-gevent", env, tmp_path / "server.log", extra) as server:
-        stream_once(server)
+        # First an @event_stream view's stream (the demo's clock), then the SSE endpoint's.
+        with EventStream(f"{server.url}/clock/stream/"):
+            pass
+        assert W003 in server.log()
         stream_once(server)
         log = server.log()
 
