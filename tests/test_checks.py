@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from django.core.checks import run_checks
 from django.db import connections
+from django.middleware.gzip import GZipMiddleware
 from django.test import override_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +33,31 @@ def test_an_unimportable_authorize_hook_is_an_error():
 def test_djangos_gzip_middleware_is_a_warning(settings):
     settings.MIDDLEWARE = ["django.middleware.gzip.GZipMiddleware", *settings.MIDDLEWARE]
     assert ids() == ["django_realtime.W001"]
+
+
+class InheritedGZipMiddleware(GZipMiddleware):
+    """Django's, under a name of a project's own: it compresses streams just the same."""
+
+
+class StreamSkippingGZipMiddleware(GZipMiddleware):
+    def process_response(self, request, response):
+        return response if response.streaming else super().process_response(request, response)
+
+
+def test_a_subclass_of_djangos_gzip_middleware_is_a_warning_unless_it_answers_itself(settings):
+    middleware = settings.MIDDLEWARE
+    settings.MIDDLEWARE = [f"{__name__}.InheritedGZipMiddleware", *middleware]
+    assert ids() == ["django_realtime.W001"]
+    settings.MIDDLEWARE = [f"{__name__}.StreamSkippingGZipMiddleware", *middleware]
+    assert ids() == []
+    # The demo's: django_realtime's own, which passes event streams through.
+    assert "django_realtime.sse.middleware.GZipMiddleware" in middleware
+
+
+def test_django_compression_middleware_is_a_warning(settings):
+    # Named, not imported: whether the package is installed or not.
+    settings.MIDDLEWARE = ["compression_middleware.middleware.CompressionMiddleware", *settings.MIDDLEWARE]
+    assert ids() == ["django_realtime.W005"]
 
 
 def test_unknown_settings_keys_are_an_error_not_a_crash():
