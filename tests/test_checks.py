@@ -147,4 +147,3 @@ def test_the_postgres_backend_listening_through_pgbouncer_is_a_deploy_warning(mo
     # The other backends read the log with plain queries, which transaction pooling serves.
     with override_settings(REALTIME={"BACKEND": "polling", "DATABASE": "postgres"}):
         assert deploy_ids() == []
-
