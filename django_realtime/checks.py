@@ -170,6 +170,29 @@ def check_stream_worker(app_configs, **kwargs):
     ]
 
 
+@register(deploy=True)
+def check_worker_connections(app_configs, **kwargs):
+    """Warn when GUNICORN_CMD_ARGS caps a worker's connections at or below MAX_STREAMS: pages then wait, not 503s."""
+    connections = gunicorn_server.configured_worker_connections(os.environ.get("GUNICORN_CMD_ARGS", ""))
+    try:
+        limit = realtime_settings.MAX_STREAMS
+    except ImproperlyConfigured:  # check_settings reports it
+        return []
+    if connections is None or (limit is not None and limit < connections):
+        return []
+    shown = "no limit" if limit is None else limit
+    return [
+        Warning(
+            f"GUNICORN_CMD_ARGS gives --worker-connections {connections}, and REALTIME['MAX_STREAMS'] is {shown}: "
+            "a worker full of streams accepts no connection at all, so its pages wait instead of its "
+            "streams being refused with a 503.",
+            hint="Keep MAX_STREAMS below --worker-connections, with room for the pages "
+            "(for example MAX_STREAMS 1000 and --worker-connections 1200).",
+            id="django_realtime.W006",
+        )
+    ]
+
+
 #: PgBouncer's default port.
 PGBOUNCER_PORT = 6432
 

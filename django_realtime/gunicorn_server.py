@@ -45,13 +45,12 @@ def threaded_worker(environ: Mapping[str, Any]) -> str | None:
     return "gthread" if environ.get("wsgi.multithread") else "sync"
 
 
-def configured_worker(cmd_args: str) -> str | None:
-    """Return ``"sync"`` or ``"gthread"`` if *cmd_args* (``GUNICORN_CMD_ARGS``) chooses that worker class, else None.
+def parse_cmd_args(cmd_args: str) -> tuple[Any, set[str]] | None:
+    """Return gunicorn's configuration from *cmd_args* (``GUNICORN_CMD_ARGS``) and the names of the settings it gives.
 
-    Only a worker class (``-k``, ``--worker-class``) or ``--threads`` given
-    there counts: without them the command line decides, which a check
-    cannot see.  Parsed by gunicorn's own parser, as gunicorn parses it;
-    None where gunicorn is not installed or the text does not parse.
+    Parsed by gunicorn's own parser, as gunicorn parses it; None where
+    gunicorn is not installed or the text does not parse.  A setting the
+    text does not give is the command line's, which a check cannot see.
     """
     try:
         from gunicorn.config import Config
@@ -61,11 +60,29 @@ def configured_worker(cmd_args: str) -> str | None:
     try:
         args, _ = config.parser().parse_known_args(shlex.split(cmd_args))
         given = {name: value for name, value in vars(args).items() if value is not None and name != "args"}
-        if not given.keys() & {"worker_class", "threads"}:
-            return None
         for name, value in given.items():
             config.set(name.lower(), value)
     except (SystemExit, ValueError, TypeError):  # a bad value (argparse exits); an open quote (shlex)
         return None
-    worker_class = config.worker_class_str
+    return config, set(given)
+
+
+def configured_worker(cmd_args: str) -> str | None:
+    """Return ``"sync"`` or ``"gthread"`` if *cmd_args* (``GUNICORN_CMD_ARGS``) chooses that worker class, else None.
+
+    Only a worker class (``-k``, ``--worker-class``) or ``--threads`` given
+    there counts: without them the command line decides.
+    """
+    parsed = parse_cmd_args(cmd_args)
+    if parsed is None or not parsed[1] & {"worker_class", "threads"}:
+        return None
+    worker_class = parsed[0].worker_class_str
     return worker_class if worker_class in THREADED else None
+
+
+def configured_worker_connections(cmd_args: str) -> int | None:
+    """Return the ``--worker-connections`` *cmd_args* gives, unless it chooses a threaded worker (which ignores it)."""
+    parsed = parse_cmd_args(cmd_args)
+    if parsed is None or "worker_connections" not in parsed[1] or configured_worker(cmd_args) is not None:
+        return None
+    return int(parsed[0].worker_connections)

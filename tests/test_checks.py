@@ -147,3 +147,15 @@ def test_the_postgres_backend_listening_through_pgbouncer_is_a_deploy_warning(mo
     # The other backends read the log with plain queries, which transaction pooling serves.
     with override_settings(REALTIME={"BACKEND": "polling", "DATABASE": "postgres"}):
         assert deploy_ids() == []
+
+
+def test_worker_connections_not_above_max_streams_is_a_deploy_warning(monkeypatch):
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "-k gevent --worker-connections 1000")  # MAX_STREAMS is 1000 too
+    assert deploy_ids() == ["django_realtime.W006"]
+    with override_settings(REALTIME={"MAX_STREAMS": None}):
+        monkeypatch.setenv("GUNICORN_CMD_ARGS", "--worker-connections 5000")
+        assert deploy_ids() == ["django_realtime.W006"]
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "-k gevent --worker-connections 1200")
+    assert deploy_ids() == []
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "-k gevent")  # the command line may give it: not known here
+    assert deploy_ids() == []

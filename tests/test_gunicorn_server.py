@@ -8,10 +8,13 @@ logged by the first stream a worker serves (django_realtime.W003), since
 
 from __future__ import annotations
 
+import json
+from contextlib import ExitStack
+
 import httpx
 import pytest
 
-from django_realtime.gunicorn_server import configured_worker, threaded_worker
+from django_realtime.gunicorn_server import configured_worker, configured_worker_connections, threaded_worker
 from tests.servers import EventStream, manage, project_env, running_server
 
 W003 = "django_realtime.W003"
@@ -37,6 +40,20 @@ W003 = "django_realtime.W003"
 )
 def test_the_worker_class_gunicorn_cmd_args_chooses(cmd_args, worker):
     assert configured_worker(cmd_args) == worker
+
+
+@pytest.mark.parametrize(
+    ("cmd_args", "connections"),
+    [
+        ("-k gevent --worker-connections 1200", 1200),
+        ("--worker-connections=500", 500),  # the class is the command line's: gevent, if it is to matter
+        ("-k gevent", None),  # gunicorn's default of 1000, unless the command line gives another
+        ("-k sync --worker-connections 500", None),  # threaded workers ignore it
+        ("--worker-connections lots", None),
+    ],
+)
+def test_the_worker_connections_gunicorn_cmd_args_gives(cmd_args, connections):
+    assert configured_worker_connections(cmd_args) == connections
 
 
 def test_a_request_served_by_gunicorn_without_gevent_is_on_a_thread():
@@ -102,3 +119,30 @@ def test_a_gevent_worker_does_not_warn(env, tmp_path):
 
     assert "Booting worker" in log  # the log is gunicorn's
     assert W003 not in log
+
+
+WORKER_CONNECTIONS = 3
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("max_streams", [WORKER_CONNECTIONS, WORKER_CONNECTIONS - 1])
+def test_a_gevent_worker_full_of_streams_serves_pages_only_with_max_streams_below_its_connections(
+    env, tmp_path, max_streams
+):
+    """What django_realtime.W006 warns about: a gevent worker at --worker-connections accepts no connection at all."""
+    env = {**env, "REALTIME_JSON": json.dumps({"MAX_STREAMS": max_streams})}
+    extra = ("--worker-connections", str(WORKER_CONNECTIONS))
+    with running_server("gunicorn-gevent", env, tmp_path / "server.log", extra) as server, ExitStack() as streams:
+        for _ in range(max_streams):
+            streams.enter_context(EventStream(server.events_url(), params=[("channel", "demo:full")]))
+        page = f"{server.url}/clock/"
+        if max_streams < WORKER_CONNECTIONS:
+            # One stream more is refused in words a client honours; its connection closed, pages are served.
+            with httpx.Client(timeout=2.0) as client:
+                refused = client.get(server.events_url(), params={"channel": "demo:full"})
+            assert (refused.status_code, "Retry-After" in refused.headers) == (503, True)
+            assert httpx.get(page, timeout=2.0).status_code == 200
+        else:
+            # Every connection is a stream's: the page's is never accepted.
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.get(page, timeout=1.0)
