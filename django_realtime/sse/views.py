@@ -32,7 +32,16 @@ from ..protocol import (
 )
 from .encoding import encode_cursor, encode_error
 from .origin import from_trusted_page
-from .responses import SSEResponse, asse_stream, chunker, connection_closer, is_async_request, prelude, sse_stream
+from .responses import (
+    SSEResponse,
+    asse_stream,
+    chunker,
+    connection_closer,
+    is_async_request,
+    prelude,
+    sse_stream,
+    warn_if_threaded_worker,
+)
 
 logger = logging.getLogger("django_realtime")
 
@@ -270,6 +279,7 @@ def _stream(
         stream = asse_stream(hub, names, cursor, keepalive, lifetime, request.scope, give_seat, encode, first)
         response = SSEResponse(stream)
     else:
+        warn_if_threaded_worker(request)
         response = SSEResponse(
             sse_stream(hub, names, cursor, keepalive, lifetime, connection_closer(request), encode, first)
         )
