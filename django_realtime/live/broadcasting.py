@@ -1,0 +1,224 @@
+"""Publish live actions and refreshes: rendered with autoescaping, stored in the caller's transaction."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from django.db import connections, models, transaction
+
+from ..conf import realtime_settings
+from ..publishing import publish
+from .actions import INSERTS, LIVE_EVENT, NO_REQUEST, REFRESH_EVENT, action_html, validate_dom_id
+
+#: Whether broadcasts are suppressed in this context (thread, greenlet or task).
+_suppressed: ContextVar[bool] = ContextVar("django_realtime_live_suppressed", default=False)
+#: The request id of the request being served, from its ``Realtime-Request-Id`` header.
+_request_id: ContextVar[str | None] = ContextVar("django_realtime_live_request_id", default=None)
+
+#: What a request id may be: what ``{% live_request_id %}`` makes, and no more.
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+Channels = str | Iterable[str]
+
+
+def _key(pk: Any) -> str:
+    # A primary key in a DOM id or a channel name: letters, digits, _ and - stay, anything else is _XX.
+    return _UNSAFE.sub(lambda m: "".join(f"_{b:02x}" for b in m.group().encode()), str(pk))
+
+
+def dom_id(instance: models.Model, prefix: str | None = None) -> str:
+    """Return the DOM id of *instance*: ``<app_label>-<model_name>-<pk>``, after ``<prefix>-`` if given."""
+    if instance.pk is None:
+        raise ValueError(f"{instance!r} has no primary key yet: save it first")
+    meta = instance._meta
+    value = f"{meta.app_label}-{meta.model_name}-{_key(instance.pk)}"
+    return validate_dom_id(f"{prefix}-{value}" if prefix else value)
+
+
+def channel_for(obj: models.Model | type[models.Model]) -> str:
+    """Return the channel of a model (``live:<app_label>.<model_name>``) or of one instance (``...:<pk>``).
+
+    Per-object channels are guessable: the authorization hook must check
+    them (see docs/live.md, "Security", and :func:`object_for_channel`).
+    """
+    meta = obj._meta
+    name = f"live:{meta.app_label}.{meta.model_name}"
+    if isinstance(obj, models.Model):
+        if obj.pk is None:
+            raise ValueError(f"{obj!r} has no primary key yet: save it first")
+        name += f":{_key(obj.pk)}"
+    return name
+
+
+def object_for_channel(channel: str) -> models.Model | None:
+    """Return the instance a per-object channel of :func:`channel_for` names, None if it names none (or none exists)."""
+    from django.apps import apps
+
+    parts = channel.split(":")
+    if len(parts) != 3 or parts[0] != "live" or "." not in parts[1]:
+        return None
+    try:
+        model = apps.get_model(parts[1])
+    except (LookupError, ValueError):
+        return None
+    for instance in model._default_manager.filter(pk__in=_candidates(parts[2]))[:2]:
+        if _key(instance.pk) == parts[2]:
+            return instance
+    return None
+
+
+def _candidates(key: str) -> list[str]:
+    return [re.sub(r"_([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), key), key]
+
+
+def _channels(channels: Channels) -> list[str]:
+    names = [channels] if isinstance(channels, str) else list(channels)
+    return list(dict.fromkeys(names))
+
+
+@contextmanager
+def suppressed() -> Iterator[None]:
+    """Broadcast nothing from this block (imports, data migrations, fixtures): no action, no refresh."""
+    token = _suppressed.set(True)
+    try:
+        yield
+    finally:
+        _suppressed.reset(token)
+
+
+def is_suppressed() -> bool:
+    """Return whether broadcasts are suppressed here."""
+    return _suppressed.get()
+
+
+@contextmanager
+def originating(request_id: str | None) -> Iterator[None]:
+    """Mark the refreshes published in this block as caused by *request_id*: the page that sent it skips them."""
+    if request_id is not None and not REQUEST_ID_PATTERN.match(request_id):
+        raise ValueError(f"a request id holds 1 to 64 letters, digits, _ and -, got {request_id[:80]!r}")
+    token = _request_id.set(request_id)
+    try:
+        yield
+    finally:
+        _request_id.reset(token)
+
+
+def _store(using: str | None, channel: str, data: str, event: str) -> None:
+    """Publish in the transaction of *using* when the log lives there; else once that transaction commits."""
+    if using is None or using == realtime_settings.DATABASE:
+        publish(channel, data, event=event)
+    else:
+        # The rows and the log are in two databases: no one transaction holds both (docs/live.md).
+        transaction.on_commit(lambda: publish(channel, data, event=event), using=using)
+
+
+def broadcast(
+    action: str,
+    channels: Channels,
+    *,
+    target: str,
+    html: str = "",
+    template_name: str | list[str] | None = None,
+    context: dict[str, Any] | None = None,
+    dom_id: str | None = None,
+    using: str | None = None,
+) -> None:
+    """Publish *action* on each of *channels*: one event each, in the current transaction.
+
+    The fragment is *html*, or *template_name* rendered with *context*
+    (autoescaped, as every Django template is).  *target* and *dom_id*: see
+    :func:`~django_realtime.live.actions.action_html`.  Nothing is published
+    inside :func:`suppressed`.
+    """
+    if is_suppressed():
+        return
+    if template_name is not None and action != "remove":
+        from django.template.loader import render_to_string
+
+        html = render_to_string(template_name, context)
+    data = action_html(action, target=target, dom_id=dom_id if action in INSERTS else None, html=html)
+    for channel in _channels(channels):
+        _store(using, channel, data, LIVE_EVENT)
+
+
+def refresh(channels: Channels, *, using: str | None = None) -> None:
+    """Tell the pages following *channels* to fetch their region again, with their own session.
+
+    One refresh per channel per transaction: later ones in the same
+    transaction are dropped (pages debounce the rest).  The request being
+    served (``Realtime-Request-Id``, see :class:`RequestIdMiddleware`) is
+    named, so that the page that made the change can skip it.
+    """
+    if is_suppressed():
+        return
+    alias = using or realtime_settings.DATABASE
+    data = _request_id.get() or NO_REQUEST
+    for channel in _channels(channels):
+        if _refreshed_in_transaction(alias, channel):
+            continue
+        _store(using, channel, data, REFRESH_EVENT)
+
+
+class _Refreshed(set):
+    """The channels refreshed in one transaction; a no-op on-commit callback, so that Django drops it with the
+    transaction (at commit, at rollback, and with a savepoint rolled back)."""
+
+    def __call__(self) -> None:
+        pass
+
+
+def _refreshed_in_transaction(alias: str, channel: str) -> bool:
+    """Return whether *channel* had its refresh in this transaction already; note it if not."""
+    connection = connections[alias]
+    if not connection.in_atomic_block:
+        return False
+    here = set(connection.savepoint_ids)
+    mine = None
+    for entry in connection.run_on_commit:
+        sids, func = entry[0], entry[1]
+        if isinstance(func, _Refreshed) and sids <= here:
+            # Published at this level or an enclosing one: it goes (or not) with this block.
+            if channel in func:
+                return True
+            if sids == here:
+                mine = func
+    if mine is None:
+        transaction.on_commit(_Refreshed({channel}), using=alias)
+    else:
+        mine.add(channel)
+    return False
+
+
+class RequestIdMiddleware:
+    """Take the ``Realtime-Request-Id`` header of each request: the refreshes its changes publish name it."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Any) -> None:
+        from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: Any) -> Any:
+        if self.is_async:
+            return self._acall(request)
+        with originating(_header(request)):
+            return self.get_response(request)
+
+    async def _acall(self, request: Any) -> Any:
+        with originating(_header(request)):
+            return await self.get_response(request)
+
+
+def _header(request: Any) -> str | None:
+    value = request.headers.get("Realtime-Request-Id")
+    return value if value is not None and REQUEST_ID_PATTERN.match(value) else None
