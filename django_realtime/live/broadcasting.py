@@ -181,12 +181,13 @@ def _refreshed_in_transaction(alias: str, channel: str) -> bool:
     mine = None
     for entry in connection.run_on_commit:
         sids, func = entry[0], entry[1]
-        if isinstance(func, _Refreshed) and sids <= here:
-            # Published at this level or an enclosing one: it goes (or not) with this block.
+        if isinstance(func, _Refreshed):
+            # Django drops the callbacks of a savepoint rolled back: what is left was published and stays.
             if channel in func:
                 return True
             if sids == here:
                 mine = func
+    # Noted at this savepoint's level only, so that rolling it back forgets the note with the event.
     if mine is None:
         transaction.on_commit(_Refreshed({channel}), using=alias)
     else:

@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models.signals import post_delete, post_save
 
 from .actions import INSERTS
-from .broadcasting import Channels, broadcast, dom_id, is_suppressed, refresh
+from .broadcasting import Channels, broadcast, dom_id, refresh
 
 M = TypeVar("M", bound=type[models.Model])
 #: Channels, or a callable of the instance that returns them.
@@ -41,8 +41,6 @@ class Declaration:
 
     def send(self, instance: Any, change: str, using: str | None) -> None:
         """Publish what *change* (``create``, ``update``, ``delete``) of *instance* broadcasts."""
-        if is_suppressed():
-            return
         action = {"create": self.on_create, "update": self.on_update, "delete": self.on_delete}[change]
         if action is not None and self.to is not None:
             element = self.dom_id(instance)
