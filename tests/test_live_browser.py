@@ -249,3 +249,28 @@ def test_a_restart_and_a_reload_lose_and_repeat_nothing(open_page, servers, env,
     wait_fresh(open_page, page, url)
     items = page.evaluate(ITEMS)
     assert len(items) == len(set(items)), f"an item shown twice: {items}"
+
+
+#: The script that connects each kind of page: held back until a change is made, after the render.
+CONNECTING_SCRIPT = {"htmx": "**/hx-sse-2.min.js", "livejs": "**/live.js"}
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_change_between_the_render_and_the_connection_is_not_lost(browser, servers, client, board):
+    url = f"{servers[client].url}{PATHS[client]}"
+    made: list[int] = []
+
+    def change_then_load(route: Any) -> None:
+        # The page is rendered (its cursor taken) and not yet connected: a change made now must still come.
+        made.append(board.create("between render and connect"))
+        route.continue_()
+
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.route(CONNECTING_SCRIPT[client], change_then_load)
+        page.goto(url)
+        assert made, "the connecting script was never requested"
+        wait_for_value(page, f"() => Boolean(document.getElementById('board-item-{made[0]}'))", True)
+    finally:
+        context.close()
