@@ -12,6 +12,7 @@ through a reload: nothing lost, nothing doubled.  htmx runs on gunicorn
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -272,5 +273,32 @@ def test_a_change_between_the_render_and_the_connection_is_not_lost(browser, ser
         page.goto(url)
         assert made, "the connecting script was never requested"
         wait_for_value(page, f"() => Boolean(document.getElementById('board-item-{made[0]}'))", True)
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_reset_refreshes_the_region(browser, open_page, servers, client, board):
+    """A page whose cursor the log does not know gets a reset: it cannot tell what it missed, so it refetches."""
+    url = f"{servers[client].url}{PATHS[client]}"
+    hidden = board.create("missing from a stale page")
+
+    def stale(route: Any) -> None:
+        if not route.request.is_navigation_request():
+            route.continue_()
+            return
+        response = route.fetch()
+        body = re.sub(rf'<li id="board-item-{hidden}".*?</li>', "", response.text())
+        # A cursor from another log (a restored backup): the server answers it with a reset.
+        body = re.sub(r'(lastEventId=|data-live-cursor=")[^"&]*', r"\g<1>999999999", body)
+        route.fulfill(response=response, body=body)
+
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.route(url, stale)
+        page.goto(url)
+        wait_for_value(page, f"() => Boolean(document.getElementById('board-item-{hidden}'))", True)
+        wait_fresh(open_page, page, url)
     finally:
         context.close()
