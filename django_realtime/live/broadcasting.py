@@ -76,6 +76,13 @@ def _candidates(key: str) -> list[str]:
     return [re.sub(r"_([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), key), key]
 
 
+def cursor() -> str:
+    """Return the log's cursor now, as ``{% realtime_cursor %}`` does: take it in a view before reading the state."""
+    from ..templatetags.realtime import realtime_cursor
+
+    return realtime_cursor()
+
+
 def _channels(channels: Channels) -> list[str]:
     names = [channels] if isinstance(channels, str) else list(channels)
     return list(dict.fromkeys(names))
