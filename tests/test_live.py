@@ -90,6 +90,9 @@ def test_dom_ids_and_channels_are_derived_from_the_instance():
     assert live.object_for_channel("live:board.item:999999") is None
     assert live.object_for_channel("live:nope.model:1") is None
     assert live.object_for_channel("board:items") is None
+    # Channel names come from strangers: a key that is no primary key names nothing, and raises nothing.
+    assert live.object_for_channel("live:board.item:abc") is None
+    assert live.object_for_channel("live:board.item:1_2e5") is None
     with pytest.raises(ValueError, match="no primary key"):
         live.dom_id(Item(title="unsaved"))
 

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import connections, models, transaction
 
 from ..conf import realtime_settings
@@ -66,10 +67,11 @@ def object_for_channel(channel: str) -> models.Model | None:
         model = apps.get_model(parts[1])
     except (LookupError, ValueError):
         return None
-    for instance in model._default_manager.filter(pk__in=_candidates(parts[2]))[:2]:
-        if _key(instance.pk) == parts[2]:
-            return instance
-    return None
+    try:
+        found = list(model._default_manager.filter(pk__in=_candidates(parts[2]))[:2])
+    except (ValueError, TypeError, ValidationError):  # a key that is no primary key of the model: a stranger's name
+        return None
+    return next((instance for instance in found if _key(instance.pk) == parts[2]), None)
 
 
 def _candidates(key: str) -> list[str]:
