@@ -220,7 +220,7 @@ def test_a_refresh_names_the_request_that_caused_it():
 @pytest.mark.django_db
 def test_the_middleware_takes_the_request_id_from_the_header_and_refuses_bad_ones():
     seen = []
-    middleware = live.RequestIdMiddleware(lambda request: seen.append(live.broadcasting._request_id.get()))
+    middleware = live.RequestIdMiddleware(lambda request: seen.append(live.requests.current_request_id()))
     factory = RequestFactory()
     middleware(factory.get("/", HTTP_REALTIME_REQUEST_ID="abc_DEF-1"))
     middleware(factory.get("/", HTTP_REALTIME_REQUEST_ID="x\r\ny"))
@@ -336,3 +336,16 @@ def test_the_htmx_region_connects_from_its_cursor_and_refreshes_on_refresh_and_r
 def test_bad_regions_are_refused(tag, error):
     with pytest.raises((TemplateSyntaxError, ValueError), match=error):
         Template("{% load realtime_live %}" + tag + "{% endlive_region %}").render(Context({}))
+
+
+@pytest.mark.django_db
+def test_a_request_has_one_request_id_in_all_its_regions():
+    request = RequestFactory().get("/board/?as=ann")
+    html = Template(
+        '{% load realtime_live %}{% live_region "board:items" id="a" %}{% endlive_region %}'
+        '{% live_region "board:counts" id="b" htmx=True %}{% endlive_region %}{% live_request_id %}'
+    ).render(Context({"request": request}))
+    request_id = html.rsplit(">", 1)[1]
+    assert f'data-live-request-id="{request_id}"' in html and f"Realtime-Request-Id&quot;: &quot;{request_id}" in html
+    assert 'data-live-src="/board/?as=ann"' in html and 'hx-get="/board/?as=ann"' in html
+    assert Cursor.parse(live.cursor()) is not None

@@ -2,18 +2,17 @@
 
 from .actions import ACTIONS, LIVE_EVENT, REFRESH_EVENT, Action, action_html, parse_action
 from .broadcasting import (
-    RequestIdMiddleware,
     broadcast,
     channel_for,
     cursor,
     dom_id,
     is_suppressed,
     object_for_channel,
-    originating,
     refresh,
     suppressed,
 )
 from .declarations import Declaration, broadcasts, declaration_for, deleted, register, saved, unregister
+from .requests import RequestIdMiddleware, originating
 
 __all__ = [
     "ACTIONS",

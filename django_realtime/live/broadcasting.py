@@ -14,14 +14,10 @@ from django.db import connections, models, transaction
 from ..conf import realtime_settings
 from ..publishing import publish
 from .actions import INSERTS, LIVE_EVENT, NO_REQUEST, REFRESH_EVENT, action_html, validate_dom_id
+from .requests import current_request_id
 
 #: Whether broadcasts are suppressed in this context (thread, greenlet or task).
 _suppressed: ContextVar[bool] = ContextVar("django_realtime_live_suppressed", default=False)
-#: The request id of the request being served, from its ``Realtime-Request-Id`` header.
-_request_id: ContextVar[str | None] = ContextVar("django_realtime_live_request_id", default=None)
-
-#: What a request id may be: what ``{% live_request_id %}`` makes, and no more.
-REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 Channels = str | Iterable[str]
@@ -105,18 +101,6 @@ def is_suppressed() -> bool:
     return _suppressed.get()
 
 
-@contextmanager
-def originating(request_id: str | None) -> Iterator[None]:
-    """Mark the refreshes published in this block as caused by *request_id*: the page that sent it skips them."""
-    if request_id is not None and not REQUEST_ID_PATTERN.match(request_id):
-        raise ValueError(f"a request id holds 1 to 64 letters, digits, _ and -, got {request_id[:80]!r}")
-    token = _request_id.set(request_id)
-    try:
-        yield
-    finally:
-        _request_id.reset(token)
-
-
 def _store(using: str | None, channel: str, data: str, event: str) -> None:
     """Publish in the transaction of *using* when the log lives there; else once that transaction commits."""
     if using is None or using == realtime_settings.DATABASE:
@@ -166,7 +150,7 @@ def refresh(channels: Channels, *, using: str | None = None) -> None:
     if is_suppressed():
         return
     alias = using or realtime_settings.DATABASE
-    data = _request_id.get() or NO_REQUEST
+    data = current_request_id() or NO_REQUEST
     for channel in _channels(channels):
         if _refreshed_in_transaction(alias, channel):
             continue
@@ -202,33 +186,3 @@ def _refreshed_in_transaction(alias: str, channel: str) -> bool:
     else:
         mine.add(channel)
     return False
-
-
-class RequestIdMiddleware:
-    """Take the ``Realtime-Request-Id`` header of each request: the refreshes its changes publish name it."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Any) -> None:
-        from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: Any) -> Any:
-        if self.is_async:
-            return self._acall(request)
-        with originating(_header(request)):
-            return self.get_response(request)
-
-    async def _acall(self, request: Any) -> Any:
-        with originating(_header(request)):
-            return await self.get_response(request)
-
-
-def _header(request: Any) -> str | None:
-    value = request.headers.get("Realtime-Request-Id")
-    return value if value is not None and REQUEST_ID_PATTERN.match(value) else None
