@@ -84,7 +84,9 @@ class LiveRegionNode(template.Node):
         content = self.nodelist.render(context)
         css = format_html(' class="{}"', options["class"]) if options.get("class") else ""
         if options.get("htmx"):
-            query = urlencode([*(("channel", c) for c in channels), ("data", "text"), ("lastEventId", cursor)])
+            # No cursor (realtime_cursor gave up waiting, CURSOR_TIMEOUT): follow from the connection on.
+            since = [("lastEventId", cursor)] if cursor else []
+            query = urlencode([*(("channel", c) for c in channels), ("data", "text"), *since])
             trigger = f"sse:{REFRESH_EVENT}[detail.data!=='{request_id}'] delay:{REFRESH_DEBOUNCE_MS}ms, sse:reset"
             return format_html(
                 '<{tag} id="{id}"{css} hx-ext="sse" sse-connect="{url}" hx-get="{src}" hx-trigger="{trigger}" '
