@@ -253,6 +253,8 @@ def capture_progress(task: object) -> Iterator[CapturedProgress]:
         yield captured
     finally:
         progress_published.disconnect(published)
+
+
 class CapturedBroadcasts(list):
     """The live actions published while :func:`capture_broadcasts` is open, oldest first (refreshes included)."""
 
