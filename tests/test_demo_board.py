@@ -51,13 +51,13 @@ def test_a_bad_title_is_refused_with_a_reason_and_changes_nothing(title, error):
 def test_the_count_of_items_is_updated_in_the_transaction_of_each_create_and_delete():
     with assert_broadcasts(TOTAL_CHANNEL, "update") as sent:
         item = Item.objects.create(title="Milk")
-    assert sent[0].target == TOTAL_ID and f"innerHTML:#{TOTAL_ID}\">1</div>" in sent[0].html
+    assert sent[0].target == TOTAL_ID and f'innerHTML:#{TOTAL_ID}">1</div>' in sent[0].html
     with assert_no_broadcasts(TOTAL_CHANNEL):
         item.title = "Oat milk"
         item.save()  # the count is the same
     with assert_broadcasts(TOTAL_CHANNEL, "update") as sent:
         item.delete()
-    assert f"innerHTML:#{TOTAL_ID}\">0</div>" in sent[0].html
+    assert f'innerHTML:#{TOTAL_ID}">0</div>' in sent[0].html
     with capture_broadcasts() as sent, live.suppressed():
         Item.objects.create(title="imported")
     assert list(sent) == []

@@ -26,9 +26,10 @@ from tests.servers import manage, project_env
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 #: The board's items as the page shows them: DOM id, title and owner (the text of other elements), in order.
-ITEMS = """() => Array.from(document.querySelectorAll('#board-items > li'), (e) => e.id + '|' + (
-  e.querySelector('.title') ? `${e.querySelector('.title').textContent} ${e.querySelector('.owner').textContent}` : e.textContent
-).trim())"""
+ITEMS = """() => Array.from(document.querySelectorAll('#board-items > li'), (e) => {
+  const [title, owner] = [e.querySelector('.title'), e.querySelector('.owner')];
+  return e.id + '|' + (title ? `${title.textContent} ${owner.textContent}` : e.textContent).trim();
+})"""
 #: The viewer's count, which a refresh brings up to date.
 MINE = "() => document.getElementById('mine-count').textContent"
 #: The page's request id, the one its own changes carry (htmx: in hx-headers; live.js: a data- attribute).
@@ -213,7 +214,7 @@ def test_each_action_and_refresh_reach_the_page(open_page, servers, env, client,
 
     # update: replace in place.
     board.edit(pk, "Oat milk")
-    wait_for_value(page, f"() => document.getElementById('board-item-{pk}').querySelector('.title').textContent", "Oat milk")
+    wait_for_value(page, f"() => document.querySelector('#board-item-{pk} .title').textContent", "Oat milk")
 
     # The actions a model does not declare, from a shell: prepend, before, after, update, then remove.
     shell(
