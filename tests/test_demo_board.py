@@ -33,7 +33,11 @@ def test_the_mine_column_lists_the_viewers_own_items_only():
     html = client.get("/board/").content.decode()
     mine = html[html.index('id="board-mine"') :]
     assert "ann&#x27;s" in mine and "bob&#x27;s" not in mine and '<b id="mine-count">1</b>' in mine
-    assert "Sign in" in Client().get("/board/plain/").content.decode()
+    # A guest has no column of its own to refresh: its page follows no refresh channel (no refetch per change).
+    for path in ("/board/", "/board/plain/"):
+        guest = Client().get(path).content.decode()
+        assert "Sign in" in guest and "board:counts" not in guest and "board%3Acounts" not in guest
+    assert "board%3Acounts" in html
 
 
 @pytest.mark.parametrize(
