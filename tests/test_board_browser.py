@@ -134,7 +134,7 @@ def test_two_people_see_each_others_changes_and_each_their_own_in_mine(server, o
     # bob renames ann's item: it stays hers, and her column shows the new title (a refresh of her own).
     item(bob_page, "Milk").locator("[data-board-edit]").click()
     bob_page.fill("#board-items .board-rename input", "Oat milk")
-    bob_page.click("#board-items .board-rename button")
+    bob_page.click("#board-items .board-rename button[type=submit]")
     for page in pages:
         wait_for_value(page, ITEMS, [*before, f"Oat milk {ann}", f"Bread {bob}"])
     wait_for_value(ann_page, MINE, ["Oat milk"])

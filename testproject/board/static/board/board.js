@@ -40,12 +40,16 @@
     input.value = item.querySelector(".title").textContent;
     input.setAttribute("aria-label", "New title");
     const save = Object.assign(document.createElement("button"), { type: "submit", textContent: "Save" });
-    edit.append(input, save);
+    const cancel = Object.assign(document.createElement("button"), { type: "button", textContent: "Cancel" });
+    cancel.className = "link";
+    edit.append(input, save, cancel);
+    const actions = item.querySelector(".item-actions");
     edit.addEventListener("submit", (submitted) => {
       submitted.preventDefault();
       post(url, { title: input.value });
     });
-    item.querySelector(".item-actions").replaceWith(edit);
+    cancel.addEventListener("click", () => edit.replaceWith(actions));
+    actions.replaceWith(edit);
     input.focus();
   });
 })();
