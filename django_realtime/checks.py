@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
@@ -102,3 +103,45 @@ def _check_backend_fits():
             )
         ]
     return []
+
+
+@register()
+def check_metrics(app_configs, **kwargs):
+    """Check that metrics asked for can be served: prometheus_client is installed (E010)."""
+    from .metrics import available
+
+    try:
+        wanted = realtime_settings.METRICS
+    except ImproperlyConfigured:
+        return []  # E003 reports it
+    if wanted is True and not available():
+        return [
+            Error(
+                "REALTIME['METRICS'] is True but prometheus_client is not installed.",
+                hint="pip install 'django-realtime-log[metrics]', or set METRICS to None (on when installed).",
+                id="django_realtime.E010",
+            )
+        ]
+    return []
+
+
+@register(deploy=True)
+def check_metrics_multiprocess(app_configs, **kwargs):
+    """Check that metrics under gunicorn's workers add up across them: PROMETHEUS_MULTIPROC_DIR (W010)."""
+    from .metrics import enabled
+
+    try:
+        on = enabled()
+    except ImproperlyConfigured:
+        return []
+    if not on or os.environ.get("PROMETHEUS_MULTIPROC_DIR") or importlib.util.find_spec("gunicorn") is None:
+        return []
+    return [
+        Warning(
+            "Metrics are on and gunicorn is installed, but PROMETHEUS_MULTIPROC_DIR is not set: under several "
+            "gunicorn workers each scrape would show one worker's figures.",
+            hint="Set PROMETHEUS_MULTIPROC_DIR to an empty directory for the servers (and this check), and mark "
+            "dead workers in gunicorn's child_exit hook (docs/metrics.md#gunicorn). Ignore it under one process.",
+            id="django_realtime.W010",
+        )
+    ]

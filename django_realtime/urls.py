@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from .metrics import views as metrics
 from .sse import publish, views
 
 app_name = "django_realtime"
@@ -10,4 +11,5 @@ urlpatterns = [
     path("health/", views.health, name="health"),
     path("presence/", views.presence, name="presence"),
     path("publish/", publish.publish, name="publish"),
+    path("metrics/", metrics.metrics, name="metrics"),
 ]

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.http import require_GET
 
-from .. import rates
+from .. import metrics, rates
 from ..auth import PRESENCE, SUBSCRIBE, get_authorizer, user_or_anonymous
 from ..conf import realtime_settings
 from ..cursor import Cursor
@@ -32,7 +33,16 @@ from ..protocol import (
 )
 from .encoding import encode_cursor, encode_error
 from .origin import from_trusted_page
-from .responses import SSEResponse, asse_stream, chunker, connection_closer, is_async_request, prelude, sse_stream
+from .responses import (
+    SSEResponse,
+    Watched,
+    asse_stream,
+    chunker,
+    connection_closer,
+    is_async_request,
+    prelude,
+    sse_stream,
+)
 
 logger = logging.getLogger("django_realtime")
 
@@ -177,8 +187,15 @@ def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpRespon
     try:
         form = Format(request)
     except BadParameter as exc:
-        return _plain(400, str(exc))
-    return _stream(request, names, form, b"")
+        return _counted(_plain(400, str(exc)))
+    return _counted(_stream(request, names, form, b""))
+
+
+def _counted(response: HttpResponseBase) -> HttpResponseBase:
+    """Return *response*, counted in the metrics if it refuses the stream."""
+    if response.status_code >= 400:
+        metrics.refused(metrics.SSE, response.status_code)
+    return response
 
 
 def _join(joins: Joins | None, with_channels: bool) -> tuple[list[Member], list[bytes], HttpResponse | None]:
@@ -261,18 +278,29 @@ def _stream(
     keepalive = float(realtime_settings.KEEPALIVE)
     lifetime = realtime_settings.SSE_MAX_LIFETIME
     lifetime = float(lifetime) if lifetime else None
-    encode = chunker(with_channels=form.with_channels, text=form.text)
+    encode = metrics.counted(metrics.SSE, chunker(with_channels=form.with_channels, text=form.text))
     # A client that asks for channels is told the cursor the stream starts at (docs/sse.md).
     first = prelude() + (encode_cursor(str(cursor)) if form.with_channels else b"") + errors
+    connection = metrics.opened(metrics.SSE)
+    if not connection.closed:
+        metrics.sent(metrics.SSE, 0, len(first))
     if is_async_request(request):
         # Given back by the stream itself too: Django 6.1 does not close the
         # response of a stream whose task the hub cancelled (SSE_SEND_TIMEOUT).
-        stream = asse_stream(hub, names, cursor, keepalive, lifetime, request.scope, give_seat, encode, first)
-        response = SSEResponse(stream)
-    else:
-        response = SSEResponse(
-            sse_stream(hub, names, cursor, keepalive, lifetime, connection_closer(request), encode, first)
+        stream = asse_stream(
+            hub, names, cursor, keepalive, lifetime, request.scope, give_seat, encode, first, connection
         )
+        response = SSEResponse(stream)
+        response._resource_closers.append(connection.close)
+    else:
+        close = connection_closer(request)
+        if close is not None and not connection.closed:
+            close = _noting_slow(close, connection)
+        iterator = sse_stream(hub, names, cursor, keepalive, lifetime, close, encode, first)
+        response = SSEResponse(iterator)
+        if not connection.closed:
+            # Before the iterator's own close(): whether it had ended tells who ended the stream.
+            response._resource_closers.insert(0, _closer(iterator, connection, hub))
     # The server closes every response it was given, streamed or not, whatever ended it.
     response._resource_closers.append(give_seat)
     if members:
@@ -280,6 +308,30 @@ def _stream(
         # Which of the channel's members is this stream: a client that reads headers (fetch) knows itself.
         response[PRESENCE_HEADER] = ", ".join(f"{member.channel} {member.connection}" for member in members)
     return response
+
+
+def _noting_slow(close: Callable[[], None], connection: metrics.Connection) -> Callable[[], None]:
+    """Return *close* (the hub's cut of a client that stopped reading), noting the reason first."""
+
+    def cut() -> None:
+        connection.reason = metrics.SLOW_CLIENT
+        close()
+
+    return cut
+
+
+def _closer(iterator: Iterator[bytes], connection: metrics.Connection, hub: object) -> Callable[[], None]:
+    """Return what counts a WSGI stream's close: ended by itself, or by its client (or the hub's cut)."""
+    generator = iterator.iterator if isinstance(iterator, Watched) else iterator
+
+    def close() -> None:
+        if getattr(hub, "stopping", False):
+            connection.reason = metrics.SERVER_SHUTDOWN
+        elif inspect.getgeneratorstate(generator) == inspect.GEN_CLOSED:  # type: ignore[arg-type]
+            connection.reason = metrics.ENDED  # its lifetime, or the log could not be read
+        connection.close()
+
+    return close
 
 
 @transaction.non_atomic_requests
@@ -295,6 +347,10 @@ def events(request: HttpRequest, channels: Iterable[str] | None = None) -> HttpR
     """
     if channels is not None:
         return stream_channels(request, channels)
+    return _counted(_events(request))
+
+
+def _events(request: HttpRequest) -> HttpResponseBase:
     try:
         form = Format(request)
     except BadParameter as exc:
