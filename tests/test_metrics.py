@@ -1,5 +1,6 @@
 """Prometheus metrics: each moves when its event happens, the view is refused to strangers, labels stay few."""
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from django_realtime.client_publish import store_publish
 from django_realtime.hub import get_hub
 from django_realtime.models import Event
 from django_realtime.presence import get_registry
+from django_realtime.sse.responses import asse_stream
 from django_realtime.sse.views import events
 from tests import services
 from tests.held import Held
@@ -246,8 +248,8 @@ def test_an_sse_stream_is_counted_open_its_events_and_bytes_written_then_closed_
         chunk = next(chunks)
         while b"hello" not in chunk:
             chunk = next(chunks)
-        metrics.flush()
-        assert value("django_realtime_events_delivered_total", transport="sse") == delivered + 1
+        # Counted by the hub's ticker, at least every quarter of a second: no scrape needed.
+        assert wait_until(lambda: value("django_realtime_events_delivered_total", transport="sse") == delivered + 1)
         assert value("django_realtime_bytes_written_total", transport="sse") >= written + len(prelude) + len(chunk)
         response.close()
         assert open_gauge() == is_open
@@ -260,6 +262,22 @@ def test_an_sse_stream_that_reaches_its_lifetime_closes_as_ended(client):
         response = client.get("/events/?channel=chat:a")
         assert b"".join(response.streaming_content).startswith(b"retry:")
         response.close()
+        assert closed("ended") == ended + 1
+        assert open_gauge() == is_open
+
+
+def test_an_asgi_stream_that_reaches_its_lifetime_closes_as_ended():
+    with realtime():
+        hub = get_hub()
+        assert hub.ensure_ready()
+        ended, is_open = closed("ended"), open_gauge()
+
+        async def main():
+            connection = metrics.opened(metrics.SSE)
+            stream = asse_stream(hub, frozenset({"chat:a"}), None, 0.4, lifetime=0.2, connection=connection)
+            return [chunk async for chunk in stream]
+
+        assert asyncio.run(main())[0].startswith(b"retry:")
         assert closed("ended") == ended + 1
         assert open_gauge() == is_open
 
@@ -446,6 +464,8 @@ def test_without_prometheus_client_everything_works_and_metrics_are_off(tmp_path
     assert out["view"] == 403  # refused before it says whether metrics are on
     assert out["imported"] is False
     assert out["checks"] == (["django_realtime.E010"] if setting == "on" else [])
+    # Off by default without it, quietly; asked for, it says so (once) beside the check.
+    assert ("prometheus_client is not installed" in result.stderr) == (setting == "on")
 
 
 def test_batches_noted_on_many_threads_while_the_ticker_flushes_are_all_counted():
