@@ -141,7 +141,7 @@ def check_metrics_multiprocess(app_configs, **kwargs):
             "Metrics are on and gunicorn is installed, but PROMETHEUS_MULTIPROC_DIR is not set: under several "
             "gunicorn workers each scrape would show one worker's figures.",
             hint="Set PROMETHEUS_MULTIPROC_DIR to an empty directory for the servers (and this check), and mark "
-            "dead workers in gunicorn's child_exit hook (docs/metrics.md#gunicorn). Ignore it under one process.",
+            "dead workers in gunicorn's child_exit hook (docs/metrics.md). Ignore it under one process.",
             id="django_realtime.W010",
         )
     ]

@@ -232,10 +232,11 @@ class Connection:
 _UNCOUNTED = Connection(None, SSE)
 
 
-def opened(transport: str) -> Connection:
-    """Count a connection accepted on *transport*; return what to close() when it ends."""
+def opened(transport: str, kind: type[Connection] = Connection) -> Connection:
+    """Count a connection accepted on *transport*; return what to close() when it ends: a *kind*, or while
+    metrics are off one shared Connection that counts nothing (``closed`` is True)."""
     metrics = active()
-    return _UNCOUNTED if metrics is None else Connection(metrics, transport)
+    return _UNCOUNTED if metrics is None else kind(metrics, transport)
 
 
 def refused(transport: str, status: int) -> None:

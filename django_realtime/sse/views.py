@@ -18,7 +18,8 @@ from ..conf import realtime_settings
 from ..cursor import Cursor
 from ..db import release_connections
 from ..exceptions import InvalidChannelName, InvalidCursor
-from ..hub import get_hub
+from ..hub import Hub, get_hub
+from ..metrics import Connection
 from ..names import parse_cursor, validate_channel
 from ..presence import Member, PresenceRefused, get_registry
 from ..protocol import (
@@ -281,7 +282,7 @@ def _stream(
     encode = metrics.counted(metrics.SSE, chunker(with_channels=form.with_channels, text=form.text))
     # A client that asks for channels is told the cursor the stream starts at (docs/sse.md).
     first = prelude() + (encode_cursor(str(cursor)) if form.with_channels else b"") + errors
-    connection = metrics.opened(metrics.SSE)
+    connection = metrics.opened(metrics.SSE, Connection if is_async_request(request) else CountedStream)
     if not connection.closed:
         metrics.sent(metrics.SSE, 0, len(first))
     if is_async_request(request):
@@ -294,13 +295,15 @@ def _stream(
         response._resource_closers.append(connection.close)
     else:
         close = connection_closer(request)
-        if close is not None and not connection.closed:
-            close = _noting_slow(close, connection)
+        if isinstance(connection, CountedStream):
+            connection.hub, connection.shut = hub, close
+            close = connection.cut if close is not None else None
         iterator = sse_stream(hub, names, cursor, keepalive, lifetime, close, encode, first)
         response = SSEResponse(iterator)
-        if not connection.closed:
+        if isinstance(connection, CountedStream):
+            connection.generator = iterator.iterator if isinstance(iterator, Watched) else iterator
             # Before the iterator's own close(): whether it had ended tells who ended the stream.
-            response._resource_closers.insert(0, _closer(iterator, connection, hub))
+            response._resource_closers.insert(0, connection.finish)
     # The server closes every response it was given, streamed or not, whatever ended it.
     response._resource_closers.append(give_seat)
     if members:
@@ -310,28 +313,28 @@ def _stream(
     return response
 
 
-def _noting_slow(close: Callable[[], None], connection: metrics.Connection) -> Callable[[], None]:
-    """Return *close* (the hub's cut of a client that stopped reading), noting the reason first."""
+class CountedStream(metrics.Connection):
+    """An SSE stream under WSGI, counted: one object per stream, as a stream's memory is what a server has most."""
 
-    def cut() -> None:
-        connection.reason = metrics.SLOW_CLIENT
-        close()
+    __slots__ = ("generator", "hub", "shut")
 
-    return cut
+    generator: Iterator[bytes]
+    hub: Hub
+    shut: Callable[[], None] | None
 
+    def cut(self) -> None:
+        """Cut the connection of a client that stopped reading (the hub calls this), noting why."""
+        self.reason = metrics.SLOW_CLIENT
+        assert self.shut is not None  # cut is handed to the hub only with a way to shut the connection
+        self.shut()
 
-def _closer(iterator: Iterator[bytes], connection: metrics.Connection, hub: object) -> Callable[[], None]:
-    """Return what counts a WSGI stream's close: ended by itself, or by its client (or the hub's cut)."""
-    generator = iterator.iterator if isinstance(iterator, Watched) else iterator
-
-    def close() -> None:
-        if getattr(hub, "stopping", False):
-            connection.reason = metrics.SERVER_SHUTDOWN
-        elif inspect.getgeneratorstate(generator) == inspect.GEN_CLOSED:  # type: ignore[arg-type]
-            connection.reason = metrics.ENDED  # its lifetime, or the log could not be read
-        connection.close()
-
-    return close
+    def finish(self) -> None:
+        """Count the stream closed (the server closes its response), ended by itself or by its client."""
+        if self.hub.stopping:
+            self.reason = metrics.SERVER_SHUTDOWN
+        elif inspect.getgeneratorstate(self.generator) == inspect.GEN_CLOSED:  # type: ignore[arg-type]
+            self.reason = metrics.ENDED  # its lifetime, or the log could not be read
+        self.close()
 
 
 @transaction.non_atomic_requests
