@@ -3,7 +3,7 @@
 from django.urls import path
 
 from .metrics import views as metrics
-from .sse import publish, views
+from .sse import publish, status, views
 
 app_name = "django_realtime"
 urlpatterns = [
@@ -12,4 +12,5 @@ urlpatterns = [
     path("presence/", views.presence, name="presence"),
     path("publish/", publish.publish, name="publish"),
     path("metrics/", metrics.metrics, name="metrics"),
+    path("status/", status.status, name="status"),
 ]

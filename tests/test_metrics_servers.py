@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
+from django_realtime import metrics
 from django_realtime.cursor import Cursor
 from tests.servers import EventStream, manage, project_env, publish_event, running_server
 
@@ -67,7 +68,7 @@ def open_by_worker(directory: Path) -> dict[int, float]:
     return found
 
 
-def test_gunicorns_workers_add_up_in_multiprocess_mode(tmp_path):
+def test_gunicorns_workers_add_up_in_multiprocess_mode(tmp_path, monkeypatch):
     directory = tmp_path / "prometheus"
     directory.mkdir()
     env = metrics_env(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(directory))
@@ -93,6 +94,13 @@ def test_gunicorns_workers_add_up_in_multiprocess_mode(tmp_path):
             # Whichever worker answered the scrape, the figures are both workers' together.
             assert sample(samples, "django_realtime_connections_open", transport="sse") == count
             assert sum(per_worker.values()) == count
+            # The status page's connections by process, read from the same files.
+            monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+            by_process = metrics.connections_by_process()
+            assert {int(pid): counts["sse"] for pid, counts in by_process.items()} == {
+                pid: value for pid, value in per_worker.items() if value
+            }
+            monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
             assert sample(samples, "django_realtime_connections_opened_total", transport="sse") == count
             assert sample(samples, "django_realtime_events_delivered_total", transport="sse") == count
             assert sample(samples, "django_realtime_hub_lag_seconds_count") >= 1

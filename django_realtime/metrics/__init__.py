@@ -201,6 +201,41 @@ def _on_setting_changed(*, setting: str, **kwargs: object) -> None:
 setting_changed.connect(_on_setting_changed)
 
 
+def registry() -> Any:
+    """Return the registry a scrape reads: every process's files in multiprocess mode, else this process's."""
+    from prometheus_client import REGISTRY, CollectorRegistry
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        collected = CollectorRegistry()
+        multiprocess.MultiProcessCollector(collected)
+        return collected
+    return REGISTRY
+
+
+def connections_by_process() -> dict[str, dict[str, float]]:
+    """Return the connections open in each process, by transport: every worker's in multiprocess mode."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    metrics = active()
+    if metrics is None:
+        return {}
+    if not directory:
+        return {str(os.getpid()): {t: metrics.open_by[t]._value.get() for t in TRANSPORTS}}
+    from glob import glob
+
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    found: dict[str, dict[str, float]] = {}
+    # The collector's own reader of the files, which labels each gauge sample with its process.
+    read = MultiProcessCollector._read_metrics(glob(os.path.join(directory, "gauge_livesum_*.db")))
+    family = read.get(PREFIX + "connections_open")
+    for sample in family.samples if family is not None else ():
+        labels = dict(sample.labels)
+        found.setdefault(labels["pid"], {})[labels["transport"]] = sample.value
+    return {pid: counts for pid, counts in found.items() if any(counts.values())}
+
+
 # What the core and the transports call --------------------------------------
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hmac
-import os
 
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
 from ..conf import realtime_settings
-from . import active, flush
+from . import active, flush, registry
 
 #: What a refused scraper is told: no more (which setting, which user) than that it may not.
 FORBIDDEN = "Metrics are for staff users, or a scraper with the METRICS_TOKEN bearer token.\n"
@@ -37,15 +36,9 @@ def metrics(request: HttpRequest, **url_kwargs: object) -> HttpResponse:
         return HttpResponse(FORBIDDEN, status=403, content_type="text/plain; charset=utf-8")
     if active() is None:
         return HttpResponse("Metrics are off (REALTIME['METRICS']).\n", status=404, content_type="text/plain")
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     flush()  # this process's last batches; the other workers' tickers flush theirs
-    registry = REGISTRY
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    response = HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    response = HttpResponse(generate_latest(registry()), content_type=CONTENT_TYPE_LATEST)
     response["Cache-Control"] = "no-store"
     return response
