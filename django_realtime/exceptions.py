@@ -33,3 +33,11 @@ class BackendConfigError(ImproperlyConfigured):
 
 class UnsupportedOption(ValueError):
     """An argument of another package's API (``django_realtime.compat``) asks for what django_realtime cannot do."""
+
+
+class InvalidProgress(ValueError):
+    """A task's progress report has a bad fraction, message, result or rate, or names no task."""
+
+
+class ProgressEnded(RuntimeError):
+    """A task's progress was reported after it ended (done or failed)."""

@@ -7,7 +7,12 @@
 * :func:`read_websocket`: the first events a Channels ``WebsocketCommunicator``
   receives;
 * :func:`reset`: a fresh hub and backend, for test isolation (a hub is one
-  per process and keeps its buffer and threads between tests).
+  per process and keeps its buffer and threads between tests);
+* :func:`capture_progress`: the progress a task published while it is open
+  (django_realtime.progress).
+* :func:`capture_broadcasts`, :func:`assert_broadcasts`,
+  :func:`assert_no_broadcasts`: the live actions a block publishes
+  (docs/live.md), with their rendered fragments.
 
 These are public and documented in docs/testing.md.
 """
@@ -22,9 +27,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import signals
+from .live.actions import Action, parse_action
 from .models import Event
 
-__all__ = ["SSEEvent", "aread_sse", "capture_events", "read_sse", "read_websocket", "reset"]
+__all__ = [
+    "SSEEvent",
+    "aread_sse",
+    "assert_broadcasts",
+    "assert_no_broadcasts",
+    "capture_broadcasts",
+    "capture_events",
+    "capture_progress",
+    "read_sse",
+    "read_websocket",
+    "reset",
+]
 
 
 class CapturedEvents(list):
@@ -191,3 +208,109 @@ def reset() -> None:
     reset_hub()
     reset_registry()
     clear_cache()
+
+
+class CapturedProgress(list):
+    """The progress states a task published while :func:`capture_progress` is open, oldest first."""
+
+    def fractions(self) -> list[float | None]:
+        """Return each published state's fraction (None where it was unknown)."""
+        return [progress.fraction for progress in self]
+
+    def messages(self) -> list[str]:
+        """Return each published state's message."""
+        return [progress.message for progress in self]
+
+    @property
+    def outcome(self) -> Any:
+        """Return the last state if it ended the task (done or failed), else None."""
+        return self[-1] if self and self[-1].ended else None
+
+
+@contextmanager
+def capture_progress(task: object) -> Iterator[CapturedProgress]:
+    """Collect the progress states published for *task* (its id or result) while the block runs.
+
+    Only what was published counts: a report the rate held back and the
+    next one replaced is not there, as no page ever saw it. ::
+
+        with capture_progress(task_id) as progress:
+            generate_report(task_id)
+        assert progress.outcome.state == "done"
+        assert progress.fractions()[-1] == 1.0
+    """
+    from .progress import ProgressReporter, progress_channel, progress_published
+
+    wanted = progress_channel(task)
+    captured = CapturedProgress()
+
+    def published(sender: type[ProgressReporter], progress: Any, **kwargs: Any) -> None:
+        if kwargs["channel"] == wanted:
+            captured.append(progress)
+
+    progress_published.connect(published, weak=False)
+    try:
+        yield captured
+    finally:
+        progress_published.disconnect(published)
+
+
+class CapturedBroadcasts(list):
+    """The live actions published while :func:`capture_broadcasts` is open, oldest first (refreshes included)."""
+
+    def actions(self) -> list[tuple[str, str]]:
+        """Return ``(channel, action)`` for each, in order."""
+        return [(item.channel, item.action) for item in self]
+
+    def fragments(self, action: str | None = None) -> list[str]:
+        """Return the event data of each broadcast (of *action* if given): HTML, rendered and escaped."""
+        return [item.html for item in self if action is None or item.action == action]
+
+
+@contextmanager
+def capture_broadcasts(channel: str | None = None) -> Iterator[CapturedBroadcasts]:
+    """Collect the live actions and refreshes stored while the block runs, on *channel* if given.
+
+    Each is an :class:`~django_realtime.live.Action`: ``channel``, ``action``
+    (``append``... ``remove``, ``refresh``), ``target``, ``dom_id`` and
+    ``html``, the event's data as pages receive it.
+    """
+    captured = CapturedBroadcasts()
+    with capture_events(channel) as events:
+        yield captured
+        captured.extend(_actions(events))
+
+
+def _actions(events: list[Event]) -> list[Action]:
+    found = (parse_action(event.channel, event.event, event.data) for event in events)
+    return [action for action in found if action is not None]
+
+
+@contextmanager
+def assert_broadcasts(channel: str, *actions: str, count: int | None = None) -> Iterator[CapturedBroadcasts]:
+    """Fail unless the block broadcasts on *channel* exactly *actions*, in order (or *count* of any action).
+
+    ::
+
+        with assert_broadcasts("board:items", "append") as sent:
+            Item.objects.create(title="Milk")
+        assert "Milk" in sent.fragments()[0]
+    """
+    with capture_broadcasts(channel) as captured:
+        yield captured
+    names = [item.action for item in captured]
+    if not actions and count is None and not names:
+        raise AssertionError(f"no broadcast on {channel!r}")
+    if count is not None and len(names) != count:
+        raise AssertionError(f"{len(names)} broadcasts on {channel!r}, not {count}: {names}")
+    if actions and names != list(actions):
+        raise AssertionError(f"broadcasts on {channel!r} were {names}, not {list(actions)}")
+
+
+@contextmanager
+def assert_no_broadcasts(channel: str | None = None) -> Iterator[None]:
+    """Fail if the block broadcasts any live action or refresh (on *channel* if given)."""
+    with capture_broadcasts(channel) as captured:
+        yield
+    if captured:
+        raise AssertionError(f"expected no broadcasts, got {captured.actions()}")

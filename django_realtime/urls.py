@@ -3,7 +3,7 @@
 from django.urls import path
 
 from .metrics import views as metrics
-from .sse import publish, status, views
+from .sse import progress, publish, status, views
 
 app_name = "django_realtime"
 urlpatterns = [
@@ -11,6 +11,7 @@ urlpatterns = [
     path("health/", views.health, name="health"),
     path("presence/", views.presence, name="presence"),
     path("publish/", publish.publish, name="publish"),
+    path("progress/<str:token>/", progress.progress_events, name="progress"),
     path("metrics/", metrics.metrics, name="metrics"),
     path("status/", status.status, name="status"),
 ]

@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "django_htmx",  # its static files: htmx and the SSE extension (the ticker page)
     "django_realtime",
     "testproject.chat",
+    "testproject.board",  # the live board (docs/live.md)
 ]
 if os.environ.get("DEMO_WITHOUT_DAPHNE") == "1":
     # runserver then serves WSGI, on threads: one of the tested servers (docs/deployment.md).
@@ -45,6 +46,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Refreshes name the request that caused them, so that its page skips its own (docs/live.md).
+    "django_realtime.live.RequestIdMiddleware",
 ]
 
 # Cross-origin streams (docs/sse.md#cors): the origins, comma-separated, whose pages may
@@ -96,7 +99,7 @@ STATIC_URL = "static/"
 
 REALTIME = {
     "BACKEND": os.environ.get("REALTIME_BACKEND", "polling"),
-    "PUBLIC_CHANNELS": ["chat:*", "demo:*"],
+    "PUBLIC_CHANNELS": ["chat:*", "demo:*", "board:*"],
     # WebSocket clients may publish to the chat rooms, and only there.
     "PUBLISH_CHANNELS": ["chat:*"],
     # Pages are present in the chat rooms, under the nickname they ask for (docs/presence.md),

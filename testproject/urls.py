@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 
-from testproject.chat import calls, views
+from testproject.board import views as board
+from testproject.chat import calls, reports, views
 
 urlpatterns = [
     path("events/", include("django_realtime.urls")),
@@ -17,6 +18,14 @@ urlpatterns = [
     path("clock/stream/", views.clock_stream, name="clock-stream"),
     path("ticker/", views.ticker, name="ticker"),
     path("ticker/post/", views.ticker_post, name="ticker-post"),
+    path("report/", reports.reports, name="reports"),
+    path("report/start/", reports.start_report, name="report-start"),
+    path("report/<slug:task>/", reports.report, name="report"),
+    path("board/", board.board, name="board"),
+    path("board/plain/", board.board_plain, name="board-plain"),
+    path("board/items/", board.create, name="board-create"),
+    path("board/items/<int:pk>/", board.edit, name="board-edit"),
+    path("board/items/<int:pk>/delete/", board.delete, name="board-delete"),
     path("call/<int:peer>/", calls.call, name="call"),
     path("sign-in/", calls.sign_in, name="sign-in"),
     path("sign-out/", calls.sign_out, name="sign-out"),

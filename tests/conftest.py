@@ -15,6 +15,29 @@ ABSENT = {
 }
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``-n``; the README's command), say which tests must share a worker.
+
+    With ``--dist loadgroup`` (pyproject.toml) each group runs on one worker,
+    one test after another: a module's tests, which share its fixtures and
+    servers; and every test that touches MariaDB, whichever its module.  The
+    hubs read INNODB_TRX, which lists the whole server's open transactions: a
+    MariaDB test on another worker would hold back this one's ids and keep
+    InnoDB's cache of the list stale for it.
+    """
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        databases = marker.kwargs.get("databases", ()) if marker is not None else ()
+        named = item.nodeid.lower()
+        if "mysql" in databases or any(word in named for word in ("mariadb", "mysql", "innodb")):
+            group = "mariadb"
+        else:
+            group = item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     """Skip (in CI: fail) a test that needs a database the settings could not configure, saying why."""

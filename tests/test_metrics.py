@@ -398,14 +398,22 @@ def deploy_ids():
     return sorted(m.id for m in run_checks(include_deployment_checks=True) if m.id.startswith("django_realtime."))
 
 
-def test_metrics_under_gunicorn_without_multiprocess_dir_is_a_deploy_warning(monkeypatch):
+def test_metrics_under_several_gunicorn_workers_without_multiprocess_dir_is_a_deploy_warning(monkeypatch):
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    assert "django_realtime.W010" in deploy_ids()
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "-k gevent -w 4")
+    assert deploy_ids() == ["django_realtime.W010"]
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "-k gevent -w 1")
+    assert deploy_ids() == []
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "-k gevent")
+    assert deploy_ids() == []  # the command line decides: the worker's own warning tells
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    assert deploy_ids() == ["django_realtime.W010"]
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/tmp")
-    assert "django_realtime.W010" not in deploy_ids()
+    assert deploy_ids() == []
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     with realtime(METRICS=False):
-        assert "django_realtime.W010" not in deploy_ids()
+        assert deploy_ids() == []
 
 
 # Without prometheus_client ----------------------------------------------------------------

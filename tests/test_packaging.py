@@ -20,6 +20,7 @@ NEEDED = [
     "django_realtime/migrations/0004_innodb_transactions.py",
     "django_realtime/static/django_realtime/realtime.js",
     "django_realtime/templates/admin/django_realtime/event/publish.html",
+    "django_realtime/templates/django_realtime/progress.html",
     "django_realtime/templates/admin/django_realtime/event/status.html",
     "django_realtime/metrics/views.py",
     "django_realtime/py.typed",

@@ -18,7 +18,7 @@ from ..db import release_connections
 from ..names import validate_event_name
 from ..publishing import encode_data
 from .encoding import KEEPALIVE, encode_event, encode_retry
-from .responses import SSEResponse, is_async_request, prelude, release_request_thread
+from .responses import SSEResponse, is_async_request, prelude, release_request_thread, warn_if_threaded_worker
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -186,6 +186,7 @@ def event_stream(view: Callable[..., Any] | None = None, *, keepalive: float | N
             release_connections()
             if is_async_request(request):
                 return SSEResponse(_async_stream(result, seconds))
+            warn_if_threaded_worker(request)
             return SSEResponse(_sync_stream(result, seconds))
 
         return wrapper

@@ -25,6 +25,7 @@ from .. import metrics
 from ..conf import realtime_settings
 from ..daphne_server import daphne_write_gate
 from ..db import release_connections, shut_down_socket
+from ..gunicorn_server import HINT, THREADED, threaded_worker
 from ..streams import afollow, follow
 from .encoding import KEEPALIVE, encode_channel_field, encode_event, encode_retry
 
@@ -169,6 +170,24 @@ class Watched:
     def close(self) -> None:
         self.hub.unwatch(self.write)
         self.iterator.close()  # type: ignore[attr-defined]
+
+
+_worker_warned = False
+
+
+def warn_if_threaded_worker(request: HttpRequest) -> None:
+    """Log once per process that gunicorn serves this WSGI stream on an OS thread (django_realtime.W003).
+
+    ``manage.py check --deploy`` cannot see gunicorn's command line; the
+    first stream a worker serves can (django_realtime.gunicorn_server).
+    """
+    global _worker_warned
+    if _worker_warned:
+        return
+    worker = threaded_worker(request.META)
+    if worker is not None:
+        _worker_warned = True
+        logger.warning("django_realtime.W003: %s. %s", THREADED[worker], HINT)
 
 
 def connection_closer(request: HttpRequest) -> Callable[[], None] | None:

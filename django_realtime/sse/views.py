@@ -43,6 +43,7 @@ from .responses import (
     is_async_request,
     prelude,
     sse_stream,
+    warn_if_threaded_worker,
 )
 
 logger = logging.getLogger("django_realtime")
@@ -294,6 +295,7 @@ def _stream(
         response = SSEResponse(stream)
         response._resource_closers.append(connection.close)
     else:
+        warn_if_threaded_worker(request)
         close = connection_closer(request)
         if isinstance(connection, CountedStream):
             connection.hub, connection.shut = hub, close

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class BoardConfig(AppConfig):
+    name = "testproject.board"
+    default_auto_field = "django.db.models.BigAutoField"
