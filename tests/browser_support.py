@@ -72,6 +72,53 @@ def launched_chromium() -> Iterator[Any]:
             chromium.close()
 
 
+class Pages:
+    """A test's pages, each in a browser context of its own (another person's browser).
+
+    ``close()`` (a fixture's teardown) closes them, prints their console and
+    fails the test on any uncaught error a page raised.
+    """
+
+    def __init__(self, browser: Any, *, timeout: float = 15.0) -> None:
+        self.browser = browser
+        self.timeout = timeout
+        self.contexts: list[Any] = []
+        self.errors: list[str] = []
+        self.console: list[str] = []
+
+    def open(
+        self,
+        url: str | None,
+        *,
+        label: str | None = None,
+        viewport: tuple[int, int] | None = None,
+        cookies: list[dict[str, Any]] | None = None,
+        init_script: str | None = None,
+    ) -> Any:
+        """Open *url* (None: a blank page) in a new context; *label* names the page in errors and the console."""
+        options = {"viewport": {"width": viewport[0], "height": viewport[1]}} if viewport else {}
+        context = self.browser.new_context(**options)
+        self.contexts.append(context)
+        if cookies:
+            context.add_cookies(cookies)
+        if init_script is not None:
+            context.add_init_script(init_script)
+        page = context.new_page()
+        page.set_default_timeout(self.timeout * 1000)
+        name = label or url
+        page.on("pageerror", lambda error: self.errors.append(f"{name}: {error}"))
+        page.on("console", lambda message: self.console.append(f"{name} {message.type}: {message.text}"))
+        if url is not None:
+            page.goto(url)
+        return page
+
+    def close(self) -> None:
+        for context in self.contexts:
+            context.close()
+        print("--- browser console ---", *self.console, sep="\n")
+        assert not self.errors, self.errors
+
+
 def chromium_path() -> str:
     return str(CHROMIUM) if CHROMIUM.exists() else str(shutil.which("chromium"))
 

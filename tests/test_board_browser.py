@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser_support import ARTIFACTS, DemoServer, launched_chromium, wait_for_value
+from tests.browser_support import ARTIFACTS, DemoServer, Pages, launched_chromium, wait_for_value
 from tests.servers import manage, project_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
@@ -63,28 +63,21 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def open_page(browser) -> Iterator[Callable[..., Any]]:
     """Open a page in a context of its own (another person's browser), signed in as *user* if given."""
-    contexts, errors = [], []
+    pages = Pages(browser)
 
     def open_page(url: str, user: str | None = None, viewport: tuple[int, int] | None = None) -> Any:
-        options = {"viewport": {"width": viewport[0], "height": viewport[1]}} if viewport else {}
-        context = browser.new_context(**options)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        page.on("pageerror", lambda error: errors.append(f"{url}: {error}"))
-        if user is not None:
-            base = url.split("/", 3)
-            page.goto(f"{base[0]}//{base[2]}/sign-in/")
-            page.fill("input[name=name]", user)
-            page.click("button[type=submit]")
-            page.wait_for_url(lambda address: "/sign-in/" not in address)
+        if user is None:
+            return pages.open(url, viewport=viewport)
+        scheme, _, host, _ = url.split("/", 3)
+        page = pages.open(f"{scheme}//{host}/sign-in/", label=f"{user} {url}", viewport=viewport)
+        page.fill("input[name=name]", user)
+        page.click("button[type=submit]")
+        page.wait_for_url(lambda address: "/sign-in/" not in address)
         page.goto(url)
         return page
 
     yield open_page
-    for context in contexts:
-        context.close()
-    assert not errors, errors
+    pages.close()
 
 
 def name(prefix: str) -> str:

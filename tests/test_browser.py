@@ -27,6 +27,7 @@ from tests.browser_support import (
     NOTICES,
     PEOPLE,
     DemoServer,
+    Pages,
     launched_chromium,
     wait_for_state,
     wait_for_value,
@@ -113,27 +114,14 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def open_page(browser) -> Iterator[Callable[..., Any]]:
     """Open a URL in a browser context of its own; fail the test on any uncaught page error."""
-    contexts = []
-    errors: list[str] = []
-    console: list[str] = []
+    pages = Pages(browser)
 
     def open_page(url: str, *, nick: str | None = None, viewport: tuple[int, int] = (1200, 760)) -> Any:
-        context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
-        contexts.append(context)
-        if nick is not None:
-            context.add_init_script(f"localStorage.setItem({json.dumps(NICK_KEY)}, {json.dumps(nick)})")
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        page.on("pageerror", lambda error: errors.append(f"{url}: {error}"))
-        page.on("console", lambda message: console.append(f"{nick or url} {message.type}: {message.text}"))
-        page.goto(url)
-        return page
+        script = None if nick is None else f"localStorage.setItem({json.dumps(NICK_KEY)}, {json.dumps(nick)})"
+        return pages.open(url, label=nick, viewport=viewport, init_script=script)
 
     yield open_page
-    for context in contexts:
-        context.close()
-    print("--- browser console ---", *console, sep="\n")
-    assert not errors, errors
+    pages.close()
 
 
 def enter_room(open_page, server: DemoServer, room: str, nick: str, transport: str | None = None) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser_support import DemoServer, launched_chromium
+from tests.browser_support import DemoServer, Pages, launched_chromium
 from tests.browser_support import wait_for_value as wait_until
 from tests.servers import manage, project_env
 
@@ -77,26 +77,10 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def open_page(browser) -> Iterator[Callable[[str], Any]]:
-    contexts, errors, console = [], [], []
-
-    def open_page(url: str, cookies: list[dict[str, Any]] | None = None) -> Any:
-        context = browser.new_context()
-        contexts.append(context)
-        if cookies:
-            context.add_cookies(cookies)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        page.on("pageerror", lambda error: errors.append(f"{url}: {error}"))
-        page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
-        page.goto(url)
-        return page
-
-    yield open_page
-    for context in contexts:
-        context.close()
-    print("--- browser console ---", *console, sep="\n")
-    assert not errors, errors
+def open_page(browser) -> Iterator[Callable[..., Any]]:
+    pages = Pages(browser)
+    yield lambda url, cookies=None: pages.open(url, cookies=cookies)
+    pages.close()
 
 
 class Board:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser_support import DemoServer, launched_chromium
+from tests.browser_support import DemoServer, Pages, launched_chromium
 from tests.servers import manage, project_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
@@ -63,21 +63,9 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def open_page(browser) -> Iterator[Callable[[str], Any]]:
-    contexts, errors = [], []
-
-    def open_page(url: str) -> Any:
-        context = browser.new_context()
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(url)
-        return page
-
-    yield open_page
-    for context in contexts:
-        context.close()
-    assert not errors, errors
+    pages = Pages(browser)
+    yield pages.open
+    pages.close()
 
 
 def wait_for(page: Any, condition: str, timeout: float = 15.0) -> tuple[str, float]:

@@ -29,6 +29,7 @@ from django_realtime.auth import pair_channel
 from tests.browser_support import (
     CHROMIUM_ARGS,
     DemoServer,
+    Pages,
     chromium_path,
     require_browser,
     wait_for_state,
@@ -126,28 +127,14 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def open_as(browser) -> Iterator[Callable[..., Any]]:
     """Open a URL logged in as a user (their session cookie), in a browser context of its own."""
-    contexts = []
-    errors: list[str] = []
-    console: list[str] = []
+    pages = Pages(browser, timeout=20.0)
 
     def open_as(user: dict[str, Any], server: DemoServer, path: str, *, init_script: str | None = None) -> Any:
-        context = browser.new_context()
-        contexts.append(context)
-        context.add_cookies([{"name": "sessionid", "value": user["session"], "url": server.url}])
-        if init_script is not None:
-            context.add_init_script(init_script)
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        page.on("pageerror", lambda error: errors.append(f"{path}: {error}"))
-        page.on("console", lambda message: console.append(f"{user['pk']} {message.type}: {message.text}"))
-        page.goto(server.url + path)
-        return page
+        cookies = [{"name": "sessionid", "value": user["session"], "url": server.url}]
+        return pages.open(server.url + path, label=f"{user['pk']} {path}", cookies=cookies, init_script=init_script)
 
     yield open_as
-    for context in contexts:
-        context.close()
-    print("--- browser console ---", *console, sep="\n")
-    assert not errors, errors
+    pages.close()
 
 
 def describe(signals: list[tuple[str, str, str]]) -> str:
