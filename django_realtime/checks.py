@@ -233,3 +233,22 @@ def check_listener_behind_pooler(app_configs, **kwargs):
             id="django_realtime.W004",
         )
     ]
+
+
+@register()
+def check_render_later(app_configs, **kwargs):
+    """Check that a tasks framework is there when a live model renders later."""
+    from .live import declarations, later
+
+    if later.available():
+        return []
+    return [
+        Error(
+            f"{declaration.model._meta.label} is declared with render='later', and {later.MISSING}.",
+            hint="Install django-tasks (on Django 5.2) or upgrade to Django 6.0, or declare render='now'.",
+            obj=declaration.model,
+            id="django_realtime.E007",
+        )
+        for declaration in declarations._registry.values()
+        if declaration.render == "later"
+    ]

@@ -1,0 +1,202 @@
+"""Render later: the envelope with the row, the HTML from a task, and renders that never go back in time."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections, transaction
+
+from django_realtime import live
+from django_realtime.checks import check_render_later
+from django_realtime.live import declarations, later
+from django_realtime.live.actions import LIVE_EVENT, PENDING_EVENT, parse_action, pending_html
+from django_realtime.models import Event
+from testproject.board.models import ITEMS_CHANNEL, Item
+
+pytestmark = pytest.mark.skipif(not later.available(), reason="no tasks framework (django.tasks or django-tasks)")
+
+#: Where the tasks framework's backends live: Django's own (6.0+), or the backport's.
+BACKENDS = "django.tasks.backends" if later._task.__module__.startswith("django.tasks") else "django_tasks.backends"
+
+
+@pytest.fixture
+def rendered_later():
+    """Declare the board's items with render='later' for the test (refreshes left out: they are not rendered)."""
+    original = declarations._registry[Item]
+    declarations._registry[Item] = dataclasses.replace(original, render="later", refreshes=None)
+    yield
+    declarations._registry[Item] = original
+
+
+@pytest.fixture
+def deferred(settings):
+    """Enqueue tasks without running them (the tasks framework's DummyBackend); return the queue."""
+    settings.TASKS = {"default": {"BACKEND": f"{BACKENDS}.dummy.DummyBackend"}}
+    from django_realtime.live.later import render_later
+
+    backend = render_later.get_backend()  # type: ignore[attr-defined]
+    backend.clear()
+    return backend.results
+
+
+def events(channel: str = ITEMS_CHANNEL, after: int = 0) -> list[tuple[str, str]]:
+    return [(e.event, e.data) for e in Event.objects.filter(channel=channel, id__gt=after).order_by("id")]
+
+
+def run(result) -> bool:
+    return result.task.call(*result.args, **result.kwargs)
+
+
+# The envelope with the row, the fragment after the commit --------------------
+
+
+def test_the_envelope_names_the_action_and_carries_no_html():
+    assert pending_html("append", target="board-items", dom_id="board-item-5") == (
+        '<template data-live="append" data-live-target="board-items" data-live-id="board-item-5" '
+        "data-live-pending></template>"
+    )
+    # Not an action: the testing helpers, htmx (no sse-swap on it) and live.js leave it alone.
+    assert parse_action(ITEMS_CHANNEL, PENDING_EVENT, pending_html("replace", target="board-item-5")) is None
+    with pytest.raises(ValueError, match="must start with a letter"):
+        pending_html("replace", target="x y")
+
+
+def test_render_is_now_or_later():
+    with pytest.raises(ValueError, match="render is 'now' or 'later'"):
+        live.register(Item, to=ITEMS_CHANNEL, target="board-items", render="soon")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_envelope_is_stored_with_the_row_and_the_html_follows_after_the_commit(rendered_later, settings):
+    settings.TASKS = {"default": {"BACKEND": f"{BACKENDS}.immediate.ImmediateBackend"}}
+    with transaction.atomic():
+        item = Item.objects.create(title="Milk")
+        # In the row's transaction: the envelope only; the fragment is not rendered in the save.
+        assert events() == [(PENDING_EVENT, pending_html("append", target="board-items", dom_id=live.dom_id(item)))]
+    (_, _), (event, data) = events()
+    assert event == LIVE_EVENT and parse_action(ITEMS_CHANNEL, event, data).action == "append"  # type: ignore[union-attr]
+    assert f'<li id="board-item-{item.pk}"' in data and "Milk" in data
+
+    item.title = "Oat milk"
+    item.save()
+    assert [e for e, _ in events()][2:] == [PENDING_EVENT, LIVE_EVENT]
+    assert "Oat milk" in events()[-1][1] and 'data-live="replace"' in events()[-1][1]
+    # A removal renders nothing: no envelope, no task.
+    item.delete()
+    assert events()[-1] == (LIVE_EVENT, parse_action(ITEMS_CHANNEL, *events()[-1]).html)  # type: ignore[union-attr]
+    assert 'data-live="remove"' in events()[-1][1] and len(events()) == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_nothing_is_enqueued_before_the_commit_nor_after_a_rollback(rendered_later, deferred):
+    with transaction.atomic():
+        Item.objects.create(title="Milk")
+        assert deferred == []  # a worker that ran now would not see the row
+    assert len(deferred) == 1
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Item.objects.create(title="Bread")
+        raise RuntimeError("the view failed")
+    assert len(deferred) == 1 and [e for e, _ in events()] == [PENDING_EVENT]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_suppressed_changes_publish_no_envelope_and_enqueue_nothing(rendered_later, deferred):
+    with live.suppressed():
+        Item.objects.create(title="imported")
+    assert deferred == [] and events() == []
+
+
+# Order: renders that finish out of order ------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tasks_run_in_reverse_order_leave_the_newest_html_last(rendered_later, deferred):
+    item = Item.objects.create(title="v1")
+    item.title = "v2"
+    item.save()
+    # A page reloaded here, between the envelopes and their renders, shows v2 and follows from this cursor.
+    cursor = Event.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    fresh = later.render_fragment(Item.objects.get(), "board/_item.html", live.dom_id(item))
+    assert len(deferred) == 2
+    assert run(deferred[1]) and run(deferred[0])  # the update's render first, then the create's
+    after = events(after=cursor)
+    assert [e for e, _ in after] == [LIVE_EVENT, LIVE_EVENT]
+    # Each task rendered the row as it is now: the create's late render cannot bring v1 back.
+    assert all("v2" in data and "v1" not in data for _, data in after)
+    assert fresh in after[-1][1].replace(' hx-swap-oob="outerHTML"', "").replace("<template", "\n<template")
+
+
+def _race(alias: str, deferred: list) -> list[str]:
+    """Run the render of v1 while another connection saves v2 mid-render; return the titles rendered, in log order."""
+    item = Item.objects.using(alias).create(title="v1")
+    first = deferred[-1]
+    saved = threading.Event()
+    original = later.render_fragment
+
+    def slow_render(instance, template, dom_id):
+        html = original(instance, template, dom_id)
+        if not saved.is_set():
+
+            def save_v2() -> None:
+                try:
+                    Item.objects.using(alias).filter(pk=item.pk).update(title="v2")
+                    live.saved(Item.objects.using(alias).get(pk=item.pk), using=alias)
+                finally:
+                    connections.close_all()
+
+            # Another connection, in another thread: a second request saving while this task renders.
+            thread = threading.Thread(target=save_v2)
+            thread.start()
+            thread.join()
+            saved.set()
+        return html
+
+    later.render_fragment = slow_render  # type: ignore[assignment]
+    try:
+        assert run(first)
+    finally:
+        later.render_fragment = original  # type: ignore[assignment]
+    # v2's own render (its saving thread enqueued it on that thread's backend): it runs after the stale one.
+    assert run(first)
+    titles = []
+    for e in Event.objects.using(alias).filter(channel=ITEMS_CHANNEL, event=LIVE_EVENT).order_by("id"):
+        titles.append("v2" if ">v2<" in e.data else "v1" if ">v1<" in e.data else "?")
+    return titles
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_render_whose_row_changed_meanwhile_is_redone_not_published_stale(rendered_later, deferred):
+    # The stale render of v1 would land after v2's envelope: it renders again instead, and shows v2.
+    assert _race("default", deferred) == ["v2", "v2"]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_on_postgresql_a_render_whose_row_changed_meanwhile_is_redone(rendered_later, deferred, settings):
+    settings.REALTIME = {**settings.REALTIME, "BACKEND": "polling", "DATABASE": "postgres"}
+    assert _race("postgres", deferred) == ["v2", "v2"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_render_of_a_deleted_row_publishes_nothing(rendered_later, deferred):
+    item = Item.objects.create(title="Milk")
+    item.delete()
+    assert run(deferred[0]) is False
+    assert [parse_action(ITEMS_CHANNEL, e, d) is None for e, d in events()] == [True, False]  # envelope, remove
+
+
+# Without a tasks framework ---------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_without_a_tasks_framework_render_later_is_a_clear_error_and_a_system_check(rendered_later, monkeypatch):
+    monkeypatch.setattr(later, "_task", None)
+    with pytest.raises(ImproperlyConfigured, match="render='later' needs Django's tasks framework"):
+        Item.objects.create(title="Milk")
+    (error,) = check_render_later(None)
+    assert error.id == "django_realtime.E007" and "board.Item" in error.msg
+    monkeypatch.undo()
+    assert check_render_later(None) == []
