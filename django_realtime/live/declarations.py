@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from django.db import models
 from django.db.models.signals import post_delete, post_save
 
-from .actions import INSERTS, PENDING_EVENT, pending_html
+from .actions import INSERTS, LIVE_EVENT, PENDING_EVENT, action_html, pending_html
 from .broadcasting import Channels, _channels, _store, broadcast, dom_id, is_suppressed, refresh
 
 M = TypeVar("M", bound=type[models.Model])
@@ -65,16 +65,26 @@ class Declaration:
             refresh(_resolve(self.refreshes, instance), using=using)
 
     def _send_later(self, instance: Any, action: str, target: str, element: str, using: str | None) -> None:
-        """Publish the envelope of *action* with the row; enqueue its render for after the commit."""
+        """Publish the envelope of *action* with the row; enqueue its render for after the commit.
+
+        An insert's envelope inserts an empty ``<template>`` of the instance's
+        DOM id, where the fragment goes, in commit order; its render then
+        replaces it (docs/live.md, "Render later").
+        """
         from . import later
 
         later.require()
         if is_suppressed():
             return
         channels = _channels(self.channels(instance))
-        data = pending_html(action, target=target, dom_id=element if action in INSERTS else None)
+        if action in INSERTS:
+            placeholder = f'<template id="{element}" data-live-pending></template>'
+            data, event = action_html(action, target=target, dom_id=element, html=placeholder), LIVE_EVENT
+            action, target = "replace", element
+        else:
+            data, event = pending_html(action, target=target), PENDING_EVENT
         for channel in channels:
-            _store(using, channel, data, PENDING_EVENT)
+            _store(using, channel, data, event)
         later.enqueue(instance, action, channels, target, element, self.template_name(), using)
 
     def template_name(self) -> str:

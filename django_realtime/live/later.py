@@ -1,14 +1,15 @@
 """Render later: a declaration's fragments rendered by a background task, in the order of the row's states.
 
-The change's envelope (which action, on which channels, for which DOM id)
-is published with the row, in its transaction (see
-:func:`~django_realtime.live.actions.pending_html`); the HTML follows from
-:func:`render_later`, a task enqueued once that transaction commits.  The task
-renders the row as it is *now*, and publishes the render while it holds the
-row's lock and has checked that the row has not changed since it read it.
-So a render published later in the log never shows an older state than one
-before it, whatever order the tasks run in, and a page that applies the log
-in order ends with the newest (docs/live.md, "Render later").
+The change's envelope is published with the row, in its transaction: for an
+insert, the insert of an empty ``<template>`` of the instance's DOM id (so
+that inserts keep commit order, whatever order their renders finish in);
+for an update, an event no page applies (``live-pending``).  The HTML
+follows from :func:`render_later`, a task enqueued once that transaction
+commits.  The task renders the row as it is *now*, and publishes the render
+while it holds the row's lock, having checked that the row did not change
+since it read it.  So a render later in the log never shows an older state
+than one before it, whatever order the tasks run in, and a page that
+applies the log in order ends with the newest (docs/live.md, "Render later").
 """
 
 from __future__ import annotations

@@ -1,0 +1,85 @@
+"""Render later in Chromium: the log's events, renders finished out of order, applied by htmx and by live.js.
+
+No server: the events are the ones the package stored (tasks run by hand, in
+reverse order), fed to the page in log order as each client receives them
+(htmx's SSE extension swaps the ``live`` events, live.js applies them); the
+page must end as a fresh render of the list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import django_htmx
+import pytest
+from django.db import transaction
+
+from django_realtime.live import declarations, later
+from django_realtime.live.actions import LIVE_EVENT
+from django_realtime.models import Event
+from testproject.board.models import ITEMS_CHANNEL, Item
+from tests.browser_support import launched_chromium
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not later.available(), reason="no tasks framework (django.tasks or django-tasks)"),
+]
+
+STATIC = Path(django_htmx.__file__).parent / "static" / "django_htmx"
+LIVE_JS = Path(__file__).parent.parent / "django_realtime" / "static" / "django_realtime" / "live.js"
+BACKENDS = "django.tasks.backends" if later._task.__module__.startswith("django.tasks") else "django_tasks.backends"
+ITEMS = "() => Array.from(document.querySelectorAll('#board-items > *'), (e) => e.id + '|' + e.textContent.trim())"
+
+
+@pytest.fixture
+def deferred(settings):
+    settings.TASKS = {"default": {"BACKEND": f"{BACKENDS}.dummy.DummyBackend"}}
+    original = declarations._registry[Item]
+    declarations._registry[Item] = dataclasses.replace(original, render="later", refreshes=None)
+    backend = later.render_later.get_backend()  # type: ignore[attr-defined]
+    backend.clear()
+    yield backend.results
+    declarations._registry[Item] = original
+
+
+@pytest.mark.django_db(transaction=True)
+def test_inserts_keep_commit_order_and_the_newest_render_wins_when_renders_finish_out_of_order(deferred):
+    with transaction.atomic():
+        milk = Item.objects.create(title="Milk")
+    bread = Item.objects.create(title="Bread")
+    milk.title = "Oat milk"
+    milk.save()
+    tasks = list(deferred)
+    for result in reversed(tasks):  # the newest render first, the create of Milk's last
+        result.task.call(*result.args, **result.kwargs)
+    data = [e.data for e in Event.objects.filter(channel=ITEMS_CHANNEL, event=LIVE_EVENT).order_by("id")]
+    fresh = [f"board-item-{i.pk}|{i.title}" for i in Item.objects.order_by("id")]
+    assert fresh == [f"board-item-{milk.pk}|Oat milk", f"board-item-{bread.pk}|Bread"]
+
+    # Chromium after the database work: Playwright's sync API runs an event loop, where the ORM refuses to run.
+    for browser in launched_chromium():
+        for client in ("htmx", "live.js"):
+            assert apply_in_chromium(browser, client, data) == fresh, client
+
+
+def apply_in_chromium(browser: Any, client: str, data: list[str]) -> list[str]:
+    """Apply *data* (the ``live`` events, in log order) as *client* does; return the list's items (id|text)."""
+    page = browser.new_page()
+    try:
+        page.set_content('<ul id="board-items"></ul><span id="sink" hx-swap="none"></span>')
+        if client == "htmx":
+            page.add_script_tag(path=str(STATIC / "htmx-2.min.js"))
+            # What htmx's SSE extension does with each event sse-swap names: a swap that applies the out-of-band parts.
+            apply = "(data) => htmx.swap(document.getElementById('sink'), data, {swapStyle: 'none'})"
+        else:
+            page.add_script_tag(path=str(LIVE_JS))
+            apply = "(data) => DjangoRealtimeLive.applyAction(data)"
+        for one in data:
+            page.evaluate(apply, one)
+        page.wait_for_timeout(100)  # htmx settles its swaps on a timer
+        assert page.evaluate("() => document.querySelectorAll('#board-items template').length") == 0
+        return page.evaluate(ITEMS)
+    finally:
+        page.close()
