@@ -205,3 +205,36 @@ def test_without_a_tasks_framework_render_later_is_a_clear_error_and_a_system_ch
     assert error.id == "django_realtime.E007" and "board.Item" in error.msg
     monkeypatch.undo()
     assert check_render_later(None) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_that_changes_during_every_render_is_rendered_under_its_lock(rendered_later, deferred):
+    item = Item.objects.create(title="v0")
+    original = later.render_fragment
+    calls = []
+
+    def busy_render(instance, template, dom_id):
+        calls.append(instance.title)
+        html = original(instance, template, dom_id)
+        if len(calls) <= later.ATTEMPTS:  # another writer commits while each optimistic render runs
+
+            def save() -> None:
+                try:
+                    Item.objects.filter(pk=item.pk).update(title=f"v{len(calls)}")
+                finally:
+                    connections.close_all()
+
+            thread = threading.Thread(target=save)
+            thread.start()
+            thread.join()
+        return html
+
+    later.render_fragment = busy_render  # type: ignore[assignment]
+    try:
+        assert run(deferred[0])
+    finally:
+        later.render_fragment = original  # type: ignore[assignment]
+    # Three renders thrown away, then one under the lock, of the newest state.
+    assert calls == ["v0", "v1", "v2", "v3"]
+    (_, data) = events()[-1]
+    assert ">v3<" in data and 'data-live="replace"' in data
