@@ -71,9 +71,9 @@ class Declaration:
         DOM id, where the fragment goes, in commit order; its render then
         replaces it (docs/live.md, "Render later").
         """
-        from . import later
+        from .later import enqueue, require
 
-        later.require()
+        require()
         if is_suppressed():
             return
         channels = _channels(self.channels(instance))
@@ -85,7 +85,7 @@ class Declaration:
             data, event = pending_html(action, target=target), PENDING_EVENT
         for channel in channels:
             _store(using, channel, data, event)
-        later.enqueue(instance, action, channels, target, element, self.template_name(), using)
+        enqueue(instance, action, channels, target, element, self.template_name(), using)
 
     def template_name(self) -> str:
         meta = self.model._meta
