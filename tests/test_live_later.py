@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 
 import pytest
@@ -15,6 +16,7 @@ from django_realtime.live import declarations, later
 from django_realtime.live.actions import LIVE_EVENT, PENDING_EVENT, action_html, parse_action, pending_html
 from django_realtime.models import Event
 from testproject.board.models import ITEMS_CHANNEL, Item
+from tests.servers import manage, project_env
 
 pytestmark = pytest.mark.skipif(not later.available(), reason="no tasks framework (django.tasks or django-tasks)")
 
@@ -238,3 +240,23 @@ def test_a_row_that_changes_during_every_render_is_rendered_under_its_lock(rende
     assert calls == ["v0", "v1", "v2", "v3"]
     (_, data) = events()[-1]
     assert ">v3<" in data and 'data-live="replace"' in data
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tasks_enqueued_here_run_in_another_process_in_reverse_order_and_the_newest_is_last(rendered_later, deferred):
+    """The tasks as a worker gets them (a path and JSON arguments), run in a process of their own, newest first."""
+    item = Item.objects.create(title="v1")
+    item.title = "v2"
+    item.save()
+    jobs = [{"path": r.task.module_path, "args": json.loads(json.dumps(r.args))} for r in reversed(deferred)]
+    env = project_env(f"sqlite:///{connections['default'].settings_dict['NAME']}")
+    env["LATER_JOBS"] = json.dumps(jobs)
+    code = (
+        "import json, os\n"
+        "from django.utils.module_loading import import_string\n"
+        "for job in json.loads(os.environ['LATER_JOBS']):\n"
+        "    print(import_string(job['path']).call(*job['args']))\n"
+    )
+    assert manage(env, "shell", "--verbosity", "0", input=code).split()[-2:] == ["True", "True"]
+    renders = [data for event, data in events() if event == LIVE_EVENT][1:]  # after the create's placeholder
+    assert len(renders) == 2 and all(">v2<" in data for data in renders)
