@@ -73,9 +73,9 @@ class Declaration:
         """
         from .later import enqueue, require
 
-        require()
         if is_suppressed():
             return
+        require()
         channels = _channels(self.channels(instance))
         if action in INSERTS:
             placeholder = f'<template id="{element}" data-live-pending></template>'
