@@ -22,7 +22,7 @@ from django.db import models, router, transaction
 from django.template.loader import render_to_string
 
 from ..publishing import publish
-from .actions import LIVE_EVENT, action_html
+from .actions import INSERTS, LIVE_EVENT, action_html
 
 try:  # Django 6.0+
     from django.tasks import task as _task
@@ -99,8 +99,6 @@ def render_later(
 
 
 def _publish(action: str, channels: list[str], target: str, dom_id: str, html: str) -> None:
-    from .actions import INSERTS
-
     data = action_html(action, target=target, dom_id=dom_id if action in INSERTS else None, html=html)
     for channel in channels:
         # In the lock's transaction when the log shares the row's database; else committed at once, lock held.
