@@ -49,12 +49,19 @@ def test_inserts_keep_commit_order_and_the_newest_render_wins_when_renders_finis
     with transaction.atomic():
         milk = Item.objects.create(title="Milk")
     bread = Item.objects.create(title="Bread")
+    # A page loaded here, after the creates' envelopes and before any render: its list, and its cursor.
+    cursor = Event.objects.order_by("-id").values_list("id", flat=True)[0]
+    reloaded = "".join(
+        later.render_fragment(i, "board/_item.html", f"board-item-{i.pk}") for i in Item.objects.order_by("id")
+    )
     milk.title = "Oat milk"
     milk.save()
     tasks = list(deferred)
     for result in reversed(tasks):  # the newest render first, the create of Milk's last
         result.task.call(*result.args, **result.kwargs)
-    data = [e.data for e in Event.objects.filter(channel=ITEMS_CHANNEL, event=LIVE_EVENT).order_by("id")]
+    stored = Event.objects.filter(channel=ITEMS_CHANNEL, event=LIVE_EVENT).order_by("id")
+    data = [e.data for e in stored]
+    since_reload = [e.data for e in stored if e.id > cursor]
     fresh = [f"board-item-{i.pk}|{i.title}" for i in Item.objects.order_by("id")]
     assert fresh == [f"board-item-{milk.pk}|Oat milk", f"board-item-{bread.pk}|Bread"]
 
@@ -62,13 +69,14 @@ def test_inserts_keep_commit_order_and_the_newest_render_wins_when_renders_finis
     for browser in launched_chromium():
         for client in ("htmx", "live.js"):
             assert apply_in_chromium(browser, client, data) == fresh, client
+            assert apply_in_chromium(browser, client, since_reload, reloaded) == fresh, f"{client}, reloaded"
 
 
-def apply_in_chromium(browser: Any, client: str, data: list[str]) -> list[str]:
-    """Apply *data* (the ``live`` events, in log order) as *client* does; return the list's items (id|text)."""
+def apply_in_chromium(browser: Any, client: str, data: list[str], items: str = "") -> list[str]:
+    """Apply *data* (the ``live`` events, in log order) as *client* does to a list of *items*; return its items."""
     page = browser.new_page()
     try:
-        page.set_content('<ul id="board-items"></ul><span id="sink" hx-swap="none"></span>')
+        page.set_content(f'<ul id="board-items">{items}</ul><span id="sink" hx-swap="none"></span>')
         if client == "htmx":
             page.add_script_tag(path=str(STATIC / "htmx-2.min.js"))
             # What htmx's SSE extension does with each event sse-swap names: a swap that applies the out-of-band parts.
