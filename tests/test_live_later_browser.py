@@ -70,6 +70,10 @@ def test_inserts_keep_commit_order_and_the_newest_render_wins_when_renders_finis
         for client in ("htmx", "live.js"):
             assert apply_in_chromium(browser, client, data) == fresh, client
             assert apply_in_chromium(browser, client, since_reload, reloaded) == fresh, f"{client}, reloaded"
+            # A page that shows the items already and gets their placeholders (its cursor was taken before the
+            # creates committed, its list read after) keeps showing them until the renders come.
+            shown = [f"board-item-{milk.pk}|Milk", f"board-item-{bread.pk}|Bread"]
+            assert apply_in_chromium(browser, client, data[:2], reloaded) == shown, client
 
 
 def apply_in_chromium(browser: Any, client: str, data: list[str], items: str = "") -> list[str]:
