@@ -186,6 +186,13 @@ def test_on_postgresql_a_render_whose_row_changed_meanwhile_is_redone(rendered_l
     assert _race("postgres", deferred) == ["v2", "v2"]
 
 
+@pytest.mark.django_db(transaction=True, databases=["default", "mysql"])
+def test_on_mariadb_a_render_whose_row_changed_meanwhile_is_redone(rendered_later, deferred, settings):
+    # InnoDB's REPEATABLE READ: the locking read inside the transaction sees the newest committed row.
+    settings.REALTIME = {**settings.REALTIME, "BACKEND": "polling", "DATABASE": "mysql"}
+    assert _race("mysql", deferred) == ["v2", "v2"]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_render_of_a_deleted_row_publishes_nothing(rendered_later, deferred):
     item = Item.objects.create(title="Milk")
