@@ -186,6 +186,38 @@ def test_on_postgresql_a_render_whose_row_changed_meanwhile_is_redone(rendered_l
     assert _race("postgres", deferred) == ["v2", "v2"]
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
+def test_on_postgresql_a_save_waits_while_a_render_of_its_row_is_published(rendered_later, deferred, settings):
+    settings.REALTIME = {**settings.REALTIME, "BACKEND": "polling", "DATABASE": "postgres"}
+    item = Item.objects.using("postgres").create(title="v1")
+    original = later._publish
+    seen: dict[str, object] = {}
+
+    def save_v2() -> None:
+        try:
+            Item.objects.using("postgres").filter(pk=item.pk).update(title="v2")
+        finally:
+            connections.close_all()
+
+    def publish_while_another_saves(*args):
+        # Checked and locked: a save of the row from another connection now waits for this transaction.
+        thread = threading.Thread(target=save_v2)
+        thread.start()
+        thread.join(0.5)
+        seen["waited"], seen["thread"] = thread.is_alive(), thread
+        original(*args)
+
+    later._publish = publish_while_another_saves  # type: ignore[assignment]
+    try:
+        assert run(deferred[0])
+    finally:
+        later._publish = original  # type: ignore[assignment]
+    seen["thread"].join(10)  # type: ignore[attr-defined]
+    assert seen["waited"] is True
+    assert Item.objects.using("postgres").get(pk=item.pk).title == "v2"
+
+
 @pytest.mark.django_db(transaction=True, databases=["default", "mysql"])
 def test_on_mariadb_a_render_whose_row_changed_meanwhile_is_redone(rendered_later, deferred, settings):
     # InnoDB's REPEATABLE READ: the locking read inside the transaction sees the newest committed row.
