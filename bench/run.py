@@ -56,6 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="both",
         help="ours: publish() inside the server via POST /bench/publish/, from a separate process, or both",
     )
+    parser.add_argument(
+        "--metrics",
+        default="default",
+        help="ours: comma-separated REALTIME METRICS runs: default (the settings'), off, on, multiprocess "
+        "(on, with PROMETHEUS_MULTIPROC_DIR); one target each (default: default)",
+    )
     parser.add_argument("--peer-venv", type=Path, help="venv with django-eventstream, daphne, uvicorn (else no peer)")
     parser.add_argument("--peer-servers", default="daphne,uvicorn", help="ASGI servers for the peer")
     parser.add_argument("--only", default="ours,peer,floor", help="which of ours,peer,floor to run (default: all)")
@@ -99,16 +105,30 @@ def our_targets(args: argparse.Namespace) -> list[Target]:
     return [
         Target(
             key="ours",
-            name=f"django-realtime, gunicorn gevent, {args.backend}",
+            name=f"django-realtime, gunicorn gevent, {args.backend}"
+            + ("" if kind == "default" else f", metrics {kind}"),
             python=sys.executable,
             settings="bench.site.settings",
             server_argv=argv,
             forks=True,
             publisher=mode,
-            env={"REALTIME_BACKEND": args.backend, "DJANGO_DEBUG": "0"},
+            env={"REALTIME_BACKEND": args.backend, "DJANGO_DEBUG": "0", **metrics_env(kind)},
         )
+        for kind in args.metrics.split(",")
         for mode in modes
     ]
+
+
+def metrics_env(kind: str) -> dict[str, str]:
+    """Return the environment of a server whose REALTIME METRICS are *kind* (docs/metrics.md)."""
+    if kind == "default":
+        return {}
+    if kind not in ("off", "on", "multiprocess"):
+        raise SystemExit(f"--metrics: {kind!r} is not default, off, on or multiprocess")
+    env = {"REALTIME_JSON": json.dumps({"METRICS": kind != "off"})}
+    if kind == "multiprocess":
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="django-realtime-bench-prometheus-")
+    return env
 
 
 def peer_targets(args: argparse.Namespace) -> list[Target]:

@@ -16,7 +16,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import NoReverseMatch, path, reverse
 
 from .models import Event, PresenceMember, PresenceProcess, PruneMark, SkippedIds
 from .names import CHANNEL_MAX_LENGTH, EVENT_MAX_LENGTH
@@ -96,6 +96,28 @@ class EventAdmin(ReadOnly, admin.ModelAdmin):
     def preview(self, obj: Event) -> str:
         text = obj.data_json
         return text if len(text) <= PREVIEW else f"{text[: PREVIEW - 1]}…"
+
+    def get_urls(self) -> list:
+        status = path(
+            "status/",
+            self.admin_site.admin_view(self.status_view),
+            name=f"{self.model._meta.app_label}_{self.model._meta.model_name}_status",
+        )
+        return [status, *super().get_urls()]
+
+    def status_view(self, request: HttpRequest) -> HttpResponse:
+        """Show the deployment's live status: a page that updates itself over SSE (django_realtime.status)."""
+        try:
+            stream = reverse("django_realtime:status")
+        except NoReverseMatch:  # the package's URLconf is not included: no stream to follow
+            stream = None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Realtime status",
+            "opts": self.model._meta,
+            "stream_url": stream,
+        }
+        return TemplateResponse(request, "admin/django_realtime/event/status.html", context)
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
         """Publish an event by hand, through publish(): stored and delivered like any other."""

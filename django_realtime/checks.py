@@ -155,6 +155,64 @@ def _check_backend_fits():
     return []
 
 
+@register()
+def check_metrics(app_configs, **kwargs):
+    """Check that metrics asked for can be served: prometheus_client is installed (E010)."""
+    from .metrics import available
+
+    try:
+        wanted = realtime_settings.METRICS
+    except ImproperlyConfigured:
+        return []  # E003 reports it
+    if wanted is True and not available():
+        return [
+            Error(
+                "REALTIME['METRICS'] is True but prometheus_client is not installed.",
+                hint="pip install 'django-realtime-log[metrics]', or set METRICS to None (on when installed).",
+                id="django_realtime.E010",
+            )
+        ]
+    return []
+
+
+@register(deploy=True)
+def check_metrics_multiprocess(app_configs, **kwargs):
+    """Warn when metrics are on and GUNICORN_CMD_ARGS (or WEB_CONCURRENCY) runs several gunicorn workers
+    without PROMETHEUS_MULTIPROC_DIR: each scrape would show one worker's figures (W010)."""
+    from .metrics import enabled
+
+    try:
+        on = enabled()
+    except ImproperlyConfigured:  # check_settings reports it
+        return []
+    if not on or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return []
+    workers = _gunicorn_workers()
+    if workers is None or workers < 2:
+        return []
+    return [
+        Warning(
+            f"Metrics are on and gunicorn runs {workers} workers, but PROMETHEUS_MULTIPROC_DIR is not set: "
+            "each scrape would show one worker's figures.",
+            hint="Set PROMETHEUS_MULTIPROC_DIR to an empty directory for the servers (and this check), and mark "
+            "dead workers in gunicorn's child_exit hook (docs/metrics.md).",
+            id="django_realtime.W010",
+        )
+    ]
+
+
+def _gunicorn_workers() -> int | None:
+    """Return the workers GUNICORN_CMD_ARGS or WEB_CONCURRENCY give gunicorn, or None if neither does."""
+    parsed = gunicorn_server.parse_cmd_args(os.environ.get("GUNICORN_CMD_ARGS", ""))
+    if parsed is None:
+        return None
+    config, given = parsed
+    if "workers" in given:
+        return int(config.workers)
+    concurrency = os.environ.get("WEB_CONCURRENCY", "")  # gunicorn's default, read when gunicorn is imported
+    return int(concurrency) if concurrency.isdigit() else None
+
+
 @register(deploy=True)
 def check_stream_worker(app_configs, **kwargs):
     """Warn when GUNICORN_CMD_ARGS chooses a gunicorn worker class that gives each stream an OS thread."""

@@ -12,11 +12,11 @@ from typing import Any
 
 from django.db import DatabaseError
 
-from . import protocol
+from . import metrics, protocol
 from .auth import PUBLISH, get_authorizer
 from .exceptions import EventTooLarge, InvalidChannelName, InvalidEventData, InvalidEventName
 from .names import validate_channel, validate_event_name
-from .publishing import publish
+from .publishing import store_event
 
 logger = logging.getLogger("django_realtime")
 
@@ -38,6 +38,12 @@ def check_publish(request: protocol.Publish) -> tuple[str, str]:
     except InvalidEventName as exc:
         raise protocol.ProtocolError(protocol.BAD_MESSAGE, str(exc), request.ref) from None
     return channel, event
+
+
+def publish(channel: str, data: Any, *, event: str) -> Any:
+    """Store an event as ``publish()`` does, counted in the metrics as published by a client."""
+    validate_event_name(event)
+    return store_event(channel, data, event, metrics.CLIENT)
 
 
 def store_publish(user: Any, channel: str, event: str, data: Any, ref: protocol.Ref = None) -> str:

@@ -97,6 +97,10 @@ DEFAULTS: dict[str, Any] = {
     "WEBSOCKET_SEND_TIMEOUT": 10.0,
     # WebSockets: seconds after which a connection is closed with 4001 to be reopened (None: never).
     "WEBSOCKET_MAX_LIFETIME": None,
+    # Prometheus metrics (docs/metrics.md): True, False, or None: on when prometheus_client is installed.
+    "METRICS": None,
+    # A bearer token that may read the metrics view, besides staff users (None: staff only).
+    "METRICS_TOKEN": None,
     # Whether pages are told the site serves WebSockets (None: inferred from ASGI_APPLICATION and the server).
     "WEBSOCKETS": None,
 }
@@ -151,6 +155,17 @@ def _check_presence(merged: dict[str, Any]) -> None:
         )
 
 
+def _check_metrics(merged: dict[str, Any]) -> None:
+    """Check METRICS and METRICS_TOKEN: a token anyone could guess or mistype would open the metrics view."""
+    if not any(merged["METRICS"] is value for value in (None, True, False)):
+        raise ImproperlyConfigured(f"REALTIME METRICS must be True, False or None, not {merged['METRICS']!r}")
+    token = merged["METRICS_TOKEN"]
+    if token is not None and not (isinstance(token, str) and len(token) >= 16 and all("!" <= c <= "~" for c in token)):
+        raise ImproperlyConfigured(
+            "REALTIME METRICS_TOKEN must be None or a string of 16 or more printable ASCII characters, no spaces"
+        )
+
+
 class RealtimeSettings:
     """Attribute access to ``settings.REALTIME`` over DEFAULTS."""
 
@@ -168,6 +183,7 @@ class RealtimeSettings:
         merged["MAX_AGE"] = _age("MAX_AGE", merged["MAX_AGE"])
         merged["RETENTION"] = _retention(merged)
         _check_presence(merged)
+        _check_metrics(merged)
         return merged
 
     def __getattr__(self, name: str) -> Any:

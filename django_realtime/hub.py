@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 from django.core.signals import setting_changed
 from django.db import OperationalError, connections
 
+from . import metrics
 from .backends import get_backend
 from .budget import PIECE, Budget
 from .conf import realtime_settings
@@ -420,6 +421,7 @@ class Hub:
                 if now >= self._next_write_check:
                     self._next_write_check = now + WRITE_CHECK
                     self._check_writes(now)
+                metrics.flush()
             except Exception:  # the ticker must outlive any bug in what it calls
                 logger.exception("django_realtime hub tick failed")
             self._stop.wait(max(0.01, min(self._next_slice - time.monotonic(), 0.25)))
@@ -481,6 +483,7 @@ class Hub:
         if old is not None:
             old.superseded = True
             self.replaced += 1
+            metrics.reader_restarted(why or "ended")
             if why == "ended":
                 self.error = self.error or RuntimeError("the hub's reader ended")
                 logger.error("django_realtime hub reader ended unexpectedly; starting another")

@@ -32,6 +32,7 @@ from django.db import DatabaseError, transaction
 from django.db.models.functions import Now
 from django.utils.module_loading import import_string
 
+from . import metrics
 from .conf import realtime_settings
 from .cursor import Cursor
 from .exceptions import EventTooLarge, InvalidEventData
@@ -234,6 +235,7 @@ class Registry:
                 failed = self._failed_joins.pop(member.connection, None)
         if failed is not None:  # one error of a batch, raised in each of its joins' threads: a copy each
             raise DatabaseError(f"the join could not be written: {failed}") from failed
+        metrics.presence_changed(1)
         return member
 
     def leave(self, member: Member) -> None:
@@ -247,6 +249,7 @@ class Registry:
             if self._members.pop(member.connection, None) is None:
                 return
             self._leaving[member.connection] = member
+        metrics.presence_changed(-1)
         with self._deleting:
             with self._lock:
                 if member.connection not in self._leaving:
@@ -329,7 +332,7 @@ class Registry:
                 gone = list(PresenceMember.objects.using(self.using).filter(process=key).order_by("joined"))
                 PresenceMember.objects.using(self.using).filter(process=key).delete()[0]
                 for row in gone:
-                    store_event(row.channel, {"connection": row.connection, "user": row.user}, LEAVE)
+                    store_event(row.channel, {"connection": row.connection, "user": row.user}, LEAVE, metrics.PRESENCE)
                 reaped += len(gone)
         if reaped:
             logger.info("django_realtime presence: %d members of dead processes left", reaped)
@@ -369,7 +372,7 @@ class Registry:
             logger.warning("django_realtime presence: this process was taken for dead; its members join again")
             self._insert(members)
             for member in members:
-                store_event(member.channel, member.joined(), JOIN)
+                store_event(member.channel, member.joined(), JOIN, metrics.PRESENCE)
 
     def _insert(self, members: list[Member]) -> None:
         from .models import PresenceMember
@@ -400,7 +403,7 @@ class Registry:
                         self._register(self.members())
                     self._insert(batch)
                     for member in batch:
-                        store_event(member.channel, member.joined(), JOIN)
+                        store_event(member.channel, member.joined(), JOIN, metrics.PRESENCE)
                     # Held before the commit: a heartbeat that joins this
                     # process's members again must see these or find its row.
                     with self._lock:
@@ -427,7 +430,7 @@ class Registry:
                 for member in batch:
                     # Gone already if a reaper took this process for dead: it sent the leave.
                     if PresenceMember.objects.using(self.using).filter(connection=member.connection).delete()[0]:
-                        store_event(member.channel, member.left(), LEAVE)
+                        store_event(member.channel, member.left(), LEAVE, metrics.PRESENCE)
             with self._lock:
                 for member in batch:
                     self._leaving.pop(member.connection, None)

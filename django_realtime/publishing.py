@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections, transaction
 
-from . import signals, skips
+from . import metrics, signals, skips
 from .conf import realtime_settings
 from .eventlog import insert_event
 from .exceptions import EventTooLarge, InvalidEventData
@@ -61,8 +61,11 @@ def publish(channel: str, data: Any = None, *, event: str = "message") -> Event:
     return store_event(channel, data, event)
 
 
-def store_event(channel: str, data: Any, event: str) -> Event:
-    """Publish as publish() does, under any event name, reserved ones too: for the package's own events."""
+def store_event(channel: str, data: Any, event: str, path: str = metrics.PUBLISH) -> Event:
+    """Publish as publish() does, under any event name, reserved ones too: for the package's own events.
+
+    *path* is how it was published, for the metrics: publish(), a client, presence.
+    """
     from .backends import get_backend
 
     validate_channel(channel)
@@ -74,6 +77,7 @@ def store_event(channel: str, data: Any, event: str) -> Event:
         alias, channel, event, data_json, notify=notify, idle_timeout=realtime_settings.PUBLISH_IDLE_TIMEOUT
     )
     backend.published(stored, alias, notified=bool(notify))
+    metrics.published(path)
     _stored([stored], alias)
     return stored
 
@@ -128,6 +132,7 @@ def announce(events: Iterable[Event], using: str) -> None:
         backend = get_backend()
         for event in newest.values():
             backend.published(event, using)
+        metrics.published(metrics.ORM, len(fresh))
         _stored(fresh, using)
 
 

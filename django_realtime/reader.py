@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from django.db import DatabaseError, connections
 
+from . import metrics
 from .daemon import Daemon
 from .db import interrupt, release_connections
 from .eventlog import PAGE, PAGE_BYTES, GapTailer, Row, pruned_after, tailer_for
@@ -73,6 +74,8 @@ class Reader:
     def __init__(self, hub: Host) -> None:
         self.hub = hub
         self.tailer = tailer_for(hub.using)
+        if metrics.wants_stamps():
+            self.tailer.stamps = {}
         #: Set by the hub when it replaced this reader: change nothing, end.
         self.superseded = False
         #: When the current query (or connect) began, or None between queries.
@@ -126,6 +129,7 @@ class Reader:
                     # again, from the same horizon, soon.  A listener that
                     # reconnects pokes the hub and cuts the wait short.
                     hub.read_failed(exc)
+                    metrics.log_read_failed()
                     logger.error(
                         "django_realtime hub could not read the event log; retrying in %.1fs", backoff, exc_info=True
                     )
@@ -159,7 +163,11 @@ class Reader:
             rows, after = self.tailer.read(before)
             hub.reads += 1
             hub.rows_read += len(rows)
+            metrics.log_read(len(rows))
+            stamps = self.tailer.stamps
             if after == before:
+                if stamps:
+                    stamps.clear()
                 return True
             # A missing id may be one retention deleted before this hub read
             # it (a hub that was down or behind): its channel's streams must
@@ -167,6 +175,10 @@ class Reader:
             pruned = pruned_after(hub.using, before.top) if _has_gap(rows, before.top) else None
             if not hub.append(rows, before, after, source=self, pruned=pruned):
                 return False
+            if stamps is not None:
+                # Rows held back (pending, a gap) are read again, with their created, when they arrive.
+                metrics.arrived(stamps.get(row[0]) for row in rows)
+                stamps.clear()
             if len(rows) < PAGE and sum(len(row[3]) for row in rows) < PAGE_BYTES:
                 return True  # a short page is the end (or a gap): no need for an empty read to say so
 
@@ -174,6 +186,7 @@ class Reader:
         """Warn, once per wait, of ids pending for WAITING_WARNING seconds, and of a hub held back as long."""
         tailer = self.tailer
         now = time.monotonic()
+        metrics.waiting_for_publishers(None if tailer.waiting_since is None else now - tailer.waiting_since)
         held = not isinstance(tailer, GapTailer) or tailer.held_back
         since = tailer.waiting_since
         if held and since is not None:

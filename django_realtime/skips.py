@@ -30,6 +30,7 @@ from datetime import timedelta
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
+from . import metrics
 from .conf import realtime_settings
 from .names import reset_json
 
@@ -133,6 +134,7 @@ def report(using: str, late: Iterable[tuple[int, str]]) -> None:
             stored.data_json = reset_json("late", row_id - 1, stored.id, [channel])
             stored.save(using=using, update_fields=["data_json"])
         get_backend().published(stored, using)
+        metrics.reset_sent("late")
 
 
 def watch(using: str, events: Iterable) -> None:

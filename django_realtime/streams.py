@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, TypeVar
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError
 
+from . import metrics
 from .budget import PIECE, READ_COST, cost
 from .cursor import Cursor
 from .db import release_connections
@@ -46,7 +47,8 @@ FIRST_ROWS = 64
 
 
 def reset_item(reason: str, cursor: Cursor, resume: Cursor, channels: list[str]) -> Item:
-    """Build the in-band ``reset`` event: the client resumes from *resume*."""
+    """Build the in-band ``reset`` event, for one stream: the client resumes from *resume*."""
+    metrics.reset_sent(reason)
     return Item(resume.top, "", "reset", reset_json(reason, str(cursor), str(resume), channels), resume)
 
 

@@ -2,7 +2,8 @@
 
 from django.urls import path
 
-from .sse import progress, publish, views
+from .metrics import views as metrics
+from .sse import progress, publish, status, views
 
 app_name = "django_realtime"
 urlpatterns = [
@@ -11,4 +12,6 @@ urlpatterns = [
     path("presence/", views.presence, name="presence"),
     path("publish/", publish.publish, name="publish"),
     path("progress/<str:token>/", progress.progress_events, name="progress"),
+    path("metrics/", metrics.metrics, name="metrics"),
+    path("status/", status.status, name="status"),
 ]

@@ -111,6 +111,8 @@ def test_gunicorn_cmd_args_choosing_a_threaded_worker_is_a_deploy_warning(monkey
         monkeypatch.setenv("GUNICORN_CMD_ARGS", cmd_args)
         assert deploy_ids() == ["django_realtime.W003"]
         assert ids() == []  # a deploy check only
+    # Several workers share metrics through PROMETHEUS_MULTIPROC_DIR, or W010 says so (test_metrics.py).
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/tmp")
     for cmd_args in ("-k gevent --worker-connections 1200", "-w 4"):
         monkeypatch.setenv("GUNICORN_CMD_ARGS", cmd_args)
         assert deploy_ids() == []

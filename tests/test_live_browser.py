@@ -25,8 +25,11 @@ from tests.servers import manage, project_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
-#: The board's items as the page shows them: DOM id and text, in order.
-ITEMS = "() => Array.from(document.querySelectorAll('#board-items > li'), (e) => e.id + '|' + e.textContent.trim())"
+#: The board's items as the page shows them: DOM id, title and owner (the text of other elements), in order.
+ITEMS = """() => Array.from(document.querySelectorAll('#board-items > li'), (e) => {
+  const [title, owner] = [e.querySelector('.title'), e.querySelector('.owner')];
+  return e.id + '|' + (title ? `${title.textContent} ${owner.textContent}` : e.textContent).trim();
+})"""
 #: The viewer's count, which a refresh brings up to date.
 MINE = "() => document.getElementById('mine-count').textContent"
 #: The page's request id, the one its own changes carry (htmx: in hx-headers; live.js: a data- attribute).
@@ -77,9 +80,11 @@ def browser() -> Iterator[Any]:
 def open_page(browser) -> Iterator[Callable[[str], Any]]:
     contexts, errors, console = [], [], []
 
-    def open_page(url: str) -> Any:
+    def open_page(url: str, cookies: list[dict[str, Any]] | None = None) -> Any:
         context = browser.new_context()
         contexts.append(context)
+        if cookies:
+            context.add_cookies(cookies)
         page = context.new_page()
         page.set_default_timeout(15_000)
         page.on("pageerror", lambda error: errors.append(f"{url}: {error}"))
@@ -97,9 +102,18 @@ def open_page(browser) -> Iterator[Callable[[str], Any]]:
 class Board:
     """Changes to the board through its views, as another browser makes them."""
 
-    def __init__(self, server: DemoServer) -> None:
+    def __init__(self, server: DemoServer, user: str | None = None) -> None:
         self.server = server
         self.client = httpx.Client(base_url=server.url, timeout=10.0)
+        if user is not None:
+            self.client.get("/sign-in/").raise_for_status()
+            token = self.client.cookies["csrftoken"]
+            response = self.client.post("/sign-in/", data={"name": user, "csrfmiddlewaretoken": token})
+            assert response.status_code == 302 and "sessionid" in self.client.cookies, f"could not sign in as {user}"
+
+    def cookies(self) -> list[dict[str, Any]]:
+        """The client's cookies, for a browser context: a page signed in as the same user."""
+        return [{"name": name, "value": value, "url": self.server.url} for name, value in self.client.cookies.items()]
 
     def __enter__(self) -> Board:
         return self
@@ -117,11 +131,11 @@ class Board:
         response.raise_for_status()
         return response.json()["id"]
 
-    def create(self, title: str, owner: str = "", request_id: str | None = None) -> int:
-        return self.post("/board/items/", request_id, title=title, owner=owner)
+    def create(self, title: str, request_id: str | None = None) -> int:
+        return self.post("/board/items/", request_id, title=title)
 
-    def edit(self, pk: int, title: str, owner: str = "") -> None:
-        self.post(f"/board/items/{pk}/", title=title, owner=owner)
+    def edit(self, pk: int, title: str) -> None:
+        self.post(f"/board/items/{pk}/", title=title)
 
     def delete(self, pk: int) -> None:
         self.post(f"/board/items/{pk}/delete/")
@@ -140,8 +154,8 @@ def shell(env: dict[str, str], code: str) -> None:
     manage(env, "shell", "--no-imports", "-c", code)
 
 
-def fresh(open_page, url: str) -> tuple[list[str], str]:
-    page = open_page(url)
+def fresh(open_page, url: str, cookies: list[dict[str, Any]] | None = None) -> tuple[list[str], str]:
+    page = open_page(url, cookies)
     try:
         return page.evaluate(ITEMS), page.evaluate(MINE)
     finally:
@@ -149,8 +163,8 @@ def fresh(open_page, url: str) -> tuple[list[str], str]:
 
 
 def wait_fresh(open_page, page: Any, url: str) -> None:
-    """Wait until *page* shows what a fresh render of *url* shows."""
-    items, mine = fresh(open_page, url)
+    """Wait until *page* shows what a fresh render of *url* shows, to the same user."""
+    items, mine = fresh(open_page, url, page.context.cookies())
     wait_for_value(page, ITEMS, items)
     wait_for_value(page, MINE, mine)
 
@@ -161,30 +175,46 @@ def board(servers, client) -> Iterator[Board]:
         yield board
 
 
+@pytest.fixture
+def signed_in(servers, client) -> Iterator[Callable[[str], Board]]:
+    """Make a Board client signed in as a new user of that name (closed after the test)."""
+    boards: list[Board] = []
+
+    def signed_in(name: str) -> Board:
+        boards.append(Board(servers[client], name))
+        return boards[-1]
+
+    yield signed_in
+    for board in boards:
+        board.client.close()
+
+
 @pytest.mark.parametrize("client", CLIENTS)
-def test_each_action_and_refresh_reach_the_page(open_page, servers, env, client, board):
+def test_each_action_and_refresh_reach_the_page(open_page, servers, env, client, board, signed_in):
     server = servers[client]
-    url = f"{server.url}{PATHS[client]}?as=ann"
-    page = open_page(url)
+    url = f"{server.url}{PATHS[client]}?as=ann"  # a query string, which a refresh must keep
+    ann, bob = f"ann-{client}", f"bob-{client}"
+    mine = signed_in(ann)  # the same user as the page, in another session
+    page = open_page(url, mine.cookies())
     refetches: list[str] = []
     page.on("request", lambda r: r.resource_type in ("xhr", "fetch") and "/board/" in r.url and refetches.append(r.url))
     before = page.evaluate(ITEMS)
 
     # create: append; its own page's refresh is skipped (the page that made the change knows).
     own = page.evaluate(REQUEST_ID)
-    pk = board.create("Milk <b>", owner="ann", request_id=own)
-    wait_for_value(page, ITEMS, [*before, f"board-item-{pk}|Milk <b> ann"])
+    pk = mine.create("Milk <b>", request_id=own)
+    wait_for_value(page, ITEMS, [*before, f"board-item-{pk}|Milk <b> {ann}"])
     page.wait_for_timeout(800)  # the debounce (200 ms) and a fetch, had one been made
     assert refetches == [], "the page refreshed for its own change"
     # Another's change: the count is fetched again with the page's own query (its viewer).
-    other = board.create("Bread", owner="bob")
-    wait_for_value(page, ITEMS, [*before, f"board-item-{pk}|Milk <b> ann", f"board-item-{other}|Bread bob"])
-    wait_for_value(page, MINE, str(1 + sum(item.endswith(" ann") for item in before)))
+    other = signed_in(bob).create("Bread")
+    wait_for_value(page, ITEMS, [*before, f"board-item-{pk}|Milk <b> {ann}", f"board-item-{other}|Bread {bob}"])
+    wait_for_value(page, MINE, str(1 + sum(item.endswith(f" {ann}") for item in before)))
     assert refetches and all("as=ann" in r for r in refetches)
 
     # update: replace in place.
-    board.edit(pk, "Oat milk", owner="ann")
-    wait_for_value(page, f"() => document.getElementById('board-item-{pk}').textContent.trim()", "Oat milk ann")
+    board.edit(pk, "Oat milk")
+    wait_for_value(page, f"() => document.querySelector('#board-item-{pk} .title').textContent", "Oat milk")
 
     # The actions a model does not declare, from a shell: prepend, before, after, update, then remove.
     shell(
@@ -203,9 +233,9 @@ def test_each_action_and_refresh_reach_the_page(open_page, servers, env, client,
         "x-first|updated",
         *before,
         "x-before|before",
-        f"board-item-{pk}|Oat milk ann",
+        f"board-item-{pk}|Oat milk {ann}",
         f"x-after|{again}",
-        f"board-item-{other}|Bread bob",
+        f"board-item-{other}|Bread {bob}",
     ]
     wait_for_value(page, ITEMS, expected)
     assert page.evaluate("() => document.querySelector('#x-first i').textContent") == "updated"
@@ -221,12 +251,14 @@ def test_each_action_and_refresh_reach_the_page(open_page, servers, env, client,
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_a_restart_and_a_reload_lose_and_repeat_nothing(open_page, servers, env, client, board):
+def test_a_restart_and_a_reload_lose_and_repeat_nothing(open_page, servers, env, client, board, signed_in):
     server = servers[client]
-    url = f"{server.url}{PATHS[client]}?as=cy"
-    page = open_page(url)
-    kept = [board.create(f"keep {n}", owner="cy") for n in range(3)]
-    gone = board.create("gone", owner="cy")
+    url = f"{server.url}{PATHS[client]}"
+    cy = f"cy-{client}"
+    mine = signed_in(cy)
+    page = open_page(url, mine.cookies())
+    kept = [mine.create(f"keep {n}") for n in range(3)]
+    gone = mine.create("gone")
     wait_fresh(open_page, page, url)
 
     server.kill()  # a crash, mid-burst: the page's stream breaks
@@ -235,13 +267,14 @@ def test_a_restart_and_a_reload_lose_and_repeat_nothing(open_page, servers, env,
         "from testproject.board.models import Item\n"
         f"Item.objects.filter(pk={gone}).delete()\n"
         f"i = Item.objects.get(pk={kept[0]}); i.title = 'edited while down'; i.save()\n"
-        "for n in range(3): Item.objects.create(title=f'made while down {n}', owner='cy')\n",
+        f"cy = Item.owner.field.related_model.objects.get(username={cy!r})\n"
+        "for n in range(3): Item.objects.create(title=f'made while down {n}', owner=cy)\n",
     )
     server.start()
     wait_fresh(open_page, page, url)
     # And the burst goes on after the restart.
-    board.edit(kept[1], "edited after", owner="cy")
-    board.create("made after", owner="dee")
+    board.edit(kept[1], "edited after")
+    board.create("made after")  # a guest's: not in cy's column
     wait_fresh(open_page, page, url)
 
     page.reload()

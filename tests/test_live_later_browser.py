@@ -30,7 +30,9 @@ pytestmark = [
 STATIC = Path(django_htmx.__file__).parent / "static" / "django_htmx"
 LIVE_JS = Path(__file__).parent.parent / "django_realtime" / "static" / "django_realtime" / "live.js"
 BACKENDS = "django.tasks.backends" if later._task.__module__.startswith("django.tasks") else "django_tasks.backends"
-ITEMS = "() => Array.from(document.querySelectorAll('#board-items > *'), (e) => e.id + '|' + e.textContent.trim())"
+#: The list as a viewer reads it: each element's id and title (an element with no title shows none).
+ITEMS = """() => Array.from(document.querySelectorAll('#board-items > *'),
+  (e) => e.id + '|' + ((e.querySelector && e.querySelector('.title')) || {textContent: ''}).textContent.trim())"""
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ NEEDED = [
     "django_realtime/static/django_realtime/realtime.js",
     "django_realtime/templates/admin/django_realtime/event/publish.html",
     "django_realtime/templates/django_realtime/progress.html",
+    "django_realtime/templates/admin/django_realtime/event/status.html",
+    "django_realtime/metrics/views.py",
     "django_realtime/py.typed",
 ]
 

@@ -280,6 +280,7 @@ class InnoDBTailer(GapTailer):
             exc,
         )
         self.fallback = TimeoutTailer(self.using)
+        self.fallback.stamps = self.stamps
 
     def read(self, cursor: Cursor) -> tuple[list[Row], Cursor]:
         if self.fallback is None:

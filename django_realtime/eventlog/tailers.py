@@ -44,6 +44,8 @@ class Tailer:
         #: Rows to ask for next: fewer after a page of large events, so a
         #: read never holds much more than PAGE_BYTES in the driver's memory.
         self.limit = PAGE
+        #: Each row's ``created`` by id, as read, when the hub's reader asks for them (metrics' hub lag).
+        self.stamps: dict[int, object] | None = None
 
     def start_horizon(self, *, wait: bool = True, timeout: float | None = None) -> Cursor:
         """Return the cursor a hub starts at: the newest id of the log, with the ids below it still in flight.
@@ -74,7 +76,7 @@ class Tailer:
         return rows, (Cursor(rows[-1][0], cursor.pending) if rows else cursor)
 
     def _read(self, cursor: Cursor, pending: tuple[Run, ...] = ()) -> tuple[list[Row], bool]:
-        rows, complete = read_rows(self.using, cursor.top, limit=self.limit, pending=pending)
+        rows, complete = read_rows(self.using, cursor.top, limit=self.limit, pending=pending, stamps=self.stamps)
         if len(rows) < self.limit and not complete:
             self.limit = max(1, len(rows))  # cut by PAGE_BYTES: ask for as many as fit
         elif self.limit < PAGE:

@@ -21,6 +21,7 @@ from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, StreamingHttpResponse
 
+from .. import metrics
 from ..conf import realtime_settings
 from ..daphne_server import daphne_write_gate
 from ..db import release_connections, shut_down_socket
@@ -232,8 +233,11 @@ async def asse_stream(
     give_seat: Callable[[], None] | None = None,
     encode: Callable[[list[Item]], bytes] = sse_chunk,
     first: bytes | None = None,
+    connection: metrics.Connection | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the SSE bytes of a stream, on asyncio; *encode* and *first* as for ``sse_stream``.
+
+    *connection* is told why the stream ended, and closed, for the metrics.
 
     Django sends each chunk before it asks for the next, so the time between
     a yield and the next request is the server's send.  A server whose send
@@ -255,6 +259,8 @@ async def asse_stream(
     if task is not None:
 
         def cut() -> None:
+            if connection is not None:
+                connection.reason = metrics.SLOW_CLIENT
             task.cancel()
             # Now, not when the generator is finalised: Django 6.1 neither closes
             # the response of a cancelled stream nor closes this generator.
@@ -275,6 +281,8 @@ async def asse_stream(
                         await room.wait()
                 except TimeoutError:
                     hub.slow_clients += 1
+                    if connection is not None:
+                        connection.reason = metrics.SLOW_CLIENT
                     logger.info("django_realtime ends an SSE stream whose client has not read for %g s", timeout)
                     return
             if write is None:
@@ -283,8 +291,12 @@ async def asse_stream(
             write.since = time.monotonic()
             yield chunk
             write.since = 0.0
+        if connection is not None:  # it ended by itself: its lifetime, or the log could not be read
+            connection.reason = metrics.ENDED
     finally:
         hub.unwatch(write)
+        if connection is not None:
+            connection.close(metrics.SERVER_SHUTDOWN if hub.stopping else None)
         if give_seat is not None:
             give_seat()
 

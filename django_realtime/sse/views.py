@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.http import require_GET
 
-from .. import rates
+from .. import metrics, rates
 from ..auth import PRESENCE, SUBSCRIBE, get_authorizer, user_or_anonymous
 from ..conf import realtime_settings
 from ..cursor import Cursor
 from ..db import release_connections
 from ..exceptions import InvalidChannelName, InvalidCursor
-from ..hub import get_hub
+from ..hub import Hub, get_hub
+from ..metrics import Connection
 from ..names import parse_cursor, validate_channel
 from ..presence import Member, PresenceRefused, get_registry
 from ..protocol import (
@@ -34,6 +36,7 @@ from .encoding import encode_cursor, encode_error
 from .origin import from_trusted_page
 from .responses import (
     SSEResponse,
+    Watched,
     asse_stream,
     chunker,
     connection_closer,
@@ -186,8 +189,15 @@ def stream_channels(request: HttpRequest, channels: Iterable[str]) -> HttpRespon
     try:
         form = Format(request)
     except BadParameter as exc:
-        return _plain(400, str(exc))
-    return _stream(request, names, form, b"")
+        return _counted(_plain(400, str(exc)))
+    return _counted(_stream(request, names, form, b""))
+
+
+def _counted(response: HttpResponseBase) -> HttpResponseBase:
+    """Return *response*, counted in the metrics if it refuses the stream."""
+    if response.status_code >= 400:
+        metrics.refused(metrics.SSE, response.status_code)
+    return response
 
 
 def _join(joins: Joins | None, with_channels: bool) -> tuple[list[Member], list[bytes], HttpResponse | None]:
@@ -270,19 +280,32 @@ def _stream(
     keepalive = float(realtime_settings.KEEPALIVE)
     lifetime = realtime_settings.SSE_MAX_LIFETIME
     lifetime = float(lifetime) if lifetime else None
-    encode = chunker(with_channels=form.with_channels, text=form.text)
+    encode = metrics.counted(metrics.SSE, chunker(with_channels=form.with_channels, text=form.text))
     # A client that asks for channels is told the cursor the stream starts at (docs/sse.md).
     first = prelude() + (encode_cursor(str(cursor)) if form.with_channels else b"") + errors
+    connection = metrics.opened(metrics.SSE, Connection if is_async_request(request) else CountedStream)
+    if not connection.closed:
+        metrics.sent(metrics.SSE, 0, len(first))
     if is_async_request(request):
         # Given back by the stream itself too: Django 6.1 does not close the
         # response of a stream whose task the hub cancelled (SSE_SEND_TIMEOUT).
-        stream = asse_stream(hub, names, cursor, keepalive, lifetime, request.scope, give_seat, encode, first)
+        stream = asse_stream(
+            hub, names, cursor, keepalive, lifetime, request.scope, give_seat, encode, first, connection
+        )
         response = SSEResponse(stream)
+        response._resource_closers.append(connection.close)
     else:
         warn_if_threaded_worker(request)
-        response = SSEResponse(
-            sse_stream(hub, names, cursor, keepalive, lifetime, connection_closer(request), encode, first)
-        )
+        close = connection_closer(request)
+        if isinstance(connection, CountedStream):
+            connection.hub, connection.shut = hub, close
+            close = connection.cut if close is not None else None
+        iterator = sse_stream(hub, names, cursor, keepalive, lifetime, close, encode, first)
+        response = SSEResponse(iterator)
+        if isinstance(connection, CountedStream):
+            connection.generator = iterator.iterator if isinstance(iterator, Watched) else iterator
+            # Before the iterator's own close(): whether it had ended tells who ended the stream.
+            response._resource_closers.insert(0, connection.finish)
     # The server closes every response it was given, streamed or not, whatever ended it.
     response._resource_closers.append(give_seat)
     if members:
@@ -290,6 +313,30 @@ def _stream(
         # Which of the channel's members is this stream: a client that reads headers (fetch) knows itself.
         response[PRESENCE_HEADER] = ", ".join(f"{member.channel} {member.connection}" for member in members)
     return response
+
+
+class CountedStream(metrics.Connection):
+    """An SSE stream under WSGI, counted: one object per stream, as a stream's memory is what a server has most."""
+
+    __slots__ = ("generator", "hub", "shut")
+
+    generator: Iterator[bytes]
+    hub: Hub
+    shut: Callable[[], None] | None
+
+    def cut(self) -> None:
+        """Cut the connection of a client that stopped reading (the hub calls this), noting why."""
+        self.reason = metrics.SLOW_CLIENT
+        assert self.shut is not None  # cut is handed to the hub only with a way to shut the connection
+        self.shut()
+
+    def finish(self) -> None:
+        """Count the stream closed (the server closes its response), ended by itself or by its client."""
+        if self.hub.stopping:
+            self.reason = metrics.SERVER_SHUTDOWN
+        elif inspect.getgeneratorstate(self.generator) == inspect.GEN_CLOSED:  # type: ignore[arg-type]
+            self.reason = metrics.ENDED  # its lifetime, or the log could not be read
+        self.close()
 
 
 @transaction.non_atomic_requests
@@ -305,6 +352,10 @@ def events(request: HttpRequest, channels: Iterable[str] | None = None) -> HttpR
     """
     if channels is not None:
         return stream_channels(request, channels)
+    return _counted(_events(request))
+
+
+def _events(request: HttpRequest) -> HttpResponseBase:
     try:
         form = Format(request)
     except BadParameter as exc:

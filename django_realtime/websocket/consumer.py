@@ -26,7 +26,7 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DatabaseError
 
-from .. import protocol, rates
+from .. import metrics, protocol, rates
 from ..auth import PRESENCE, SUBSCRIBE, get_authorizer, user_or_anonymous
 from ..client_publish import check_publish, store_publish, valid_channel
 from ..conf import realtime_settings
@@ -124,6 +124,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             # Accepted to be closed with a code of our own: a refused handshake
             # is a bare 1006 in the browser, which says nothing of retrying.
             self.closing = True
+            metrics.refused(metrics.WEBSOCKET, 503)
             await self.accept()
             await self.close(protocol.CLOSE_UNAVAILABLE)
             return
@@ -132,8 +133,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if not ready:
             logger.warning("django_realtime closes a WebSocket: the event log cannot be read: %s", self.hub.error)
             self.closing = True
+            metrics.refused(metrics.WEBSOCKET, 503)
             await self.close(protocol.CLOSE_UNAVAILABLE)
             return
+        #: Counted open until __call__ ends; its reason is set by shut() when the server closes it.
+        self.counted = metrics.opened(metrics.WEBSOCKET)
         self.outbox = Outbox(int(realtime_settings.WEBSOCKET_SEND_BUFFER))
         self.sending = asyncio.Lock()
         self.writable = adapt_connection(self.base_send)
@@ -169,6 +173,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             if getattr(self, "seated", False):
                 self.seated = False
                 self.hub.seats.give()
+            counted = getattr(self, "counted", None)
+            if counted is not None:
+                counted.close(metrics.SERVER_SHUTDOWN if self.hub.stopping else None)
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
@@ -260,8 +267,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                     self._rouse()
                     return
                 progressed = True
+                size = 0
                 for item in value:  # type: ignore[union-attr]
                     text = event_text(channel, item)
+                    size += len(text)
                     if self.pending or not self._writable_now():
                         self.pending.append((channel, follower, text))
                         continue
@@ -270,6 +279,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                     except RuntimeError:
                         self.pending.append((channel, follower, text))  # not sent: the task sends it
                         raise
+                metrics.sent(metrics.WEBSOCKET, len(value), size)  # type: ignore[arg-type]
             if self.pending:
                 self._rouse()
                 return
@@ -315,11 +325,19 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 logger.error("django_realtime subscription to %s failed", channel, exc_info=True)
                 raise
             busy = True
-            for item in value:  # type: ignore[union-attr]
-                if self.followers.get(channel) is not follower:
-                    break  # unsubscribed meanwhile: nothing of it follows the reply
-                if not await self.put(event_text(channel, item)):
-                    return True
+            count = size = 0
+            try:
+                for item in value:  # type: ignore[union-attr]
+                    if self.followers.get(channel) is not follower:
+                        break  # unsubscribed meanwhile: nothing of it follows the reply
+                    text = event_text(channel, item)
+                    if not await self.put(text):
+                        return True
+                    count += 1
+                    size += len(text)
+            finally:
+                if count:
+                    metrics.sent(metrics.WEBSOCKET, count, size)
         return busy
 
     # Sending ----------------------------------------------------------------
@@ -369,6 +387,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         self.closing = True
+        counted = getattr(self, "counted", None)
+        if counted is not None:
+            counted.reason = metrics.SLOW_CLIENT if code == protocol.CLOSE_SLOW_CONSUMER else metrics.ENDED
         current = asyncio.current_task()
         for task in list(self.tasks):
             if task is not current:
