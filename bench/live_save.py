@@ -10,6 +10,11 @@ the same model unregistered (no signal receiver at all); "publish" is that
 plus two plain ``publish()`` calls of the same sizes (the log's own cost); "broadcast" is the
 demo's declaration: an ``append`` rendered from ``board/_item.html`` on
 ``board:items`` and a ``refresh`` on ``board:counts``, two rows of the log.
+"later" is that declaration with ``render="later"``: what the saving
+transaction pays (the row, the envelope, the refresh; the task is enqueued on
+the tasks framework's in-memory DummyBackend after the commit); "task" is
+the time per task when the round's queued renders then run one after the
+other, each as a worker would (read, render, lock, check, publish).
 Half the saves create an item, half update one.
 """
 
@@ -35,6 +40,7 @@ def run(saves: int, rounds: int) -> None:
     django.setup()
     from django.db import transaction
     from django.db.models.signals import post_delete, post_save
+    from django.test import override_settings
 
     from django_realtime import live
     from testproject.board.models import Item
@@ -49,10 +55,22 @@ def run(saves: int, rounds: int) -> None:
 
     html = live.action_html("append", target="board-items", dom_id="board-item-1", html='<li id="board-item-1">x</li>')
 
+    from django_realtime.live import later
+
+    backends = "django.tasks.backends" if later._task.__module__.startswith("django.tasks") else "django_tasks.backends"
+    override_settings(TASKS={"default": {"BACKEND": f"{backends}.dummy.DummyBackend"}}).enable()
+    queue = later.render_later.get_backend()  # type: ignore[attr-defined]
+    task_times: list[float] = []
+
     def one_round(mode: str) -> float:
-        broadcasting = mode == "broadcast"
-        if broadcasting:
-            live.register(Item, to=declaration.to, target=declaration.target, refreshes=declaration.refreshes)
+        if mode in ("broadcast", "later"):
+            live.register(
+                Item,
+                to=declaration.to,
+                target=declaration.target,
+                refreshes=declaration.refreshes,
+                render="now" if mode == "broadcast" else "later",
+            )
         else:
             live.unregister(Item)
         started = time.perf_counter()
@@ -67,16 +85,25 @@ def run(saves: int, rounds: int) -> None:
                 if mode == "publish":  # what the log costs alone: two publish() of the same sizes
                     publish("board:items", html, event="live")
                     publish("board:counts", "-", event="live-refresh")
-        return (time.perf_counter() - started) / saves * 1e6
+        elapsed = (time.perf_counter() - started) / saves * 1e6
+        if mode == "later":
+            tasks, started = list(queue.results), time.perf_counter()
+            for result in tasks:
+                result.task.call(*result.args, **result.kwargs)
+            task_times.append((time.perf_counter() - started) / len(tasks) * 1e6)
+            queue.clear()
+        return elapsed
 
     one_round("broadcast")  # warm-up: templates, connections, caches
-    results: dict[str, list[float]] = {"plain": [], "publish": [], "broadcast": []}
+    results: dict[str, list[float]] = {"plain": [], "publish": [], "broadcast": [], "later": []}
     for _ in range(rounds):
         for mode in results:
             results[mode].append(one_round(mode))
     for mode, values in results.items():
         rounds_text = ", ".join(f"{v:.0f}" for v in values)
         print(f"{mode:>9}: median {statistics.median(values):.0f} µs per save  (rounds: {rounds_text})")
+    rounds_text = ", ".join(f"{v:.0f}" for v in task_times)
+    print(f"{'task':>9}: median {statistics.median(task_times):.0f} µs per render task  (rounds: {rounds_text})")
     plain, broadcast = (statistics.median(results[m]) for m in ("plain", "broadcast"))
     print(f"broadcasting adds {broadcast - plain:.0f} µs per save ({broadcast / plain:.2f}×)")
 

@@ -1,6 +1,6 @@
 """Live models: declare what a model broadcasts; pages apply each change as it commits (docs/live.md)."""
 
-from .actions import ACTIONS, LIVE_EVENT, REFRESH_EVENT, Action, action_html, parse_action
+from .actions import ACTIONS, LIVE_EVENT, PENDING_EVENT, REFRESH_EVENT, Action, action_html, parse_action, pending_html
 from .broadcasting import (
     broadcast,
     channel_for,
@@ -17,6 +17,7 @@ from .requests import RequestIdMiddleware, originating
 __all__ = [
     "ACTIONS",
     "LIVE_EVENT",
+    "PENDING_EVENT",
     "REFRESH_EVENT",
     "Action",
     "Declaration",
@@ -33,6 +34,7 @@ __all__ = [
     "object_for_channel",
     "originating",
     "parse_action",
+    "pending_html",
     "refresh",
     "register",
     "saved",

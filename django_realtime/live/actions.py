@@ -18,6 +18,8 @@ from html.parser import HTMLParser
 LIVE_EVENT = "live"
 #: The event name of a refresh; its data is the request id that caused it, or ``-``.
 REFRESH_EVENT = "live-refresh"
+#: The event name of a change's envelope when its fragment renders later: no page applies it (docs/live.md).
+PENDING_EVENT = "live-pending"
 #: A refresh's data when no request is to be left out (an SSE event with empty data is never dispatched).
 NO_REQUEST = "-"
 
@@ -104,6 +106,17 @@ def action_html(action: str, *, target: str, dom_id: str | None = None, html: st
     else:  # remove
         inner = f'<div hx-swap-oob="delete:#{target}"></div>'
     return f"<template {attributes}>{inner}</template>"
+
+
+def pending_html(action: str, *, target: str, dom_id: str | None = None) -> str:
+    """Return the envelope of *action* whose fragment a task renders later: the action's attributes, no HTML."""
+    validate_dom_id(target, "target")
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}: one of {', '.join(ACTIONS)}")
+    attributes = f'data-live="{action}" data-live-target="{target}"'
+    if action in INSERTS:
+        attributes += f' data-live-id="{validate_dom_id(dom_id, "dom_id")}"'
+    return f"<template {attributes} data-live-pending></template>"
 
 
 def _check_root(html: str, dom_id: str | None, action: str) -> int:

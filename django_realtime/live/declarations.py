@@ -9,14 +9,16 @@ from typing import Any, TypeVar
 from django.db import models
 from django.db.models.signals import post_delete, post_save
 
-from .actions import INSERTS
-from .broadcasting import Channels, broadcast, dom_id, refresh
+from .actions import INSERTS, LIVE_EVENT, PENDING_EVENT, action_html, pending_html
+from .broadcasting import Channels, _channels, _store, broadcast, dom_id, is_suppressed, refresh
 
 M = TypeVar("M", bound=type[models.Model])
 #: Channels, or a callable of the instance that returns them.
 ChannelsOf = Channels | Callable[[Any], Channels]
 
 UPDATES = ("replace", "update")
+#: When a declaration's fragments are rendered: at the save, or by a task after the commit.
+RENDERS = ("now", "later")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Declaration:
     on_delete: str | None
     refreshes: ChannelsOf | None
     prefix: str | None
+    render: str = "now"
 
     def channels(self, instance: Any) -> Channels:
         return _resolve(self.to, instance)
@@ -45,18 +48,44 @@ class Declaration:
         if action is not None and self.to is not None:
             element = self.dom_id(instance)
             target = _resolve(self.target, instance) if action in INSERTS else element
-            context = {"object": instance, instance._meta.model_name: instance, "dom_id": element}
-            broadcast(
-                action,
-                self.channels(instance),
-                target=target,
-                template_name=self.template_name(),
-                context=context,
-                dom_id=element,
-                using=using,
-            )
+            if self.render == "later" and action != "remove":  # a removal has nothing to render
+                self._send_later(instance, action, target, element, using)
+            else:
+                context = {"object": instance, instance._meta.model_name: instance, "dom_id": element}
+                broadcast(
+                    action,
+                    self.channels(instance),
+                    target=target,
+                    template_name=self.template_name(),
+                    context=context,
+                    dom_id=element,
+                    using=using,
+                )
         if self.refreshes is not None:
             refresh(_resolve(self.refreshes, instance), using=using)
+
+    def _send_later(self, instance: Any, action: str, target: str, element: str, using: str | None) -> None:
+        """Publish the envelope of *action* with the row; enqueue its render for after the commit.
+
+        An insert's envelope inserts an empty ``<template>`` of the instance's
+        DOM id, where the fragment goes, in commit order; its render then
+        replaces it (docs/live.md, "Render later").
+        """
+        from .later import enqueue, require
+
+        if is_suppressed():
+            return
+        require()
+        channels = _channels(self.channels(instance))
+        if action in INSERTS:
+            placeholder = f'<template id="{element}" data-live-pending></template>'
+            data, event = action_html(action, target=target, dom_id=element, html=placeholder), LIVE_EVENT
+            action, target = "replace", element
+        else:
+            data, event = pending_html(action, target=target), PENDING_EVENT
+        for channel in channels:
+            _store(using, channel, data, event)
+        enqueue(instance, action, channels, target, element, self.template_name(), using)
 
     def template_name(self) -> str:
         meta = self.model._meta
@@ -81,6 +110,7 @@ def register(
     on_delete: str | None = "remove",
     refreshes: ChannelsOf | None = None,
     prefix: str | None = None,
+    render: str = "now",
 ) -> Declaration:
     """Broadcast the changes of *model*'s instances made through the ORM (``save()``, ``delete()``).
 
@@ -92,7 +122,9 @@ def register(
     ``before``, ``after``) inserts into or next to.  *on_update*:
     ``replace`` or ``update``; *on_delete*: ``remove``; None for nothing.
     *refreshes*: channels told to refresh on every change, for fragments
-    that depend on the viewer.
+    that depend on the viewer.  *render*: ``"now"`` renders in the save;
+    ``"later"`` publishes the change's envelope with the row and renders its
+    fragment in a task after the commit (Django's tasks framework).
     """
     if not (isinstance(model, type) and issubclass(model, models.Model)):
         raise TypeError(f"register() takes a model class, not {model!r}")
@@ -102,11 +134,13 @@ def register(
         raise ValueError(f"on_update is 'replace', 'update' or None, not {on_update!r}")
     if on_delete not in ("remove", None):
         raise ValueError(f"on_delete is 'remove' or None, not {on_delete!r}")
+    if render not in RENDERS:
+        raise ValueError(f"render is 'now' or 'later', not {render!r}")
     if to is None and refreshes is None:
         raise ValueError(f"{model.__name__} broadcasts nothing: give to= (channels for actions), refreshes=, or both")
     if to is not None and on_create is not None and target is None:
         raise ValueError(f"on_create={on_create!r} needs target=, the DOM id of the container to {on_create} to")
-    declaration = Declaration(model, to, template, target, on_create, on_update, on_delete, refreshes, prefix)
+    declaration = Declaration(model, to, template, target, on_create, on_update, on_delete, refreshes, prefix, render)
     _registry[model] = declaration
     uid = f"django_realtime.live:{model._meta.label}"
     post_save.connect(_saved, sender=model, dispatch_uid=uid, weak=False)

@@ -38,8 +38,12 @@
     if (action in INSERTS) {
       const nodes = Array.from(carrier.childNodes);
       const existing = byId(envelope.getAttribute("data-live-id"));
+      // render="later": an empty <template data-live-pending> holds the place until its render replaces it.
+      const placeholder =
+        nodes.length === 1 && nodes[0].nodeType === 1 && nodes[0].matches("template[data-live-pending]");
       if (existing) {
-        existing.replaceWith(...nodes); // the page shows it already (a replay, or a render that held it)
+        // The page shows it already (a replay, or a render that held it); a placeholder never blanks it.
+        if (!placeholder) existing.replaceWith(...nodes);
       } else {
         const element = byId(target);
         if (element) element[INSERTS[action]](...nodes);
