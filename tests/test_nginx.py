@@ -5,9 +5,10 @@ ports other than 80 and 443, as CSRF's origin check is strictest there), a
 static directory and a self-signed certificate the test makes; one nginx
 serves them all, in the foreground with a prefix of the test's own: the
 HTTP block, the same block with the guide's HTTPS and HTTP/2 lines, and two
-variants that check the guide's claims (``proxy_buffering on``, where the
-response's ``X-Accel-Buffering: no`` must still keep the stream unbuffered;
-short ``proxy_read_timeout`` values against a 1 s ``KEEPALIVE``).
+variants that check the guide's claims (``proxy_buffering on`` with HTTP/1.0
+to the upstream, where the response's ``X-Accel-Buffering: no`` must still
+keep the stream unbuffered; short ``proxy_read_timeout`` values against a
+1 s ``KEEPALIVE``).
 Through it: pages, the admin's login, SSE and WebSocket events from another
 process, static files (httpx and websockets), and in Chromium: both HTTP
 versions, an SSE event within 50 ms of the direct path, a WebSocket, 12
@@ -378,7 +379,9 @@ def test_in_chromium_12_tabs_of_one_origin_over_http2_all_receive_an_event(site,
     for page in pages:
         page.close()
     https_port = site.https.rsplit(":", 1)[1]
-    streams = access_log_lines(site, rf'^{https_port} HTTP/2\.0 "GET /events/\?channel=chat%3Atwelve HTTP/2\.0" 200$', 12)
+    streams = access_log_lines(
+        site, rf'^{https_port} HTTP/2\.0 "GET /events/\?channel=chat%3Atwelve HTTP/2\.0" 200$', 12
+    )
     assert len(streams) == 12, streams
 
 
