@@ -96,6 +96,8 @@ def site(tmp_path_factory) -> Iterator[Site]:
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if nginx is None:
         services.unavailable("nginx is not installed", remedy="apt-get install nginx-light")
+    if shutil.which("openssl") is None:
+        services.unavailable("openssl is not installed", remedy="apt-get install openssl")
     services.require(services.REDIS, "Redis")
     base = tmp_path_factory.mktemp("nginx")
     env = {**project_env(f"sqlite:///{base / 'db.sqlite3'}"), "REALTIME_BACKEND": "redis"}
