@@ -12,7 +12,6 @@ polling backend: within one POLL_INTERVAL).
 
 import os
 import sys
-import time
 
 
 def main() -> None:
@@ -21,13 +20,13 @@ def main() -> None:
 
     django.setup()
     import django_realtime
-    from bench.site.views import CHANNEL
+    from bench.site.views import CHANNEL, payload
     from django_realtime import publish
 
     print("ready", os.path.dirname(os.path.realpath(django_realtime.__file__)), flush=True)
     for line in sys.stdin:
         seq, _, channel = line.strip().partition(" ")
-        event = publish(channel or CHANNEL, {"t": time.time(), "seq": int(seq)})
+        event = publish(channel or CHANNEL, payload(int(seq)))
         print(f"ok {event.id}", flush=True)
 
 

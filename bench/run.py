@@ -62,6 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ours: comma-separated REALTIME METRICS runs: default (the settings'), off, on, multiprocess "
         "(on, with PROMETHEUS_MULTIPROC_DIR); one target each (default: default)",
     )
+    parser.add_argument(
+        "--payload",
+        default="plain",
+        help="ours: comma-separated event payloads, one target each: plain ({t, seq}) or html ({t, seq} and a "
+        "live model's replace action, 444 bytes of HTML: docs/live.md) (default: plain)",
+    )
     parser.add_argument("--peer-venv", type=Path, help="venv with django-eventstream, daphne, uvicorn (else no peer)")
     parser.add_argument("--peer-servers", default="daphne,uvicorn", help="ASGI servers for the peer")
     parser.add_argument("--only", default="ours,peer,floor", help="which of ours,peer,floor to run (default: all)")
@@ -106,17 +112,28 @@ def our_targets(args: argparse.Namespace) -> list[Target]:
         Target(
             key="ours",
             name=f"django-realtime, gunicorn gevent, {args.backend}"
-            + ("" if kind == "default" else f", metrics {kind}"),
+            + ("" if kind == "default" else f", metrics {kind}")
+            + ("" if payload == "plain" else f", payload {payload}"),
             python=sys.executable,
             settings="bench.site.settings",
             server_argv=argv,
             forks=True,
             publisher=mode,
-            env={"REALTIME_BACKEND": args.backend, "DJANGO_DEBUG": "0", **metrics_env(kind)},
+            env={"REALTIME_BACKEND": args.backend, "DJANGO_DEBUG": "0", "BENCH_PAYLOAD": payload, **metrics_env(kind)},
         )
         for kind in args.metrics.split(",")
+        for payload in payloads(args.payload)
         for mode in modes
     ]
+
+
+def payloads(given: str) -> list[str]:
+    """Return the --payload kinds, checked."""
+    kinds = given.split(",")
+    for kind in kinds:
+        if kind not in ("plain", "html"):
+            raise SystemExit(f"--payload: {kind!r} is not plain or html")
+    return kinds
 
 
 def metrics_env(kind: str) -> dict[str, str]:
@@ -228,6 +245,8 @@ def run_one(
     label = f"{target.name}, publish {target.publisher}, {clients} clients"
     print(f"== {label}", flush=True)
     slug = f"{target.key}-{target.server_argv[0].split('.')[-1]}-{target.publisher}-{clients}"
+    if target.env.get("BENCH_PAYLOAD", "plain") != "plain":
+        slug += f"-{target.env['BENCH_PAYLOAD']}"
     database_url = args.database_url or f"sqlite:///{dbdir / (slug + '.sqlite3')}"
     log = logdir / f"{slug}.log"
     background = wait_for_quiet(args.max_background)
