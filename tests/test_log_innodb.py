@@ -14,6 +14,8 @@ from django_realtime.eventlog.innodb import INNODB_TRX_CACHE, InnoDBTailer, Sigh
 from django_realtime.eventlog.timeout import TimeoutTailer
 from tests.held import Held as HeldOpen
 from tests.held import ids, log_on_mariadb, read_until, settle_until
+from tests.mariadb_database import scratch_mariadb
+from tests.services import MARIADB
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "mysql"])
 
@@ -117,6 +119,31 @@ def test_innodb_trx_is_never_read_from_a_cache_older_than_the_read_that_saw_the_
         reader.join(10)
     held.end(commit=True)
     read_until(tailer, cursor, [held.id])
+
+
+def test_a_transaction_open_in_another_database_of_the_server_holds_back_no_id():
+    """INNODB_TRX lists the whole server's transactions: another database's are not this log's."""
+    import MySQLdb
+
+    with scratch_mariadb("realtime_other") as url:
+        other = MySQLdb.connect(
+            host=MARIADB[0], port=MARIADB[1], user="root", database=url.rsplit("/", 1)[1], connect_timeout=5
+        )
+        try:
+            statement = other.cursor()
+            statement.execute("CREATE TABLE t (id INT PRIMARY KEY AUTO_INCREMENT) ENGINE=InnoDB")
+            other.autocommit(False)
+            statement.execute("INSERT INTO t () VALUES ()")  # written, and left open: InnoDB lists it
+            tailer = tailer_for("mysql")
+            start = tailer.start_horizon()
+            held = Held()
+            later = publish("c", "later").id
+            _, cursor = read_until(tailer, start, [later])
+            held.end(commit=False)
+            assert settle_until(tailer, cursor, Cursor(later), timeout=2.0) < 2.0
+        finally:
+            other.rollback()
+            other.close()
 
 
 def test_a_long_read_only_statement_elsewhere_does_not_keep_a_dead_id_pending():

@@ -89,13 +89,20 @@ class InnoDBTailer(GapTailer):
     too).  Autocommit read-only statements, which cannot draw an id, are
     left out (``trx_is_read_only``), so a long report holds nothing back.  Other
     transactions do, while they are open: InnoDB does not say which table a
-    transaction wrote.  Reading INNODB_TRX needs the PROCESS privilege;
+    transaction wrote.  But the list is the whole server's, and a connection
+    whose database (``PROCESSLIST.DB``) is another one's is left out too: a
+    site does not wait for other databases' transactions on a shared server
+    (a connection with no database, or gone from PROCESSLIST, still counts).
+    Reading INNODB_TRX needs the PROCESS privilege;
     without it the tailer warns once and waits GAP_TIMEOUT at each gap.
     """
 
     _LIST = (
-        "SELECT trx_id, trx_mysql_thread_id, trx_started, trx_mysql_thread_id = CONNECTION_ID(), trx_query "
-        "FROM information_schema.INNODB_TRX WHERE trx_is_read_only = 0"
+        "SELECT t.trx_id, t.trx_mysql_thread_id, t.trx_started, t.trx_mysql_thread_id = CONNECTION_ID(), "
+        "t.trx_query, COALESCE(p.DB <> DATABASE(), 0) "
+        "FROM information_schema.INNODB_TRX t "
+        "LEFT JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
+        "WHERE t.trx_is_read_only = 0"
     )
 
     def __init__(self, using: str) -> None:
@@ -143,11 +150,11 @@ class InnoDBTailer(GapTailer):
         keys: set[tuple[str, ...]] = set()
         answers: set[tuple[str, ...]] = set()
         newer_than = ""
-        for trx_id, thread, began, own, query in rows:
+        for trx_id, thread, began, own, query, elsewhere in rows:
             marked = _MARKED.search(query or "")
-            if marked:
+            if marked:  # another database's hub too: the server's clock is one
                 newer_than = max(newer_than, marked.group(1))
-            if own or (query and MARKER in query):
+            if own or elsewhere or (query and MARKER in query):
                 continue
             # As text: the same keys come back from the shared list's JSON.
             by_start = ("started", str(thread), str(began))
