@@ -1,3 +1,5 @@
+import signal
+
 import pytest
 
 from django_realtime.hub import reset_hub
@@ -13,6 +15,19 @@ ABSENT = {
         "installed (pip install mysqlclient; it needs pkg-config and libmariadb-dev)"
     ),
 }
+
+
+def pytest_configure(config):
+    """Let the processes the tests start be stopped with Ctrl-C, however this run was started.
+
+    A shell without job control starts a background command with SIGINT
+    ignored, and an ignored signal stays ignored across fork and exec: every
+    command a test starts would ignore its Ctrl-C (tail_events, stopped as a
+    person stops it, would hang).  A handler, unlike SIG_IGN, is reset to the
+    default at exec.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items):
