@@ -137,12 +137,12 @@ def _wait_until_not_accepting(worker: Any, most: float = 3.0) -> None:
     its reconnect accepted by this stopping worker, and be told to go once
     more; meanwhile the streams stay live here.
     """
-    tmp = getattr(worker, "tmp", None)
-    try:
-        beat = tmp.last_update() if tmp is not None else None
-    except OSError:  # its file closed: the worker is past serving
+    tmp: Any = getattr(worker, "tmp", None)
+    if tmp is None:
         return
-    if beat is None:
+    try:
+        beat = tmp.last_update()
+    except OSError:  # its file closed: the worker is past serving
         return
     deadline = time.monotonic() + most
     while time.monotonic() < deadline:
