@@ -96,6 +96,8 @@ def configured_worker_connections(cmd_args: str) -> int | None:
 
 #: Seconds between two looks of the drain hook at whether its worker was told to stop.
 DRAIN_POLL = 0.05
+#: Seconds within which every gevent worker told to stop has stopped accepting (it looks once a second).
+OTHERS_STOP_ACCEPTING = 1.2
 
 
 def post_worker_init(worker: Any) -> None:
@@ -121,7 +123,11 @@ def post_worker_init(worker: Any) -> None:
 def _drain_when_stopped(worker: Any) -> None:
     while worker.alive:
         time.sleep(DRAIN_POLL)
+    told = time.monotonic()
     _wait_until_not_accepting(worker)
+    # The other old workers, told at the same moment, each stop accepting at a tick of their own
+    # within a second: a reconnect must not land on one of them either.
+    time.sleep(max(0.0, told + OTHERS_STOP_ACCEPTING - time.monotonic()))
     from .hub import drain
 
     worker.log.info("django_realtime: worker %s stops: its streams end, each with a spread retry:", worker.pid)
