@@ -36,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "KEEPALIVE": 15.0,
     # Reconnection delay sent to EventSource clients, in milliseconds.
     "RETRY": 3000,
+    # Most milliseconds of the retry: a stream ends with at server shutdown; each draws its own from 0 up.
+    "SHUTDOWN_RETRY": 1000,
     # Most streams (SSE and WebSocket) one process serves at once (None: no limit); past it, 503 or 4002.
     "MAX_STREAMS": 1000,
     # Seconds a write to an SSE client may block before the connection is cut (None: never).
@@ -184,6 +186,11 @@ class RealtimeSettings:
         merged["RETENTION"] = _retention(merged)
         _check_presence(merged)
         _check_metrics(merged)
+        shutdown_retry = merged["SHUTDOWN_RETRY"]
+        if not isinstance(shutdown_retry, int) or isinstance(shutdown_retry, bool) or shutdown_retry < 0:
+            raise ImproperlyConfigured(
+                f"REALTIME SHUTDOWN_RETRY must be 0 or more milliseconds, not {shutdown_retry!r}"
+            )
         return merged
 
     def __getattr__(self, name: str) -> Any:

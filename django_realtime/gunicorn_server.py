@@ -12,12 +12,18 @@ it.  A worker knows for sure: gunicorn's arbiter puts ``gunicorn/<version>``
 in each request's ``SERVER_SOFTWARE``, the gthread worker sets
 ``wsgi.multithread``, and gunicorn's gevent worker patches the standard
 library's sockets before it loads the application.
+
+``post_worker_init`` is a gunicorn server hook for ``gunicorn.conf.py``: it
+ends a stopping worker's streams cleanly, each with a spread ``retry:``
+(docs/deployment.md, restarts and deploys).
 """
 
 from __future__ import annotations
 
 import shlex
 import sys
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -86,3 +92,69 @@ def configured_worker_connections(cmd_args: str) -> int | None:
     if parsed is None or "worker_connections" not in parsed[1] or configured_worker(cmd_args) is not None:
         return None
     return int(parsed[0].worker_connections)
+
+
+#: Seconds between two looks of the drain hook at whether its worker was told to stop.
+DRAIN_POLL = 0.05
+#: Seconds within which every gevent worker told to stop has stopped accepting (it looks once a second).
+OTHERS_STOP_ACCEPTING = 1.2
+
+
+def post_worker_init(worker: Any) -> None:
+    """gunicorn's server hook: end the worker's SSE streams cleanly once it is told to stop.
+
+    Put ``from django_realtime.gunicorn_server import post_worker_init`` in
+    ``gunicorn.conf.py`` (or call it from a ``post_worker_init`` of yours).
+    On a ``HUP``, a ``USR2`` upgrade or a ``TERM``, gunicorn tells each old
+    worker to stop (``worker.alive`` turns false) and waits up to
+    ``--graceful-timeout`` for its requests, which a stream never ends:
+    without this the worker drops them all at once when that time is up, mid
+    response, and their clients all come back together.  With it, once the
+    worker has stopped accepting connections, each stream sends what it
+    has, then a spread ``retry:`` (SHUTDOWN_RETRY), and ends; the worker
+    exits as soon as its streams have.  gunicorn gives workers no hook at
+    that moment, so a thread (a greenlet under gevent) watches the flag.
+    """
+    thread = threading.Thread(target=_drain_when_stopped, args=(worker,), name="django-realtime-drain", daemon=True)
+    thread.start()
+    worker.log.info("django_realtime: worker %s will end its streams cleanly when told to stop", worker.pid)
+
+
+def _drain_when_stopped(worker: Any) -> None:
+    while worker.alive:
+        time.sleep(DRAIN_POLL)
+    told = time.monotonic()
+    _wait_until_not_accepting(worker)
+    # The other old workers, told at the same moment, each stop accepting at a tick of their own
+    # within a second: a reconnect must not land on one of them either.
+    time.sleep(max(0.0, told + OTHERS_STOP_ACCEPTING - time.monotonic()))
+    from .hub import drain
+
+    worker.log.info("django_realtime: worker %s stops: its streams end, each with a spread retry:", worker.pid)
+    drain()
+
+
+def _wait_until_not_accepting(worker: Any, most: float = 3.0) -> None:
+    """Wait until *worker* has closed its listening sockets: its next heartbeat, at most *most* seconds.
+
+    gunicorn's gevent worker looks at ``alive`` once a second, beating
+    (``worker.tmp.notify()``) before each look; once it sees it false it
+    stops accepting, then beats.  A stream that ended before that would have
+    its reconnect accepted by this stopping worker, and be told to go once
+    more; meanwhile the streams stay live here.
+    """
+    tmp: Any = getattr(worker, "tmp", None)
+    if tmp is None:
+        return
+    try:
+        beat = tmp.last_update()
+    except OSError:  # its file closed: the worker is past serving
+        return
+    deadline = time.monotonic() + most
+    while time.monotonic() < deadline:
+        time.sleep(DRAIN_POLL)
+        try:
+            if tmp.last_update() != beat:
+                return
+        except OSError:
+            return

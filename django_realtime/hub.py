@@ -231,6 +231,8 @@ class Hub:
         self._ready = threading.Event()
         self._stop = threading.Event()
         self.stopping = False
+        #: Set by drain(): the server is shutting down, and each stream ends once it has sent what it has.
+        self.draining = False
         self._reader: Reader | None = None
         #: Replaced readers still blocked somewhere (a connect to a host that does not answer).
         self._stuck: list[Reader] = []
@@ -281,6 +283,17 @@ class Hub:
         if self._pruner is not None:
             self._pruner.stop()
         self.backend.stop()
+
+    def drain(self) -> None:
+        """Have every stream end as soon as it has sent what it has: the server is shutting down.
+
+        The hub itself reads on: streams still catching up get their events
+        first.  A stream opened from now on ends as soon as it has caught up.
+        """
+        self.draining = True
+        with self._lock:
+            groups = list(self._groups.values())
+        self._wake(groups)
 
     def poke(self) -> None:
         """Ask the reader to look at the log now."""
@@ -782,6 +795,7 @@ def _resolve(futures: list[Resolvable]) -> None:
 
 _hub: Hub | None = None
 _hub_pid = 0
+_draining_pid = 0
 _hub_lock = threading.Lock()
 
 
@@ -803,14 +817,26 @@ def get_hub() -> Hub:
                 send_timeout=realtime_settings.SSE_SEND_TIMEOUT,
             )
             _hub_pid = os.getpid()
+            _hub.draining = _draining_pid == _hub_pid
         return _hub
 
 
+def drain() -> None:
+    """Have this process's streams end, now and from now on, as its server shuts down (see Hub.drain)."""
+    global _draining_pid
+    with _hub_lock:
+        _draining_pid = os.getpid()
+        hub = _hub if _hub_pid == _draining_pid else None
+    if hub is not None:
+        hub.drain()
+
+
 def reset_hub() -> None:
-    """Stop and forget this process's hub (for tests and settings changes)."""
-    global _hub
+    """Stop and forget this process's hub, and any drain (for tests and settings changes)."""
+    global _hub, _draining_pid
     with _hub_lock:
         hub, _hub = _hub, None
+        _draining_pid = 0
     if hub is not None:
         hub.stop()
 

@@ -213,14 +213,17 @@ def follow(
     encode: Callable[[list[Item]], T] = _batch,  # type: ignore[assignment]
     first: T | None = None,
     lifetime: float | None = None,
+    parting: Callable[[], T] | None = None,
 ) -> Iterator[T]:
     """Yield *first* if given, then ``encode(batch)`` for each batch of events after *cursor*.
 
     A batch is empty after *keepalive* seconds of silence.  The stream goes
     on forever, or ends once *lifetime* seconds (less up to a tenth, so that
     streams opened together do not all end together) have passed and it has
-    nothing more to send.  A waiting stream's memory is mostly its stack,
-    so this driver is kept flat (*encode* and *first* spare a generator level).
+    nothing more to send.  It also ends, after ``parting()`` if given, once
+    it has nothing more to send while the hub drains (the server shuts
+    down).  A waiting stream's memory is mostly its stack, so this driver
+    is kept flat (*encode* and *first* spare a generator level).
     """
     if first is not None:
         yield first
@@ -265,6 +268,10 @@ def follow(
                     return
                 yield chunk
             elif now >= end:
+                return
+            elif hub.draining:
+                if parting is not None:
+                    yield parting()
                 return
             else:
                 signal.wait(_until(value, now, end))  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from django_realtime import publish
-from django_realtime.hub import get_hub
+from django_realtime.hub import drain, get_hub
 from django_realtime.retention import prune
 from django_realtime.sse.responses import event_bytes
 from django_realtime.streams import afollow, follow
@@ -253,6 +253,33 @@ def test_an_async_stream_with_a_lifetime_ends_after_it():
 
     batches, took = asyncio.run(main())
     assert batches == [] and 0.25 < took < 2
+
+
+def test_a_waiting_stream_ends_with_its_parting_when_the_hub_drains():
+    hub = ready_hub()
+    batches = follow(hub, frozenset({"a"}), hub.horizon, keepalive=5, parting=lambda: "retry")
+    first = publish("a", 1)
+    assert [item.id for item in take(batches, 1)] == [first.id]
+    threading.Timer(0.3, hub.drain).start()  # while the stream waits for its next event
+    started = time.monotonic()
+    assert list(batches) == ["retry"]
+    assert time.monotonic() - started < 2
+
+
+def test_a_stream_opened_while_the_process_drains_catches_up_then_ends():
+    hub = ready_hub()
+    start = hub.horizon
+    first = publish("a", 1)
+    assert hub.fresh_cursor(5) is not None  # the hub has read it: the stream has it to send
+    drain()
+    rest = list(follow(hub, frozenset({"a"}), start, keepalive=5, parting=lambda: "retry"))
+    assert [item.id for item in rest[0]] == [first.id]
+    assert rest[1:] == ["retry"]
+
+
+def test_a_hub_made_once_the_process_drains_drains_too():
+    drain()  # before this process had a hub: a worker told to stop before its first stream
+    assert ready_hub().draining
 
 
 def test_a_stream_leaves_the_views_connection_once_the_view_has_returned():

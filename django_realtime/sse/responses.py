@@ -12,6 +12,7 @@ import asyncio
 import functools
 import json
 import logging
+import random
 import re
 import socket
 import time
@@ -80,6 +81,33 @@ def is_async_request(request: HttpRequest) -> TypeGuard[ASGIRequest]:
 def prelude() -> bytes:
     """Return the bytes every stream starts with: the retry delay, at once."""
     return encode_retry(int(realtime_settings.RETRY))
+
+
+def parting() -> bytes:
+    """Return the last bytes of a stream ended at server shutdown: a ``retry:`` drawn from 0 to SHUTDOWN_RETRY.
+
+    Each stream draws its own, so that the clients of a stopping worker come
+    back spread over that window rather than all at once.
+    """
+    return encode_retry(random.randint(0, int(realtime_settings.SHUTDOWN_RETRY)))
+
+
+def part_at_shutdown(hub: Hub, shut: Callable[[], None]) -> Callable[[], None]:
+    """Return a closer that shuts the connection of a stream whose response ended while *hub* drains.
+
+    gunicorn keeps an HTTP/1.1 connection open for the next request when the
+    request began before its worker was told to stop: the client's reconnect
+    would come back on it to the stopping worker, and be told to go again.
+    The server calls the response's closers after it wrote the end of the
+    response, so the client has the whole stream, then the end of the
+    connection, and reconnects to a new worker.
+    """
+
+    def close() -> None:
+        if hub.draining:
+            shut()
+
+    return close
 
 
 def event_bytes(item: Item) -> bytes:
@@ -215,10 +243,11 @@ def sse_stream(
     """Return the SSE bytes of a stream, for threads and gevent; *close* cuts its connection.
 
     The stream starts with *first* (by default the ``prelude()``) and encodes
-    each batch with *encode*.
+    each batch with *encode*; it ends with a ``parting()`` once it has sent
+    what it has while the hub drains (a gunicorn worker told to stop).
     """
     first = prelude() if first is None else first
-    stream = follow(hub, channels, cursor, keepalive, encode, first=first, lifetime=lifetime)
+    stream = follow(hub, channels, cursor, keepalive, encode, first=first, lifetime=lifetime, parting=parting)
     write = hub.watch_write(close) if close is not None else None
     return stream if write is None else Watched(stream, hub, write)
 

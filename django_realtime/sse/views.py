@@ -41,6 +41,7 @@ from .responses import (
     chunker,
     connection_closer,
     is_async_request,
+    part_at_shutdown,
     prelude,
     sse_stream,
     warn_if_threaded_worker,
@@ -296,12 +297,14 @@ def _stream(
         response._resource_closers.append(connection.close)
     else:
         warn_if_threaded_worker(request)
-        close = connection_closer(request)
+        close = shut = connection_closer(request)
         if isinstance(connection, CountedStream):
             connection.hub, connection.shut = hub, close
             close = connection.cut if close is not None else None
         iterator = sse_stream(hub, names, cursor, keepalive, lifetime, close, encode, first)
         response = SSEResponse(iterator)
+        if shut is not None:
+            response._resource_closers.append(part_at_shutdown(hub, shut))
         if isinstance(connection, CountedStream):
             connection.generator = iterator.iterator if isinstance(iterator, Watched) else iterator
             # Before the iterator's own close(): whether it had ended tells who ended the stream.
@@ -332,7 +335,7 @@ class CountedStream(metrics.Connection):
 
     def finish(self) -> None:
         """Count the stream closed (the server closes its response), ended by itself or by its client."""
-        if self.hub.stopping:
+        if self.hub.stopping or self.hub.draining:
             self.reason = metrics.SERVER_SHUTDOWN
         elif inspect.getgeneratorstate(self.generator) == inspect.GEN_CLOSED:  # type: ignore[arg-type]
             self.reason = metrics.ENDED  # its lifetime, or the log could not be read
