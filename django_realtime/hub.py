@@ -461,12 +461,13 @@ class Hub:
             stuck = [write for write in self._writes if write.since and now - write.since > timeout]
         for write in stuck:
             write.since = 0.0
-            self.slow_clients += 1
             logger.info("django_realtime closes an SSE stream whose client has not read for %g s", timeout)
             try:
                 write.close()
             except Exception:
                 logger.warning("django_realtime could not close a stream's connection", exc_info=True)
+            # Counted once the cut is made: what watches the count may then rely on the stream's state.
+            self.slow_clients += 1
 
     def _supervise(self, now: float) -> None:
         """Replace a reader that died or hangs: streams must never be left unwoken."""
