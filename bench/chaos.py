@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.chaos_support import run_soak
+from tests.support.chaos import run_soak
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -33,8 +33,8 @@ import httpx
 
 from bench.databases import fresh_database
 from bench.servers import children
-from tests.redis_server import RedisServer
-from tests.servers import ROOT, manage, project_env, start_server, stop_server
+from tests.support.redis_server import RedisServer
+from tests.support.servers import ROOT, manage, project_env, start_server, stop_server
 
 STREAMS_PER_WORKER = 8
 EVENTS = 300

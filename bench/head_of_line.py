@@ -41,9 +41,9 @@ from pathlib import Path
 import httpx
 from httpx_sse import connect_sse
 
-from tests.mariadb_database import scratch_mariadb
-from tests.servers import ROOT, manage, project_env, start_server, stop_server
-from tests.services import POSTGRES
+from tests.support.mariadb_database import scratch_mariadb
+from tests.support.servers import ROOT, manage, project_env, start_server, stop_server
+from tests.support.services import POSTGRES
 
 #: name -> (channel, hold, interval) for each publisher of a shape.
 SHAPES = {

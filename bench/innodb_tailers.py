@@ -37,7 +37,7 @@ def setup(name: str) -> None:
     import django
     from django.conf import settings
 
-    from tests.services import MARIADB
+    from tests.support.services import MARIADB
 
     settings.configure(
         DATABASES={
@@ -173,7 +173,7 @@ class _Rollback(Exception):
 def main() -> None:
     import MySQLdb
 
-    from tests.services import MARIADB
+    from tests.support.services import MARIADB
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tailers", type=int, action="append", help="tailer counts (default 1, 2, 3)")

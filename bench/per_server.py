@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from bench.clients import raise_fd_limit
-from tests.servers import manage, project_env, running_server
+from tests.support.servers import manage, project_env, running_server
 
 SERVERS = {
     "gunicorn-gevent": ("gunicorn-gevent", {}),

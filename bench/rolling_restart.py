@@ -37,7 +37,7 @@ from pathlib import Path
 
 from bench.databases import fresh_database
 from bench.servers import machine_busy
-from tests.rolling_restart import (
+from tests.support.rolling_restart import (
     Outcome,
     PacedPublisher,
     gunicorn_args,
@@ -46,7 +46,7 @@ from tests.rolling_restart import (
     run_restart,
     workers_of,
 )
-from tests.servers import Server, manage, project_env, start_server, stop_server
+from tests.support.servers import Server, manage, project_env, start_server, stop_server
 
 CHANNEL = "demo:deploy"
 BACKENDS = {"postgres": "postgres", "sqlite": "polling"}

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from bench.clients import raise_fd_limit
-from tests.servers import project_env, start_server, stop_server
+from tests.support.servers import project_env, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The demo's stream: one public channel, no presence (what its dashboard page opens).

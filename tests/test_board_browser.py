@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.browser_support import ARTIFACTS, DemoServer, Pages, launched_chromium, wait_for_value
-from tests.servers import manage, project_env
+from tests.support.browser import ARTIFACTS, DemoServer, Pages, launched_chromium, wait_for_value
+from tests.support.servers import manage, project_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser_support import (
+from tests.support.browser import (
     ARTIFACTS,
     MESSAGE_TEXTS,
     NICK_KEY,
@@ -32,7 +32,7 @@ from tests.browser_support import (
     wait_for_state,
     wait_for_value,
 )
-from tests.servers import manage, project_env, publish_event
+from tests.support.servers import manage, project_env, publish_event
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 

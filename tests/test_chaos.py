@@ -26,11 +26,11 @@ import time
 
 import pytest
 
-from tests.chaos_support import Cluster, Subscriber, SubscriberPool, run_soak
-from tests.postgres_database import scratch_database
-from tests.scale_out_helpers import PUBLISHER_RUN_TIMEOUT, PUBLISHER_START_TIMEOUT, Outcome, PublisherProcess
-from tests.servers import manage, project_env
-from tests.services import POSTGRES
+from tests.support.chaos import Cluster, Subscriber, SubscriberPool, run_soak
+from tests.support.postgres_database import scratch_database
+from tests.support.scale_out import PUBLISHER_RUN_TIMEOUT, PUBLISHER_START_TIMEOUT, Outcome, PublisherProcess
+from tests.support.servers import manage, project_env
+from tests.support.services import POSTGRES
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
 

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser_support import DemoServer, Pages, launched_chromium
-from tests.browser_support import wait_for_value as wait_until
-from tests.servers import manage, project_env
+from tests.support.browser import DemoServer, Pages, launched_chromium
+from tests.support.browser import wait_for_value as wait_until
+from tests.support.servers import manage, project_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 

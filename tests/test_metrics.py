@@ -24,9 +24,9 @@ from django_realtime.models import Event
 from django_realtime.presence import get_registry
 from django_realtime.sse.responses import asse_stream
 from django_realtime.sse.views import events
-from tests import services
 from tests.held import Held
-from tests.servers import ROOT
+from tests.support import services
+from tests.support.servers import ROOT
 from tests.test_hub import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.browser_support import DemoServer, Pages, launched_chromium
-from tests.servers import manage, project_env
+from tests.support.browser import DemoServer, Pages, launched_chromium
+from tests.support.servers import manage, project_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 

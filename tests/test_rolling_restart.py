@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from tests.rolling_restart import PacedPublisher, gunicorn_args, run_restart, workers_of
-from tests.servers import manage, project_env, running_server
+from tests.support.rolling_restart import PacedPublisher, gunicorn_args, run_restart, workers_of
+from tests.support.servers import manage, project_env, running_server
 
 pytestmark = pytest.mark.server
 

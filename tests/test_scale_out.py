@@ -31,10 +31,10 @@ from typing import Any
 import pytest
 
 from django_realtime.backends.redis import CHANNEL as REDIS_CHANNEL
-from tests.mariadb_database import scratch_mariadb
-from tests.postgres_database import SERVER, scratch_database
-from tests.redis_server import RedisServer
-from tests.scale_out_helpers import (
+from tests.support.mariadb_database import scratch_mariadb
+from tests.support.postgres_database import SERVER, scratch_database
+from tests.support.redis_server import RedisServer
+from tests.support.scale_out import (
     PUBLISHER_RUN_TIMEOUT,
     PUBLISHER_START_TIMEOUT,
     Outcome,
@@ -46,8 +46,8 @@ from tests.scale_out_helpers import (
     running_servers,
     terminate_listeners,
 )
-from tests.servers import Server, manage, project_env
-from tests.services import MARIADB, POSTGRES, require_mariadb
+from tests.support.servers import Server, manage, project_env
+from tests.support.services import MARIADB, POSTGRES, require_mariadb
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
 

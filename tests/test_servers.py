@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from django_realtime.cursor import Cursor
-from tests.postgres_database import scratch_database
-from tests.servers import (
+from tests.support.postgres_database import scratch_database
+from tests.support.servers import (
     CommandProcess,
     EventStream,
     Publisher,
@@ -34,7 +34,7 @@ from tests.servers import (
     publish_lines,
     running_server,
 )
-from tests.services import POSTGRES
+from tests.support.services import POSTGRES
 
 pytestmark = [pytest.mark.server, pytest.mark.handlers]
 

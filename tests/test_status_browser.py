@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tests.browser_support import ARTIFACTS, launched_chromium
-from tests.servers import EventStream, manage, project_env, publish_lines, running_server
+from tests.support.browser import ARTIFACTS, launched_chromium
+from tests.support.servers import EventStream, manage, project_env, publish_lines, running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 

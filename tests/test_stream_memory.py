@@ -30,7 +30,7 @@ from django_realtime import publish
 from django_realtime.hub import get_hub
 from django_realtime.sse.views import events
 from testproject.urls import urlpatterns as demo_urlpatterns
-from tests.servers import ROOT, manage, project_env
+from tests.support.servers import ROOT, manage, project_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

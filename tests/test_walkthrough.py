@@ -26,8 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser_support import CHROMIUM_ARGS, chromium_path, require_browser
-from tests.servers import free_port
+from tests.support.browser import CHROMIUM_ARGS, chromium_path, require_browser
+from tests.support.servers import free_port
 from tests.test_packaging import UNPACKED
 
 ROOT = Path(__file__).resolve().parent.parent

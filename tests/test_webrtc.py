@@ -26,7 +26,7 @@ import pytest
 from websockets.sync.client import connect
 
 from django_realtime.auth import pair_channel
-from tests.browser_support import (
+from tests.support.browser import (
     CHROMIUM_ARGS,
     DemoServer,
     Pages,
@@ -35,8 +35,8 @@ from tests.browser_support import (
     wait_for_state,
     wait_for_value,
 )
-from tests.servers import EventStream, manage, project_env, publish_event
-from tests.ws_servers import receive, request, send, subscribe
+from tests.support.servers import EventStream, manage, project_env, publish_event
+from tests.support.websocket import receive, request, send, subscribe
 
 pytestmark = [pytest.mark.server]
 

@@ -12,7 +12,7 @@ import pytest
 from httpx_sse import connect_sse
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.ws_servers import (
+from tests.support.websocket import (
     RECEIVE_TIMEOUT,
     close_code,
     daphne,

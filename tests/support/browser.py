@@ -3,7 +3,7 @@
 Chromium is Debian's (``apt-get install chromium``), driven by Playwright's
 Python package through ``executable_path``: Playwright's own browser
 downloads are never used.  Servers run the demo project from
-``tests.servers`` command lines, each in a session of its own, on a port
+``tests.support.servers`` command lines, each in a session of its own, on a port
 chosen once, so that a test can kill one and start it again where its pages
 reconnect.
 """
@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import ROOT, SERVER_COMMANDS, free_port
+from tests.support.servers import ROOT, SERVER_COMMANDS, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

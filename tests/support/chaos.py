@@ -37,15 +37,15 @@ from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
 from django_realtime.cursor import Cursor
-from tests.scale_out_helpers import (
+from tests.support.scale_out import (
     PUBLISHER_START_TIMEOUT,
     Outcome,
     PublisherProcess,
     commit_order_problems,
     cursor_problems,
 )
-from tests.servers import Server, start_server, stop_server
-from tests.tcp_proxy import TCPProxy
+from tests.support.servers import Server, start_server, stop_server
+from tests.support.tcp_proxy import TCPProxy
 
 #: Which server kinds serve which transport (WSGI serves no WebSockets).
 TRANSPORTS = {"gunicorn-gevent": ("sse",), "daphne": ("sse", "ws")}
@@ -609,9 +609,9 @@ def run_soak(
     say: Callable[[str], None] = print,
 ) -> SoakResult:
     """Run the chaos soak for *seconds* of faults on a scratch PostgreSQL database; return what happened."""
-    from tests.postgres_database import scratch_database
-    from tests.servers import manage, project_env
-    from tests.services import POSTGRES
+    from tests.support.postgres_database import scratch_database
+    from tests.support.servers import manage, project_env
+    from tests.support.services import POSTGRES
 
     rng = random.Random(seed)
     marks = {"start": time.monotonic()}

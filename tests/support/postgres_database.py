@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.services import POSTGRES, require
+from tests.support.services import POSTGRES, require
 
 SERVER = f"postgresql://postgres@{POSTGRES[0]}:{POSTGRES[1]}"
 

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.servers import free_port
-from tests.services import unavailable
+from tests.support.servers import free_port
+from tests.support.services import unavailable
 
 HOST = "127.0.0.1"
 #: Seconds redis-server may take to answer PING, and to exit after SIGTERM before its group is killed.

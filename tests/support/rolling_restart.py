@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 from httpx_sse import aconnect_sse
 
-from tests.servers import ROOT, Server
+from tests.support.servers import ROOT, Server
 
 #: What a deployment puts in gunicorn.conf.py (docs/deployment.md).
 GUNICORN_CONF = "from django_realtime.gunicorn_server import post_worker_init  # noqa: F401\n"

@@ -33,8 +33,8 @@ from websockets.asyncio.client import connect
 
 from django_realtime.backends.postgres import LISTENER_NAME
 from django_realtime.cursor import Cursor
-from tests.redis_server import RedisServer
-from tests.servers import ROOT, SERVER_COMMANDS, Server, free_port, stop_server, wait_until_answering
+from tests.support.redis_server import RedisServer
+from tests.support.servers import ROOT, SERVER_COMMANDS, Server, free_port, stop_server, wait_until_answering
 
 #: Seconds a publisher may take to set Django up, and to finish publishing.
 PUBLISHER_START_TIMEOUT = 30.0

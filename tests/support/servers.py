@@ -34,7 +34,7 @@ from httpx_sse._decoders import SSEDecoder
 
 from django_realtime.cursor import Cursor
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 MANAGE = [sys.executable, "manage.py"]
 

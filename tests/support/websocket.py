@@ -24,7 +24,7 @@ from pathlib import Path
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.servers import manage
+from tests.support.servers import manage
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
