@@ -32,7 +32,6 @@ from pathlib import Path
 import httpx
 
 from bench.databases import fresh_database
-from bench.servers import children
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ROOT, manage, project_env, start_server, stop_server
 
@@ -124,7 +123,7 @@ def run_case(args: argparse.Namespace, backend: str, workers: int, case: str, di
             server = start_server("gunicorn-gevent", env, directory / f"w{index}-{backend}-{case}.log", cwd=cwd)
             stack.callback(stop_server, server)
             servers.append(server)
-        pids = [children(server.process.pid)[0] for server in servers]
+        pids = [server.worker_pid() for server in servers]
         streams = Streams()
         stack.callback(streams.close)
         channels = []

@@ -28,9 +28,10 @@ import uuid
 from contextlib import ExitStack, closing
 from pathlib import Path
 
-from tests.support.scale_out import Outcome, PublisherProcess, Subscriber, SubscriberPool, running_servers
-from tests.support.servers import manage, project_env
+from tests.support.scale_out import Outcome, PublisherProcess, Subscriber
+from tests.support.servers import manage, project_env, running_servers
 from tests.support.services import MARIADB
+from tests.support.subscribers import SubscriberPool
 
 CHANNELS = ("chat:bench-a", "chat:bench-b")
 SPREAD = {("gunicorn-gevent", "sse"): 20, ("daphne", "sse"): 15, ("daphne", "ws"): 15}

@@ -36,7 +36,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.databases import fresh_database
-from bench.servers import machine_busy
+from tests.support.processes import machine_busy, workers_of
 from tests.support.rolling_restart import (
     Outcome,
     PacedPublisher,
@@ -44,7 +44,6 @@ from tests.support.rolling_restart import (
     hup,
     percentile,
     run_restart,
-    workers_of,
 )
 from tests.support.servers import Server, manage, project_env, start_server, stop_server
 

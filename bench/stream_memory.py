@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,33 +36,12 @@ import time
 from pathlib import Path
 
 from bench.clients import raise_fd_limit
+from tests.support.processes import steady_memory_kb
 from tests.support.servers import project_env, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The demo's stream: one public channel, no presence (what its dashboard page opens).
 DEMO_PATH = "/events/?channel=demo:idle"
-
-
-def worker_pid(arbiter: int, timeout: float = 10.0) -> int:
-    """Return the pid of gunicorn's forked worker under *arbiter*."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        children = Path(f"/proc/{arbiter}/task/{arbiter}/children").read_text().split()
-        if children:
-            return int(children[0])
-        time.sleep(0.1)
-    raise RuntimeError("gunicorn started no worker")
-
-
-def rss_kb(pid: int, reads: int = 5) -> int:
-    """Return the median VmRSS of *pid* in KB over *reads* reads, 0.1 s apart."""
-    values = []
-    for _ in range(reads):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                values.append(int(line.split()[1]))
-        time.sleep(0.1)
-    return int(statistics.median(values))
 
 
 def open_streams(port: int, path: str, count: int, concurrency: int) -> list[socket.socket]:
@@ -105,17 +83,17 @@ def measure(tree: Path, mode: str, args: argparse.Namespace, directory: Path) ->
     server = start_server("gunicorn-gevent", env, directory / "server.log", extra, cwd=tree)
     try:
         port = int(server.url.rsplit(":", 1)[1])
-        pid = worker_pid(server.process.pid)
+        pid = server.worker_pid()
         if mode == "warm":
             warm = open_streams(port, args.path, args.warmup, args.concurrency)
             time.sleep(1)
             for sock in warm:
                 sock.close()
             time.sleep(3)  # keepalives (1 s) find the closed sockets
-        before = rss_kb(pid)
+        before = steady_memory_kb(pid, pause=0.1)
         socks = open_streams(port, args.path, args.streams, args.concurrency)
         time.sleep(args.idle)
-        after = rss_kb(pid)
+        after = steady_memory_kb(pid, pause=0.1)
         server.check_alive()
         for sock in socks:
             sock.close()

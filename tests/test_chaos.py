@@ -26,11 +26,12 @@ import time
 
 import pytest
 
-from tests.support.chaos import Cluster, Subscriber, SubscriberPool, run_soak
+from tests.support.chaos import Cluster, Subscriber, run_soak
 from tests.support.postgres_database import scratch_database
 from tests.support.scale_out import PUBLISHER_RUN_TIMEOUT, PUBLISHER_START_TIMEOUT, Outcome, PublisherProcess
 from tests.support.servers import manage, project_env
 from tests.support.services import POSTGRES
+from tests.support.subscribers import SubscriberPool
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
 

@@ -2,7 +2,7 @@
 
 The demo runs under gunicorn with two gevent workers and the drain hook
 (docs/deployment.md); 50 subscribers resume as EventSource does
-(tests/rolling_restart.py) while a publisher process publishes 20 events a
+(tests/support/rolling_restart.py) while a publisher process publishes 20 events a
 second.  The figures (200 subscribers, time to live again) come from
 bench/rolling_restart.py, not from here.
 """
@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from tests.support.rolling_restart import PacedPublisher, gunicorn_args, run_restart, workers_of
+from tests.support.processes import workers_of
+from tests.support.rolling_restart import PacedPublisher, gunicorn_args, run_restart
 from tests.support.servers import manage, project_env, running_server
 
 pytestmark = pytest.mark.server

@@ -15,8 +15,8 @@ and what came before.  The same
 runs with the notification engine disrupted mid-run: the PostgreSQL
 listeners' connections terminated, Redis restarted.  Everything is the
 test's own: the database, and for the redis cases a redis-server of its own
-(tests/redis_server.py), which it may stop without harm to anyone else.  See
-tests/scale_out_helpers.py and tests/scale_out_publisher.py.
+(tests/support/redis_server.py), which it may stop without harm to anyone else.  See
+tests/support/scale_out.py and tests/scale_out_publisher.py.
 """
 
 from __future__ import annotations
@@ -40,14 +40,13 @@ from tests.support.scale_out import (
     Outcome,
     PublisherProcess,
     Subscriber,
-    SubscriberPool,
     listening_connections,
     redis_subscribers,
-    running_servers,
     terminate_listeners,
 )
-from tests.support.servers import Server, manage, project_env
+from tests.support.servers import Server, manage, project_env, running_servers
 from tests.support.services import MARIADB, POSTGRES, require_mariadb
+from tests.support.subscribers import SubscriberPool
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
 

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from tests.support.browser import CHROMIUM_ARGS, chromium_path, require_browser
-from tests.support.servers import free_port
+from tests.support.processes import free_port
 from tests.test_packaging import UNPACKED
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,8 +20,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -31,6 +29,7 @@ from pathlib import Path
 import httpx
 from httpx_sse import aconnect_sse
 
+from tests.support.processes import ScriptProcess
 from tests.support.servers import ROOT, Server
 
 #: What a deployment puts in gunicorn.conf.py (docs/deployment.md).
@@ -47,20 +46,6 @@ def gunicorn_args(directory: Path, *, workers: int = 2, graceful_timeout: float 
         conf.write_text(GUNICORN_CONF)
         args += ["-c", str(conf)]
     return args
-
-
-def workers_of(master: int) -> set[int]:
-    """Return the pids of the processes whose parent is *master*: gunicorn's workers."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                found.add(int(entry))
-    return found
 
 
 @dataclass
@@ -191,22 +176,11 @@ class Outcome:
         return [b for s in self.subscribers for b in s.breaks if b.at >= self.signalled_at]
 
 
-class PacedPublisher:
+class PacedPublisher(ScriptProcess):
     """A tests/paced_publisher.py process."""
 
     def __init__(self, env: dict[str, str], channel: str, rate: float, count: int, stderr: Path) -> None:
-        with stderr.open("wb") as err:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.paced_publisher", channel, str(rate), str(count)],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                encoding="utf-8",
-                start_new_session=True,
-            )
-        self.stderr = stderr
+        super().__init__("tests.paced_publisher", [channel, str(rate), str(count)], env, stderr, ROOT)
         self.published = 0
 
     def _line(self) -> dict:
@@ -214,19 +188,12 @@ class PacedPublisher:
         line = self.process.stdout.readline()
         if not line:
             self.process.wait()
-            raise AssertionError(
-                f"the publisher exited with status {self.process.returncode}:\n{self.stderr.read_text()}"
-            )
+            raise AssertionError(f"the publisher exited with status {self.process.returncode}:\n{self.stderr()}")
         return json.loads(line)
 
     def wait_ready(self) -> None:
         if not self._line().get("ready"):
             raise AssertionError("the publisher did not say it was ready")
-
-    def go(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write("go\n")
-        self.process.stdin.flush()
 
     def finish(self) -> int:
         """Read its lines until it is done (blocking); return how many events it published."""
@@ -234,20 +201,6 @@ class PacedPublisher:
             self.published = line["seq"] + 1
         self.process.wait(10)
         return self.published
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.process.wait()
-        for pipe in (self.process.stdin, self.process.stdout):
-            if pipe is not None:
-                try:
-                    pipe.close()
-                except BrokenPipeError:
-                    pass
 
 
 def hup(server: Server) -> list[tuple[float, str]]:
