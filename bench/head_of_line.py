@@ -41,6 +41,7 @@ from pathlib import Path
 import httpx
 from httpx_sse import connect_sse
 
+from bench import options
 from tests.support.mariadb_database import scratch_mariadb
 from tests.support.servers import ROOT, manage, project_env, start_server, stop_server
 from tests.support.services import POSTGRES
@@ -202,12 +203,11 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.head_of_line", description=__doc__.split("\n\n")[0])
+    parser = options.parser("bench.head_of_line", __doc__)
     parser.add_argument("--database", choices=list(BACKENDS), default="postgres")
     parser.add_argument("--server", choices=["gunicorn-gevent", "daphne"], default="gunicorn-gevent")
     parser.add_argument("--shape", choices=list(SHAPES), default="back-to-back")
-    parser.add_argument("--seconds", type=float, default=8.0, help="how long the publishers publish (held15: 20)")
-    parser.add_argument("--tree", help="run the package and the demo of this source tree")
+    options.add(parser, "seconds", "tree", seconds=8.0)
     print(json.dumps(run(parser.parse_args()), indent=2))
 
 

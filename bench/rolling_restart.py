@@ -35,6 +35,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from bench import options
 from bench.databases import fresh_database
 from tests.support.processes import machine_busy, workers_of
 from tests.support.rolling_restart import (
@@ -141,12 +142,11 @@ def report(outcome: Outcome, args: argparse.Namespace, exits: list[float], busy:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = options.parser("bench.rolling_restart", __doc__)
     parser.add_argument("--database", choices=sorted(BACKENDS), default="postgres")
     parser.add_argument("--signal", choices=["hup", "usr2"], default="hup")
     parser.add_argument("--subscribers", type=int, default=200)
-    parser.add_argument("--rate", type=float, default=20.0)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    options.add(parser, "rate", "seconds")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--graceful-timeout", type=float, default=30.0)
     parser.add_argument("--no-hook", action="store_true", help="run gunicorn without the drain hook (as before it)")

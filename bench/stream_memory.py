@@ -35,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import options
 from bench.clients import raise_fd_limit
 from tests.support.processes import steady_memory_kb
 from tests.support.servers import project_env, start_server, stop_server
@@ -111,15 +112,14 @@ def measure(tree: Path, mode: str, args: argparse.Namespace, directory: Path) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = options.parser("bench.stream_memory", __doc__)
     parser.add_argument("--tree", action="append", help="a source tree to measure (repeatable; default: this one)")
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=20, help="streams opened and closed first in the warm mode")
     parser.add_argument("--modes", default="cold,warm")
     parser.add_argument("--path", default=DEMO_PATH, help="what each stream opens")
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight at a time while opening")
-    parser.add_argument("--idle", type=float, default=3.0, help="seconds between the last stream and the read")
-    parser.add_argument("--repeat", type=int, default=1)
+    options.add(parser, "idle", "repeat")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server (repeatable)")
     args = parser.parse_args()
     args.env = dict(item.split("=", 1) for item in args.env)
