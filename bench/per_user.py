@@ -37,14 +37,11 @@ from bench.servers import (
     Target,
     get_json,
     gunicorn_gevent,
-    measured_pid,
+    measured_server,
     migrate,
     package_dir,
-    start_server,
-    stop,
     stop_all,
     wait_for_quiet,
-    wait_ready,
 )
 
 #: What stream i opens: its own channel, user:i (public in bench.site.settings).
@@ -166,43 +163,38 @@ def run_one(
     background = wait_for_quiet(args.max_background)
     with fresh_database("postgres", tmp, slug, args.postgres) as database_url:
         migrate(target, database_url)
-        proc, port = start_server(target, database_url, log)
-        publisher = None
-        try:
-            wait_ready(proc, port)
-            pid = measured_pid(target, proc)
-            info = get_json(port, "/bench/info/")
-            if not floor:  # the floor imports no django_realtime
-                check_package("server", info["django_realtime"], target)
-            if info["pid"] != pid:
-                raise RuntimeError(f"/bench/info/ answered from pid {info['pid']}, not the worker {pid}")
-            publisher = ProcessPublisher(target, database_url, log)
-            check_package("publisher", publisher.package, target)  # the floor's too: this checkout's
+        with measured_server(target, database_url, log) as (port, pid):
+            publisher = None
+            try:
+                info = get_json(port, "/bench/info/")
+                if not floor:  # the floor imports no django_realtime
+                    check_package("server", info["django_realtime"], target)
+                if info["pid"] != pid:
+                    raise RuntimeError(f"/bench/info/ answered from pid {info['pid']}, not the worker {pid}")
+                publisher = ProcessPublisher(target, database_url, log)
+                check_package("publisher", publisher.package, target)  # the floor's too: this checkout's
 
-            # Warm-up, as in bench.run, on the warm-up streams' own channels; after they
-            # close, one event per channel so the worker writes to, and drops, each.
-            few = min(20, streams)
-            measured = fan_out(
-                args,
-                pool,
-                publisher,
-                [pid],
-                lambda count: pool.open("127.0.0.1", port, target.path, count, timeout=120 + count / 20),
-                streams,
-                warm_streams=few,
-                farewell=range(-1001, -1001 - few, -1),
-                farewell_rate=20,
-                channel=lambda seq: f"user:{-seq % few if seq < 0 else owners[seq]}",
-                owners=owners,
-            )
-            idle_cores = sum(measured.idle.cpu_used) / measured.idle.wall
-            if measured_pid(target, proc) != pid:
-                raise RuntimeError("the measured worker was replaced during the run")
-        finally:
-            pool.close_all()
-            if publisher is not None:
-                publisher.close()
-            stop(proc)
+                # Warm-up, as in bench.run, on the warm-up streams' own channels; after they
+                # close, one event per channel so the worker writes to, and drops, each.
+                few = min(20, streams)
+                measured = fan_out(
+                    args,
+                    pool,
+                    publisher,
+                    [pid],
+                    lambda count: pool.open("127.0.0.1", port, target.path, count, timeout=120 + count / 20),
+                    streams,
+                    warm_streams=few,
+                    farewell=range(-1001, -1001 - few, -1),
+                    farewell_rate=20,
+                    channel=lambda seq: f"user:{-seq % few if seq < 0 else owners[seq]}",
+                    owners=owners,
+                )
+                idle_cores = sum(measured.idle.cpu_used) / measured.idle.wall
+            finally:
+                pool.close_all()
+                if publisher is not None:
+                    publisher.close()
     delivered = measured.results["received"]
     run = report.summarise(target=target, clients=streams, log=str(log), background=background, **measured.summary())
     run["events"] = args.events  # published; each to one stream

@@ -39,13 +39,10 @@ from bench.servers import (
     Target,
     get_json,
     gunicorn_gevent,
-    measured_pid,
+    measured_server,
     migrate,
-    start_server,
-    stop,
     stop_all,
     wait_for_quiet,
-    wait_ready,
 )
 from tests.support.processes import cpu_times
 
@@ -383,48 +380,43 @@ def run_database(
     limit = args.connection_limit or None
     with fresh_database(kind, tmp, "presence", admin_url, connection_limit=limit) as url:
         migrate(server, url)
-        proc, port = start_server(server, url, log)
-        db = run = None
-        try:
-            wait_ready(proc, port)
-            pid = measured_pid(server, proc)
-            if not get_json(port, "/bench/presence/")["installed"]:
-                raise RuntimeError("the worker's probe is not installed (BENCH_PRESENCE_PROBE)")
-            db = Database(url, admin_url)
-            run = Run(args, pool, db, port, pid, log)
-            # Warm-up: 20 members on a channel of their own, who then leave.
-            warm = run.open(True, WARM_CHANNEL, 20)
-            warm_leave = run.leave(True, 20, WARM_CHANNEL)
-            phases: list[dict[str, Any]] = []
-            for n in range(args.rounds):
-                for present in (True, False):
-                    label = "presence" if present else "plain"
-                    print(f"   round {n + 1}, {label}: opening {args.members} streams", flush=True)
-                    opened = run.open(present)
-                    print(f"   {opened}", flush=True)
-                    idle = run.idle(present)
-                    print(
-                        f"   idle {idle['seconds']} s: {idle['cores']} cores, {idle['beats']} beats, "
-                        f"{idle['presence_writes']} presence writes, pg {idle['pg_stat']}",
-                        flush=True,
-                    )
-                    left = run.leave(present, opened["members_in_db"] if present else 0)
-                    print(f"   {left}", flush=True)
-                    phases.append({"round": n + 1, "open": opened, "idle": idle, "leave": left})
-            totals = {
-                "joins_stored": db.events("presence.join"),
-                "leaves_stored": db.events("presence.leave"),
-                "members_in_db": db.members(),
-            }
-            if measured_pid(server, proc) != pid:
-                raise RuntimeError("the measured worker was replaced during the run")
-        finally:
-            pool.close_all()
-            if run is not None:
-                run.close()
-            if db is not None:
-                db.close()
-            stop(proc)
+        with measured_server(server, url, log) as (port, pid):
+            db = run = None
+            try:
+                if not get_json(port, "/bench/presence/")["installed"]:
+                    raise RuntimeError("the worker's probe is not installed (BENCH_PRESENCE_PROBE)")
+                db = Database(url, admin_url)
+                run = Run(args, pool, db, port, pid, log)
+                # Warm-up: 20 members on a channel of their own, who then leave.
+                warm = run.open(True, WARM_CHANNEL, 20)
+                warm_leave = run.leave(True, 20, WARM_CHANNEL)
+                phases: list[dict[str, Any]] = []
+                for n in range(args.rounds):
+                    for present in (True, False):
+                        label = "presence" if present else "plain"
+                        print(f"   round {n + 1}, {label}: opening {args.members} streams", flush=True)
+                        opened = run.open(present)
+                        print(f"   {opened}", flush=True)
+                        idle = run.idle(present)
+                        print(
+                            f"   idle {idle['seconds']} s: {idle['cores']} cores, {idle['beats']} beats, "
+                            f"{idle['presence_writes']} presence writes, pg {idle['pg_stat']}",
+                            flush=True,
+                        )
+                        left = run.leave(present, opened["members_in_db"] if present else 0)
+                        print(f"   {left}", flush=True)
+                        phases.append({"round": n + 1, "open": opened, "idle": idle, "leave": left})
+                totals = {
+                    "joins_stored": db.events("presence.join"),
+                    "leaves_stored": db.events("presence.leave"),
+                    "members_in_db": db.members(),
+                }
+            finally:
+                pool.close_all()
+                if run is not None:
+                    run.close()
+                if db is not None:
+                    db.close()
     return {
         "database": kind,
         "connection_limit": limit if kind == "postgres" else None,

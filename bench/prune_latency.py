@@ -41,14 +41,11 @@ from bench.servers import (
     Target,
     get_json,
     gunicorn_gevent,
-    measured_pid,
+    measured_server,
     migrate,
     package_dir,
-    start_server,
-    stop,
     stop_all,
     wait_for_quiet,
-    wait_ready,
 )
 from tests.support.processes import machine_busy
 
@@ -265,55 +262,52 @@ def run_one(args: argparse.Namespace, kind: str, tree: str | None, pool: ClientP
         seeded = time.monotonic()
         seed(database_url, args.rows, args.channels)
         seed_seconds = time.monotonic() - seeded
-        proc, port = start_server(server_target, database_url, log)
-        publisher = None
-        poller = OldRowPoller(database_url)
-        try:
-            wait_ready(proc, port)
-            pid = measured_pid(server_target, proc)
-            info = get_json(port, "/bench/info/")
-            if info["django_realtime"] != str(package_dir(server_target)) or info["pid"] != pid:
-                raise RuntimeError(f"the server runs {info}, not {package_dir(server_target)} in pid {pid}")
-            publisher = ProcessPublisher(publisher_target, database_url, log)
-            if publisher.package != str(package_dir(server_target)):
-                raise RuntimeError(f"the publisher imported {publisher.package}")
-            poller.start()
-            budget = int(args.rate * (args.prune_interval + args.after + 120)) + 10
-            opened_at = time.time()
-            opened = pool.open("127.0.0.1", port, "/events/?channel=demo%3Abench", args.streams, kind=stream_kind)
-            if opened["failed"]:
-                raise RuntimeError(f"{opened['failed']} streams did not open: {opened['errors']}")
-            pool.reset(budget)
-            machine_start, wall_start = machine_busy(), time.monotonic()
-            calls: list[tuple[float, float]] = []  # (send time, seconds until the publisher answered)
-            started = time.monotonic()
-            deadline = started + args.prune_interval + 90
-            seq = 0
-            while seq < budget and time.monotonic() < deadline:
-                _, end = poller.window(args.rows)
-                if end is not None and time.time() > end + args.after:
-                    break
-                delay = started + seq / args.rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                sent = time.time()
-                publisher.publish(seq)
-                calls.append((sent, time.time() - sent))
-                seq += 1
-            published = seq
-            drain_until = time.monotonic() + args.drain
-            while pool.status()["received"] < published * args.streams and time.monotonic() < drain_until:
-                time.sleep(0.05)
-            wall = time.monotonic() - wall_start
-            machine_cores = (machine_busy() - machine_start) / wall
-            results = pool.results()
-            live = pool.status()["live"]
-        finally:
-            poller.stop()
-            pool.close_all()
-            if publisher is not None:
-                publisher.close()
-            stop(proc)
+        with measured_server(server_target, database_url, log) as (port, pid):
+            publisher = None
+            poller = OldRowPoller(database_url)
+            try:
+                info = get_json(port, "/bench/info/")
+                if info["django_realtime"] != str(package_dir(server_target)) or info["pid"] != pid:
+                    raise RuntimeError(f"the server runs {info}, not {package_dir(server_target)} in pid {pid}")
+                publisher = ProcessPublisher(publisher_target, database_url, log)
+                if publisher.package != str(package_dir(server_target)):
+                    raise RuntimeError(f"the publisher imported {publisher.package}")
+                poller.start()
+                budget = int(args.rate * (args.prune_interval + args.after + 120)) + 10
+                opened_at = time.time()
+                opened = pool.open("127.0.0.1", port, "/events/?channel=demo%3Abench", args.streams, kind=stream_kind)
+                if opened["failed"]:
+                    raise RuntimeError(f"{opened['failed']} streams did not open: {opened['errors']}")
+                pool.reset(budget)
+                machine_start, wall_start = machine_busy(), time.monotonic()
+                calls: list[tuple[float, float]] = []  # (send time, seconds until the publisher answered)
+                started = time.monotonic()
+                deadline = started + args.prune_interval + 90
+                seq = 0
+                while seq < budget and time.monotonic() < deadline:
+                    _, end = poller.window(args.rows)
+                    if end is not None and time.time() > end + args.after:
+                        break
+                    delay = started + seq / args.rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    sent = time.time()
+                    publisher.publish(seq)
+                    calls.append((sent, time.time() - sent))
+                    seq += 1
+                published = seq
+                drain_until = time.monotonic() + args.drain
+                while pool.status()["received"] < published * args.streams and time.monotonic() < drain_until:
+                    time.sleep(0.05)
+                wall = time.monotonic() - wall_start
+                machine_cores = (machine_busy() - machine_start) / wall
+                results = pool.results()
+                live = pool.status()["live"]
+            finally:
+                poller.stop()
+                pool.close_all()
+                if publisher is not None:
+                    publisher.close()
         if poller.error is not None:
             raise RuntimeError(f"could not count the old rows: {poller.error!r}")
     start, end = poller.window(args.rows)

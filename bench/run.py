@@ -31,13 +31,10 @@ from bench.servers import (
     Target,
     get_json,
     gunicorn_gevent,
-    measured_pid,
+    measured_server,
     migrate,
-    start_server,
-    stop,
     stop_all,
     wait_for_quiet,
-    wait_ready,
 )
 from tests.support.processes import steady_memory_kb
 
@@ -303,32 +300,27 @@ def run_one(
     log = logdir / f"{slug}.log"
     background = wait_for_quiet(args.max_background)
     migrate(target, database_url)
-    proc, port = start_server(target, database_url, log)
-    publisher = None
-    try:
-        wait_ready(proc, port)
-        pid = measured_pid(target, proc)
-        publisher = (
-            ProcessPublisher(target, database_url, log) if target.publisher == "process" else HttpPublisher(port)
-        )
-        kind = stream_class(target)
-        measured = fan_out(
-            args,
-            pool,
-            publisher,
-            [pid],
-            lambda count: pool.open("127.0.0.1", port, target.path, count, kind=kind),
-            clients,
-            warm_streams=min(20, clients),
-        )
-        stats = get_json(port, target.stats_path) if target.stats_path else None
-        if measured_pid(target, proc) != pid:
-            raise RuntimeError("the measured worker was replaced during the run")
-    finally:
-        pool.close_all()
-        if publisher is not None:
-            publisher.close()
-        stop(proc)
+    with measured_server(target, database_url, log) as (port, pid):
+        publisher = None
+        try:
+            publisher = (
+                ProcessPublisher(target, database_url, log) if target.publisher == "process" else HttpPublisher(port)
+            )
+            kind = stream_class(target)
+            measured = fan_out(
+                args,
+                pool,
+                publisher,
+                [pid],
+                lambda count: pool.open("127.0.0.1", port, target.path, count, kind=kind),
+                clients,
+                warm_streams=min(20, clients),
+            )
+            stats = get_json(port, target.stats_path) if target.stats_path else None
+        finally:
+            pool.close_all()
+            if publisher is not None:
+                publisher.close()
     return report.summarise(
         target=target,
         clients=clients,

@@ -22,6 +22,8 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -145,6 +147,24 @@ def start_server(target: Target, database_url: str, log: Path) -> tuple[subproce
     port = free_port()
     argv = [target.python, "-m", *(arg.format(port=port) for arg in target.server_argv)]
     return spawn(argv, environment(target, database_url), log, workdir(target)), port
+
+
+@contextmanager
+def measured_server(target: Target, database_url: str, log: Path) -> Iterator[tuple[int, int]]:
+    """Run *target*'s server on *database_url* for the block; yield its port and the pid that serves.
+
+    The block fails if that process was replaced meanwhile (its figures
+    would mix two processes'); the server is stopped however it ends.
+    """
+    proc, port = start_server(target, database_url, log)
+    try:
+        wait_ready(proc, port)
+        pid = measured_pid(target, proc)
+        yield port, pid
+        if measured_pid(target, proc) != pid:
+            raise RuntimeError("the measured worker was replaced during the run")
+    finally:
+        stop(proc)
 
 
 def wait_ready(proc: subprocess.Popen, port: int, timeout: float = 60) -> None:
