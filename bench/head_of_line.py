@@ -45,6 +45,7 @@ from bench import options
 from tests.support.mariadb_database import scratch_mariadb
 from tests.support.servers import ROOT, manage, project_env, start_server, stop_server
 from tests.support.services import POSTGRES
+from tests.support.subscribers import percentile
 
 #: name -> (channel, hold, interval) for each publisher of a shape.
 SHAPES = {
@@ -124,11 +125,6 @@ def follow(url: str, channels: list[str], received: list, ready: threading.Event
                     ready.set()  # the cursor the stream starts at
                     continue
                 received.append((sse.id, json.loads(sse.data), time.time()))
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -21,14 +21,11 @@ import random
 import threading
 import time
 
+from tests.support.subscribers import percentile
+
 #: Seconds between two reads of a tailer with no gap open (the polling backend's POLL_INTERVAL is 0.25).
 POLL = 0.05
 KINDS = {"commit": 70, "hold": 15, "rollback": 10, "hold-rollback": 5}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def setup(name: str) -> None:

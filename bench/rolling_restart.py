@@ -43,10 +43,10 @@ from tests.support.rolling_restart import (
     PacedPublisher,
     gunicorn_args,
     hup,
-    percentile,
     run_restart,
 )
 from tests.support.servers import Server, manage, project_env, start_server, stop_server
+from tests.support.subscribers import percentile
 
 CHANNEL = "demo:deploy"
 BACKENDS = {"postgres": "postgres", "sqlite": "polling"}

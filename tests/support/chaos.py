@@ -37,7 +37,7 @@ from websockets.asyncio.client import connect
 from django_realtime.cursor import Cursor
 from tests.support.scale_out import PUBLISHER_START_TIMEOUT, Outcome, PublisherProcess
 from tests.support.servers import Server, start_server, stop_servers
-from tests.support.subscribers import SubscriberPool, delivery_problems, has_all
+from tests.support.subscribers import SubscriberPool, delivery_problems, has_all, percentile
 from tests.support.tcp_proxy import TCPProxy
 
 #: Which server kinds serve which transport (WSGI serves no WebSockets).
@@ -480,7 +480,7 @@ def percentiles(values: Sequence[float]) -> str:
     if not values:
         return "no samples"
     ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    p99 = percentile(ordered, 0.99)
     median, top = statistics.median(ordered), ordered[-1]
     return f"p50 {median * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {top * 1000:.0f} ms ({len(ordered):,} deliveries)"
 

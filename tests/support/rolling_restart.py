@@ -22,7 +22,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,8 +246,3 @@ async def run_restart(
         for task in tasks:  # a stream that reads waits for its next event: no need to wait for it
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]

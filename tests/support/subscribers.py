@@ -114,6 +114,12 @@ class SubscriberPool:
             self.loop.close()
 
 
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Return the value at *fraction* of *values* sorted (index ``int(fraction * n)``, at most the last); NaN: none."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
 def has_all(
     received: Sequence[Received], channels: Sequence[str], expected: dict[str, list[int]], after: int = 0
 ) -> bool:
