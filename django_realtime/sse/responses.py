@@ -112,40 +112,40 @@ def part_at_shutdown(hub: Hub, shut: Callable[[], None]) -> Callable[[], None]:
     return close
 
 
+def _event_form(item: Item) -> bytes:
+    return encode_event(item.data_json, event=item.event, id=item.cursor_text)
+
+
+def _text_form(item: Item) -> bytes:
+    if not item.data_json.startswith('"'):
+        return event_bytes(item)
+    text = json.loads(item.data_json)
+    if not text.isascii():  # a lone surrogate, stored before publish() refused them: U+FFFD, as a decoder would
+        text = _LONE_SURROGATE.sub("\ufffd", text)
+    return encode_event(text, event=item.event, id=item.cursor_text)
+
+
 def event_bytes(item: Item) -> bytes:
     """Return the SSE bytes of *item*, made once per process and event."""
-    data = item.sse
-    if data is None:
-        data = item.sse = encode_event(item.data_json, event=item.event, id=item.cursor_text)
-    return data
+    return item.encoded(_event_form)
 
 
 def text_bytes(item: Item) -> bytes:
     """Return the SSE bytes of *item* for a ``?data=text`` stream: a string's text as it is, else its JSON."""
-    data = item.sse_text
-    if data is None:
-        if item.data_json.startswith('"'):
-            text = json.loads(item.data_json)
-            if not text.isascii():  # a lone surrogate, stored before publish() refused them: U+FFFD, as a decoder would
-                text = _LONE_SURROGATE.sub("\ufffd", text)
-            data = encode_event(text, event=item.event, id=item.cursor_text)
-        else:
-            data = event_bytes(item)
-        item.sse_text = data
-    return data
+    return item.encoded(_text_form)
 
 
 def sse_chunk(batch: list[Item]) -> bytes:
     """Encode a batch of events, or a keepalive for an empty one."""
-    return b"".join(map(event_bytes, batch)) if batch else KEEPALIVE
+    return b"".join([item.encoded(_event_form) for item in batch]) if batch else KEEPALIVE
 
 
 def sse_text_chunk(batch: list[Item]) -> bytes:
     """Encode a batch as ``sse_chunk`` does, string data as text (``?data=text``: htmx swaps it in as HTML)."""
-    return b"".join(map(text_bytes, batch)) if batch else KEEPALIVE
+    return b"".join([item.encoded(_text_form) for item in batch]) if batch else KEEPALIVE
 
 
-def sse_chunk_with_channels(batch: list[Item], encode: Callable[[Item], bytes] = event_bytes) -> bytes:
+def sse_chunk_with_channels(batch: list[Item], form: Callable[[Item], bytes] = _event_form) -> bytes:
     """Encode a batch as ``sse_chunk`` does, each event after a ``channel:`` line (``?include=channel``).
 
     The event's own bytes are the ones every stream shares; only the line
@@ -156,13 +156,14 @@ def sse_chunk_with_channels(batch: list[Item], encode: Callable[[Item], bytes] =
     if not batch:
         return KEEPALIVE
     return b"".join(
-        encode_channel_field(item.channel) + encode(item) if item.channel else encode(item) for item in batch
+        encode_channel_field(item.channel) + item.encoded(form) if item.channel else item.encoded(form)
+        for item in batch
     )
 
 
 def sse_text_chunk_with_channels(batch: list[Item]) -> bytes:
     """``?include=channel&data=text``."""
-    return sse_chunk_with_channels(batch, text_bytes)
+    return sse_chunk_with_channels(batch, _text_form)
 
 
 def chunker(*, with_channels: bool, text: bool) -> Callable[[list[Item]], bytes]:

@@ -94,10 +94,11 @@ def event_text(channel: str, item: Item) -> str:
     if not item.channel or item.event == "reset":  # a Follower's reset, or a stored one (django_realtime.skips)
         fields = json.loads(item.data_json)
         return protocol.reset(channel, fields["reason"], fields["last_event_id"], fields["resume_id"])
-    text = item.websocket
-    if text is None:
-        text = item.websocket = protocol.event(item.channel, item.cursor_text, item.event, item.data_json)
-    return text
+    return item.encoded(_event_message)
+
+
+def _event_message(item: Item) -> str:
+    return protocol.event(item.channel, item.cursor_text, item.event, item.data_json)
 
 
 class RealtimeConsumer(AsyncWebsocketConsumer):
