@@ -59,9 +59,9 @@ class Item:
         """Return ``encoder(self)``, made once per process and event: the encoder is its key.
 
         So a transport adds an encoding (SSE bytes, a WebSocket message) with
-        no slot of its own here.  A flat tuple, not a dict: a form costs
-        16 bytes and a lookup of the first one an index, where a dict would
-        cost 224 bytes per event and a method call per delivery.  Replaced,
+        no slot of its own here.  A flat tuple, not a dict: 56 bytes for the
+        first form and 16 for each more, and the first found by an index,
+        where a dict costs 224 bytes per event and a hashed lookup.  Replaced,
         never changed in place: two threads that encode at once each store
         a consistent tuple, and at worst one encodes it again later.
         """
