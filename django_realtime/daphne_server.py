@@ -20,8 +20,8 @@ drained, and nothing is handed over in between.
   synchronous code; ``unwrap_send`` skips Channels' session middleware.
 * SSE (``daphne_write_gate``): Django sends each chunk of a stream with the
   server's ``send()`` before it asks for the next; uvicorn, hypercorn and
-  granian make that wait while the client does not read, so the hub's
-  SSE_SEND_TIMEOUT watch sees it (sse/responses.py).  Under daphne the
+  granian make that wait while the client does not read, so the
+  SSE_SEND_TIMEOUT watchdog sees it (sse/watchdog.py).  Under daphne the
   stream finds its connection's transport among the reactor's readers, by
   the peer and server addresses of the ASGI scope (public Twisted API),
   hands the next chunk over only while the buffer has room, and ends if it

@@ -29,6 +29,7 @@ from ..db import release_connections, shut_down_socket
 from ..gunicorn_server import HINT, THREADED, threaded_worker
 from ..streams import afollow, follow
 from .encoding import KEEPALIVE, encode_channel_field, encode_event, encode_retry
+from .watchdog import get_watchdog
 
 logger = logging.getLogger("django_realtime")
 
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
 
     from ..cursor import Cursor
     from ..eventlog import Item
-    from ..hub import Hub, Write
+    from ..hub import Hub
+    from .watchdog import Watchdog, Write
 
 
 class SSEResponse(StreamingHttpResponse):
@@ -110,40 +112,40 @@ def part_at_shutdown(hub: Hub, shut: Callable[[], None]) -> Callable[[], None]:
     return close
 
 
+def _event_form(item: Item) -> bytes:
+    return encode_event(item.data_json, event=item.event, id=item.cursor_text)
+
+
+def _text_form(item: Item) -> bytes:
+    if not item.data_json.startswith('"'):
+        return event_bytes(item)
+    text = json.loads(item.data_json)
+    if not text.isascii():  # a lone surrogate, stored before publish() refused them: U+FFFD, as a decoder would
+        text = _LONE_SURROGATE.sub("\ufffd", text)
+    return encode_event(text, event=item.event, id=item.cursor_text)
+
+
 def event_bytes(item: Item) -> bytes:
     """Return the SSE bytes of *item*, made once per process and event."""
-    data = item.sse
-    if data is None:
-        data = item.sse = encode_event(item.data_json, event=item.event, id=item.cursor_text)
-    return data
+    return item.encoded(_event_form)
 
 
 def text_bytes(item: Item) -> bytes:
     """Return the SSE bytes of *item* for a ``?data=text`` stream: a string's text as it is, else its JSON."""
-    data = item.sse_text
-    if data is None:
-        if item.data_json.startswith('"'):
-            text = json.loads(item.data_json)
-            if not text.isascii():  # a lone surrogate, stored before publish() refused them: U+FFFD, as a decoder would
-                text = _LONE_SURROGATE.sub("\ufffd", text)
-            data = encode_event(text, event=item.event, id=item.cursor_text)
-        else:
-            data = event_bytes(item)
-        item.sse_text = data
-    return data
+    return item.encoded(_text_form)
 
 
 def sse_chunk(batch: list[Item]) -> bytes:
     """Encode a batch of events, or a keepalive for an empty one."""
-    return b"".join(map(event_bytes, batch)) if batch else KEEPALIVE
+    return b"".join([item.encoded(_event_form) for item in batch]) if batch else KEEPALIVE
 
 
 def sse_text_chunk(batch: list[Item]) -> bytes:
     """Encode a batch as ``sse_chunk`` does, string data as text (``?data=text``: htmx swaps it in as HTML)."""
-    return b"".join(map(text_bytes, batch)) if batch else KEEPALIVE
+    return b"".join([item.encoded(_text_form) for item in batch]) if batch else KEEPALIVE
 
 
-def sse_chunk_with_channels(batch: list[Item], encode: Callable[[Item], bytes] = event_bytes) -> bytes:
+def sse_chunk_with_channels(batch: list[Item], form: Callable[[Item], bytes] = _event_form) -> bytes:
     """Encode a batch as ``sse_chunk`` does, each event after a ``channel:`` line (``?include=channel``).
 
     The event's own bytes are the ones every stream shares; only the line
@@ -154,13 +156,14 @@ def sse_chunk_with_channels(batch: list[Item], encode: Callable[[Item], bytes] =
     if not batch:
         return KEEPALIVE
     return b"".join(
-        encode_channel_field(item.channel) + encode(item) if item.channel else encode(item) for item in batch
+        encode_channel_field(item.channel) + item.encoded(form) if item.channel else item.encoded(form)
+        for item in batch
     )
 
 
 def sse_text_chunk_with_channels(batch: list[Item]) -> bytes:
     """``?include=channel&data=text``."""
-    return sse_chunk_with_channels(batch, text_bytes)
+    return sse_chunk_with_channels(batch, _text_form)
 
 
 def chunker(*, with_channels: bool, text: bool) -> Callable[[list[Item]], bytes]:
@@ -171,19 +174,19 @@ def chunker(*, with_channels: bool, text: bool) -> Callable[[list[Item]], bytes]
 
 
 class Watched:
-    """Iterate a stream for a WSGI server, telling the hub when the server holds a chunk it has not sent.
+    """Iterate a stream for a WSGI server, telling the watchdog when the server holds a chunk it has not sent.
 
     The server pulls the next chunk only once it has written the last: while
     it holds one (``write.since`` set), a client that stops reading blocks
-    it, and the hub cuts the connection after SSE_SEND_TIMEOUT.  A class,
-    not a generator: a waiting stream's memory is mostly its stack.
+    it, and the watchdog cuts the connection after SSE_SEND_TIMEOUT.  A
+    class, not a generator: a waiting stream's memory is mostly its stack.
     """
 
-    __slots__ = ("iterator", "hub", "write")
+    __slots__ = ("iterator", "watchdog", "write")
 
-    def __init__(self, iterator: Iterator[bytes], hub: Hub, write: Write) -> None:
+    def __init__(self, iterator: Iterator[bytes], watchdog: Watchdog, write: Write) -> None:
         self.iterator = iterator
-        self.hub = hub
+        self.watchdog = watchdog
         self.write = write
 
     def __iter__(self) -> Watched:
@@ -196,7 +199,7 @@ class Watched:
         return chunk
 
     def close(self) -> None:
-        self.hub.unwatch(self.write)
+        self.watchdog.unwatch(self.write)
         self.iterator.close()  # type: ignore[attr-defined]
 
 
@@ -248,8 +251,11 @@ def sse_stream(
     """
     first = prelude() if first is None else first
     stream = follow(hub, channels, cursor, keepalive, encode, first=first, lifetime=lifetime, parting=parting)
-    write = hub.watch_write(close) if close is not None else None
-    return stream if write is None else Watched(stream, hub, write)
+    if close is None:
+        return stream
+    watchdog = get_watchdog(hub)
+    write = watchdog.watch(close)
+    return stream if write is None else Watched(stream, watchdog, write)
 
 
 async def asse_stream(
@@ -271,7 +277,7 @@ async def asse_stream(
     Django sends each chunk before it asks for the next, so the time between
     a yield and the next request is the server's send.  A server whose send
     waits for the client (uvicorn, hypercorn, granian) makes a client that
-    stops reading block it: past SSE_SEND_TIMEOUT the hub cancels the task
+    stops reading block it: past SSE_SEND_TIMEOUT the watchdog cancels the task
     that streams, Django ends the response and the server the connection.
     daphne's send never waits, so there the stream watches the connection's
     write buffer itself (daphne_server.py): it sends on only while the buffer
@@ -284,6 +290,7 @@ async def asse_stream(
     release_request_thread()
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
+    watchdog = get_watchdog(hub)
     write = None
     if task is not None:
 
@@ -296,20 +303,20 @@ async def asse_stream(
             if give_seat is not None:
                 give_seat()
 
-        def close() -> None:  # from the hub's thread
+        def close() -> None:  # from the hub's ticker thread
             loop.call_soon_threadsafe(cut)
 
-        write = hub.watch_write(close)
+        write = watchdog.watch(close)
     room = daphne_write_gate(scope) if scope is not None and write is not None else None
     try:
         async for chunk in afollow(hub, channels, cursor, keepalive, encode, lifetime):
             if room is not None and not room.is_set():
-                timeout = hub.send_timeout
+                timeout = watchdog.send_timeout
                 try:
                     async with asyncio.timeout(timeout):
                         await room.wait()
                 except TimeoutError:
-                    hub.slow_clients += 1
+                    watchdog.cut()
                     if connection is not None:
                         connection.reason = metrics.SLOW_CLIENT
                     logger.info("django_realtime ends an SSE stream whose client has not read for %g s", timeout)
@@ -323,7 +330,7 @@ async def asse_stream(
         if connection is not None:  # it ended by itself: its lifetime, or the log could not be read
             connection.reason = metrics.ENDED
     finally:
-        hub.unwatch(write)
+        watchdog.unwatch(write)
         if connection is not None:
             connection.close(metrics.SERVER_SHUTDOWN if hub.stopping else None)
         if give_seat is not None:

@@ -46,6 +46,7 @@ from .responses import (
     sse_stream,
     warn_if_threaded_worker,
 )
+from .watchdog import get_watchdog
 
 logger = logging.getLogger("django_realtime")
 
@@ -328,7 +329,7 @@ class CountedStream(metrics.Connection):
     shut: Callable[[], None] | None
 
     def cut(self) -> None:
-        """Cut the connection of a client that stopped reading (the hub calls this), noting why."""
+        """Cut the connection of a client that stopped reading (the watchdog calls this), noting why."""
         self.reason = metrics.SLOW_CLIENT
         assert self.shut is not None  # cut is handed to the hub only with a way to shut the connection
         self.shut()
@@ -469,6 +470,7 @@ def health(request: HttpRequest, **url_kwargs: object) -> HttpResponse:
     hub.ensure_ready(0)
     status = hub.status()
     status["error"] = type(hub.error).__name__ if hub.error is not None else None
+    status["slow_clients_closed"] = get_watchdog(hub).slow_clients
     healthy = hub.healthy()
     response = HttpResponse(
         json.dumps({"status": "ok" if healthy else "unavailable", **status}),
