@@ -8,7 +8,7 @@ last id to a random live server whenever their connection drops; and random
 faults: PostgreSQL refused or black-holed for up to 3 s, servers killed
 (SIGKILL to the process group) or stopped (SIGTERM) and replaced.  Then every
 subscriber must hold every committed event of its channels once, in order.
-See tests/chaos_support.py.
+See tests/support/chaos.py.
 
     python -m bench.chaos --seconds 900 --seed 7
 """

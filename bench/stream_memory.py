@@ -2,7 +2,7 @@
 
 For each tree (this checkout, or a ``git worktree`` of an older commit) and
 each mode: a fresh SQLite file, ``migrate``, then the demo project
-(``testproject``, its settings and middleware as tests/servers.py runs them:
+(``testproject``, its settings and middleware as tests/support/servers.py runs them:
 polling backend, keepalive 1 s) under ``gunicorn -k gevent -w 1
 --worker-connections 2000 testproject.wsgi``, started in the tree so that
 it imports that tree's ``django_realtime`` and ``testproject`` with this

@@ -6,7 +6,7 @@ command; restarted by a test), ``secondary`` (runserver) and, for the
 fallback, ``wsgi`` (gunicorn with gevent, which serves no WebSocket).  Each
 test uses rooms of its own and browser contexts of its own, one per person,
 as separate browsers would be.  Events from "another process" are published
-with ``manage.py publish_event``.  See tests/browser_support.py.
+with ``manage.py publish_event``.  See tests/support/browser.py.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Both run the demo project on a PostgreSQL database of their own with the
 ``postgres`` wake-up backend, publishers in processes of their own
 (tests/scale_out_publisher.py: transactions that commit at once, commit late
 or roll back), and clients that, like ``EventSource``, reconnect with the last
-id they parsed whenever their connection ends (tests/chaos_support.py).  What
+id they parsed whenever their connection ends (tests/support/chaos.py).  What
 a user would notice is asserted: every committed event arrives once, in
 order, none rolled back, and the resume after a crash takes seconds, not
 minutes.

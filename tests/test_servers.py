@@ -4,7 +4,7 @@ Each server kind starts once per module and serves every test, so each test
 uses channels of its own.  gunicorn (gevent) runs twice: on SQLite and, when
 the service answers, on PostgreSQL.  Events are published by ``manage.py``
 commands in processes of their own and read with httpx-sse; see
-tests/servers.py.
+tests/support/servers.py.
 """
 
 from __future__ import annotations
