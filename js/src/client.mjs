@@ -214,7 +214,6 @@ export class Realtime extends EventTarget {
    *   opened()               the connection is open (the backoff starts afresh)
    *   lost({opened, atOnce, retryAfter, error})   it failed or ended: reconnect, or fall back
    *   stopped(error)         refused for good (SSE 4xx): no retry until the next subscribe()
-   *   heard()                the server answered: the next failure backs off from the start
    *   serverRetry(ms)        the server's retry: field
    *   live(sub)              a subscription is live (its Presence asks who is here now)
    *   deliver(sub, {id, event, data, text}), reset(sub, reason, lastId, resumeId)
@@ -238,9 +237,6 @@ export class Realtime extends EventTarget {
       opened: () => this._opened(transport()),
       lost: (info) => this._lost(transport(), info),
       stopped: (error) => this._stopped(transport(), error),
-      heard: () => {
-        this._attempt = 0;
-      },
       serverRetry: (delay) => {
         this._serverRetry = delay;
       },

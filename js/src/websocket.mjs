@@ -226,7 +226,6 @@ export class WebSocketTransport {
       return;
     }
     if (!msg || typeof msg !== "object") return;
-    host.heard(); // the server answers: the next failure starts the backoff afresh
     this._startPing();
     clearTimeout(this._timers.pong);
     const request = msg.ref !== undefined && msg.ref !== null ? this.requests.get(msg.ref) : undefined;

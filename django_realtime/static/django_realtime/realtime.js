@@ -1811,7 +1811,6 @@
         return;
       }
       if (!msg || typeof msg !== "object") return;
-      host.heard(); // the server answers: the next failure starts the backoff afresh
       this._startPing();
       clearTimeout(this._timers.pong);
       const request = msg.ref !== undefined && msg.ref !== null ? this.requests.get(msg.ref) : undefined;
@@ -2092,7 +2091,6 @@
      *   opened()               the connection is open (the backoff starts afresh)
      *   lost({opened, atOnce, retryAfter, error})   it failed or ended: reconnect, or fall back
      *   stopped(error)         refused for good (SSE 4xx): no retry until the next subscribe()
-     *   heard()                the server answered: the next failure backs off from the start
      *   serverRetry(ms)        the server's retry: field
      *   live(sub)              a subscription is live (its Presence asks who is here now)
      *   deliver(sub, {id, event, data, text}), reset(sub, reason, lastId, resumeId)
@@ -2116,9 +2114,6 @@
         opened: () => this._opened(transport()),
         lost: (info) => this._lost(transport(), info),
         stopped: (error) => this._stopped(transport(), error),
-        heard: () => {
-          this._attempt = 0;
-        },
         serverRetry: (delay) => {
           this._serverRetry = delay;
         },
