@@ -7,7 +7,6 @@ dependencies, and the tarball installs offline.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -17,18 +16,17 @@ from pathlib import Path
 import pytest
 
 import django_realtime
+from tests.support.services import unavailable
+from tests.test_js import node
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = json.loads((ROOT / "package.json").read_text())
 
 
-def tool(name: str) -> str:
-    found = shutil.which(name)
+def npm() -> str:
+    found = shutil.which("npm")
     if found is None:
-        message = f"the npm package tests need {name}, which is not installed"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}, and CI must run every test")
-        pytest.skip(message)
+        unavailable("npm is not installed", remedy="install npm (apt-get install npm) to test the npm package")
     return found
 
 
@@ -36,7 +34,7 @@ def tool(name: str) -> str:
 def tarball(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pack")
     result = subprocess.run(
-        [tool("npm"), "pack", str(ROOT), "--pack-destination", str(out)],
+        [npm(), "pack", str(ROOT), "--pack-destination", str(out)],
         cwd=out,
         capture_output=True,
         text=True,
@@ -68,7 +66,7 @@ def test_the_package_installed_from_the_tarball_imports_by_name(tarball, tmp_pat
     project.mkdir()
     (project / "package.json").write_text('{"name": "page", "private": true, "type": "module"}\n')
     result = subprocess.run(
-        [tool("npm"), "install", "--offline", "--no-audit", "--no-fund", str(tarball)],
+        [npm(), "install", "--offline", "--no-audit", "--no-fund", str(tarball)],
         cwd=project,
         capture_output=True,
         text=True,
@@ -82,7 +80,7 @@ def test_the_package_installed_from_the_tarball_imports_by_name(tarball, tmp_pat
         'cursor: String(Cursor.parse("12~11")), parser: typeof SSEParser }));\n'
     )
     (project / "check.mjs").write_text(script)
-    run = subprocess.run([tool("node"), "check.mjs"], cwd=project, capture_output=True, text=True, timeout=60)
+    run = subprocess.run([node(), "check.mjs"], cwd=project, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     expected = {"VERSION": PACKAGE["version"], "same": True, "cursor": "12~11", "parser": "function"}
     assert json.loads(run.stdout) == expected

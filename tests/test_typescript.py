@@ -10,7 +10,6 @@ and under CI it fails.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -18,30 +17,26 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.services import unavailable
+from tests.test_js import node
+
 ROOT = Path(__file__).resolve().parent.parent
 DECLARATIONS = ROOT / "js" / "realtime.d.ts"
 ENTRY = ROOT / "js" / "src" / "index.mjs"
 CHECK = ROOT / "tests" / "js" / "typescript"
 
 
-def unavailable(problem: str) -> None:
-    message = f"the TypeScript check needs npm and Node.js: {problem}"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}, and CI must run every test")
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def tsc() -> str:
     """Return the path of the pinned tsc, installing it with npm ci if need be."""
     binary = CHECK / "node_modules" / "typescript" / "bin" / "tsc"
-    node = shutil.which("node")
-    if node is None:
-        unavailable("node is not installed")
+    node()  # skips (in CI: fails) without a recent enough Node.js
     if not binary.exists():
         npm = shutil.which("npm")
         if npm is None:
-            unavailable("npm is not installed")
+            unavailable(
+                "npm is not installed", remedy="install npm (apt-get install npm) to check the TypeScript types"
+            )
         result = subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund"], cwd=CHECK, capture_output=True, text=True, timeout=300
         )
@@ -51,7 +46,7 @@ def tsc() -> str:
 
 def run_tsc(tsc: str, project: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [shutil.which("node") or "node", tsc, "--noEmit", "-p", str(project)],
+        [node(), tsc, "--noEmit", "-p", str(project)],
         capture_output=True,
         text=True,
         timeout=180,
