@@ -366,6 +366,25 @@ def test_a_page_on_a_server_without_websockets_uses_sse_in_every_tab_and_talks_t
     assert "/ws/" not in wsgi.log()
 
 
+def test_a_second_tab_of_the_same_browser_on_a_wsgi_site_makes_no_handshake_either(open_page, wsgi):
+    # The same browser context: its localStorage and cookies shared, sessionStorage per tab, as a person's
+    # browser is. No page remembers a failure for the next: the server tells each page it serves no WebSockets.
+    room = new_room()
+    first, handshakes, errors = open_watched(open_page, f"{wsgi.url}/room/{room}/", nick="dan")
+    wait_for_state(first, "live")
+    for path in (f"/room/{room}/", "/dashboard/"):
+        tab = first.context.new_page()
+        tab.on("websocket", lambda socket: handshakes.append(socket.url))
+        tab.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        tab.goto(f"{wsgi.url}{path}")
+        wait_for_state(tab, "live")
+        tab.wait_for_timeout(1500)  # a failing handshake and its retry would be in by now
+        assert tab.text_content("#status .via") == "SSE", path
+        tab.close()
+    assert handshakes == [] and errors == []
+    assert "/ws/" not in wsgi.log()
+
+
 def test_dashboard_and_clock_show_events_published_on_the_server(open_page, primary, env):
     page = open_page(f"{primary.url}/dashboard/")
     wait_for_state(page, "live")
