@@ -286,14 +286,19 @@ class Server:
 
 
 def start_server(
-    kind: str, env: dict[str, str], log_path: Path, extra_args: Sequence[str] = (), cwd: Path = ROOT
+    kind: str,
+    env: dict[str, str],
+    log_path: Path,
+    extra_args: Sequence[str] = (),
+    cwd: Path = ROOT,
+    port: int | None = None,
 ) -> Server:
-    """Start a server of *kind* on a free port; return once it answers HTTP.
+    """Start a server of *kind* on *port* (by default a free one); return once it answers HTTP.
 
     It imports the package and the demo from *cwd*: another source tree (a
     ``git worktree`` of an older commit) for a benchmark that compares two.
     """
-    port = free_port()
+    port = free_port() if port is None else port
     command = [part.format(port=port) for part in SERVER_COMMANDS[kind]]
     command[-1:-1] = extra_args  # before the application, after the options
     with log_path.open("wb") as log:

@@ -9,8 +9,9 @@ waits in the connection's bounded :class:`~django_realtime.websocket.outbox.Outb
 which one sender task hands on, under daphne only while Twisted's write
 buffer has room.  A client that leaves the outbox full for
 ``WEBSOCKET_SEND_TIMEOUT`` seconds is closed with 4000 and resumes from its
-last ids.  The ORM is used only on worker threads, whose connections are
-closed after each call.
+last ids.  When the server is told to stop (shutdown.py), each connection
+sends what it has, then closes with 4004 and a spread delay.  The ORM is
+used only on worker threads, whose connections are closed after each call.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
@@ -30,12 +32,13 @@ from .. import metrics, protocol, rates
 from ..auth import PRESENCE, SUBSCRIBE, get_authorizer, user_or_anonymous
 from ..client_publish import check_publish, store_publish, valid_channel
 from ..conf import realtime_settings
-from ..daphne_server import adapt_connection, send_now, unwrap_send
+from ..daphne_server import adapt_connection, close_with_reason, send_now, unwrap_send
 from ..db import run_released
 from ..exceptions import InvalidCursor
 from ..hub import get_hub
 from ..names import parse_cursor
 from ..presence import Member, PresenceRefused, get_registry
+from ..shutdown import watch_server_signals
 from ..streams import READ, WAIT, Follower
 from .outbox import Outbox
 
@@ -65,6 +68,10 @@ HANDLERS: dict[type, str] = {
     protocol.Who: "who",
     protocol.Ping: "ping",
 }
+
+
+#: Why a connection closed with each code, for the metrics (any other: it ended).
+CLOSE_REASONS = {protocol.CLOSE_SLOW_CONSUMER: metrics.SLOW_CLIENT, protocol.CLOSE_SHUTDOWN: metrics.SERVER_SHUTDOWN}
 
 
 class Waker:
@@ -160,6 +167,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.client = rates.scope_client(self.scope)
         self._start(self._send_loop())
         self._start(self._follow_loop())
+        watch_server_signals()
+        self.hub.on_drain.add(self._drained)
         lifetime = realtime_settings.WEBSOCKET_MAX_LIFETIME
         if lifetime:
             self.lifetime = loop.call_later(lifetime, self.shut, protocol.CLOSE_LIFETIME)
@@ -176,6 +185,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             counted = getattr(self, "counted", None)
             if counted is not None:
                 counted.close(metrics.SERVER_SHUTDOWN if self.hub.stopping else None)
+            hub = getattr(self, "hub", None)
+            if hub is not None:
+                hub.on_drain.discard(self._drained)
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
@@ -209,6 +221,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 if self.pending and not await self._flush():
                     return
                 if not await self._deliver():
+                    if hub.draining:
+                        self.part()
+                        return
                     self.parked = True
                     try:
                         await self.wakeup
@@ -253,6 +268,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     def _rouse(self) -> None:
         if not self.wakeup.done():
             self.wakeup.set_result(None)
+
+    def _drained(self) -> None:
+        """Have the follow loop look again, from the thread that drains the hub: it ends the connection."""
+        self.loop.call_soon_threadsafe(self._rouse)
+
+    def part(self) -> None:
+        """Close as the server shuts down: 4004, and a delay drawn up to SHUTDOWN_RETRY to come back after."""
+        delay = random.randint(0, int(realtime_settings.SHUTDOWN_RETRY))
+        self.shut(protocol.CLOSE_SHUTDOWN, protocol.shutdown_reason(delay))
 
     def _deliver_now(self) -> None:
         now = time.monotonic()
@@ -382,19 +406,21 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return False
         return True
 
-    def shut(self, code: int) -> None:
-        """Stop every task of the connection but the caller's and close with *code*."""
+    def shut(self, code: int, reason: str | None = None) -> None:
+        """Stop every task of the connection but the caller's and close with *code* (and *reason*)."""
         if self.closing:
             return
         self.closing = True
         counted = getattr(self, "counted", None)
         if counted is not None:
-            counted.reason = metrics.SLOW_CLIENT if code == protocol.CLOSE_SLOW_CONSUMER else metrics.ENDED
+            counted.reason = CLOSE_REASONS.get(code, metrics.ENDED)
         current = asyncio.current_task()
         for task in list(self.tasks):
             if task is not current:
                 task.cancel()
-        self._start(self.close(code))
+        if reason is not None and close_with_reason(self.base_send, code, reason):
+            return  # under daphne, whose websocket.close carries no reason
+        self._start(self.close(code, reason))
 
     # Receiving --------------------------------------------------------------
 
