@@ -31,6 +31,12 @@
 
   /** Close codes after which the server asks to reconnect at once (docs/websocket.md, "Closing"). */
   const RECONNECT_AT_ONCE = new Set([1000, 4000, 4001]);
+  /** The server shuts down (4004): reconnect after the delay its close reason gives, "retry=<ms>". */
+  const CLOSE_SHUTDOWN = 4004;
+  const shutdownDelay = (code, reason) => {
+    const match = code === CLOSE_SHUTDOWN ? /^retry=(\d{1,6})$/.exec(reason || "") : null;
+    return match ? Number(match[1]) : null;
+  };
   /** The channel name rules of django_realtime.names. */
   const CHANNEL_PATTERN = /^[A-Za-z0-9_\-.:@/=+]{1,200}$/;
   /** A close code of our own, for a socket we drop (RFC 6455 leaves 4000-4999 to applications). */
@@ -893,7 +899,8 @@
       };
       socket.onmessage = (e) => this._onMessage(e);
       // "Reconnect at once" only for a connection that lived a while: never a tight loop.
-      socket.onclose = (e) => this._closed(socket, e.code, opened, opened && Date.now() - openedAt >= 1000);
+      socket.onclose = (e) =>
+        this._closed(socket, e.code, opened, opened && Date.now() - openedAt >= 1000, shutdownDelay(e.code, e.reason));
       socket.onerror = () => {}; // a close event follows
     }
 
@@ -999,10 +1006,10 @@
       });
     }
 
-    _closed(socket, code, opened, livedAWhile) {
+    _closed(socket, code, opened, livedAWhile, after = null) {
       if (socket !== this.socket) return; // an old socket
       this.drop();
-      this.host._lost(this, { opened, atOnce: Boolean(livedAWhile) && RECONNECT_AT_ONCE.has(code) });
+      this.host._lost(this, { opened, atOnce: Boolean(livedAWhile) && RECONNECT_AT_ONCE.has(code), after });
     }
 
     _failRequests(match, code, message) {
@@ -1647,13 +1654,14 @@
     }
 
     /** Try again after a backoff: from the server's retry: (else minDelay), at least Retry-After. */
-    _scheduleReconnect({ atOnce, retryAfter, error }) {
+    _scheduleReconnect({ atOnce, retryAfter, error, after = null }) {
       if (this._closed || this._timer !== null) return;
       if (this._subs.size === 0) return; // nothing to carry: the next subscribe() connects
       this._setState(this._everLive ? "reconnecting" : "connecting");
       const { random, maxDelay, minDelay } = this.options;
       let delay;
-      if (atOnce) delay = Math.round(random() * 250);
+      if (after !== null) delay = after; // the server's own spread, at shutdown
+      else if (atOnce) delay = Math.round(random() * 250);
       else {
         const base = this._transport === this._sse && this._serverRetry !== null ? this._serverRetry : minDelay;
         delay = backoffDelay(this._attempt, { minDelay: base, maxDelay, random });
