@@ -178,7 +178,8 @@ def _drain(server: Server, previous: Any, number: int) -> None:
 
 
 def _wait(server: Server, hub: Any, previous: Any, number: int, deadline: float) -> None:
-    if (hub.seats.taken > 0 or not server.settled()) and time.monotonic() < deadline:
+    # Streams hold a seat, WebSockets and @event_stream streams are in on_drain until they end.
+    if (hub.seats.taken > 0 or hub.on_drain or not server.settled()) and time.monotonic() < deadline:
         server.call_later(DRAIN_POLL, _wait, server, hub, previous, number, deadline)
         return
     if hub.seats.taken > 0:
