@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -174,7 +175,7 @@ class WebSocketSubscriber:
 
     It subscribes from the start of the log; when its connection closes with
     4004 (the server shuts down) it waits the delay of the close reason
-    (``retry=<ms>``), any other close DEFAULT_RETRY_MS, and subscribes
+    (``retry=<ms>``), after any other close realtime.js's first backoff, and subscribes
     again from the id of the last event it got, on the first instance that
     accepts the connection.  A close other than 4004 is a break of another
     kind (``how``: its code and reason).
@@ -199,6 +200,9 @@ class WebSocketSubscriber:
                 how, retry_ms = await self._once()
             except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
                 how, retry_ms = type(exc).__name__, DEFAULT_RETRY_MS
+            except Exception as exc:  # the task would end silently, and the subscriber miss all that follows
+                self.anomalies.append(f"{type(exc).__name__}: {exc}")
+                raise
             if stop.is_set():
                 return
             if self.connections == opened:
@@ -225,8 +229,8 @@ class WebSocketSubscriber:
         socket = await self._connect()
         async with socket:
             self.connections += 1
-            await socket.send(json.dumps({"type": "subscribe", "channel": self.channel, "last_id": self.last_id}))
             try:
+                await socket.send(json.dumps({"type": "subscribe", "channel": self.channel, "last_id": self.last_id}))
                 async for text in socket:
                     message = json.loads(text)
                     if message["type"] == "subscribed":
@@ -245,7 +249,8 @@ class WebSocketSubscriber:
         retry = re.fullmatch(r"retry=(\d{1,6})", reason)
         if code == SHUTDOWN_CLOSE and retry is not None:
             return "clean", int(retry[1])
-        return f"closed {code} {reason}".strip(), DEFAULT_RETRY_MS
+        # realtime.js's first backoff after another close: minDelay (500 ms), half of it jitter.
+        return f"closed {code} {reason}".strip(), round(random.uniform(250, 500))
 
 
 @dataclass
@@ -410,10 +415,12 @@ class DaphnePair:
     the same for the second.
     """
 
-    def __init__(self, env: dict[str, str], directory: Path) -> None:
+    def __init__(self, env: dict[str, str], directory: Path, cwd: Path = ROOT) -> None:
         self.env = env
         self.directory = directory
-        self.servers = {name: start_server("daphne", env, directory / f"daphne-{name}.log") for name in "ab"}
+        #: The source tree the instances run (bench/rolling_restart.py --source: another commit's).
+        self.cwd = cwd
+        self.servers = {name: self._start(name, f"daphne-{name}.log") for name in "ab"}
         self.old: list[Server] = []
         #: Each stopped instance: its name, seconds from the first TERM to its exit, its exit status.
         self.exits: list[tuple[str, float, int | None]] = []
@@ -441,9 +448,12 @@ class DaphnePair:
                 status = None
             self.exits.append((name, time.monotonic() - start, status))
             self.old.append(old)
-            self.servers[name] = start_server("daphne", self.env, self.directory / f"daphne-{name}-new.log", port=port)
+            self.servers[name] = self._start(name, f"daphne-{name}-new.log", port)
             done.append((time.monotonic() - start, f"{name} answers again"))
         return done
+
+    def _start(self, name: str, log: str, port: int | None = None) -> Server:
+        return start_server("daphne", self.env, self.directory / log, cwd=self.cwd, port=port)
 
     def log(self) -> str:
         return "\n".join(f"--- {server.log_path.name}\n{server.log()[-3000:]}" for server in self.all())

@@ -1,4 +1,4 @@
-"""daphne instances restarted in turn (TERM, as behind nginx) while events are published: nothing lost, nothing twice.
+"""ASGI servers told to stop (shutdown.py): daphnes restarted in turn lose nothing; each stream ends cleanly.
 
 Two daphne instances serve the demo on one database; SSE subscribers
 (httpx-sse, resuming as EventSource does) and WebSocket subscribers (the
@@ -7,17 +7,20 @@ and go to the other when the first refuses connections, as nginx's next
 upstream.  A publisher process publishes 20 events a second; midway each
 instance in turn is sent TERM, and a new one started on its port once it
 has exited (tests/rolling_restart.py).  The figures (200 subscribers, time
-to live again) come from bench/rolling_restart.py, not from here.
+to live again) come from bench/rolling_restart.py, not from here.  Under
+uvicorn, one instance: each stream and WebSocket ends cleanly, once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 
 import pytest
 
 from tests.rolling_restart import DaphnePair, PacedPublisher, Subscriber, WebSocketSubscriber, run_restart
-from tests.servers import manage, project_env
+from tests.servers import manage, project_env, start_server, stop_server
 
 pytestmark = pytest.mark.server
 
@@ -85,3 +88,39 @@ def test_at_a_term_each_sse_stream_and_websocket_ends_cleanly_once_with_a_spread
         # to when the first refused it; never told to go twice by a stopping instance it came back to.
         per_subscriber = [sum(b.at >= outcome.signalled_at for b in s.breaks) for s in subscribers]
         assert set(per_subscriber) == {2}, (kind.__name__, per_subscriber, log)
+
+
+async def _term_under_streams(server, subscribers: list) -> float:
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(s.run(stop)) for s in subscribers]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in subscribers)), 30)
+        signalled_at = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        deadline = signalled_at + 20
+        while any(not s.breaks for s in subscribers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return signalled_at
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_uvicorn_told_to_stop_ends_each_stream_and_websocket_cleanly(tmp_path):
+    env = project_env(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    manage(env, "migrate", "--verbosity", "0")
+    server = start_server("uvicorn", env, tmp_path / "uvicorn.log")
+    try:
+        ws_url = server.url.replace("http://", "ws://") + "/ws/"
+        pool = [Subscriber(server.events_url(), CHANNEL) for _ in range(5)]
+        pool += [WebSocketSubscriber(ws_url, CHANNEL) for _ in range(5)]
+        asyncio.run(_term_under_streams(server, pool))
+        server.process.wait(20)  # uvicorn waits for open streams without end: it exits once they have ended
+    finally:
+        stop_server(server)
+    log = server.log()
+    assert [len(s.breaks) for s in pool] == [1] * len(pool), log
+    assert {b.how for s in pool for b in s.breaks} == {"clean"}, log
+    assert all(b.retry_ms <= SHUTDOWN_RETRY for s in pool for b in s.breaks)
