@@ -30,8 +30,10 @@ A second signal during the drain goes to the server's handler at once.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import os
 import signal
 import sys
 import threading
@@ -59,8 +61,6 @@ def watch_server_signals() -> None:
     someone else's handler is installed.
     """
     global _watched_pid
-    import os
-
     if _watched_pid == os.getpid():
         return
     _watched_pid = os.getpid()
@@ -133,8 +133,6 @@ class Uvicorn(Server):
 
     def __init__(self, server: Any) -> None:
         self.server = server
-        import asyncio
-
         self.loop = asyncio.get_running_loop()
 
     def stop_accepting(self) -> None:
