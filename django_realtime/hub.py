@@ -214,6 +214,8 @@ class Hub:
         self.stopping = False
         #: Set by drain(): the server is shutting down, and each stream ends once it has sent what it has.
         self.draining = False
+        #: Called once the hub drains, by connections that need no waiter group to hear of it (WebSockets).
+        self.on_drain: set[Callable[[], None]] = set()
         self._reader: Reader | None = None
         #: Replaced readers still blocked somewhere (a connect to a host that does not answer).
         self._stuck: list[Reader] = []
@@ -275,6 +277,8 @@ class Hub:
         with self._lock:
             groups = list(self._groups.values())
         self._wake(groups)
+        for callback in list(self.on_drain):
+            callback()
 
     def poke(self) -> None:
         """Ask the reader to look at the log now."""

@@ -290,8 +290,13 @@ async def afollow(
     keepalive: float,
     encode: Callable[[list[Item]], T] = _batch,  # type: ignore[assignment]
     lifetime: float | None = None,
+    parting: Callable[[], T] | None = None,
 ) -> AsyncIterator[T]:
-    """Yield ``encode(batch)`` for each batch of events of *channels* after *cursor*, on asyncio, as ``follow``."""
+    """Yield ``encode(batch)`` for each batch of events of *channels* after *cursor*, on asyncio, as ``follow``.
+
+    It ends, after ``parting()`` if given, once it has nothing more to send
+    while the hub drains (an ASGI server told to stop: shutdown.py).
+    """
     follower = Follower(hub, channels, cursor, keepalive)
     group = hub.join(channels)
     monotonic = time.monotonic
@@ -331,6 +336,11 @@ async def afollow(
                 yield chunk
             elif now >= end:
                 signal.cancel()
+                return
+            elif hub.draining:
+                signal.cancel()
+                if parting is not None:
+                    yield parting()
                 return
             else:
                 await wait_signal(signal, _until(value, now, end))  # type: ignore[arg-type]

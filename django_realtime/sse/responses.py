@@ -24,9 +24,10 @@ from django.http import HttpRequest, StreamingHttpResponse
 
 from .. import metrics
 from ..conf import realtime_settings
-from ..daphne_server import daphne_write_gate
+from ..daphne_server import daphne_transport, daphne_write_gate
 from ..db import release_connections, shut_down_socket
 from ..gunicorn_server import HINT, THREADED, threaded_worker
+from ..shutdown import watch_server_signals
 from ..streams import afollow, follow
 from .encoding import KEEPALIVE, encode_channel_field, encode_event, encode_retry
 from .watchdog import get_watchdog
@@ -123,6 +124,27 @@ def _text_form(item: Item) -> bytes:
     if not text.isascii():  # a lone surrogate, stored before publish() refused them: U+FFFD, as a decoder would
         text = _LONE_SURROGATE.sub("\ufffd", text)
     return encode_event(text, event=item.event, id=item.cursor_text)
+
+
+class ShutAtDrain:
+    """A response closer that shuts an ASGI stream's connection if its response ended while the hub drains.
+
+    As ``part_at_shutdown`` does under gunicorn: a kept-alive connection
+    would bring the client's reconnect back to the stopping server.  Under
+    daphne the stream finds its connection (``asse_stream``) and sets
+    ``shut``; the server calls the response's closers, on a thread, after
+    it has sent the end of the response.
+    """
+
+    __slots__ = ("hub", "shut")
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.shut: Callable[[], None] | None = None
+
+    def __call__(self) -> None:
+        if self.hub.draining and self.shut is not None:
+            self.shut()
 
 
 def event_bytes(item: Item) -> bytes:
@@ -269,10 +291,14 @@ async def asse_stream(
     encode: Callable[[list[Item]], bytes] = sse_chunk,
     first: bytes | None = None,
     connection: metrics.Connection | None = None,
+    shut_at_drain: ShutAtDrain | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the SSE bytes of a stream, on asyncio; *encode* and *first* as for ``sse_stream``.
 
     *connection* is told why the stream ended, and closed, for the metrics.
+    The stream ends with a ``parting()`` once it has sent what it has while
+    the hub drains (an ASGI server told to stop: shutdown.py); under daphne
+    *shut_at_drain* is given the way to shut its connection then.
 
     Django sends each chunk before it asks for the next, so the time between
     a yield and the next request is the server's send.  A server whose send
@@ -288,6 +314,7 @@ async def asse_stream(
     # ATOMIC_REQUESTS transaction: the stream must not hold its connection.
     await sync_to_async(release_connections)()
     release_request_thread()
+    watch_server_signals()
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     watchdog = get_watchdog(hub)
@@ -307,9 +334,16 @@ async def asse_stream(
             loop.call_soon_threadsafe(cut)
 
         write = watchdog.watch(close)
-    room = daphne_write_gate(scope) if scope is not None and write is not None else None
+    transport = daphne_transport(scope) if scope is not None else None
+    room = daphne_write_gate(transport) if transport is not None and write is not None else None
+    if transport is not None and shut_at_drain is not None:
+
+        def shut() -> None:  # from the thread that closes the response
+            loop.call_soon_threadsafe(transport.loseConnection)
+
+        shut_at_drain.shut = shut
     try:
-        async for chunk in afollow(hub, channels, cursor, keepalive, encode, lifetime):
+        async for chunk in afollow(hub, channels, cursor, keepalive, encode, lifetime, parting):
             if room is not None and not room.is_set():
                 timeout = watchdog.send_timeout
                 try:
@@ -332,7 +366,7 @@ async def asse_stream(
     finally:
         watchdog.unwatch(write)
         if connection is not None:
-            connection.close(metrics.SERVER_SHUTDOWN if hub.stopping else None)
+            connection.close(metrics.SERVER_SHUTDOWN if hub.stopping or hub.draining else None)
         if give_seat is not None:
             give_seat()
 

@@ -35,6 +35,7 @@ from ..protocol import (
 from .encoding import encode_cursor, encode_error
 from .origin import from_trusted_page
 from .responses import (
+    ShutAtDrain,
     SSEResponse,
     Watched,
     asse_stream,
@@ -291,11 +292,13 @@ def _stream(
     if is_async_request(request):
         # Given back by the stream itself too: Django 6.1 does not close the
         # response of a stream whose task the hub cancelled (SSE_SEND_TIMEOUT).
+        shut_at_drain = ShutAtDrain(hub)
         stream = asse_stream(
-            hub, names, cursor, keepalive, lifetime, request.scope, give_seat, encode, first, connection
+            hub, names, cursor, keepalive, lifetime, request.scope, give_seat, encode, first, connection, shut_at_drain
         )
         response = SSEResponse(stream)
         response._resource_closers.append(connection.close)
+        response._resource_closers.append(shut_at_drain)
     else:
         warn_if_threaded_worker(request)
         close = shut = connection_closer(request)

@@ -3,7 +3,8 @@
 The consumer answers what a client asks (subscribe, unsubscribe, publish,
 ping, presence), dispatched by message type through ``HANDLERS``; what it
 sends and when (the follow loop, the hub's wake-ups, the bounded outbox, a
-slow client's close) is its :class:`~django_realtime.websocket.delivery.Delivery`'s.
+slow client's close, the close with 4004 and a spread delay when the server
+is told to stop: shutdown.py) is its :class:`~django_realtime.websocket.delivery.Delivery`'s.
 The ORM is used only on worker threads, whose connections are closed after
 each call.
 """
@@ -29,6 +30,7 @@ from ..exceptions import InvalidCursor
 from ..hub import get_hub
 from ..names import parse_cursor
 from ..presence import Member, PresenceRefused, get_registry
+from ..shutdown import watch_server_signals
 from ..streams import Follower
 from .delivery import Delivery, event_text
 
@@ -99,11 +101,18 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.counted = metrics.opened(metrics.WEBSOCKET)
         writable = adapt_connection(self.base_send)
         self.delivery = Delivery(
-            self.hub, send_text=unwrap_send(self.base_send), writable=writable, close=self.close, counted=self.counted
+            self.hub,
+            send_text=unwrap_send(self.base_send),
+            writable=writable,
+            close=self.close,
+            counted=self.counted,
+            base_send=self.base_send,
         )
         #: Who this connection is for the rate limits, shared with the client's other connections.
         self.client = rates.scope_client(self.scope)
         self.delivery.start()
+        watch_server_signals()
+        self.hub.on_drain.add(self.delivery.drained)
         lifetime = realtime_settings.WEBSOCKET_MAX_LIFETIME
         if lifetime:
             self.lifetime = asyncio.get_running_loop().call_later(lifetime, self.delivery.shut, protocol.CLOSE_LIFETIME)
@@ -120,6 +129,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             counted = getattr(self, "counted", None)
             if counted is not None:
                 counted.close(metrics.SERVER_SHUTDOWN if self.hub.stopping else None)
+            delivery = getattr(self, "delivery", None)
+            if delivery is not None:
+                self.hub.on_drain.discard(delivery.drained)
 
     async def disconnect(self, code: int) -> None:
         delivery = getattr(self, "delivery", None)

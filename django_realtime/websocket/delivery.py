@@ -9,9 +9,10 @@ waits in the connection's bounded :class:`~django_realtime.websocket.outbox.Outb
 which one sender task hands on, under daphne only while Twisted's write
 buffer has room.  A client that leaves the outbox full for
 ``WEBSOCKET_SEND_TIMEOUT`` seconds is closed with 4000 and resumes from its
-last ids.  What the client asks for (subscribe, publish, presence) is the
-consumer's business (``consumer.py``); it hands this its followers and its
-replies.
+last ids.  When the server is told to stop (shutdown.py), each connection
+sends what it has, then closes with 4004 and a spread delay.  What the
+client asks for (subscribe, publish, presence) is the consumer's business
+(``consumer.py``); it hands this its followers and its replies.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from typing import TYPE_CHECKING, Any
 
 from .. import metrics, protocol
 from ..conf import realtime_settings
-from ..daphne_server import send_now
+from ..daphne_server import close_with_reason, send_now
 from ..db import run_released
 from ..streams import READ, WAIT
 from .outbox import Outbox
@@ -73,13 +75,19 @@ def _event_message(item: Item) -> str:
     return protocol.event(item.channel, item.cursor_text, item.event, item.data_json)
 
 
+#: Why a connection closed with each code, for the metrics (any other: it ended).
+CLOSE_REASONS = {protocol.CLOSE_SLOW_CONSUMER: metrics.SLOW_CLIENT, protocol.CLOSE_SHUTDOWN: metrics.SERVER_SHUTDOWN}
+
+
 class Delivery:
     """Deliver one connection's subscriptions and replies to its client, in order, within a bounded outbox.
 
     *send_text* is the server's send for text frames; *writable*, under
     daphne, is set while Twisted's write buffer has room (None elsewhere);
-    *close* closes the WebSocket with a code; *counted* is told why the
-    server closed it.  Slotted: one per connection, and a connection's memory is what a server has most.
+    *close* closes the WebSocket with a code and a reason; *counted* is told
+    why the server closed it; *base_send* is the server's own send, through
+    which daphne is asked for a close with a reason.  Slotted: one per
+    connection, and a connection's memory is what a server has most.
     """
 
     __slots__ = (
@@ -89,6 +97,7 @@ class Delivery:
         "closing",
         "counted",
         "close",
+        "base_send",
         "outbox",
         "sending",
         "writable",
@@ -109,8 +118,9 @@ class Delivery:
         *,
         send_text: Callable[[dict[str, Any]], Awaitable[None]],
         writable: asyncio.Event | None,
-        close: Callable[[int], Awaitable[None]],
+        close: Callable[[int, str | None], Awaitable[None]],
         counted: metrics.Connection,
+        base_send: Any = None,
     ) -> None:
         self.hub = hub
         #: One cursor per subscribed channel.
@@ -120,6 +130,7 @@ class Delivery:
         self.closing = False
         self.counted = counted
         self.close = close
+        self.base_send = base_send
         self.outbox = Outbox(int(realtime_settings.WEBSOCKET_SEND_BUFFER))
         self.sending = asyncio.Lock()
         self.writable = writable
@@ -186,6 +197,9 @@ class Delivery:
                 if self.pending and not await self._flush():
                     return
                 if not await self._deliver():
+                    if hub.draining:
+                        self.part()
+                        return
                     self.parked = True
                     try:
                         await self.wakeup
@@ -230,6 +244,15 @@ class Delivery:
     def _rouse(self) -> None:
         if not self.wakeup.done():
             self.wakeup.set_result(None)
+
+    def drained(self) -> None:
+        """Have the follow loop look again, from the thread that drains the hub: it ends the connection."""
+        self.loop.call_soon_threadsafe(self._rouse)
+
+    def part(self) -> None:
+        """Close as the server shuts down: 4004, and a delay drawn up to SHUTDOWN_RETRY to come back after."""
+        delay = random.randint(0, int(realtime_settings.SHUTDOWN_RETRY))
+        self.shut(protocol.CLOSE_SHUTDOWN, protocol.shutdown_reason(delay))
 
     def _deliver_now(self) -> None:
         now = time.monotonic()
@@ -359,14 +382,16 @@ class Delivery:
             return False
         return True
 
-    def shut(self, code: int) -> None:
-        """Stop every task of the connection but the caller's and close with *code*."""
+    def shut(self, code: int, reason: str | None = None) -> None:
+        """Stop every task of the connection but the caller's and close with *code* (and *reason*)."""
         if self.closing:
             return
         self.closing = True
-        self.counted.reason = metrics.SLOW_CLIENT if code == protocol.CLOSE_SLOW_CONSUMER else metrics.ENDED
+        self.counted.reason = CLOSE_REASONS.get(code, metrics.ENDED)
         current = asyncio.current_task()
         for task in list(self.tasks):
             if task is not current:
                 task.cancel()
-        self._start(self.close(code))
+        if reason is not None and self.base_send is not None and close_with_reason(self.base_send, code, reason):
+            return  # under daphne, whose websocket.close carries no reason
+        self._start(self.close(code, reason))

@@ -212,7 +212,8 @@ export class Realtime extends EventTarget {
    *   joins(presence)        {name, info} if the connection should be present for it, else null
    *   queueSync()            call sync() once the page's synchronous calls are done
    *   opened()               the connection is open (the backoff starts afresh)
-   *   lost({opened, atOnce, retryAfter, error})   it failed or ended: reconnect, or fall back
+   *   lost({opened, atOnce, retryAfter, error, after})   it failed or ended: reconnect (after ms,
+   *                          when the server gave its own delay), or fall back
    *   stopped(error)         refused for good (SSE 4xx): no retry until the next subscribe()
    *   serverRetry(ms)        the server's retry: field
    *   live(sub)              a subscription is live (its Presence asks who is here now)
@@ -285,13 +286,14 @@ export class Realtime extends EventTarget {
   }
 
   /** Try again after a backoff: from the server's retry: (else minDelay), at least Retry-After. */
-  _scheduleReconnect({ atOnce, retryAfter, error }) {
+  _scheduleReconnect({ atOnce, retryAfter, error, after = null }) {
     if (this._closed || this._timer !== null) return;
     if (this._subs.size === 0) return; // nothing to carry: the next subscribe() connects
     this._setState(this._everLive ? "reconnecting" : "connecting");
     const { random, maxDelay, minDelay } = this.options;
     let delay;
-    if (atOnce) delay = Math.round(random() * 250);
+    if (after !== null) delay = after; // the server's own spread, at shutdown
+    else if (atOnce) delay = Math.round(random() * 250);
     else {
       const base = this._transport === this._sse && this._serverRetry !== null ? this._serverRetry : minDelay;
       delay = backoffDelay(this._attempt, { minDelay: base, maxDelay, random });

@@ -7,6 +7,12 @@ import { cursorOrNull } from "./ids.mjs";
 
 /** Close codes after which the server asks to reconnect at once (docs/websocket.md, "Closing"). */
 const RECONNECT_AT_ONCE = new Set([1000, 4000, 4001]);
+/** The server shuts down (4004): reconnect after the delay its close reason gives, "retry=<ms>". */
+const CLOSE_SHUTDOWN = 4004;
+const shutdownDelay = (code, reason) => {
+  const match = code === CLOSE_SHUTDOWN ? /^retry=(\d{1,6})$/.exec(reason || "") : null;
+  return match ? Number(match[1]) : null;
+};
 
 /** A close code of our own, for a socket we drop (RFC 6455 leaves 4000-4999 to applications). */
 const CLOSE_CLIENT = 4100;
@@ -64,7 +70,8 @@ export class WebSocketTransport {
     };
     socket.onmessage = (e) => this._onMessage(e);
     // "Reconnect at once" only for a connection that lived a while: never a tight loop.
-    socket.onclose = (e) => this._closed(socket, e.code, opened, opened && Date.now() - openedAt >= 1000);
+    socket.onclose = (e) =>
+      this._closed(socket, e.code, opened, opened && Date.now() - openedAt >= 1000, shutdownDelay(e.code, e.reason));
     socket.onerror = () => {}; // a close event follows
   }
 
@@ -171,10 +178,10 @@ export class WebSocketTransport {
     });
   }
 
-  _closed(socket, code, opened, livedAWhile) {
+  _closed(socket, code, opened, livedAWhile, after = null) {
     if (socket !== this.socket) return; // an old socket
     this.drop();
-    this.host.lost({ opened, atOnce: Boolean(livedAWhile) && RECONNECT_AT_ONCE.has(code) });
+    this.host.lost({ opened, atOnce: Boolean(livedAWhile) && RECONNECT_AT_ONCE.has(code), after });
   }
 
   _failRequests(match, code, message) {

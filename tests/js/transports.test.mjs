@@ -59,7 +59,7 @@ test("the WebSocket transport subscribes, delivers and reports a loss through it
   socket.receive({ type: "error", code: "forbidden", message: "no", ref: 999 });
   assert.deepEqual(of("report").map(([error]) => error.code), ["forbidden"]);
   socket.drop(1006);
-  assert.deepEqual(of("lost"), [[{ opened: true, atOnce: false }]]);
+  assert.deepEqual(of("lost"), [[{ opened: true, atOnce: false, after: null }]]);
   assert.equal(transport.connected, false);
 });
 

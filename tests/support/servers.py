@@ -407,10 +407,15 @@ class Server:
 
 
 def start_server(
-    kind: str, env: dict[str, str], log_path: Path, extra_args: Sequence[str] = (), cwd: Path = ROOT
+    kind: str,
+    env: dict[str, str],
+    log_path: Path,
+    extra_args: Sequence[str] = (),
+    cwd: Path = ROOT,
+    port: int | None = None,
 ) -> Server:
-    """Start a server of *kind* on a free port; return once it answers HTTP."""
-    server = Server(kind, env, log_path, extra_args, cwd=cwd)
+    """Start a server of *kind* on *port* (by default a free one); return once it answers HTTP."""
+    server = Server(kind, env, log_path, extra_args, cwd=cwd, port=port)
     server.start()
     return server
 

@@ -1592,6 +1592,12 @@
 
   /** Close codes after which the server asks to reconnect at once (docs/websocket.md, "Closing"). */
   const RECONNECT_AT_ONCE = new Set([1000, 4000, 4001]);
+  /** The server shuts down (4004): reconnect after the delay its close reason gives, "retry=<ms>". */
+  const CLOSE_SHUTDOWN = 4004;
+  const shutdownDelay = (code, reason) => {
+    const match = code === CLOSE_SHUTDOWN ? /^retry=(\d{1,6})$/.exec(reason || "") : null;
+    return match ? Number(match[1]) : null;
+  };
 
   /** A close code of our own, for a socket we drop (RFC 6455 leaves 4000-4999 to applications). */
   const CLOSE_CLIENT = 4100;
@@ -1649,7 +1655,8 @@
       };
       socket.onmessage = (e) => this._onMessage(e);
       // "Reconnect at once" only for a connection that lived a while: never a tight loop.
-      socket.onclose = (e) => this._closed(socket, e.code, opened, opened && Date.now() - openedAt >= 1000);
+      socket.onclose = (e) =>
+        this._closed(socket, e.code, opened, opened && Date.now() - openedAt >= 1000, shutdownDelay(e.code, e.reason));
       socket.onerror = () => {}; // a close event follows
     }
 
@@ -1756,10 +1763,10 @@
       });
     }
 
-    _closed(socket, code, opened, livedAWhile) {
+    _closed(socket, code, opened, livedAWhile, after = null) {
       if (socket !== this.socket) return; // an old socket
       this.drop();
-      this.host.lost({ opened, atOnce: Boolean(livedAWhile) && RECONNECT_AT_ONCE.has(code) });
+      this.host.lost({ opened, atOnce: Boolean(livedAWhile) && RECONNECT_AT_ONCE.has(code), after });
     }
 
     _failRequests(match, code, message) {
@@ -2089,7 +2096,8 @@
      *   joins(presence)        {name, info} if the connection should be present for it, else null
      *   queueSync()            call sync() once the page's synchronous calls are done
      *   opened()               the connection is open (the backoff starts afresh)
-     *   lost({opened, atOnce, retryAfter, error})   it failed or ended: reconnect, or fall back
+     *   lost({opened, atOnce, retryAfter, error, after})   it failed or ended: reconnect (after ms,
+     *                          when the server gave its own delay), or fall back
      *   stopped(error)         refused for good (SSE 4xx): no retry until the next subscribe()
      *   serverRetry(ms)        the server's retry: field
      *   live(sub)              a subscription is live (its Presence asks who is here now)
@@ -2162,13 +2170,14 @@
     }
 
     /** Try again after a backoff: from the server's retry: (else minDelay), at least Retry-After. */
-    _scheduleReconnect({ atOnce, retryAfter, error }) {
+    _scheduleReconnect({ atOnce, retryAfter, error, after = null }) {
       if (this._closed || this._timer !== null) return;
       if (this._subs.size === 0) return; // nothing to carry: the next subscribe() connects
       this._setState(this._everLive ? "reconnecting" : "connecting");
       const { random, maxDelay, minDelay } = this.options;
       let delay;
-      if (atOnce) delay = Math.round(random() * 250);
+      if (after !== null) delay = after; // the server's own spread, at shutdown
+      else if (atOnce) delay = Math.round(random() * 250);
       else {
         const base = this._transport === this._sse && this._serverRetry !== null ? this._serverRetry : minDelay;
         delay = backoffDelay(this._attempt, { minDelay: base, maxDelay, random });
