@@ -157,6 +157,27 @@ def redis_subscribers(redis: RedisServer, channel: str) -> int:
 # Subscribers ----------------------------------------------------------------
 
 
+@dataclass
+class Connection:
+    """One connection of a subscriber: where it resumed from, what it got, and how it ended."""
+
+    #: The cursor(s) it resumed from, as sent (``Last-Event-ID``, or each channel's ``last_id``).
+    resumed: str
+    opened: float = field(default_factory=time.time)
+    events: int = 0
+    #: When the subscriber began to leave it (to reconnect), and when it was closed (time.time()).
+    leaving: float | None = None
+    closed: float | None = None
+    #: The close code of a WebSocket's closing handshake: 1006 where it did not complete.
+    close_code: int | None = None
+
+    def __str__(self) -> str:
+        text = f"from {self.resumed} at {self.opened:.3f}: {self.events} events"
+        if self.leaving is not None and self.closed is not None:
+            text += f", closed {self.closed - self.leaving:.1f}s after leaving"
+        return text if self.close_code is None else f"{text} (close code {self.close_code})"
+
+
 @dataclass(eq=False)
 class Subscriber:
     """One client's subscription to *channels* from *cursor*, and everything it received."""
@@ -177,6 +198,8 @@ class Subscriber:
     cursors: list[str] = field(default_factory=list)
     #: Anything else the server sent, and how the connection ended if it did.
     anomalies: list[str] = field(default_factory=list)
+    #: Its connections, the current one last: to tell a slow subscriber from a lost event.
+    connections: list[Connection] = field(default_factory=list)
     ready: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
 
@@ -207,7 +230,8 @@ class Subscriber:
             params.append(("lastEventId", str(self.cursor)))
         headers = {} if last is None else {"Last-Event-ID": last}
         timeout = httpx.Timeout(CONNECT_TIMEOUT, read=None)
-        count = 0
+        connection = Connection(str(self.cursor) if last is None else last)
+        self.connections.append(connection)
         async with httpx.AsyncClient(timeout=timeout, verify=False, trust_env=False) as client:
             async with aconnect_sse(client, "GET", self.server.events_url(), params=params, headers=headers) as source:
                 response = source.response
@@ -225,11 +249,14 @@ class Subscriber:
                         continue
                     self.cursors.append(sse.id)
                     self.received.append((Cursor.event_id(sse.id), None, sse.event, json.loads(sse.data), time.time()))
-                    count += 1
-                    if self.reconnect_every and count >= self.reconnect_every:
-                        return True
-                self.anomalies.append("the stream ended")
-        return False
+                    connection.events += 1
+                    if self.reconnect_every and connection.events >= self.reconnect_every:
+                        connection.leaving = time.time()
+                        break
+                else:
+                    self.anomalies.append("the stream ended")
+        connection.closed = time.time()
+        return connection.leaving is not None
 
     async def _ws(self) -> None:
         last: dict[str, str] = {}
@@ -240,10 +267,15 @@ class Subscriber:
         """Subscribe from the initial cursor, or each channel from the last cursor it got; return whether to
         reconnect."""
         url = self.server.url.replace("http://", "ws://", 1) + "/ws/"
-        count = 0
-        async with connect(url, origin=self.server.url, proxy=None, open_timeout=CONNECT_TIMEOUT) as ws:
-            for name in self.channels:
-                cursor = last.get(name, str(self.cursor))
+        cursors = {name: last.get(name, str(self.cursor)) for name in self.channels}
+        connection = Connection(" ".join(cursors.values()))
+        self.connections.append(connection)
+        # max_queue=None: queue every message received, as a browser's WebSocket does. With
+        # websockets' default (16) the client stops reading once 16 wait unread, so a subscriber
+        # that leaves behind a backlog never reads the server's close frame and waits out
+        # close_timeout (10 s) on every reconnection (python-websockets/websockets#1555).
+        async with connect(url, origin=self.server.url, proxy=None, open_timeout=CONNECT_TIMEOUT, max_queue=None) as ws:
+            for name, cursor in cursors.items():
                 await ws.send(json.dumps({"type": "subscribe", "channel": name, "last_id": cursor}))
             pending = set(self.channels)
             async for text in ws:
@@ -253,17 +285,22 @@ class Subscriber:
                     last[message["channel"]] = message["id"]
                     fields = (Cursor.event_id(message["id"]), message["channel"], message["event"], message["data"])
                     self.received.append((*fields, time.time()))
-                    count += 1
-                    if self.reconnect_every and count >= self.reconnect_every:
-                        return True
+                    connection.events += 1
+                    if self.reconnect_every and connection.events >= self.reconnect_every:
+                        connection.leaving = time.time()
+                        break
                 elif message["type"] == "subscribed" and message["channel"] in pending:
                     pending.discard(message["channel"])
                     if not pending:
                         self.ready.set()
                 else:
                     self.anomalies.append(f"message {text[:300]}")
-            self.anomalies.append(f"closed by the server: {ws.close_code} {ws.close_reason!r}")
-        return False
+            else:
+                self.anomalies.append(f"closed by the server: {ws.close_code} {ws.close_reason!r}")
+        # Leaving the block closed the connection (the closing handshake, as a browser's close() does).
+        connection.closed = time.time()
+        connection.close_code = ws.close_code
+        return connection.leaving is not None
 
     def is_ready(self) -> bool:
         return self.ready.is_set()
@@ -289,4 +326,10 @@ class Subscriber:
         (tests/support/subscribers.py ``delivery_problems``)."""
         problems = [f"{self}: {anomaly}" for anomaly in self.anomalies]
         received, cursors = list(self.received), list(self.cursors)
-        return problems + delivery_problems(str(self), self.transport, self.channels, received, cursors, outcome)
+        problems += delivery_problems(str(self), self.transport, self.channels, received, cursors, outcome)
+        expected = {name: outcome.committed_ids(name) for name in self.channels}
+        if self.reconnected and not has_all(received, self.channels, expected):
+            # Lost, or late? A lost event leaves a hole; a slow subscriber, the tail of each channel.
+            recent = "; ".join(str(connection) for connection in self.connections[-6:])
+            problems.append(f"{self}: {len(self.connections)} connections, the last ones {recent}")
+        return problems
