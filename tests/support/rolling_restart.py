@@ -62,6 +62,7 @@ class Break:
     at: float  # time.monotonic()
     retry_ms: int  # the retry: it then waited
     live_at: float | None = None  # when the next stream's first bytes came
+    on: str = ""  # the instance (URL) whose stream ended
 
     @property
     def down(self) -> float | None:
@@ -87,6 +88,8 @@ class Subscriber:
     connections: int = 0
     #: Reconnects that opened no stream.
     failed_connects: int = 0
+    #: The instance (URL) of the stream open now, or last.
+    on: str = ""
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -110,7 +113,7 @@ class Subscriber:
                     # closed meanwhile): EventSource tries again after its delay; the last break lasts on.
                     self.failed_connects += 1
                 else:
-                    self.breaks.append(Break(how, time.monotonic(), self.retry_ms))
+                    self.breaks.append(Break(how, time.monotonic(), self.retry_ms, on=self.on))
                 try:
                     await asyncio.wait_for(stop.wait(), self.retry_ms / 1000)
                 except TimeoutError:
@@ -137,6 +140,7 @@ class Subscriber:
             if source.response.status_code != 200:
                 return source.response.status_code
             self.connections += 1
+            self.on = url
             first = True
             async for sse in source.aiter_sse():
                 if first:
@@ -177,6 +181,8 @@ class WebSocketSubscriber:
     anomalies: list[str] = field(default_factory=list)
     connections: int = 0
     failed_connects: int = 0
+    #: The instance (URL) of the stream open now, or last.
+    on: str = ""
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -194,7 +200,7 @@ class WebSocketSubscriber:
             if self.connections == opened:
                 self.failed_connects += 1
             else:
-                self.breaks.append(Break(how, time.monotonic(), retry_ms))
+                self.breaks.append(Break(how, time.monotonic(), retry_ms, on=self.on))
             try:
                 await asyncio.wait_for(stop.wait(), retry_ms / 1000)
             except TimeoutError:
@@ -205,10 +211,13 @@ class WebSocketSubscriber:
         for url in urls:
             host = url.split("://", 1)[1].split("/", 1)[0]
             try:
-                return await websockets.connect(url, origin=f"http://{host}", open_timeout=10)
+                socket = await websockets.connect(url, origin=f"http://{host}", open_timeout=10)
             except ConnectionRefusedError:
                 if url == urls[-1]:
                     raise
+            else:
+                self.on = url
+                return socket
         raise AssertionError("unreachable")
 
     async def _once(self) -> tuple[str, int]:
