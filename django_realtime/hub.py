@@ -119,16 +119,28 @@ class Seats:
         return give
 
 
+class Watched(Protocol):
+    """A stream's writes to its client, watched by the hub: a client that stops reading blocks them."""
+
+    #: time.monotonic() when the server took the stream's current chunk, or 0 between chunks.
+    since: float
+
+    def cut(self) -> None:
+        """Cut the connection: the server's blocked write fails and the stream ends."""
+
+
 class Write:
-    """A stream's write to its client, watched by the hub: a client that stops reading blocks it."""
+    """A stream's write to its client, watched by the hub, cut by the callable *close*."""
 
     __slots__ = ("since", "close")
 
     def __init__(self, close: Callable[[], None]) -> None:
-        #: time.monotonic() when the server took the stream's current chunk, or 0 between chunks.
         self.since = 0.0
-        #: Cut the connection: the server's blocked write fails and the stream ends.
         self.close = close
+
+    def cut(self) -> None:
+        """Cut the connection: the server's blocked write fails and the stream ends."""
+        self.close()
 
 
 class ChannelBuffer:
@@ -191,7 +203,7 @@ class Hub:
         self.budget = Budget(catch_up_memory)
         #: Seconds a write to a client may block before the hub cuts the connection (None: never).
         self.send_timeout = send_timeout
-        self._writes: set[Write] = set()
+        self._writes: set[Watched] = set()
         self._next_write_check = 0.0
         #: Connections cut because their client stopped reading, for tests and status().
         self.slow_clients = 0
@@ -441,14 +453,18 @@ class Hub:
 
     def watch_write(self, close: Callable[[], None]) -> Write | None:
         """Watch a stream's writes (see Write); call unwatch() with the result when it ends."""
-        if self.send_timeout is None:
-            return None
         write = Write(close)
+        return write if self.watch(write) else None
+
+    def watch(self, write: Watched) -> bool:
+        """Watch *write* unless SSE_SEND_TIMEOUT is off; return whether it is watched (unwatch() it at its end)."""
+        if self.send_timeout is None:
+            return False
         with self._lock:
             self._writes.add(write)
-        return write
+        return True
 
-    def unwatch(self, write: Write | None) -> None:
+    def unwatch(self, write: Watched | None) -> None:
         if write is not None:
             with self._lock:
                 self._writes.discard(write)
@@ -463,7 +479,7 @@ class Hub:
             write.since = 0.0
             logger.info("django_realtime closes an SSE stream whose client has not read for %g s", timeout)
             try:
-                write.close()
+                write.cut()
             except Exception:
                 logger.warning("django_realtime could not close a stream's connection", exc_info=True)
             # Counted once the cut is made: what watches the count may then rely on the stream's state.

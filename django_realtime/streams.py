@@ -35,7 +35,7 @@ from .names import reset_json
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
 
-    from .hub import Hub
+    from .hub import Hub, Watched
 
 T = TypeVar("T")
 logger = logging.getLogger("django_realtime")
@@ -214,6 +214,7 @@ def follow(
     first: T | None = None,
     lifetime: float | None = None,
     parting: Callable[[], T] | None = None,
+    write: Watched | None = None,
 ) -> Iterator[T]:
     """Yield *first* if given, then ``encode(batch)`` for each batch of events after *cursor*.
 
@@ -222,25 +223,41 @@ def follow(
     streams opened together do not all end together) have passed and it has
     nothing more to send.  It also ends, after ``parting()`` if given, once
     it has nothing more to send while the hub drains (the server shuts
-    down).  A waiting stream's memory is mostly its stack, so this driver
-    is kept flat (*encode* and *first* spare a generator level).
+    down).  *write*, if given, is the hub's watch on the server's writes:
+    its ``since`` is set while the server holds a chunk it has not written.
+    A waiting stream's memory is mostly its stack, so this driver is kept
+    flat (*encode*, *first* and *write* each spare a generator level).
     """
+    monotonic = time.monotonic
     if first is not None:
+        if write is not None:
+            write.since = monotonic()
         yield first
+        if write is not None:
+            write.since = 0.0
     # The server pulls this after the view has returned, out of any
     # ATOMIC_REQUESTS transaction: the connection the view used can go now.
     release_connections()
     follower = Follower(hub, channels, cursor, keepalive)
     group = hub.join(channels)
-    monotonic = time.monotonic
     end = _end_of(lifetime, monotonic())
     budget = hub.budget
     held = 0  # bytes of the budget that the piece last written holds (budget.py)
     try:
         resets = follower.start()
-        if resets:
-            yield encode(resets)
+        chunk: T | None = encode(resets) if resets else None
+        last = False  # the chunk is the stream's last
         while True:
+            # One place that yields, so that one place tells the hub what the server holds.
+            if chunk is not None:
+                if write is not None:
+                    write.since = monotonic()
+                yield chunk
+                if write is not None:
+                    write.since = 0.0
+                chunk = None
+            if last:
+                return
             if held:  # the server has taken the last piece
                 budget.give(held)
                 held = 0
@@ -262,17 +279,13 @@ def follow(
                 try:
                     chunk = encode(value)  # type: ignore[arg-type]
                 except Exception:
-                    last = _encodable(encode, value)  # type: ignore[arg-type]
-                    if last is not None:
-                        yield last
-                    return
-                yield chunk
+                    chunk, last = _encodable(encode, value), True  # type: ignore[arg-type]
             elif now >= end:
                 return
             elif hub.draining:
-                if parting is not None:
-                    yield parting()
-                return
+                if parting is None:
+                    return
+                chunk, last = parting(), True
             else:
                 signal.wait(_until(value, now, end))  # type: ignore[arg-type]
     except DatabaseError:

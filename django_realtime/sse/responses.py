@@ -9,12 +9,10 @@ a sync one otherwise.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import random
 import re
-import socket
 import time
 from typing import TYPE_CHECKING, Any, TypeGuard
 
@@ -25,7 +23,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from .. import metrics
 from ..conf import realtime_settings
 from ..daphne_server import daphne_write_gate
-from ..db import release_connections, shut_down_socket
+from ..db import release_connections
 from ..gunicorn_server import HINT, THREADED, threaded_worker
 from ..streams import afollow, follow
 from .encoding import KEEPALIVE, encode_channel_field, encode_event, encode_retry
@@ -39,7 +37,7 @@ if TYPE_CHECKING:
 
     from ..cursor import Cursor
     from ..eventlog import Item
-    from ..hub import Hub, Write
+    from ..hub import Hub, Watched
 
 
 class SSEResponse(StreamingHttpResponse):
@@ -90,24 +88,6 @@ def parting() -> bytes:
     back spread over that window rather than all at once.
     """
     return encode_retry(random.randint(0, int(realtime_settings.SHUTDOWN_RETRY)))
-
-
-def part_at_shutdown(hub: Hub, shut: Callable[[], None]) -> Callable[[], None]:
-    """Return a closer that shuts the connection of a stream whose response ended while *hub* drains.
-
-    gunicorn keeps an HTTP/1.1 connection open for the next request when the
-    request began before its worker was told to stop: the client's reconnect
-    would come back on it to the stopping worker, and be told to go again.
-    The server calls the response's closers after it wrote the end of the
-    response, so the client has the whole stream, then the end of the
-    connection, and reconnects to a new worker.
-    """
-
-    def close() -> None:
-        if hub.draining:
-            shut()
-
-    return close
 
 
 def event_bytes(item: Item) -> bytes:
@@ -170,36 +150,6 @@ def chunker(*, with_channels: bool, text: bool) -> Callable[[list[Item]], bytes]
     return sse_chunk_with_channels if with_channels else sse_chunk
 
 
-class Watched:
-    """Iterate a stream for a WSGI server, telling the hub when the server holds a chunk it has not sent.
-
-    The server pulls the next chunk only once it has written the last: while
-    it holds one (``write.since`` set), a client that stops reading blocks
-    it, and the hub cuts the connection after SSE_SEND_TIMEOUT.  A class,
-    not a generator: a waiting stream's memory is mostly its stack.
-    """
-
-    __slots__ = ("iterator", "hub", "write")
-
-    def __init__(self, iterator: Iterator[bytes], hub: Hub, write: Write) -> None:
-        self.iterator = iterator
-        self.hub = hub
-        self.write = write
-
-    def __iter__(self) -> Watched:
-        return self
-
-    def __next__(self) -> bytes:
-        self.write.since = 0.0
-        chunk = next(self.iterator)
-        self.write.since = time.monotonic()
-        return chunk
-
-    def close(self) -> None:
-        self.hub.unwatch(self.write)
-        self.iterator.close()  # type: ignore[attr-defined]
-
-
 _worker_warned = False
 
 
@@ -218,38 +168,29 @@ def warn_if_threaded_worker(request: HttpRequest) -> None:
         logger.warning("django_realtime.W003: %s. %s", THREADED[worker], HINT)
 
 
-def connection_closer(request: HttpRequest) -> Callable[[], None] | None:
-    """Return a callable that cuts *request*'s connection from another thread, or None if the server offers none."""
-    sock = request.META.get("gunicorn.socket")
-    if sock is None:
-        return None
-    return functools.partial(_shut_down, sock)
-
-
-def _shut_down(sock: socket.socket) -> None:
-    shut_down_socket(sock.fileno())  # -1 once closed: nothing to shut down
-
-
 def sse_stream(
     hub: Hub,
     channels: frozenset[str],
     cursor: Cursor | None,
     keepalive: float,
     lifetime: float | None = None,
-    close: Callable[[], None] | None = None,
+    write: Watched | None = None,
     encode: Callable[[list[Item]], bytes] = sse_chunk,
     first: bytes | None = None,
 ) -> Iterator[bytes]:
-    """Return the SSE bytes of a stream, for threads and gevent; *close* cuts its connection.
+    """Return the SSE bytes of a stream, for threads and gevent; *write* is the hub's watch on its writes, if any.
 
     The stream starts with *first* (by default the ``prelude()``) and encodes
     each batch with *encode*; it ends with a ``parting()`` once it has sent
-    what it has while the hub drains (a gunicorn worker told to stop).
+    what it has while the hub drains (a gunicorn worker told to stop).  The
+    server pulls a chunk only once it has written the last: while it holds
+    one (``write.since`` set), a client that stops reading blocks it, and
+    the hub cuts the connection after SSE_SEND_TIMEOUT.
     """
     first = prelude() if first is None else first
-    stream = follow(hub, channels, cursor, keepalive, encode, first=first, lifetime=lifetime, parting=parting)
-    write = hub.watch_write(close) if close is not None else None
-    return stream if write is None else Watched(stream, hub, write)
+    return follow(
+        hub, channels, cursor, keepalive, encode, first=first, lifetime=lifetime, parting=parting, write=write
+    )
 
 
 async def asse_stream(
