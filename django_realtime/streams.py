@@ -28,7 +28,7 @@ from django.db import DatabaseError
 from . import metrics
 from .budget import PIECE, READ_COST, cost
 from .cursor import Cursor
-from .db import release_connections
+from .db import forget_connections, release_connections
 from .eventlog import PAGE, Item, high_water_mark, read_page
 from .names import reset_json
 
@@ -236,8 +236,9 @@ def follow(
         if write is not None:
             write.since = 0.0
     # The server pulls this after the view has returned, out of any
-    # ATOMIC_REQUESTS transaction: the connection the view used can go now.
-    release_connections()
+    # ATOMIC_REQUESTS transaction: the connection the view used can go now,
+    # and its wrapper (this thread, or greenlet, waits for as long as the stream lasts).
+    forget_connections()
     follower = Follower(hub, channels, cursor, keepalive)
     group = hub.join(channels)
     end = _end_of(lifetime, monotonic())
@@ -268,6 +269,7 @@ def follow(
                 budget.take(READ_COST, hub.read_timeout)
                 held = READ_COST
                 action, value = DELIVER, follower.catch_up()
+                forget_connections()
                 if not value:
                     continue
             elif action == DELIVER:

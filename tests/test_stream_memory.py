@@ -24,6 +24,7 @@ import weakref
 
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
+from django.db import connections
 from django.test import RequestFactory, override_settings
 from django.urls import path
 
@@ -170,6 +171,39 @@ def test_a_wsgi_stream_that_ends_while_the_hub_drains_shuts_its_connection():
         response.close()
         server.close()
         peer.close()
+
+
+def test_a_waiting_stream_that_joined_presence_keeps_no_database_wrapper():
+    """The join used the database on the stream's thread (a greenlet under gevent): its closed wrapper goes too.
+
+    Django keeps a ``DatabaseWrapper`` per thread, a few KB with DEBUG's query
+    log, closed or not: kept, it would stay as long as the stream.
+    """
+    wrapper = []
+    got = []
+
+    def serve():
+        response, chunks, sock = open_wsgi_stream({"channel": "chat:memory", "presence": "chat:memory", "name": "ann"})
+        wrapper.append(weakref.ref(connections["default"]))  # made by the join, on this thread
+        try:
+            got.append(next(chunks))  # the stream's own presence.join
+            got.append(next(chunks))  # then it waits here
+        finally:
+            response.close()
+            sock.close()
+
+    hub = get_hub()
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        wait_until(lambda: len(got) == 1 and hub.seats.taken == 1)
+        time.sleep(0.2)  # into its wait
+        gc.collect()
+        assert wrapper[0]() is None, "a waiting stream keeps its thread's database wrapper"
+    finally:
+        publish("chat:memory", {"n": 1})
+        server.join(10)
+    assert b'data: {"n":1}' in got[1]
 
 
 def open_under_gevent(tmp_path):
