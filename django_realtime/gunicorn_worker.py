@@ -95,6 +95,9 @@ class HandOff:
         # goes on with a duplicate of it, which the stream's own closer (the hub's cut) sees too.
         connection.sock = socket(fileno=os.dup(connection.sock.fileno()))
         connection.taken = True
+        # The head is sent: nothing reads the response's headers again, and they would
+        # stay as long as the stream (about 1.2 KB: the security, CORS and SSE headers).
+        self.response.headers = type(self.response.headers)({})
         self.worker.streams.spawn(_write_stream, self.chunks, self.response, self.connection, chunked)
         self.server_response = None
         raise HandedOff

@@ -12,7 +12,10 @@ import socket
 
 import httpx
 import pytest
+from django.core.handlers.wsgi import WSGIHandler
+from django.test import RequestFactory
 
+from django_realtime.gunicorn_worker import Connection, HandedOff, HandOff
 from tests.servers import manage, project_env, publish_event, running_server
 
 pytestmark = pytest.mark.server
@@ -92,3 +95,53 @@ def test_a_stream_that_reaches_its_lifetime_ends_its_response_then_its_connectio
             sock.close()
     assert b'data: {"n":2}' in body
     assert body.endswith(b"\r\n0\r\n\r\n"), f"the response did not end cleanly: ...{body[-80:]!r}"
+
+
+class ServerResponse:
+    """What the hand-off reads of gunicorn's Response."""
+
+    headers_sent = False
+    chunked = True
+
+
+class Streams:
+    """The worker's group of streams, recording what it is given to run instead of running it."""
+
+    def __init__(self):
+        self.spawned = []
+
+    def spawn(self, *args):
+        self.spawned.append(args)
+
+
+class Worker:
+    def __init__(self):
+        self.streams = Streams()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_handed_off_goes_on_with_its_own_socket_and_none_of_its_headers():
+    """After the head and the first chunk, the stream is handed over; gunicorn's close leaves its connection alone."""
+    server, peer = socket.socketpair()
+    connection = Connection(server)
+    environ = RequestFactory().get("/events/", {"channel": CHANNEL}).environ
+    environ["gunicorn.socket"] = connection
+    response = WSGIHandler()(environ, lambda status, headers: None)
+    worker, head = Worker(), ServerResponse()
+    hand_off = HandOff(worker, response, head, connection)
+    try:
+        assert next(hand_off).startswith(b"retry:")
+        head.headers_sent = True
+        with pytest.raises(HandedOff):
+            next(hand_off)
+        [(_write, chunks, handed, given, chunked)] = worker.streams.spawned
+        assert handed is response and given is connection and chunked
+        assert connection.sock is not server, "the stream writes to the socket gevent's server closes"
+        connection.close()  # gunicorn's handler, as it ends
+        assert connection.sock.fileno() != -1, "gunicorn's close closed the stream's connection"
+        assert len(response.headers) == 0, f"a stream handed off keeps its headers: {dict(response.headers)}"
+    finally:
+        response.close()
+        connection.sock.close()
+        server.close()
+        peer.close()
