@@ -6,7 +6,7 @@ its response head and first chunk are written, the greenlet that served the
 request (gunicorn's parser, request, environ and Django's whole call chain
 under it) ends, and a fresh greenlet with a shallow stack writes the rest of
 the stream.  A waiting stream then keeps its socket, its cursor, its
-channels and that small greenlet: about 13 KB of worker RSS instead of 22
+channels and that small greenlet: about 12 KB of worker RSS instead of 22
 (docs/benchmarks.md, "Per-stream memory on the demo's path").
 
 It leans on gunicorn's gevent worker (checked with gunicorn 27): the Response
