@@ -8,7 +8,7 @@ last id to a random live server whenever their connection drops; and random
 faults: PostgreSQL refused or black-holed for up to 3 s, servers killed
 (SIGKILL to the process group) or stopped (SIGTERM) and replaced.  Then every
 subscriber must hold every committed event of its channels once, in order.
-See tests/chaos_support.py.
+See tests/support/chaos.py.
 
     python -m bench.chaos --seconds 900 --seed 7
 """
@@ -22,20 +22,21 @@ import sys
 import time
 from pathlib import Path
 
-from tests.chaos_support import run_soak
+from bench import options
+from tests.support.chaos import run_soak
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n\n")[0])
+    parser = options.parser("bench.chaos", __doc__)
     parser.add_argument("--seconds", type=float, default=900.0, help="seconds of faults (default: 900)")
     parser.add_argument("--seed", type=int, help="seed of the run's choices (default: a random one, printed)")
     parser.add_argument("--sse", type=int, default=150, help="SSE subscribers (default: 150)")
     parser.add_argument("--ws", type=int, default=50, help="WebSocket subscribers (default: 50)")
     parser.add_argument("--lanes", type=int, default=2, help="publisher processes at once (default: 2)")
     parser.add_argument("--interval", default="2,6", help="seconds between two faults, at least,at most (default: 2,6)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
+    options.add(parser, "out")
     return parser.parse_args(argv)
 
 

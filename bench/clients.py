@@ -87,21 +87,34 @@ class Stream(asyncio.Protocol):
         if not self.opened.done():
             self.opened.set_exception(ConnectionError(f"closed before the stream opened: {exc}"))
 
+    def take_head(self, data: bytes, statuses: tuple[bytes, ...], failure: str) -> tuple[bytes, bytes] | None:
+        """Gather the response head; once whole, return it (lower case) and the bytes after it.
+
+        None while it is not whole, or if its status line starts with none
+        of *statuses*: then the stream fails to open (*failure* and the
+        status line) and the connection closes.
+        """
+        self.head += data
+        end = self.head.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head, rest = self.head[:end].lower(), self.head[end + 4 :]
+        self.head = b""
+        if not head.startswith(statuses):
+            status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+            self.opened.set_exception(ConnectionError(f"{failure} {status}"))
+            self.transport.close()
+            return None
+        self.in_body = True
+        return head, rest
+
     def data_received(self, data: bytes) -> None:
         now = time.time()
         if not self.in_body:
-            self.head += data
-            end = self.head.find(b"\r\n\r\n")
-            if end < 0:
+            taken = self.take_head(data, (b"http/1.1 200", b"http/1.0 200"), "status")
+            if taken is None:
                 return
-            head, data = self.head[:end].lower(), self.head[end + 4 :]
-            self.head = b""
-            if not head.startswith((b"http/1.1 200", b"http/1.0 200")):
-                status = head.split(b"\r\n", 1)[0].decode(errors="replace")
-                self.opened.set_exception(ConnectionError(f"status {status}"))
-                self.transport.close()
-                return
-            self.in_body = True
+            head, data = taken
             self.chunked = b"transfer-encoding: chunked" in head
             if not data:
                 return

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import httpx
 
+from bench import options
 from bench.databases import fresh_database
-from bench.servers import children
-from tests.redis_server import RedisServer
-from tests.servers import ROOT, manage, project_env, start_server, stop_server
+from tests.support.redis_server import RedisServer
+from tests.support.servers import ROOT, manage, project_env, start_server, stop_server
 
 STREAMS_PER_WORKER = 8
 EVENTS = 300
@@ -124,7 +124,7 @@ def run_case(args: argparse.Namespace, backend: str, workers: int, case: str, di
             server = start_server("gunicorn-gevent", env, directory / f"w{index}-{backend}-{case}.log", cwd=cwd)
             stack.callback(stop_server, server)
             servers.append(server)
-        pids = [children(server.process.pid)[0] for server in servers]
+        pids = [server.worker_pid() for server in servers]
         streams = Streams()
         stack.callback(streams.close)
         channels = []
@@ -191,11 +191,11 @@ def run_case(args: argparse.Namespace, backend: str, workers: int, case: str, di
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.cluster_cost", description=__doc__.split("\n\n")[0])
+    parser = options.parser("bench.cluster_cost", __doc__)
     parser.add_argument("--workers", default="1,2,4,8")
     parser.add_argument("--backends", default="postgres,redis,polling")
     parser.add_argument("--cases", default="nobody,one")
-    parser.add_argument("--tree", help="run the package and the demo of this source tree")
+    options.add(parser, "tree")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as directory:

@@ -79,7 +79,8 @@ def private_postgres(workdir: Path, max_connections: int = 100) -> Iterator[str]
 
     import psycopg
 
-    from bench.servers import free_port, spawn, stop
+    from bench.servers import spawn, stop
+    from tests.support.processes import free_port
 
     initdb = shutil.which("initdb") or next(Path("/usr/lib/postgresql").glob("*/bin/initdb"), None)
     if initdb is None:

@@ -41,9 +41,11 @@ from pathlib import Path
 import httpx
 from httpx_sse import connect_sse
 
-from tests.mariadb_database import scratch_mariadb
-from tests.servers import ROOT, manage, project_env, start_server, stop_server
-from tests.services import POSTGRES
+from bench import options
+from tests.support.mariadb_database import scratch_mariadb
+from tests.support.servers import ROOT, manage, project_env, start_server, stop_server
+from tests.support.services import POSTGRES
+from tests.support.subscribers import percentile
 
 #: name -> (channel, hold, interval) for each publisher of a shape.
 SHAPES = {
@@ -125,11 +127,6 @@ def follow(url: str, channels: list[str], received: list, ready: threading.Event
                 received.append((sse.id, json.loads(sse.data), time.time()))
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
 def run(args: argparse.Namespace) -> dict:
     from django_realtime.cursor import Cursor
 
@@ -202,12 +199,11 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.head_of_line", description=__doc__.split("\n\n")[0])
+    parser = options.parser("bench.head_of_line", __doc__)
     parser.add_argument("--database", choices=list(BACKENDS), default="postgres")
     parser.add_argument("--server", choices=["gunicorn-gevent", "daphne"], default="gunicorn-gevent")
     parser.add_argument("--shape", choices=list(SHAPES), default="back-to-back")
-    parser.add_argument("--seconds", type=float, default=8.0, help="how long the publishers publish (held15: 20)")
-    parser.add_argument("--tree", help="run the package and the demo of this source tree")
+    options.add(parser, "seconds", "tree", seconds=8.0)
     print(json.dumps(run(parser.parse_args()), indent=2))
 
 

@@ -20,24 +20,19 @@ import argparse
 import random
 import threading
 import time
-import uuid
-from contextlib import closing
+
+from tests.support.subscribers import percentile
 
 #: Seconds between two reads of a tailer with no gap open (the polling backend's POLL_INTERVAL is 0.25).
 POLL = 0.05
 KINDS = {"commit": 70, "hold": 15, "rollback": 10, "hold-rollback": 5}
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
 def setup(name: str) -> None:
     import django
     from django.conf import settings
 
-    from tests.services import MARIADB
+    from tests.support.services import MARIADB
 
     settings.configure(
         DATABASES={
@@ -171,22 +166,16 @@ class _Rollback(Exception):
 
 
 def main() -> None:
-    import MySQLdb
-
-    from tests.services import MARIADB
+    from tests.support.mariadb_database import scratch_mariadb
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tailers", type=int, action="append", help="tailer counts (default 1, 2, 3)")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    name = f"realtime_bench_{uuid.uuid4().hex[:10]}"
-    admin = MySQLdb.connect(host=MARIADB[0], port=MARIADB[1], user="root", connect_timeout=5)
-    admin.autocommit(True)
-    with closing(admin):
-        admin.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    with scratch_mariadb("realtime_bench") as url:
         try:
-            setup(name)
+            setup(url.rsplit("/", 1)[1])
             print("| tailers | events (rolled back) | rate | exactly once, in order | p50 / p99 / max | lists/s |")
             print("|---|---|---|---|---|---|")
             for count in args.tailers or [1, 2, 3]:
@@ -200,8 +189,7 @@ def main() -> None:
         finally:
             from django.db import connections
 
-            connections.close_all()
-            admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+            connections.close_all()  # before the database is dropped
 
 
 if __name__ == "__main__":

@@ -28,19 +28,15 @@ import uuid
 from contextlib import ExitStack, closing
 from pathlib import Path
 
-from tests.scale_out_helpers import Outcome, PublisherProcess, Subscriber, SubscriberPool, running_servers
-from tests.servers import manage, project_env
-from tests.services import MARIADB
+from tests.support.scale_out import Outcome, PublisherProcess, Subscriber
+from tests.support.servers import manage, project_env, running_servers
+from tests.support.services import MARIADB
+from tests.support.subscribers import SubscriberPool, percentile
 
 CHANNELS = ("chat:bench-a", "chat:bench-b")
 SPREAD = {("gunicorn-gevent", "sse"): 20, ("daphne", "sse"): 15, ("daphne", "ws"): 15}
 KINDS = {"commit": 70, "hold": 15, "rollback": 10, "hold-rollback": 5}
 HOLD = "0.01,0.08"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def run(args: argparse.Namespace, directory: Path) -> dict:

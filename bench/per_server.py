@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from bench.clients import raise_fd_limit
-from tests.servers import manage, project_env, running_server
+from tests.support.processes import memory_kb, workers_of
+from tests.support.servers import manage, project_env, running_server
 
 SERVERS = {
     "gunicorn-gevent": ("gunicorn-gevent", {}),
@@ -35,20 +36,10 @@ SERVERS = {
 }
 
 
-def processes(pid: int) -> list[int]:
-    return [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
-
-
 def measure(pid: int) -> tuple[int, int]:
     """Return (RSS in KB, threads) of *pid* and its children."""
-    rss = threads = 0
-    for each in processes(pid):
-        for line in Path(f"/proc/{each}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                rss += int(line.split()[1])
-            elif line.startswith("Threads:"):
-                threads += int(line.split()[1])
-    return rss, threads
+    pids = [pid, *sorted(workers_of(pid))]
+    return sum(memory_kb(each) for each in pids), sum(memory_kb(each, "Threads") for each in pids)
 
 
 def run(name: str, streams: int, directory: Path) -> dict:

@@ -19,38 +19,29 @@ beside them, as a floor on the CPU a wake-up costs.  See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import resource
-import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import options, report
 from bench.clients import ClientPool, raise_fd_limit
-from bench.databases import POSTGRES_ADMIN, fresh_database
-from bench.run import add_background_option, publish_paced, wait_delivered
+from bench.databases import fresh_database
+from bench.run import FAILURES, fan_out, run_each
 from bench.servers import (
     ROOT,
     ProcessPublisher,
     Target,
-    cpu_times,
     get_json,
-    machine_busy,
-    measured_pid,
+    gunicorn_gevent,
+    measured_server,
     migrate,
     package_dir,
-    start_server,
-    steady_rss_kb,
-    stop,
     stop_all,
     wait_for_quiet,
-    wait_ready,
 )
 
 #: What stream i opens: its own channel, user:i (public in bench.site.settings).
@@ -60,7 +51,7 @@ SPARE_CONNECTIONS = 200
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.per_user", description=__doc__.split("\n\n")[0])
+    parser = options.parser("bench.per_user", __doc__)
     parser.add_argument(
         "--streams", default="10,1000,10000", help="comma-separated stream counts (default: 10,1000,10000)"
     )
@@ -75,15 +66,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also measure bench.wake_floor (bare gevent, LISTEN, one query and a send per event) at each stream count",
     )
-    parser.add_argument("--events", type=int, default=1000, help="events published per run (default: 1000)")
-    parser.add_argument("--rate", type=float, default=100.0, help="events per second (default: 100)")
+    options.add(parser, "events", "rate", events=1000, rate=100.0)
     parser.add_argument(
         "--stride",
         type=int,
         default=7919,
         help="event k goes to user:(k * stride mod N); raised to the next number coprime with N (default: 7919)",
     )
-    parser.add_argument("--warmup-events", type=int, default=20, help="events sent to warm-up streams first")
+    options.add(parser, "warmup_events")
     parser.add_argument(
         "--idle",
         type=float,
@@ -96,11 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help="the server's KEEPALIVE, seconds (REALTIME_KEEPALIVE, read by the demo settings; default: the package's)",
     )
-    parser.add_argument("--drain", type=float, default=10.0, help="seconds to wait for delivery after the last event")
-    parser.add_argument("--client-processes", type=int, default=2, help="processes holding the client streams")
-    add_background_option(parser)
-    parser.add_argument("--postgres", default=POSTGRES_ADMIN, help=f"where to create databases ({POSTGRES_ADMIN})")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
+    options.add(parser, "drain", "client_processes", "max_background", "postgres", "out")
     args = parser.parse_args(argv)
     args.tree = [tree.resolve() for tree in args.tree or [ROOT]]
     return args
@@ -112,19 +98,7 @@ def label(tree: Path) -> str:
 
 def target(tree: Path, max_streams: int, keepalive: float | None = None) -> Target:
     """Return one gunicorn gevent worker on the postgres backend, importing django_realtime from *tree*."""
-    argv = [
-        "gunicorn",
-        "-k",
-        "gevent",
-        "-w",
-        "1",
-        "--worker-connections",
-        str(max_streams + SPARE_CONNECTIONS),
-        "--no-control-socket",
-        "-b",
-        "127.0.0.1:{port}",
-        "bench.site.wsgi",
-    ]
+    argv = gunicorn_gevent(max_streams + SPARE_CONNECTIONS)
     return Target(
         key="ours",
         name=f"{label(tree)}: gunicorn gevent, postgres",
@@ -189,74 +163,40 @@ def run_one(
     background = wait_for_quiet(args.max_background)
     with fresh_database("postgres", tmp, slug, args.postgres) as database_url:
         migrate(target, database_url)
-        proc, port = start_server(target, database_url, log)
-        publisher = None
-        try:
-            wait_ready(proc, port)
-            pid = measured_pid(target, proc)
-            info = get_json(port, "/bench/info/")
-            if not floor:  # the floor imports no django_realtime
-                check_package("server", info["django_realtime"], target)
-            if info["pid"] != pid:
-                raise RuntimeError(f"/bench/info/ answered from pid {info['pid']}, not the worker {pid}")
-            publisher = ProcessPublisher(target, database_url, log)
-            check_package("publisher", publisher.package, target)  # the floor's too: this checkout's
+        with measured_server(target, database_url, log) as (port, pid):
+            publisher = None
+            try:
+                info = get_json(port, "/bench/info/")
+                if not floor:  # the floor imports no django_realtime
+                    check_package("server", info["django_realtime"], target)
+                if info["pid"] != pid:
+                    raise RuntimeError(f"/bench/info/ answered from pid {info['pid']}, not the worker {pid}")
+                publisher = ProcessPublisher(target, database_url, log)
+                check_package("publisher", publisher.package, target)  # the floor's too: this checkout's
 
-            # Warm-up, as in bench.run, on the warm-up streams' own channels; after they
-            # close, one event per channel so the worker writes to, and drops, each.
-            few = min(20, streams)
-            warm = pool.open("127.0.0.1", port, target.path, few)
-            publish_paced(publisher, range(-1, -args.warmup_events - 1, -1), 50, lambda seq: f"user:{-seq % few}")
-            time.sleep(1)
-            pool.close_all()
-            publish_paced(publisher, range(-1001, -1001 - few, -1), 20, lambda seq: f"user:{-seq % few}")
-            time.sleep(1)
-            rss_idle0 = steady_rss_kb(pid)
-
-            cpu_before_open = sum(cpu_times(pid))
-            opened = pool.open("127.0.0.1", port, target.path, streams, timeout=120 + streams / 20)
-            cpu_open = sum(cpu_times(pid)) - cpu_before_open
-            idle_cpu_start, idle_start = sum(cpu_times(pid)), time.monotonic()
-            time.sleep(args.idle)
-            rss_idle_n = steady_rss_kb(pid)
-            idle_cores = (sum(cpu_times(pid)) - idle_cpu_start) / (time.monotonic() - idle_start)
-
-            pool.reset(args.events, owners)
-            cpu_start = cpu_times(pid)
-            machine_start = machine_busy()
-            wall_start = time.monotonic()
-            rate = publish_paced(publisher, range(args.events), args.rate, lambda seq: f"user:{owners[seq]}")
-            status = wait_delivered(pool, time.monotonic() + args.drain)
-            cpu_end = cpu_times(pid)
-            machine_seconds = machine_busy() - machine_start
-            wall = time.monotonic() - wall_start
-            results = pool.results()
-            if measured_pid(target, proc) != pid:
-                raise RuntimeError("the measured worker was replaced during the run")
-        finally:
-            pool.close_all()
-            if publisher is not None:
-                publisher.close()
-            stop(proc)
-    cpu_used = (cpu_end[0] - cpu_start[0], cpu_end[1] - cpu_start[1])
-    delivered = results["received"]
-    run = report.summarise(
-        target=target,
-        clients=streams,
-        warm=warm,
-        opened=opened,
-        cpu_open=cpu_open,
-        rss_idle0=rss_idle0,
-        rss_idle_n=rss_idle_n,
-        cpu_used=cpu_used,
-        wall=wall,
-        rate=rate,
-        status=status,
-        results=results,
-        log=str(log),
-        machine_seconds=machine_seconds,
-        background=background,
-    )
+                # Warm-up, as in bench.run, on the warm-up streams' own channels; after they
+                # close, one event per channel so the worker writes to, and drops, each.
+                few = min(20, streams)
+                measured = fan_out(
+                    args,
+                    pool,
+                    publisher,
+                    [pid],
+                    lambda count: pool.open("127.0.0.1", port, target.path, count, timeout=120 + count / 20),
+                    streams,
+                    warm_streams=few,
+                    farewell=range(-1001, -1001 - few, -1),
+                    farewell_rate=20,
+                    channel=lambda seq: f"user:{-seq % few if seq < 0 else owners[seq]}",
+                    owners=owners,
+                )
+                idle_cores = sum(measured.idle.cpu_used) / measured.idle.wall
+            finally:
+                pool.close_all()
+                if publisher is not None:
+                    publisher.close()
+    delivered = measured.results["received"]
+    run = report.summarise(target=target, clients=streams, log=str(log), background=background, **measured.summary())
     run["events"] = args.events  # published; each to one stream
     run["stride"] = stride
     run["most_events_per_stream"] = max(Counter(owners).values(), default=0)
@@ -265,7 +205,7 @@ def run_one(
     run["publisher_django_realtime"] = publisher.package
     run["idle_server_cores"] = round(idle_cores, 3)
     # What the worker spends with no event at all (keepalive ticks, with many streams) is not per event.
-    net = sum(cpu_used) - idle_cores * wall
+    net = sum(measured.cost.cpu_used) - idle_cores * measured.cost.wall
     run["us_per_event_net_of_idle"] = round(net * 1e6 / delivered, 1) if delivered else None
     return run
 
@@ -421,7 +361,7 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], slopes: list[dict
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    counts = [int(n) for n in args.streams.split(",")]
+    counts = options.counts(args.streams)
     targets = [target(tree, max(counts), args.keepalive) for tree in args.tree]
     if args.floor:
         targets.append(floor_target())
@@ -435,34 +375,27 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    stamp = time.strftime("%Y%m%d-%H%M%S") + "-per_user"
+    stamp = options.stamp("bench.per_user")
     logdir = args.out / f"{stamp}-logs"
     logdir.mkdir(parents=True)
     packages = ("django", "gunicorn", "gevent", "psycopg")
     meta = report.machine(args, sys.argv, targets, "bench.per_user", packages)
-    runs: list[dict[str, Any]] = []
-    failures = (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError, ValueError)
     pool = ClientPool(args.client_processes, max(counts))
     try:
         with tempfile.TemporaryDirectory(prefix="django-realtime-bench-") as tmp:
             # Trees alternate at each stream count, so that what else the machine does hits them alike.
-            for streams in counts:
-                for each in targets:
-                    try:
-                        runs.append(run_one(each, streams, args, pool, Path(tmp), logdir))
-                    except failures as exc:
-                        print(f"   FAILED: {exc}", file=sys.stderr)
-                        runs.append({"target": asdict(each), "clients": streams, "error": str(exc)[:300]})
-                    print(report.line(runs[-1]), flush=True)
+            runs = run_each(
+                counts,
+                targets,
+                lambda each, streams: run_one(each, streams, args, pool, Path(tmp), logdir),
+                (*FAILURES, ValueError),
+            )
     finally:
         pool.stop()
         stop_all()
     slopes = derived([run for run in runs if "error" not in run])
-    text = markdown(meta, runs, slopes)
-    (args.out / f"{stamp}.json").write_text(json.dumps({"meta": meta, "runs": runs, "wakeups": slopes}, indent=2))
-    (args.out / f"{stamp}.md").write_text(text)
-    print("\n" + text)
-    print(f"results written to {args.out / stamp}.{{json,md}}")
+    payload = {"meta": meta, "runs": runs, "wakeups": slopes}
+    options.write_results(args.out, stamp, payload, markdown(meta, runs, slopes))
     return 0 if all("error" not in run for run in runs) else 1
 
 

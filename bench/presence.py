@@ -31,24 +31,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench import report
+from bench import options, report
 from bench.clients import ClientPool, raise_fd_limit
 from bench.databases import POSTGRES_ADMIN, fresh_database, private_postgres
-from bench.run import add_background_option
 from bench.servers import (
-    ROOT,
     HttpPublisher,
     Target,
-    cpu_times,
     get_json,
-    measured_pid,
+    gunicorn_gevent,
+    measured_server,
     migrate,
-    start_server,
-    stop,
     stop_all,
     wait_for_quiet,
-    wait_ready,
 )
+from tests.support.processes import cpu_times
 
 CHANNEL = "demo:presence"  # public in the demo settings ("demo:*"), and present by the runner's PRESENCE_CHANNELS
 WARM_CHANNEL = "demo:warm"
@@ -65,7 +61,7 @@ COUNT_SESSIONS = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND u
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.presence", description=__doc__.split("\n\n")[0])
+    parser = options.parser("bench.presence", __doc__)
     parser.add_argument("--database", default="sqlite,postgres", help="sqlite, postgres or both (default: both)")
     parser.add_argument("--members", type=int, default=1000, help="streams per phase (default: 1000)")
     parser.add_argument("--heartbeat", type=float, default=5.0, help="PRESENCE_HEARTBEAT, seconds (default: 5)")
@@ -74,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--keepalive", type=float, help="the server's KEEPALIVE, seconds (REALTIME_KEEPALIVE; default: the package's)"
     )
-    parser.add_argument("--backend", default="polling", help="REALTIME BACKEND of the worker (default: polling)")
+    options.add(parser, "backend")
     parser.add_argument("--concurrency", type=int, default=64, help="streams each client process opens at once (64)")
     parser.add_argument(
         "--connection-limit",
@@ -84,8 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "admin URL's user, no limit). It does not shield a shared server: refused logins hold slots too",
     )
     parser.add_argument("--leave-wait", type=float, help="seconds to wait for the leaves (default: 3 heartbeats + 10)")
-    parser.add_argument("--client-processes", type=int, default=2, help="processes holding the client streams")
-    add_background_option(parser)
+    options.add(parser, "client_processes", "max_background")
     parser.add_argument(
         "--postgres",
         default="private",
@@ -96,14 +91,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-connections", type=int, default=100, help="max_connections of the private server (default: 100)"
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
+    options.add(parser, "out")
     return parser.parse_args(argv)
 
 
 def target(args: argparse.Namespace) -> Target:
     """Return one gunicorn gevent worker of the bench site, probe on, presence allowed on demo:*."""
-    argv = ["gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", str(args.members + 1000)]
-    argv += ["--no-control-socket", "-b", "127.0.0.1:{port}", "bench.site.wsgi"]
+    argv = gunicorn_gevent(args.members + 1000)
     settings = {
         "PRESENCE_CHANNELS": ["demo:*"],
         "PRESENCE_HEARTBEAT": args.heartbeat,
@@ -386,48 +380,43 @@ def run_database(
     limit = args.connection_limit or None
     with fresh_database(kind, tmp, "presence", admin_url, connection_limit=limit) as url:
         migrate(server, url)
-        proc, port = start_server(server, url, log)
-        db = run = None
-        try:
-            wait_ready(proc, port)
-            pid = measured_pid(server, proc)
-            if not get_json(port, "/bench/presence/")["installed"]:
-                raise RuntimeError("the worker's probe is not installed (BENCH_PRESENCE_PROBE)")
-            db = Database(url, admin_url)
-            run = Run(args, pool, db, port, pid, log)
-            # Warm-up: 20 members on a channel of their own, who then leave.
-            warm = run.open(True, WARM_CHANNEL, 20)
-            warm_leave = run.leave(True, 20, WARM_CHANNEL)
-            phases: list[dict[str, Any]] = []
-            for n in range(args.rounds):
-                for present in (True, False):
-                    label = "presence" if present else "plain"
-                    print(f"   round {n + 1}, {label}: opening {args.members} streams", flush=True)
-                    opened = run.open(present)
-                    print(f"   {opened}", flush=True)
-                    idle = run.idle(present)
-                    print(
-                        f"   idle {idle['seconds']} s: {idle['cores']} cores, {idle['beats']} beats, "
-                        f"{idle['presence_writes']} presence writes, pg {idle['pg_stat']}",
-                        flush=True,
-                    )
-                    left = run.leave(present, opened["members_in_db"] if present else 0)
-                    print(f"   {left}", flush=True)
-                    phases.append({"round": n + 1, "open": opened, "idle": idle, "leave": left})
-            totals = {
-                "joins_stored": db.events("presence.join"),
-                "leaves_stored": db.events("presence.leave"),
-                "members_in_db": db.members(),
-            }
-            if measured_pid(server, proc) != pid:
-                raise RuntimeError("the measured worker was replaced during the run")
-        finally:
-            pool.close_all()
-            if run is not None:
-                run.close()
-            if db is not None:
-                db.close()
-            stop(proc)
+        with measured_server(server, url, log) as (port, pid):
+            db = run = None
+            try:
+                if not get_json(port, "/bench/presence/")["installed"]:
+                    raise RuntimeError("the worker's probe is not installed (BENCH_PRESENCE_PROBE)")
+                db = Database(url, admin_url)
+                run = Run(args, pool, db, port, pid, log)
+                # Warm-up: 20 members on a channel of their own, who then leave.
+                warm = run.open(True, WARM_CHANNEL, 20)
+                warm_leave = run.leave(True, 20, WARM_CHANNEL)
+                phases: list[dict[str, Any]] = []
+                for n in range(args.rounds):
+                    for present in (True, False):
+                        label = "presence" if present else "plain"
+                        print(f"   round {n + 1}, {label}: opening {args.members} streams", flush=True)
+                        opened = run.open(present)
+                        print(f"   {opened}", flush=True)
+                        idle = run.idle(present)
+                        print(
+                            f"   idle {idle['seconds']} s: {idle['cores']} cores, {idle['beats']} beats, "
+                            f"{idle['presence_writes']} presence writes, pg {idle['pg_stat']}",
+                            flush=True,
+                        )
+                        left = run.leave(present, opened["members_in_db"] if present else 0)
+                        print(f"   {left}", flush=True)
+                        phases.append({"round": n + 1, "open": opened, "idle": idle, "leave": left})
+                totals = {
+                    "joins_stored": db.events("presence.join"),
+                    "leaves_stored": db.events("presence.leave"),
+                    "members_in_db": db.members(),
+                }
+            finally:
+                pool.close_all()
+                if run is not None:
+                    run.close()
+                if db is not None:
+                    db.close()
     return {
         "database": kind,
         "connection_limit": limit if kind == "postgres" else None,
@@ -568,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     kinds = [k.strip() for k in args.database.split(",") if k.strip()]
     raise_fd_limit(args.members + 2000)
-    stamp = time.strftime("%Y%m%d-%H%M%S") + "-presence"
+    stamp = options.stamp("bench.presence")
     logdir = args.out / f"{stamp}-logs"
     logdir.mkdir(parents=True)
     meta = report.machine(args, sys.argv, [target(args)], "bench.presence", ("django", "gunicorn", "gevent", "psycopg"))
@@ -590,14 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         pool.stop()
         stop_all()
-    text = markdown(meta, args, results)
     summaries = [summarise(r, args.heartbeat) for r in results if "error" not in r]
-    (args.out / f"{stamp}.json").write_text(
-        json.dumps({"meta": meta, "results": results, "summaries": summaries}, indent=2)
-    )
-    (args.out / f"{stamp}.md").write_text(text)
-    print("\n" + text)
-    print(f"results written to {args.out / stamp}.{{json,md}}")
+    payload = {"meta": meta, "results": results, "summaries": summaries}
+    options.write_results(args.out, stamp, payload, markdown(meta, args, results))
     return 0 if all("error" not in r for r in results) else 1
 
 

@@ -32,25 +32,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import options, report
 from bench.clients import ClientPool, Stream
-from bench.databases import POSTGRES_ADMIN, fresh_database
-from bench.run import add_background_option
+from bench.databases import fresh_database
 from bench.servers import (
     ROOT,
     ProcessPublisher,
     Target,
     get_json,
-    machine_busy,
-    measured_pid,
+    gunicorn_gevent,
+    measured_server,
     migrate,
     package_dir,
-    start_server,
-    stop,
     stop_all,
     wait_for_quiet,
-    wait_ready,
 )
+from tests.support.processes import machine_busy
 
 TABLE = "django_realtime_event"
 #: Old rows are created this long ago and older: past MAX_AGE (7 days by default).
@@ -88,19 +85,18 @@ class TimedStream(Stream):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.prune_latency", description=__doc__.split("\n\n")[0])
+    parser = options.parser("bench.prune_latency", __doc__)
     parser.add_argument("--database", default="sqlite", help="comma-separated: sqlite, postgres (default: sqlite)")
     parser.add_argument(
         "--tree",
         action="append",
         help="source tree to run django_realtime from (repeatable; default: this checkout); trees alternate",
     )
-    parser.add_argument("--repeat", type=int, default=1, help="runs per database and tree (default: 1)")
+    options.add(parser, "repeat")
     parser.add_argument("--rows", type=int, default=60_000, help="old events to seed (default: 60000)")
     parser.add_argument("--channels", type=int, default=4, help="channels the old events are spread over")
     parser.add_argument("--streams", type=int, default=50, help="SSE streams on the live channel (default: 50)")
-    parser.add_argument("--rate", type=float, default=40.0, help="live events per second (default: 40)")
-    parser.add_argument("--backend", default="polling", help="REALTIME BACKEND (default: polling)")
+    options.add(parser, "rate", "backend", rate=40.0)
     parser.add_argument(
         "--prune-interval",
         type=float,
@@ -108,11 +104,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="PRUNE_INTERVAL of the server; its first prune comes 0.1-1.0 times this after the first stream",
     )
     parser.add_argument("--after", type=float, default=8.0, help="seconds to go on publishing after the prune")
-    parser.add_argument("--drain", type=float, default=10.0, help="seconds to wait for stragglers")
-    add_background_option(parser)
+    options.add(parser, "drain", "max_background")
     parser.add_argument("--patience", type=float, default=120.0, help="seconds to wait for a quiet machine")
-    parser.add_argument("--postgres", default=POSTGRES_ADMIN, help="PostgreSQL admin URL (creates, drops databases)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
+    options.add(parser, "postgres", "out")
     return parser.parse_args(argv)
 
 
@@ -217,10 +211,7 @@ def make_target(args: argparse.Namespace, tree: str | None, settings_dir: Path, 
         name=f"django-realtime, gunicorn gevent, {args.backend}",
         python=sys.executable,
         settings=SETTINGS_MODULE,
-        server_argv=[
-            *("gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", "2000"),
-            *("--no-control-socket", "-b", "127.0.0.1:{port}", "bench.site.wsgi"),
-        ],
+        server_argv=gunicorn_gevent(),
         forks=True,
         publisher="process",
         env={
@@ -271,55 +262,52 @@ def run_one(args: argparse.Namespace, kind: str, tree: str | None, pool: ClientP
         seeded = time.monotonic()
         seed(database_url, args.rows, args.channels)
         seed_seconds = time.monotonic() - seeded
-        proc, port = start_server(server_target, database_url, log)
-        publisher = None
-        poller = OldRowPoller(database_url)
-        try:
-            wait_ready(proc, port)
-            pid = measured_pid(server_target, proc)
-            info = get_json(port, "/bench/info/")
-            if info["django_realtime"] != str(package_dir(server_target)) or info["pid"] != pid:
-                raise RuntimeError(f"the server runs {info}, not {package_dir(server_target)} in pid {pid}")
-            publisher = ProcessPublisher(publisher_target, database_url, log)
-            if publisher.package != str(package_dir(server_target)):
-                raise RuntimeError(f"the publisher imported {publisher.package}")
-            poller.start()
-            budget = int(args.rate * (args.prune_interval + args.after + 120)) + 10
-            opened_at = time.time()
-            opened = pool.open("127.0.0.1", port, "/events/?channel=demo%3Abench", args.streams, kind=stream_kind)
-            if opened["failed"]:
-                raise RuntimeError(f"{opened['failed']} streams did not open: {opened['errors']}")
-            pool.reset(budget)
-            machine_start, wall_start = machine_busy(), time.monotonic()
-            calls: list[tuple[float, float]] = []  # (send time, seconds until the publisher answered)
-            started = time.monotonic()
-            deadline = started + args.prune_interval + 90
-            seq = 0
-            while seq < budget and time.monotonic() < deadline:
-                _, end = poller.window(args.rows)
-                if end is not None and time.time() > end + args.after:
-                    break
-                delay = started + seq / args.rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                sent = time.time()
-                publisher.publish(seq)
-                calls.append((sent, time.time() - sent))
-                seq += 1
-            published = seq
-            drain_until = time.monotonic() + args.drain
-            while pool.status()["received"] < published * args.streams and time.monotonic() < drain_until:
-                time.sleep(0.05)
-            wall = time.monotonic() - wall_start
-            machine_cores = (machine_busy() - machine_start) / wall
-            results = pool.results()
-            live = pool.status()["live"]
-        finally:
-            poller.stop()
-            pool.close_all()
-            if publisher is not None:
-                publisher.close()
-            stop(proc)
+        with measured_server(server_target, database_url, log) as (port, pid):
+            publisher = None
+            poller = OldRowPoller(database_url)
+            try:
+                info = get_json(port, "/bench/info/")
+                if info["django_realtime"] != str(package_dir(server_target)) or info["pid"] != pid:
+                    raise RuntimeError(f"the server runs {info}, not {package_dir(server_target)} in pid {pid}")
+                publisher = ProcessPublisher(publisher_target, database_url, log)
+                if publisher.package != str(package_dir(server_target)):
+                    raise RuntimeError(f"the publisher imported {publisher.package}")
+                poller.start()
+                budget = int(args.rate * (args.prune_interval + args.after + 120)) + 10
+                opened_at = time.time()
+                opened = pool.open("127.0.0.1", port, "/events/?channel=demo%3Abench", args.streams, kind=stream_kind)
+                if opened["failed"]:
+                    raise RuntimeError(f"{opened['failed']} streams did not open: {opened['errors']}")
+                pool.reset(budget)
+                machine_start, wall_start = machine_busy(), time.monotonic()
+                calls: list[tuple[float, float]] = []  # (send time, seconds until the publisher answered)
+                started = time.monotonic()
+                deadline = started + args.prune_interval + 90
+                seq = 0
+                while seq < budget and time.monotonic() < deadline:
+                    _, end = poller.window(args.rows)
+                    if end is not None and time.time() > end + args.after:
+                        break
+                    delay = started + seq / args.rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    sent = time.time()
+                    publisher.publish(seq)
+                    calls.append((sent, time.time() - sent))
+                    seq += 1
+                published = seq
+                drain_until = time.monotonic() + args.drain
+                while pool.status()["received"] < published * args.streams and time.monotonic() < drain_until:
+                    time.sleep(0.05)
+                wall = time.monotonic() - wall_start
+                machine_cores = (machine_busy() - machine_start) / wall
+                results = pool.results()
+                live = pool.status()["live"]
+            finally:
+                poller.stop()
+                pool.close_all()
+                if publisher is not None:
+                    publisher.close()
         if poller.error is not None:
             raise RuntimeError(f"could not count the old rows: {poller.error!r}")
     start, end = poller.window(args.rows)
@@ -388,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     kinds = args.database.split(",")
     trees = args.tree or [None]
-    stamp = time.strftime("%Y%m%d-%H%M%S") + "-prune_latency"
+    stamp = options.stamp("bench.prune_latency")
     logdir = args.out / f"{stamp}-logs"
     logdir.mkdir(parents=True)
     targets = [make_target(args, tree, Path("."), prunes=True) for tree in trees]
@@ -412,11 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         pool.stop()
         stop_all()
     lines = [*report.header(meta), "", *table(runs)]
-    markdown = "\n".join(lines) + "\n"
-    (args.out / f"{stamp}.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=2, default=str))
-    (args.out / f"{stamp}.md").write_text(markdown)
-    print("\n" + markdown)
-    print(f"results written to {args.out / stamp}.{{json,md}}")
+    options.write_results(args.out, stamp, {"meta": meta, "runs": runs}, "\n".join(lines) + "\n")
     return 0 if all("error" not in run for run in runs) else 1
 
 

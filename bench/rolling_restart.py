@@ -13,6 +13,14 @@ steady rate; midway the run sends the deploy's signals to gunicorn's master:
   new workers have loaded the project, ``TERM`` to the old master (it and
   its workers stop; gunicorn ignores ``WINCH`` unless it runs daemonized).
 
+With ``--server daphne``, two daphne instances serve the demo instead, as
+behind nginx (each subscriber's connection goes to the second when the
+first refuses it), half the subscribers over WebSockets (resuming as
+realtime.js does); midway each instance in turn is sent TERM and a new one
+started on its port once it has exited.  ``--source DIR`` runs the servers
+from another source tree (``git archive`` of an older commit), for the same
+run's comparison with the package before a change.
+
 Reported: events lost, duplicated, out of order; how the streams ended; per
 subscriber, the time from its stream's end to a stream that stays (live
 again); when the reconnects came (the spread); the old workers' exit.
@@ -20,6 +28,7 @@ again); when the reconnects came (the spread); the old workers' exit.
     python -m bench.rolling_restart --database postgres --signal hup
     python -m bench.rolling_restart --database postgres --signal usr2
     python -m bench.rolling_restart --database postgres --signal hup --no-hook
+    python -m bench.rolling_restart --database postgres --server daphne
 """
 
 from __future__ import annotations
@@ -35,18 +44,21 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from bench import options
 from bench.databases import fresh_database
-from bench.servers import machine_busy
-from tests.rolling_restart import (
+from tests.support.processes import machine_busy, workers_of
+from tests.support.rolling_restart import (
+    DaphnePair,
     Outcome,
     PacedPublisher,
+    Subscriber,
+    WebSocketSubscriber,
     gunicorn_args,
     hup,
-    percentile,
     run_restart,
-    workers_of,
 )
-from tests.servers import Server, manage, project_env, start_server, stop_server
+from tests.support.servers import ROOT, Server, manage, project_env, start_server, stop_server
+from tests.support.subscribers import percentile
 
 CHANNEL = "demo:deploy"
 BACKENDS = {"postgres": "postgres", "sqlite": "polling"}
@@ -97,6 +109,30 @@ def watch_exits(pids: set[int], gone_at: dict[int, float], stop: threading.Event
 
 
 def report(outcome: Outcome, args: argparse.Namespace, exits: list[float], busy: float, background: float) -> None:
+    if args.server == "daphne":
+        print(f"rolling restart: two daphne instances, TERM to each in turn, {args.database}")
+        print(f"  source: {args.source or 'this tree'}")
+    else:
+        hook = "without the drain hook" if args.no_hook else "with the drain hook"
+        print(f"rolling restart: {args.signal}, {hook}, gunicorn gevent x{args.workers}, {args.database}")
+    print(f"  {len(outcome.subscribers)} subscribers, {outcome.published} events at {args.rate:g}/s")
+    print(f"  signals (s after the first): {', '.join(f'{name} at {t:.2f}' for t, name in outcome.signals)}")
+    print(f"  lost {outcome.lost()}, duplicated {outcome.duplicated()}, out of order {outcome.out_of_order()}")
+    problems = outcome.problems()
+    if problems:
+        print(f"  PROBLEMS ({len(problems)}): " + "; ".join(problems[:5]))
+    for kind in (Subscriber, WebSocketSubscriber):
+        pool = [s for s in outcome.subscribers if isinstance(s, kind)]
+        if pool:
+            print(f"  {'SSE' if kind is Subscriber else 'WebSocket'} ({len(pool)}):")
+            report_breaks(Outcome(pool, outcome.published, outcome.signals, outcome.signalled_at), args.server)
+    gone = ", ".join(f"{t:.2f}" for t in exits) if exits else "none seen"
+    print(f"  old {'instances' if args.server == 'daphne' else 'workers'} gone (s after the signal): {gone}")
+    print(f"  machine: {background:.2f} cores busy before the run, {busy:.2f} during it (the run included)")
+
+
+def report_breaks(outcome: Outcome, server: str) -> None:
+    """Print how the streams ended and came back; under daphne each instance's stop counts on its own."""
     breaks = outcome.breaks()
     hows = Counter(b.how for b in breaks)
     downs = []
@@ -106,24 +142,20 @@ def report(outcome: Outcome, args: argparse.Namespace, exits: list[float], busy:
         if not mine:
             continue
         hops.append(len(mine))
+        if server == "daphne":  # a stop per instance, seconds apart: each break is one
+            downs += [float("inf") if b.down is None else b.down for b in mine]
+            continue
         last = mine[-1].live_at
         downs.append(float("inf") if last is None else last - mine[0].at)
     reconnects = sorted(b.live_at - outcome.signalled_at for b in breaks if b.live_at is not None)
     ends = sorted(b.at - outcome.signalled_at for b in breaks)
     busiest = max(Counter(int(t * 10) for t in reconnects).values()) if reconnects else 0
     latencies = [x for s in outcome.subscribers for x in s.latencies]
-    hook = "without the drain hook" if args.no_hook else "with the drain hook"
-    print(f"rolling restart: {args.signal}, {hook}, gunicorn gevent x{args.workers}, {args.database}")
-    print(f"  {len(outcome.subscribers)} subscribers, {outcome.published} events at {args.rate:g}/s")
-    print(f"  signals (s after the first): {', '.join(f'{name} at {t:.2f}' for t, name in outcome.signals)}")
-    print(f"  lost {outcome.lost()}, duplicated {outcome.duplicated()}, out of order {outcome.out_of_order()}")
-    problems = outcome.problems()
-    if problems:
-        print(f"  PROBLEMS ({len(problems)}): " + "; ".join(problems[:5]))
     print(f"  stream ends after the signal: {len(breaks)} ({dict(hows)}); per subscriber {Counter(hops)}")
+    unit = "break" if server == "daphne" else "subscriber"
     if downs:
         print(
-            f"  down (end of its stream to a stream that stays), per subscriber: p50 {percentile(downs, 0.5):.3f} s,"
+            f"  down (end of its stream to a stream that stays), per {unit}: p50 {percentile(downs, 0.5):.3f} s,"
             f" p99 {percentile(downs, 0.99):.3f} s, max {max(downs):.3f} s"
         )
     if ends and reconnects:
@@ -136,18 +168,17 @@ def report(outcome: Outcome, args: argparse.Namespace, exits: list[float], busy:
             f"  publish to receive over the whole run: p50 {percentile(latencies, 0.5) * 1000:.1f} ms,"
             f" p99 {percentile(latencies, 0.99) * 1000:.1f} ms, max {max(latencies) * 1000:.0f} ms"
         )
-    gone = ", ".join(f"{t:.2f}" for t in exits) if exits else "none seen"
-    print(f"  old workers gone (s after the signal): {gone}")
-    print(f"  machine: {background:.2f} cores busy before the run, {busy:.2f} during it (the run included)")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = options.parser("bench.rolling_restart", __doc__)
     parser.add_argument("--database", choices=sorted(BACKENDS), default="postgres")
+    parser.add_argument("--server", choices=["gunicorn", "daphne"], default="gunicorn")
+    parser.add_argument("--websocket-share", type=float, default=0.5, help="daphne: the share of WebSocket subscribers")
+    parser.add_argument("--source", type=Path, help="daphne: run the servers from this source tree")
     parser.add_argument("--signal", choices=["hup", "usr2"], default="hup")
     parser.add_argument("--subscribers", type=int, default=200)
-    parser.add_argument("--rate", type=float, default=20.0)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    options.add(parser, "rate", "seconds")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--graceful-timeout", type=float, default=30.0)
     parser.add_argument("--no-hook", action="store_true", help="run gunicorn without the drain hook (as before it)")
@@ -158,6 +189,9 @@ def main() -> None:
         directory = Path(tmp)
         env = {**project_env(url), "REALTIME_BACKEND": BACKENDS[args.database]}
         manage(env, "migrate", "--verbosity", "0")
+        if args.server == "daphne":
+            run_daphne(args, env, directory)
+            return
         extra = gunicorn_args(
             directory, workers=args.workers, graceful_timeout=args.graceful_timeout, hook=not args.no_hook
         )
@@ -194,6 +228,40 @@ def main() -> None:
             if args.log:
                 args.log.write_text(server.log())
         report(outcome, args, exits, busy, background)
+
+
+def run_daphne(args: argparse.Namespace, env: dict[str, str], directory: Path) -> None:
+    """Two daphne instances behind a balancer, SSE and WebSocket subscribers, TERM to each instance in turn."""
+    before = machine_busy()
+    time.sleep(2)
+    background = (machine_busy() - before) / 2
+    pair = DaphnePair(env, directory, cwd=args.source.resolve() if args.source else ROOT)
+    publisher = PacedPublisher(env, CHANNEL, args.rate, int(args.rate * args.seconds), directory / "pub.stderr")
+    websockets = round(args.subscribers * args.websocket_share)
+    pool = [pair.sse_subscriber(CHANNEL) for _ in range(args.subscribers - websockets)]
+    pool += [pair.websocket_subscriber(CHANNEL) for _ in range(websockets)]
+    try:
+        started, busy_start = time.monotonic(), machine_busy()
+        outcome = asyncio.run(
+            run_restart(
+                pair.servers["a"],
+                publisher,
+                channel=CHANNEL,
+                subscribers=len(pool),
+                signal_after=args.seconds / 3,
+                send_signals=pair.restart_in_turn,
+                settle=args.graceful_timeout + 5,
+                pool=pool,
+            )
+        )
+        busy = (machine_busy() - busy_start) / (time.monotonic() - started)
+    finally:
+        publisher.kill()
+        pair.stop()
+        if args.log:
+            args.log.write_text(pair.log())
+    exits = [seconds for _, seconds, _ in pair.exits]
+    report(outcome, args, exits, busy, background)
 
 
 if __name__ == "__main__":

@@ -18,38 +18,31 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import options, report
 from bench.clients import ClientPool, Stream, raise_fd_limit
 from bench.servers import (
-    ROOT,
     HttpPublisher,
     ProcessPublisher,
     Target,
-    cpu_times,
     get_json,
-    machine_busy,
-    measured_pid,
+    gunicorn_gevent,
+    measured_server,
     migrate,
-    start_server,
-    steady_rss_kb,
-    stop,
     stop_all,
     wait_for_quiet,
-    wait_ready,
 )
+from tests.support.processes import steady_memory_kb
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser = options.parser("bench.run", __doc__)
     parser.add_argument("--clients", default="1000,100", help="comma-separated stream counts (default: 1000,100)")
-    parser.add_argument("--events", type=int, default=200, help="events published per run (default: 200)")
-    parser.add_argument("--rate", type=float, default=20.0, help="events per second (default: 20)")
-    parser.add_argument("--backend", default="polling", help="REALTIME BACKEND of our server (default: polling)")
+    options.add(parser, "events", "rate", "backend")
     parser.add_argument(
         "--publisher",
         choices=["http", "process", "both"],
@@ -71,43 +64,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peer-venv", type=Path, help="venv with django-eventstream, daphne, uvicorn (else no peer)")
     parser.add_argument("--peer-servers", default="daphne,uvicorn", help="ASGI servers for the peer")
     parser.add_argument("--only", default="ours,peer,floor", help="which of ours,peer,floor to run (default: all)")
-    parser.add_argument("--warmup-events", type=int, default=20, help="events sent to warm-up streams first")
-    parser.add_argument("--idle", type=float, default=3.0, help="seconds streams sit idle before RSS is read")
-    parser.add_argument("--drain", type=float, default=10.0, help="seconds to wait for delivery after the last event")
-    parser.add_argument("--client-processes", type=int, default=2, help="processes holding the client streams")
-    add_background_option(parser)
+    options.add(parser, "warmup_events", "idle", "drain", "client_processes", "max_background")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL"),
         help="database of both sides (default: $DATABASE_URL, else a fresh SQLite file per run)",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
+    options.add(parser, "out")
     return parser.parse_args(argv)
-
-
-def add_background_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--max-background",
-        type=float,
-        default=0.25,
-        help="before each run, wait (up to 10 minutes) until the machine uses at most this many cores (default: 0.25)",
-    )
 
 
 def our_targets(args: argparse.Namespace) -> list[Target]:
     modes = ["http", "process"] if args.publisher == "both" else [args.publisher]
-    argv = [
-        "gunicorn",
-        "-k",
-        "gevent",
-        "-w",
-        "1",
-        "--worker-connections",
-        "2000",
-        "-b",
-        "127.0.0.1:{port}",
-        "bench.site.wsgi",
-    ]
+    argv = gunicorn_gevent()
     return [
         Target(
             key="ours",
@@ -238,6 +207,86 @@ def wait_delivered(pool: ClientPool, deadline: float) -> dict[str, int]:
         time.sleep(0.05)
 
 
+@dataclass
+class FanOut:
+    """What :func:`fan_out` measured of the serving processes, each list one figure per process."""
+
+    warm: dict[str, Any]
+    rss_idle0: list[int]
+    opened: dict[str, Any]
+    cpu_open: float
+    rss_idle_n: list[int]
+    idle: options.Cost
+    rate: float
+    status: dict[str, int]
+    cost: options.Cost
+    results: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        """Return the keywords of ``report.summarise`` that it measured."""
+        return {
+            "warm": self.warm,
+            "opened": self.opened,
+            "cpu_open": self.cpu_open,
+            "rss_idle0": sum(self.rss_idle0),
+            "rss_idle_n": sum(self.rss_idle_n),
+            "cpu_used": self.cost.cpu_used,
+            "wall": self.cost.wall,
+            "rate": self.rate,
+            "status": self.status,
+            "results": self.results,
+            "machine_seconds": self.cost.machine_seconds,
+        }
+
+
+def fan_out(
+    args: argparse.Namespace,
+    pool: ClientPool,
+    publisher: Any,
+    pids: list[int],
+    open_streams: Callable[[int], dict[str, Any]],
+    streams: int,
+    *,
+    warm_streams: int = 20,
+    farewell: Sequence[int] = tuple(range(-1000, -1005, -1)),
+    farewell_rate: float = 10,
+    channel: Callable[[int], str] | None = None,
+    owners: Sequence[int] | None = None,
+) -> FanOut:
+    """Measure a fan-out to *streams* streams (``open_streams(n)`` opens n) served by *pids*: CPU, RSS, latency, loss.
+
+    Warm up first: every code path once on *warm_streams* streams, which
+    then close, and the *farewell* events make the server notice (a WSGI
+    server sees a gone client on its next writes).  Then RSS with no stream;
+    open the streams (their CPU); RSS after ``args.idle`` seconds idle (and
+    the idle CPU); publish ``args.events`` at ``args.rate`` (each on
+    ``channel(seq)`` if given; seq n only for the stream of index
+    ``owners[n]`` if given) and wait up to ``args.drain`` seconds for delivery.
+    """
+    warm = open_streams(warm_streams)
+    publish_paced(publisher, range(-1, -args.warmup_events - 1, -1), 50, channel)
+    time.sleep(1)
+    pool.close_all()
+    publish_paced(publisher, list(farewell), farewell_rate, channel)
+    time.sleep(1)
+    rss_idle0 = [steady_memory_kb(pid) for pid in pids]
+
+    opening = options.Meter(pids)
+    opened = open_streams(streams)
+    cpu_open = opening.cpu_seconds()
+    idling = options.Meter(pids)
+    time.sleep(args.idle)
+    rss_idle_n = [steady_memory_kb(pid) for pid in pids]
+    idle = idling.stop()
+
+    pool.reset(args.events, owners)
+    meter = options.Meter(pids)
+    rate = publish_paced(publisher, range(args.events), args.rate, channel)
+    status = wait_delivered(pool, time.monotonic() + args.drain)
+    cost = meter.stop()
+    return FanOut(warm, rss_idle0, opened, cpu_open, rss_idle_n, idle, rate, status, cost, pool.results())
+
+
 def run_one(
     target: Target, clients: int, args: argparse.Namespace, pool: ClientPool, dbdir: Path, logdir: Path
 ) -> dict:
@@ -251,68 +300,61 @@ def run_one(
     log = logdir / f"{slug}.log"
     background = wait_for_quiet(args.max_background)
     migrate(target, database_url)
-    proc, port = start_server(target, database_url, log)
-    publisher = None
-    try:
-        wait_ready(proc, port)
-        pid = measured_pid(target, proc)
-        publisher = (
-            ProcessPublisher(target, database_url, log) if target.publisher == "process" else HttpPublisher(port)
-        )
-        # Warm-up: load every code path once, then close the streams and make
-        # the server notice (a WSGI server sees a gone client on its next writes).
-        kind = stream_class(target)
-        warm = pool.open("127.0.0.1", port, target.path, min(20, clients), kind=kind)
-        publish_paced(publisher, range(-1, -args.warmup_events - 1, -1), 50)
-        time.sleep(1)
-        pool.close_all()
-        publish_paced(publisher, [-1000 - i for i in range(5)], 10)
-        time.sleep(1)
-        rss_idle0 = steady_rss_kb(pid)
-
-        cpu_before_open = sum(cpu_times(pid))
-        opened = pool.open("127.0.0.1", port, target.path, clients, kind=kind)
-        cpu_open = sum(cpu_times(pid)) - cpu_before_open
-        time.sleep(args.idle)
-        rss_idle_n = steady_rss_kb(pid)
-
-        pool.reset(args.events)
-        cpu_start = cpu_times(pid)
-        machine_start = machine_busy()
-        wall_start = time.monotonic()
-        rate = publish_paced(publisher, range(args.events), args.rate)
-        status = wait_delivered(pool, time.monotonic() + args.drain)
-        cpu_end = cpu_times(pid)
-        machine_seconds = machine_busy() - machine_start
-        cpu_used = (cpu_end[0] - cpu_start[0], cpu_end[1] - cpu_start[1])
-        wall = time.monotonic() - wall_start
-        results = pool.results()
-        stats = get_json(port, target.stats_path) if target.stats_path else None
-        if measured_pid(target, proc) != pid:
-            raise RuntimeError("the measured worker was replaced during the run")
-    finally:
-        pool.close_all()
-        if publisher is not None:
-            publisher.close()
-        stop(proc)
+    with measured_server(target, database_url, log) as (port, pid):
+        publisher = None
+        try:
+            publisher = (
+                ProcessPublisher(target, database_url, log) if target.publisher == "process" else HttpPublisher(port)
+            )
+            kind = stream_class(target)
+            measured = fan_out(
+                args,
+                pool,
+                publisher,
+                [pid],
+                lambda count: pool.open("127.0.0.1", port, target.path, count, kind=kind),
+                clients,
+                warm_streams=min(20, clients),
+            )
+            stats = get_json(port, target.stats_path) if target.stats_path else None
+        finally:
+            pool.close_all()
+            if publisher is not None:
+                publisher.close()
     return report.summarise(
         target=target,
         clients=clients,
-        warm=warm,
-        opened=opened,
-        cpu_open=cpu_open,
-        rss_idle0=rss_idle0,
-        rss_idle_n=rss_idle_n,
-        cpu_used=cpu_used,
-        wall=wall,
-        rate=rate,
-        status=status,
-        results=results,
         log=str(log),
         stats=stats,
-        machine_seconds=machine_seconds,
         background=background,
+        **measured.summary(),
     )
+
+
+#: What a failed run raises: it is recorded in the report, and the other runs go on.
+FAILURES: tuple[type[Exception], ...] = (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError)
+
+
+def run_each(
+    counts: Sequence[int],
+    targets: Sequence[Target],
+    one: Callable[[Target, int], dict[str, Any]],
+    failures: tuple[type[Exception], ...] = FAILURES,
+) -> list[dict[str, Any]]:
+    """Return ``one(target, count)`` for each count and each target, a failure recorded as such.
+
+    The targets alternate at each count, so that what else the machine does hits them alike.
+    """
+    runs = []
+    for count in counts:
+        for target in targets:
+            try:
+                runs.append(one(target, count))
+            except failures as exc:
+                print(f"   FAILED: {exc}", file=sys.stderr)
+                runs.append({"target": asdict(target), "clients": count, "error": str(exc)[:300]})
+            print(report.line(runs[-1]), flush=True)
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,32 +376,20 @@ def measure(
     packages: tuple[str, ...] = ("django", "gunicorn", "gevent"),
 ) -> int:
     """Run every target at every client count of *args*, print the report and write it to ``args.out``."""
-    counts = [int(n) for n in args.clients.split(",")]
+    counts = options.counts(args.clients)
     raise_fd_limit(max(counts) * 2 + 1000)
-    stamp = time.strftime("%Y%m%d-%H%M%S") + ("" if prog == "bench.run" else "-" + prog.rsplit(".", 1)[-1])
+    stamp = options.stamp(prog)
     logdir = args.out / f"{stamp}-logs"
     logdir.mkdir(parents=True)
     meta = report.machine(args, sys.argv, targets, prog, packages)  # before the runs: the commit under test
-    runs = []
     pool = ClientPool(args.client_processes, max(counts))
     try:
         with tempfile.TemporaryDirectory(prefix="django-realtime-bench-") as tmp:
-            for clients in counts:
-                for target in targets:
-                    try:
-                        runs.append(run_one(target, clients, args, pool, Path(tmp), logdir))
-                    except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as exc:
-                        print(f"   FAILED: {exc}", file=sys.stderr)
-                        runs.append({"target": asdict(target), "clients": clients, "error": str(exc)[:300]})
-                    print(report.line(runs[-1]), flush=True)
+            runs = run_each(counts, targets, lambda target, n: run_one(target, n, args, pool, Path(tmp), logdir))
     finally:
         pool.stop()
         stop_all()
-    markdown = report.markdown(meta, runs)
-    (args.out / f"{stamp}.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=2))
-    (args.out / f"{stamp}.md").write_text(markdown)
-    print("\n" + markdown)
-    print(f"results written to {args.out / stamp}.{{json,md}}")
+    options.write_results(args.out, stamp, {"meta": meta, "runs": runs}, report.markdown(meta, runs))
     return 0 if all("error" not in run for run in runs) else 1
 
 

@@ -23,27 +23,24 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import options, report
 from bench.clients import ClientPool, raise_fd_limit
-from bench.databases import POSTGRES_ADMIN, fresh_database
-from bench.run import add_background_option, publish_paced, wait_delivered
+from bench.databases import fresh_database
+from bench.run import fan_out
 from bench.servers import (
     ROOT,
     HttpPublisher,
     ProcessPublisher,
     Target,
-    cpu_times,
     environment,
-    machine_busy,
+    gunicorn_gevent,
     measured_pid,
     migrate,
     start_server,
-    steady_rss_kb,
     stop,
     stop_all,
     wait_for_quiet,
@@ -54,7 +51,7 @@ THROUGHPUT_CASES = "sqlite:polling,postgres:polling,postgres:postgres,postgres:r
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.scale_out", description=__doc__.split("\n\n")[0])
+    parser = options.parser("bench.scale_out", __doc__)
     parser.add_argument("--only", default="latency,throughput", help="which of latency,throughput to run")
     parser.add_argument("--clients", type=int, default=1000, help="streams in all (default: 1000)")
     parser.add_argument("--servers", type=int, default=2, help="gunicorn processes sharing them (default: 2)")
@@ -65,17 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=True,
         help="also run every stream on one worker with publish() inside it (default: on)",
     )
-    parser.add_argument("--events", type=int, default=200, help="events published per run (default: 200)")
-    parser.add_argument("--rate", type=float, default=20.0, help="events per second (default: 20)")
-    parser.add_argument("--warmup-events", type=int, default=20, help="events sent to warm-up streams first")
-    parser.add_argument("--idle", type=float, default=3.0, help="seconds streams sit idle before RSS is read")
-    parser.add_argument("--drain", type=float, default=10.0, help="seconds to wait for delivery after the last event")
-    parser.add_argument("--client-processes", type=int, default=2, help="processes holding the client streams")
-    add_background_option(parser)
+    options.add(parser, "events", "rate", "warmup_events", "idle", "drain", "client_processes", "max_background")
     parser.add_argument(
         "--database", choices=["postgres", "sqlite"], default="postgres", help="the latency runs' database"
     )
-    parser.add_argument("--postgres", default=POSTGRES_ADMIN, help=f"where to create databases ({POSTGRES_ADMIN})")
+    options.add(parser, "postgres")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis of the redis backend")
     parser.add_argument(
         "--throughput-cases",
@@ -84,25 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds each throughput case publishes")
     parser.add_argument("--peer-venv", type=Path, help="venv with django-eventstream: also measure send_event()")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
+    options.add(parser, "out")
     return parser.parse_args(argv)
-
-
-def gunicorn() -> list[str]:
-    # --no-control-socket: gunicorn 27's default control socket is one per user, and two servers run at once.
-    return [
-        "gunicorn",
-        "-k",
-        "gevent",
-        "-w",
-        "1",
-        "--worker-connections",
-        "2000",
-        "--no-control-socket",
-        "-b",
-        "127.0.0.1:{port}",
-        "bench.site.wsgi",
-    ]
 
 
 def ours(backend: str, args: argparse.Namespace, **changes: Any) -> Target:
@@ -111,7 +85,7 @@ def ours(backend: str, args: argparse.Namespace, **changes: Any) -> Target:
         name=f"{args.servers} × gunicorn gevent, {backend}",
         python=sys.executable,
         settings="bench.site.settings",
-        server_argv=gunicorn(),
+        server_argv=gunicorn_gevent(),
         forks=True,
         publisher="process",
         env={"REALTIME_BACKEND": backend, "DJANGO_DEBUG": "0", "REDIS_URL": args.redis_url},
@@ -166,30 +140,15 @@ def run_latency(
             else:
                 publisher = HttpPublisher(ports[0])
             # Warm-up, as in bench.run: every code path once, then the streams closed and noticed.
-            warm = open_spread(pool, ports, target.path, min(20, clients))
-            publish_paced(publisher, range(-1, -args.warmup_events - 1, -1), 50)
-            time.sleep(1)
-            pool.close_all()
-            publish_paced(publisher, [-1000 - i for i in range(5)], 10)
-            time.sleep(1)
-            rss_idle0 = [steady_rss_kb(pid) for pid in pids]
-
-            cpu_before_open = sum(sum(cpu_times(pid)) for pid in pids)
-            opened = open_spread(pool, ports, target.path, clients // servers)
-            cpu_open = sum(sum(cpu_times(pid)) for pid in pids) - cpu_before_open
-            time.sleep(args.idle)
-            rss_idle_n = [steady_rss_kb(pid) for pid in pids]
-
-            pool.reset(args.events)
-            cpu_start = [cpu_times(pid) for pid in pids]
-            machine_start = machine_busy()
-            wall_start = time.monotonic()
-            rate = publish_paced(publisher, range(args.events), args.rate)
-            status = wait_delivered(pool, time.monotonic() + args.drain)
-            cpu_end = [cpu_times(pid) for pid in pids]
-            machine_seconds = machine_busy() - machine_start
-            wall = time.monotonic() - wall_start
-            results = pool.results()
+            measured = fan_out(
+                args,
+                pool,
+                publisher,
+                pids,
+                lambda count: open_spread(pool, ports, target.path, count),
+                clients // servers,
+                warm_streams=min(20, clients),
+            )
             if [measured_pid(target, proc) for proc in procs] != pids:
                 raise RuntimeError("a measured worker was replaced during the run")
         finally:
@@ -198,33 +157,13 @@ def run_latency(
                 publisher.close()
             for proc in procs:
                 stop(proc)
-    per_server_cpu = [sum(end) - sum(start) for start, end in zip(cpu_start, cpu_end, strict=True)]
-    run = report.summarise(
-        target=target,
-        clients=clients,
-        warm=warm,
-        opened=opened,
-        cpu_open=cpu_open,
-        rss_idle0=sum(rss_idle0),
-        rss_idle_n=sum(rss_idle_n),
-        cpu_used=(
-            sum(end[0] - start[0] for start, end in zip(cpu_start, cpu_end, strict=True)),
-            sum(end[1] - start[1] for start, end in zip(cpu_start, cpu_end, strict=True)),
-        ),
-        wall=wall,
-        rate=rate,
-        status=status,
-        results=results,
-        log=str(log),
-        machine_seconds=machine_seconds,
-        background=background,
-    )
+    run = report.summarise(target=target, clients=clients, log=str(log), background=background, **measured.summary())
     run["servers"] = servers
     run["backend"] = backend
     run["database"] = args.database
-    run["per_server_cpu_seconds"] = [round(c, 2) for c in per_server_cpu]
+    run["per_server_cpu_seconds"] = [round(c, 2) for c in measured.cost.per_process]
     run["per_server_kb_per_stream"] = [
-        round((n - z) / (clients // servers), 1) for z, n in zip(rss_idle0, rss_idle_n, strict=True)
+        round((n - z) / (clients // servers), 1) for z, n in zip(measured.rss_idle0, measured.rss_idle_n, strict=True)
     ]
     return run
 
@@ -352,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = args.only.split(",")
     pairs = latency_targets(args) if "latency" in parts else []
     raise_fd_limit(args.clients * 2 + 1000)
-    stamp = time.strftime("%Y%m%d-%H%M%S") + "-scale_out"
+    stamp = options.stamp("bench.scale_out")
     logdir = args.out / f"{stamp}-logs"
     logdir.mkdir(parents=True)
     packages = ("django", "gunicorn", "gevent", "psycopg", "redis")
@@ -381,11 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         if pool is not None:
             pool.stop()
         stop_all()
-    text = markdown(meta, runs, rates)
-    (args.out / f"{stamp}.json").write_text(json.dumps({"meta": meta, "runs": runs, "throughput": rates}, indent=2))
-    (args.out / f"{stamp}.md").write_text(text)
-    print("\n" + text)
-    print(f"results written to {args.out / stamp}.{{json,md}}")
+    payload = {"meta": meta, "runs": runs, "throughput": rates}
+    options.write_results(args.out, stamp, payload, markdown(meta, runs, rates))
     return 0 if all("error" not in item for item in [*runs, *rates]) else 1
 
 

@@ -1,8 +1,10 @@
-"""Start, measure and stop the servers under test, and the publishers that feed them.
+"""Start and stop the servers under test, and the publishers that feed them.
 
 Every child process is started in a session of its own and registered, so
 ``stop_all()`` (called from the runner's ``finally``) kills whole process
 groups: gunicorn's arbiter and its forked worker alike, even after Ctrl-C.
+Process groups, free ports and what /proc says of a process (CPU, RSS) are
+the test harness's (tests/support/processes.py): bench depends on it.
 
 A target may run ``django_realtime`` and the demo project ``testproject``
 from another source tree (a ``git worktree`` of an older commit, say) with
@@ -17,16 +19,18 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from tests.support.processes import free_port, machine_busy, only_worker, stop_group
+
 ROOT = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 _running: list[subprocess.Popen] = []
 
@@ -49,10 +53,15 @@ class Target:
     tree: str | None = None  # run django_realtime from this source tree; None: from this checkout (ROOT)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def gunicorn_gevent(worker_connections: int = 2000, application: str = "bench.site.wsgi") -> list[str]:
+    """Return the ``server_argv`` of one gunicorn gevent worker serving *application* (the bench site).
+
+    No control socket: gunicorn 27's default is one per user, and runs may start two servers at once.
+    """
+    return [
+        *("gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", str(worker_connections)),
+        *("--no-control-socket", "-b", "127.0.0.1:{port}", application),
+    ]
 
 
 #: What a target with a ``tree`` imports from it: the package, and the demo project its settings and URLs fit.
@@ -123,22 +132,9 @@ def spawn(argv: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT, **k
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """Kill *proc*'s whole process group: SIGINT (quick shutdown), then SIGKILL."""
-    for sig, grace in ((signal.SIGINT, 3.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(grace)
-            # The group may outlive its leader (a forked worker): finish it off.
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            break
-        except subprocess.TimeoutExpired:
-            continue
-        break
+    """Kill *proc*'s whole process group: SIGINT (quick shutdown), then SIGKILL after 3 s or its leader."""
     if proc in _running:
+        stop_group(proc, signal.SIGINT, 3.0)
         _running.remove(proc)
 
 
@@ -151,6 +147,24 @@ def start_server(target: Target, database_url: str, log: Path) -> tuple[subproce
     port = free_port()
     argv = [target.python, "-m", *(arg.format(port=port) for arg in target.server_argv)]
     return spawn(argv, environment(target, database_url), log, workdir(target)), port
+
+
+@contextmanager
+def measured_server(target: Target, database_url: str, log: Path) -> Iterator[tuple[int, int]]:
+    """Run *target*'s server on *database_url* for the block; yield its port and the pid that serves.
+
+    The block fails if that process was replaced meanwhile (its figures
+    would mix two processes'); the server is stopped however it ends.
+    """
+    proc, port = start_server(target, database_url, log)
+    try:
+        wait_ready(proc, port)
+        pid = measured_pid(target, proc)
+        yield port, pid
+        if measured_pid(target, proc) != pid:
+            raise RuntimeError("the measured worker was replaced during the run")
+    finally:
+        stop(proc)
 
 
 def wait_ready(proc: subprocess.Popen, port: int, timeout: float = 60) -> None:
@@ -185,57 +199,9 @@ def get_json(port: int, path: str) -> dict:
         conn.close()
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
 def measured_pid(target: Target, proc: subprocess.Popen) -> int:
     """Return the pid that serves requests: gunicorn's single worker, else the server itself."""
-    if not target.forks:
-        return proc.pid
-    workers = children(proc.pid)
-    if len(workers) != 1:
-        raise RuntimeError(f"expected one gunicorn worker under {proc.pid}, found {workers}")
-    return workers[0]
-
-
-def rss_kb(pid: int) -> int:
-    """VmRSS of *pid*, in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def steady_rss_kb(pid: int, reads: int = 5, pause: float = 0.2) -> int:
-    """The median of a few VmRSS reads."""
-    values = []
-    for _ in range(reads):
-        values.append(rss_kb(pid))
-        time.sleep(pause)
-    return sorted(values)[len(values) // 2]
-
-
-def cpu_times(pid: int) -> tuple[float, float]:
-    """utime and stime of *pid* (all its threads), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
-
-
-def machine_busy() -> float:
-    """Return the CPU seconds the whole machine has spent busy (all cores, all processes) since boot."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle and iowait
-    return (sum(fields[:8]) - idle) / CLK_TCK
+    return only_worker(proc.pid) if target.forks else proc.pid
 
 
 def wait_for_quiet(limit: float, patience: float = 600.0, sample: float = 2.0) -> float:

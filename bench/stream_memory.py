@@ -2,7 +2,7 @@
 
 For each tree (this checkout, or a ``git worktree`` of an older commit) and
 each mode: a fresh SQLite file, ``migrate``, then the demo project
-(``testproject``, its settings and middleware as tests/servers.py runs them:
+(``testproject``, its settings and middleware as tests/support/servers.py runs them:
 polling backend, keepalive 1 s) under ``gunicorn -k gevent -w 1
 --worker-connections 2000 testproject.wsgi``, started in the tree so that
 it imports that tree's ``django_realtime`` and ``testproject`` with this
@@ -32,41 +32,20 @@ import argparse
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench import options
 from bench.clients import raise_fd_limit
-from tests.servers import free_port, project_env, start_server, stop_server
+from tests.support.processes import free_port, steady_memory_kb
+from tests.support.servers import project_env, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The demo's stream: one public channel, no presence (what its dashboard page opens).
 DEMO_PATH = "/events/?channel=demo:idle"
-
-
-def worker_pid(arbiter: int, timeout: float = 10.0) -> int:
-    """Return the pid of gunicorn's forked worker under *arbiter*."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        children = Path(f"/proc/{arbiter}/task/{arbiter}/children").read_text().split()
-        if children:
-            return int(children[0])
-        time.sleep(0.1)
-    raise RuntimeError("gunicorn started no worker")
-
-
-def rss_kb(pid: int, reads: int = 5) -> int:
-    """Return the median VmRSS of *pid* in KB over *reads* reads, 0.1 s apart."""
-    values = []
-    for _ in range(reads):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                values.append(int(line.split()[1]))
-        time.sleep(0.1)
-    return int(statistics.median(values))
 
 
 def open_streams(port: int, path: str, count: int, concurrency: int) -> list[socket.socket]:
@@ -110,17 +89,17 @@ def measure(tree: Path, mode: str, args: argparse.Namespace, directory: Path) ->
     server = start_server("gunicorn-gevent", env, directory / "server.log", extra, cwd=tree)
     try:
         port = int(server.url.rsplit(":", 1)[1])
-        pid = worker_pid(server.process.pid)
+        pid = server.worker_pid()
         if mode == "warm":
             warm = open_streams(port, args.path, args.warmup, args.concurrency)
             time.sleep(1)
             for sock in warm:
                 sock.close()
             time.sleep(3)  # keepalives (1 s) find the closed sockets
-        before = rss_kb(pid)
+        before = steady_memory_kb(pid, pause=0.1)
         socks = open_streams(port, args.path, args.streams, args.concurrency)
         time.sleep(args.idle)
-        after = rss_kb(pid)
+        after = steady_memory_kb(pid, pause=0.1)
         server.check_alive()
         for sock in socks:
             sock.close()
@@ -152,10 +131,10 @@ def measure_floor(args: argparse.Namespace) -> dict:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        before = rss_kb(process.pid)
+        before = steady_memory_kb(process.pid, pause=0.1)
         socks = open_streams(port, args.path, args.streams, args.concurrency)
         time.sleep(args.idle)
-        after = rss_kb(process.pid)
+        after = steady_memory_kb(process.pid, pause=0.1)
         for sock in socks:
             sock.close()
     finally:
@@ -174,15 +153,14 @@ def measure_floor(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = options.parser("bench.stream_memory", __doc__)
     parser.add_argument("--tree", action="append", help="a source tree to measure (repeatable; default: this one)")
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=20, help="streams opened and closed first in the warm mode")
     parser.add_argument("--modes", default="cold,warm")
     parser.add_argument("--path", default=DEMO_PATH, help="what each stream opens")
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight at a time while opening")
-    parser.add_argument("--idle", type=float, default=3.0, help="seconds between the last stream and the read")
-    parser.add_argument("--repeat", type=int, default=1)
+    options.add(parser, "idle", "repeat")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server (repeatable)")
     parser.add_argument("--floor", action="store_true", help="measure the bare asyncio writer too, each repeat")
     parser.add_argument(

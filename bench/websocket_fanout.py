@@ -19,20 +19,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
-from bench.run import add_background_option, measure
-from bench.servers import ROOT, Target
+from bench import options
+from bench.run import measure
+from bench.servers import Target
 
 SOCKET_PATH = "/ws/?channel=demo%3Abench"  # the clients subscribe to ?channel= in a message
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.websocket_fanout", description=__doc__.split("\n\n")[0])
+    parser = options.parser("bench.websocket_fanout", __doc__)
     parser.add_argument("--clients", default="1000,100", help="comma-separated socket counts (default: 1000,100)")
-    parser.add_argument("--events", type=int, default=200, help="events published per run (default: 200)")
-    parser.add_argument("--rate", type=float, default=20.0, help="events per second (default: 20)")
-    parser.add_argument("--backend", default="polling", help="REALTIME BACKEND of our server (default: polling)")
+    options.add(parser, "events", "rate", "backend")
     parser.add_argument(
         "--only", default="ours,channels,floor", help="which of ours,channels,floor to run (default: all)"
     )
@@ -42,17 +40,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1000,
         help="the in-memory channel layer's capacity per consumer (Channels' default: 100; here: 1000)",
     )
-    parser.add_argument("--warmup-events", type=int, default=20, help="events sent to warm-up sockets first")
-    parser.add_argument("--idle", type=float, default=3.0, help="seconds sockets sit idle before RSS is read")
-    parser.add_argument("--drain", type=float, default=10.0, help="seconds to wait for delivery after the last event")
-    parser.add_argument("--client-processes", type=int, default=2, help="processes holding the client sockets")
-    add_background_option(parser)
+    options.add(parser, "warmup_events", "idle", "drain", "client_processes", "max_background")
     parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL"),
         help="database of both servers (default: $DATABASE_URL, else a fresh SQLite file per run)",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results directory")
+    options.add(parser, "out")
     return parser.parse_args(argv)
 
 

@@ -66,18 +66,10 @@ class WebSocketStream(Stream):
     def data_received(self, data: bytes) -> None:
         now = time.time()
         if not self.in_body:
-            self.head += data
-            end = self.head.find(b"\r\n\r\n")
-            if end < 0:
+            taken = self.take_head(data, (b"http/1.1 101",), "handshake answered")
+            if taken is None:
                 return
-            head, data = self.head[:end].lower(), self.head[end + 4 :]
-            self.head = b""
-            if not head.startswith(b"http/1.1 101"):
-                status = head.split(b"\r\n", 1)[0].decode(errors="replace")
-                self.opened.set_exception(ConnectionError(f"handshake answered {status}"))
-                self.transport.close()
-                return
-            self.in_body = True
+            data = taken[1]
             self.transport.write(client_frame(self.subscribe))
         raw = self.raw + data if self.raw else data
         pos, size = 0, len(raw)

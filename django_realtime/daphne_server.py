@@ -16,12 +16,13 @@ drained, and nothing is handed over in between.
   library (autobahn) also drops the TCP connection without a close frame
   when a client breaks a limit, so a client sees 1006 where RFC 6455
   (section 7.4.1) has 1009 for a message too big; the consumer asks it to
-  send the close frame.  ``send_now`` hands a message over from
+  send the close frame.  daphne drops a close's reason; ``close_with_reason``
+  has autobahn send it.  ``send_now`` hands a message over from
   synchronous code; ``unwrap_send`` skips Channels' session middleware.
 * SSE (``daphne_write_gate``): Django sends each chunk of a stream with the
   server's ``send()`` before it asks for the next; uvicorn, hypercorn and
-  granian make that wait while the client does not read, so the hub's
-  SSE_SEND_TIMEOUT watch sees it (sse/responses.py).  Under daphne the
+  granian make that wait while the client does not read, so the
+  SSE_SEND_TIMEOUT watchdog sees it (sse/watchdog.py).  Under daphne the
   stream finds its connection's transport among the reactor's readers, by
   the peer and server addresses of the ASGI scope (public Twisted API),
   hands the next chunk over only while the buffer has room, and ends if it
@@ -134,6 +135,19 @@ def send_now(send: Any, message: dict[str, Any]) -> None:
     raise RuntimeError("the server's send() waited; it cannot be driven synchronously")
 
 
+def close_with_reason(send: Any, code: int, reason: str) -> bool:
+    """Close daphne's WebSocket behind *send* with *code* and *reason*; return False under another server.
+
+    daphne's ``websocket.close`` drops the ASGI message's ``reason``
+    (``WebSocketProtocol.serverClose``); its protocol, autobahn's, sends one.
+    """
+    protocol = daphne_protocol(send)
+    if protocol is None or not hasattr(protocol, "sendClose"):
+        return False
+    protocol.sendClose(code=code, reason=reason)
+    return True
+
+
 def adapt_connection(send: Any) -> asyncio.Event | None:
     """Adapt a daphne connection; return an event set while its write buffer has room.
 
@@ -155,11 +169,11 @@ def adapt_connection(send: Any) -> asyncio.Event | None:
         return None
 
 
-def daphne_write_gate(scope: Mapping[str, Any]) -> asyncio.Event | None:
-    """Return an event set while the write buffer of the daphne connection of *scope* has room.
+def daphne_transport(scope: Mapping[str, Any]) -> Any:
+    """Return the Twisted transport of the daphne connection of *scope*, or None.
 
-    Return None under any other server, or if the connection is not found.
-    Call it on the event loop, which daphne shares with Twisted's reactor.
+    None under any other server, or if the connection is not found.  Call
+    it on the event loop, which daphne shares with Twisted's reactor.
     """
     if "daphne.server" not in sys.modules or "twisted.internet.reactor" not in sys.modules:
         return None  # not daphne: and importing the reactor would install one
@@ -178,9 +192,14 @@ def daphne_write_gate(scope: Mapping[str, Any]) -> asyncio.Event | None:
             continue
         if getattr(host, "port", None) != server[1] or not hasattr(reader, "registerProducer"):
             continue
-        try:
-            return WriteGate(reader).open
-        except (TypeError, RuntimeError) as exc:
-            logger.warning("django_realtime cannot watch this SSE connection's write buffer: %s", exc)
-            return None
+        return reader
     return None
+
+
+def daphne_write_gate(transport: Any) -> asyncio.Event | None:
+    """Return an event set while the write buffer of *transport* (``daphne_transport()``) has room, or None."""
+    try:
+        return WriteGate(transport).open
+    except (TypeError, RuntimeError) as exc:
+        logger.warning("django_realtime cannot watch this SSE connection's write buffer: %s", exc)
+        return None

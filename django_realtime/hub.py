@@ -49,8 +49,6 @@ logger = logging.getLogger("django_realtime")
 
 #: A tick (every KEEPALIVE/2 seconds, each waiter group woken once) is spread over this many slices.
 TICK_SLICES = 16
-#: Seconds between two looks at the streams' writes, for clients that stopped reading.
-WRITE_CHECK = 0.5
 #: Replaced readers that may stay blocked at once; past that a hung reader is left to its query.
 MAX_STUCK_READERS = 3
 
@@ -119,30 +117,6 @@ class Seats:
         return give
 
 
-class Watched(Protocol):
-    """A stream's writes to its client, watched by the hub: a client that stops reading blocks them."""
-
-    #: time.monotonic() when the server took the stream's current chunk, or 0 between chunks.
-    since: float
-
-    def cut(self) -> None:
-        """Cut the connection: the server's blocked write fails and the stream ends."""
-
-
-class Write:
-    """A stream's write to its client, watched by the hub, cut by the callable *close*."""
-
-    __slots__ = ("since", "close")
-
-    def __init__(self, close: Callable[[], None]) -> None:
-        self.since = 0.0
-        self.close = close
-
-    def cut(self) -> None:
-        """Cut the connection: the server's blocked write fails and the stream ends."""
-        self.close()
-
-
 class ChannelBuffer:
     """The buffered events of one channel: every one that arrived in the hub after ``floor_seq``.
 
@@ -184,7 +158,6 @@ class Hub:
         max_streams: int | None = None,
         catch_up_connections: int = 4,
         catch_up_memory: int = 16 * 1024 * 1024,
-        send_timeout: float | None = None,
     ) -> None:
         self.backend = backend
         self.using = using
@@ -201,12 +174,8 @@ class Hub:
         self._catch_ups = threading.BoundedSemaphore(catch_up_connections)
         #: Bytes that streams catching up may hold at once, in pieces (budget.py).
         self.budget = Budget(catch_up_memory)
-        #: Seconds a write to a client may block before the hub cuts the connection (None: never).
-        self.send_timeout = send_timeout
-        self._writes: set[Watched] = set()
-        self._next_write_check = 0.0
-        #: Connections cut because their client stopped reading, for tests and status().
-        self.slow_clients = 0
+        #: What else runs on the ticker's passes (on_tick()).
+        self._tick_hooks: tuple[Callable[[float], None], ...] = ()
         self._next_slice = self._next_period = 0.0
         #: When the reader reads the log next, unless something wakes it first.
         self.next_read = 0.0
@@ -245,6 +214,8 @@ class Hub:
         self.stopping = False
         #: Set by drain(): the server is shutting down, and each stream ends once it has sent what it has.
         self.draining = False
+        #: Called once the hub drains, by connections that need no waiter group to hear of it (WebSockets).
+        self.on_drain: set[Callable[[], None]] = set()
         self._reader: Reader | None = None
         #: Replaced readers still blocked somewhere (a connect to a host that does not answer).
         self._stuck: list[Reader] = []
@@ -306,6 +277,8 @@ class Hub:
         with self._lock:
             groups = list(self._groups.values())
         self._wake(groups)
+        for callback in list(self.on_drain):
+            callback()
 
     def poke(self) -> None:
         """Ask the reader to look at the log now."""
@@ -373,7 +346,6 @@ class Hub:
             "readers_replaced": self.replaced,
             "log_reads": self.reads,
             "rows_read": self.rows_read,
-            "slow_clients_closed": self.slow_clients,
         }
 
     def healthy(self) -> bool:
@@ -436,6 +408,16 @@ class Hub:
 
     # The ticker -----------------------------------------------------------
 
+    def on_tick(self, hook: Callable[[float], None]) -> None:
+        """Have the ticker call *hook* with time.monotonic() on each of its passes (0.25 s apart at most).
+
+        For housekeeping that must not wait on the database: *hook* runs on
+        the ticker's thread and must return quickly (a transport's watch on
+        its clients, such as ``sse/watchdog.py``).
+        """
+        with self._lock:
+            self._tick_hooks = (*self._tick_hooks, hook)
+
     def _run_ticker(self) -> None:
         while not self._stop.is_set():
             now = time.monotonic()
@@ -443,47 +425,12 @@ class Hub:
                 if now >= self._next_slice:
                     self._tick(now)
                 self._supervise(now)
-                if now >= self._next_write_check:
-                    self._next_write_check = now + WRITE_CHECK
-                    self._check_writes(now)
+                for hook in self._tick_hooks:
+                    hook(now)
                 metrics.flush()
             except Exception:  # the ticker must outlive any bug in what it calls
                 logger.exception("django_realtime hub tick failed")
             self._stop.wait(max(0.01, min(self._next_slice - time.monotonic(), 0.25)))
-
-    def watch_write(self, close: Callable[[], None]) -> Write | None:
-        """Watch a stream's writes (see Write); call unwatch() with the result when it ends."""
-        write = Write(close)
-        return write if self.watch(write) else None
-
-    def watch(self, write: Watched) -> bool:
-        """Watch *write* unless SSE_SEND_TIMEOUT is off; return whether it is watched (unwatch() it at its end)."""
-        if self.send_timeout is None:
-            return False
-        with self._lock:
-            self._writes.add(write)
-        return True
-
-    def unwatch(self, write: Watched | None) -> None:
-        if write is not None:
-            with self._lock:
-                self._writes.discard(write)
-
-    def _check_writes(self, now: float) -> None:
-        """Cut the connections whose client has not taken a chunk for send_timeout seconds."""
-        timeout = self.send_timeout
-        assert timeout is not None  # watch_write() adds no write without one
-        with self._lock:
-            stuck = [write for write in self._writes if write.since and now - write.since > timeout]
-        for write in stuck:
-            write.since = 0.0
-            logger.info("django_realtime closes an SSE stream whose client has not read for %g s", timeout)
-            try:
-                write.cut()
-            except Exception:
-                logger.warning("django_realtime could not close a stream's connection", exc_info=True)
-            # Counted once the cut is made: what watches the count may then rely on the stream's state.
-            self.slow_clients += 1
 
     def _supervise(self, now: float) -> None:
         """Replace a reader that died or hangs: streams must never be left unwoken."""
@@ -831,7 +778,6 @@ def get_hub() -> Hub:
                 max_streams=realtime_settings.MAX_STREAMS,
                 catch_up_connections=int(realtime_settings.CATCH_UP_CONNECTIONS),
                 catch_up_memory=int(realtime_settings.CATCH_UP_MEMORY),
-                send_timeout=realtime_settings.SSE_SEND_TIMEOUT,
             )
             _hub_pid = os.getpid()
             _hub.draining = _draining_pid == _hub_pid

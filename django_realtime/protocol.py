@@ -45,6 +45,14 @@ CLOSE_SLOW_CONSUMER = 4000
 CLOSE_LIFETIME = 4001
 CLOSE_UNAVAILABLE = 4002
 CLOSE_AUTH_REVOKED = 4003  # reserved: not sent by this version
+#: The server shuts down; the close reason says when to come back: ``shutdown_reason()``.
+CLOSE_SHUTDOWN = 4004
+
+
+def shutdown_reason(retry_ms: int) -> str:
+    """Return the close reason sent with CLOSE_SHUTDOWN: reconnect after *retry_ms* milliseconds."""
+    return f"retry={retry_ms}"
+
 
 #: Longest ``ref`` string a client may attach to a request.
 REF_MAX_LENGTH = 200

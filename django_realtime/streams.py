@@ -20,7 +20,7 @@ import logging
 import math
 import random
 import time
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError
@@ -35,7 +35,7 @@ from .names import reset_json
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
 
-    from .hub import Hub, Watched
+    from .hub import Hub
 
 T = TypeVar("T")
 logger = logging.getLogger("django_realtime")
@@ -201,6 +201,13 @@ class Follower:
         return items
 
 
+class WriteMark(Protocol):
+    """A watch on the server's writes of a stream (sse/watchdog.py): when the server took the chunk it holds."""
+
+    #: time.monotonic() while the server holds a chunk it has not written, else 0.
+    since: float
+
+
 def _batch(items: list[Item]) -> list[Item]:
     return items
 
@@ -214,7 +221,7 @@ def follow(
     first: T | None = None,
     lifetime: float | None = None,
     parting: Callable[[], T] | None = None,
-    write: Watched | None = None,
+    write: WriteMark | None = None,
 ) -> Iterator[T]:
     """Yield *first* if given, then ``encode(batch)`` for each batch of events after *cursor*.
 
@@ -305,8 +312,13 @@ async def afollow(
     keepalive: float,
     encode: Callable[[list[Item]], T] = _batch,  # type: ignore[assignment]
     lifetime: float | None = None,
+    parting: Callable[[], T] | None = None,
 ) -> AsyncIterator[T]:
-    """Yield ``encode(batch)`` for each batch of events of *channels* after *cursor*, on asyncio, as ``follow``."""
+    """Yield ``encode(batch)`` for each batch of events of *channels* after *cursor*, on asyncio, as ``follow``.
+
+    It ends, after ``parting()`` if given, once it has nothing more to send
+    while the hub drains (an ASGI server told to stop: shutdown.py).
+    """
     follower = Follower(hub, channels, cursor, keepalive)
     group = hub.join(channels)
     monotonic = time.monotonic
@@ -346,6 +358,11 @@ async def afollow(
                 yield chunk
             elif now >= end:
                 signal.cancel()
+                return
+            elif hub.draining:
+                signal.cancel()
+                if parting is not None:
+                    yield parting()
                 return
             else:
                 await wait_signal(signal, _until(value, now, end))  # type: ignore[arg-type]

@@ -21,10 +21,10 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 
-from tests.mariadb_database import scratch_mariadb
-from tests.postgres_database import scratch_database
-from tests.servers import ROOT, manage, project_env, start_server, stop_server
-from tests.services import POSTGRES, require_mariadb
+from tests.support.mariadb_database import scratch_mariadb
+from tests.support.postgres_database import scratch_database
+from tests.support.servers import ROOT, manage, project_env, start_server, stop_server
+from tests.support.services import POSTGRES, require_mariadb
 
 #: Seconds within which a committed event must arrive: far longer than delivery takes, far shorter than
 #: the transactions held open here (they stay open until the test ends them).

@@ -5,7 +5,7 @@ import pytest
 from django_realtime.hub import reset_hub
 from django_realtime.presence import reset_registry
 from django_realtime.rates import limiter
-from tests import services
+from tests.support import services
 
 #: Why a database alias that tests ask for may be missing from tests/settings.py.
 ABSENT = {

@@ -2,7 +2,7 @@
 
 Run in a process of its own (gevent must patch before anything imports
 ``threading``): ``python -m tests.gevent_stream_open`` with the demo's
-environment (tests/servers.py ``project_env``) on a migrated database.  It
+environment (tests/support/servers.py ``project_env``) on a migrated database.  It
 starts the hub, opens and closes one stream (imports, caches), then opens
 ``--streams`` more, tracing greenlet switches from the moment Django's
 handler is called until it has returned the response and the server has

@@ -76,7 +76,7 @@ def settle_until(tailer, cursor, expected, timeout=5.0):
 
 def log_on_mariadb(settings, gap_timeout):
     """Put the log on the MariaDB alias (skipping, or failing under CI, where MariaDB is missing); close it after."""
-    from tests import services
+    from tests.support import services
 
     services.require_mariadb()
     settings.REALTIME = {

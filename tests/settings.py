@@ -4,7 +4,7 @@ import os
 import tempfile
 
 from testproject.settings import *  # noqa: F403
-from tests.services import MARIADB, POSTGRES, answers, mysql_driver
+from tests.support.services import MARIADB, POSTGRES, answers, mysql_driver
 
 # The package's own identity hook, not the demo's (which adds info.pk): the tests of
 # presence are of the package. The demo's is tested under its servers (test_webrtc.py).

@@ -15,9 +15,9 @@ from django_realtime import publish
 from django_realtime.backends.postgres import LISTENER_NAME
 from django_realtime.hub import get_hub
 from django_realtime.streams import follow
-from tests import services
-from tests.redis_server import RedisServer
-from tests.tcp_proxy import TCPProxy
+from tests.support import services
+from tests.support.redis_server import RedisServer
+from tests.support.tcp_proxy import TCPProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.browser_support import ARTIFACTS, DemoServer, Pages, launched_chromium, wait_for_value
-from tests.servers import manage, project_env
+from tests.support.browser import ARTIFACTS, Pages, launched_chromium, wait_for_value
+from tests.support.servers import Server, manage, project_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
@@ -45,8 +45,8 @@ def env(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def server(env, tmp_path_factory) -> Iterator[DemoServer]:
-    server = DemoServer("runserver", env, tmp_path_factory.mktemp("runserver") / "server.log")
+def server(env, tmp_path_factory) -> Iterator[Server]:
+    server = Server("runserver", env, tmp_path_factory.mktemp("runserver") / "server.log")
     server.start()
     try:
         yield server

@@ -6,7 +6,7 @@ command; restarted by a test), ``secondary`` (runserver) and, for the
 fallback, ``wsgi`` (gunicorn with gevent, which serves no WebSocket).  Each
 test uses rooms of its own and browser contexts of its own, one per person,
 as separate browsers would be.  Events from "another process" are published
-with ``manage.py publish_event``.  See tests/browser_support.py.
+with ``manage.py publish_event``.  See tests/support/browser.py.
 """
 
 from __future__ import annotations
@@ -20,19 +20,18 @@ from typing import Any
 
 import pytest
 
-from tests.browser_support import (
+from tests.support.browser import (
     ARTIFACTS,
     MESSAGE_TEXTS,
     NICK_KEY,
     NOTICES,
     PEOPLE,
-    DemoServer,
     Pages,
     launched_chromium,
     wait_for_state,
     wait_for_value,
 )
-from tests.servers import manage, project_env, publish_event
+from tests.support.servers import Server, manage, project_env, publish_event
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
@@ -63,11 +62,11 @@ def env(tmp_path_factory) -> dict[str, str]:
 
 
 #: The servers running, for the log excerpts a failing test shows.
-SERVERS: list[DemoServer] = []
+SERVERS: list[Server] = []
 
 
-def _server(kind: str, env: dict[str, str], tmp_path_factory, name: str) -> Iterator[DemoServer]:
-    server = DemoServer(kind, env, tmp_path_factory.mktemp(name) / "server.log")
+def _server(kind: str, env: dict[str, str], tmp_path_factory, name: str) -> Iterator[Server]:
+    server = Server(kind, env, tmp_path_factory.mktemp(name) / "server.log")
     server.start()
     SERVERS.append(server)
     try:
@@ -87,22 +86,22 @@ def _server_output():
 
 
 @pytest.fixture(scope="module")
-def primary(env, tmp_path_factory) -> Iterator[DemoServer]:
+def primary(env, tmp_path_factory) -> Iterator[Server]:
     yield from _server("runserver", env, tmp_path_factory, "primary")
 
 
 @pytest.fixture(scope="module")
-def secondary(env, tmp_path_factory) -> Iterator[DemoServer]:
+def secondary(env, tmp_path_factory) -> Iterator[Server]:
     yield from _server("runserver", env, tmp_path_factory, "secondary")
 
 
 @pytest.fixture(scope="module")
-def wsgi(env, tmp_path_factory) -> Iterator[DemoServer]:
+def wsgi(env, tmp_path_factory) -> Iterator[Server]:
     yield from _server("gunicorn-gevent", env, tmp_path_factory, "wsgi")
 
 
 @pytest.fixture(scope="module")
-def asgi(env, tmp_path_factory) -> Iterator[DemoServer]:
+def asgi(env, tmp_path_factory) -> Iterator[Server]:
     yield from _server("daphne", env, tmp_path_factory, "asgi")
 
 
@@ -124,7 +123,7 @@ def open_page(browser) -> Iterator[Callable[..., Any]]:
     pages.close()
 
 
-def enter_room(open_page, server: DemoServer, room: str, nick: str, transport: str | None = None) -> Any:
+def enter_room(open_page, server: Server, room: str, nick: str, transport: str | None = None) -> Any:
     """Open *room* on *server* as *nick* and wait until its connection is live."""
     query = f"?transport={transport}" if transport else ""
     page = open_page(f"{server.url}/room/{room}/{query}", nick=nick)
@@ -325,7 +324,7 @@ def open_watched(open_page, url: str, nick: str | None = None) -> tuple[Any, lis
 
 
 @pytest.fixture(scope="module")
-def wsgi_runserver(env, tmp_path_factory) -> Iterator[DemoServer]:
+def wsgi_runserver(env, tmp_path_factory) -> Iterator[Server]:
     """``manage.py runserver`` without daphne: a new project's first server, which serves no WebSocket."""
     yield from _server("runserver", {**env, "DEMO_WITHOUT_DAPHNE": "1"}, tmp_path_factory, "wsgi-runserver")
 
@@ -367,6 +366,25 @@ def test_a_page_on_a_server_without_websockets_uses_sse_in_every_tab_and_talks_t
     assert "/ws/" not in wsgi.log()
 
 
+def test_a_second_tab_of_the_same_browser_on_a_wsgi_site_makes_no_handshake_either(open_page, wsgi):
+    # The same browser context: its localStorage and cookies shared, sessionStorage per tab, as a person's
+    # browser is. No page remembers a failure for the next: the server tells each page it serves no WebSockets.
+    room = new_room()
+    first, handshakes, errors = open_watched(open_page, f"{wsgi.url}/room/{room}/", nick="dan")
+    wait_for_state(first, "live")
+    for path in (f"/room/{room}/", "/dashboard/"):
+        tab = first.context.new_page()
+        tab.on("websocket", lambda socket: handshakes.append(socket.url))
+        tab.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        tab.goto(f"{wsgi.url}{path}")
+        wait_for_state(tab, "live")
+        tab.wait_for_timeout(1500)  # a failing handshake and its retry would be in by now
+        assert tab.text_content("#status .via") == "SSE", path
+        tab.close()
+    assert handshakes == [] and errors == []
+    assert "/ws/" not in wsgi.log()
+
+
 def test_dashboard_and_clock_show_events_published_on_the_server(open_page, primary, env):
     page = open_page(f"{primary.url}/dashboard/")
     wait_for_state(page, "live")
@@ -394,7 +412,7 @@ def test_dashboard_and_clock_show_events_published_on_the_server(open_page, prim
 # realtime.js against real servers ------------------------------------------
 
 
-def client_page(open_page, server: DemoServer, *, before: str = "") -> Any:
+def client_page(open_page, server: Server, *, before: str = "") -> Any:
     """Open a bare page of *server* that loads its realtime.js as a plain script, and the test harness."""
     page = open_page(f"{server.url}/static/chat/demo.css")
     page.set_content(
@@ -571,7 +589,7 @@ def test_a_page_on_another_origin_streams_with_credentials_where_cors_allows_it(
 ):
     """django-cors-headers, no CORS code of ours: EventSource(url, {withCredentials: true}) and a WebSocket."""
     page_origin = f"http://localhost:{wsgi.port}"  # another site than 127.0.0.1, on the loopback all the same
-    allowing = DemoServer("daphne", {**env, "DEMO_CORS_ORIGINS": page_origin}, tmp_path_factory.mktemp("cors") / "log")
+    allowing = Server("daphne", {**env, "DEMO_CORS_ORIGINS": page_origin}, tmp_path_factory.mktemp("cors") / "log")
     allowing.start()
     SERVERS.append(allowing)
     try:

@@ -22,7 +22,7 @@ from django_realtime.models import Event, PruneMark
 from django_realtime.presence import get_registry
 from django_realtime.retention import prune
 from django_realtime.streams import Follower, follow
-from tests import services
+from tests.support import services
 
 PAIR = "call:1-2"
 #: The same name but for its case: public, under the settings below.
@@ -204,7 +204,7 @@ def test_a_server_on_mariadb_serves_a_channel_none_of_the_rows_or_members_of_a_n
     import httpx
     from websockets.sync.client import connect
 
-    from tests.servers import EventStream, project_env, running_server
+    from tests.support.servers import EventStream, project_env, running_server
 
     services.require_mariadb()
     settings.REALTIME = {"BACKEND": "inprocess", "DATABASE": "mysql", "PRUNE_INTERVAL": None}

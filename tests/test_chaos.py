@@ -4,7 +4,7 @@ Both run the demo project on a PostgreSQL database of their own with the
 ``postgres`` wake-up backend, publishers in processes of their own
 (tests/scale_out_publisher.py: transactions that commit at once, commit late
 or roll back), and clients that, like ``EventSource``, reconnect with the last
-id they parsed whenever their connection ends (tests/chaos_support.py).  What
+id they parsed whenever their connection ends (tests/support/chaos.py).  What
 a user would notice is asserted: every committed event arrives once, in
 order, none rolled back, and the resume after a crash takes seconds, not
 minutes.
@@ -26,11 +26,12 @@ import time
 
 import pytest
 
-from tests.chaos_support import Cluster, Subscriber, SubscriberPool, run_soak
-from tests.postgres_database import scratch_database
-from tests.scale_out_helpers import PUBLISHER_RUN_TIMEOUT, PUBLISHER_START_TIMEOUT, Outcome, PublisherProcess
-from tests.servers import manage, project_env
-from tests.services import POSTGRES
+from tests.support.chaos import Cluster, Subscriber, run_soak
+from tests.support.postgres_database import scratch_database
+from tests.support.scale_out import PUBLISHER_RUN_TIMEOUT, PUBLISHER_START_TIMEOUT, Outcome, PublisherProcess
+from tests.support.servers import manage, project_env
+from tests.support.services import POSTGRES
+from tests.support.subscribers import SubscriberPool
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
 

@@ -38,11 +38,11 @@ from urllib.parse import urlsplit
 import pytest
 
 from django_realtime.cursor import Cursor
-from tests.browser_support import launched_chromium
 from tests.commit_order_site import ARRIVAL, publisher_fixture, site_fixture  # noqa: F401  (fixtures)
-from tests.servers import CommandProcess
-from tests.services import unavailable
-from tests.tcp_proxy import TCPProxy
+from tests.support.browser import launched_chromium
+from tests.support.servers import CommandProcess
+from tests.support.services import unavailable
+from tests.support.tcp_proxy import TCPProxy
 from tests.test_js import node
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres]

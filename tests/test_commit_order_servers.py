@@ -24,7 +24,7 @@ from websockets.sync.client import connect
 
 from django_realtime.cursor import Cursor
 from tests.commit_order_site import ARRIVAL, publisher_fixture, site_fixture  # noqa: F401  (fixtures)
-from tests.servers import EventStream
+from tests.support.servers import EventStream
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
 

@@ -7,9 +7,9 @@ from contextlib import ExitStack
 
 import pytest
 
-from tests.postgres_database import scratch_database
-from tests.servers import EventStream, manage, project_env, publish_event, publish_lines, running_server
-from tests.services import POSTGRES
+from tests.support.postgres_database import scratch_database
+from tests.support.servers import EventStream, manage, project_env, publish_event, publish_lines, running_server
+from tests.support.services import POSTGRES
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
 

@@ -5,7 +5,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 
-from tests.servers import manage, project_env, running_server
+from tests.support.servers import manage, project_env, running_server
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.urls")]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import services
+from tests.support import services
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.postgres_database import scratch_database
-from tests.servers import EventStream, Server, manage, project_env, publish_lines, running_server
-from tests.services import POSTGRES
-from tests.tcp_proxy import TCPProxy
+from tests.support.postgres_database import scratch_database
+from tests.support.servers import EventStream, Server, manage, project_env, publish_lines, running_server
+from tests.support.services import POSTGRES
+from tests.support.tcp_proxy import TCPProxy
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from django_realtime.gunicorn_server import configured_worker, configured_worker_connections, threaded_worker
-from tests.servers import EventStream, manage, project_env, running_server
+from tests.support.servers import EventStream, manage, project_env, running_server
 
 W003 = "django_realtime.W003"
 

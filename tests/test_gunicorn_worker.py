@@ -16,7 +16,7 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.test import RequestFactory
 
 from django_realtime.gunicorn_worker import Connection, HandedOff, HandOff
-from tests.servers import manage, project_env, publish_event, running_server
+from tests.support.servers import manage, project_env, publish_event, running_server
 
 pytestmark = pytest.mark.server
 

@@ -1,6 +1,7 @@
 """The tree shows the architecture: the core imports no transport, and no module imports another in a cycle."""
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "django_realtime"
@@ -84,3 +85,32 @@ def test_no_module_imports_another_in_a_cycle():
     for node in sorted(edges):
         if node not in state:
             visit(node, [node])
+
+
+def _closure(edges, start):
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(edges[name])
+    return seen
+
+
+def test_the_hub_and_what_it_imports_hold_no_transport_machinery():
+    # The fan-out serves both transports: a transport's setting (SSE_SEND_TIMEOUT) or its encoded form of
+    # an event (item.sse) belongs in sse/ or websocket/, which hook into the hub (Hub.on_tick, Item.encoded).
+    edges = graph()
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py") if "migrations" not in path.parts}
+    named = re.compile(r"(?i)(sse|websocket)(_|$)")
+    found = []
+    for name in sorted(_closure(edges, "django_realtime.hub")):
+        for node in ast.walk(ast.parse(modules[name].read_text())):
+            if isinstance(node, ast.Attribute) and named.match(node.attr):
+                found.append(f"{name}:{node.lineno} .{node.attr}")
+            elif isinstance(node, ast.Assign) and any(
+                isinstance(target, ast.Name) and target.id == "__slots__" for target in node.targets
+            ):
+                slots = [elt.value for elt in ast.walk(node.value) if isinstance(elt, ast.Constant)]
+                found.extend(f"{name}:{node.lineno} slot {slot}" for slot in slots if named.match(str(slot)))
+    assert not found, found

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser_support import DemoServer, Pages, launched_chromium
-from tests.browser_support import wait_for_value as wait_until
-from tests.servers import manage, project_env
+from tests.support.browser import Pages, launched_chromium
+from tests.support.browser import wait_for_value as wait_until
+from tests.support.servers import Server, manage, project_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
@@ -51,8 +51,8 @@ def env(tmp_path_factory) -> dict[str, str]:
     return environment
 
 
-def _server(kind: str, env: dict[str, str], tmp_path_factory) -> Iterator[DemoServer]:
-    server = DemoServer(kind, env, tmp_path_factory.mktemp(kind) / "server.log")
+def _server(kind: str, env: dict[str, str], tmp_path_factory) -> Iterator[Server]:
+    server = Server(kind, env, tmp_path_factory.mktemp(kind) / "server.log")
     server.start()
     try:
         yield server
@@ -62,7 +62,7 @@ def _server(kind: str, env: dict[str, str], tmp_path_factory) -> Iterator[DemoSe
 
 
 @pytest.fixture(scope="module")
-def servers(env, tmp_path_factory) -> Iterator[dict[str, DemoServer]]:
+def servers(env, tmp_path_factory) -> Iterator[dict[str, Server]]:
     gunicorn = _server("gunicorn-gevent", env, tmp_path_factory)
     runserver = _server("runserver", env, tmp_path_factory)
     started = {"htmx": next(gunicorn), "livejs": next(runserver)}
@@ -86,7 +86,7 @@ def open_page(browser) -> Iterator[Callable[..., Any]]:
 class Board:
     """Changes to the board through its views, as another browser makes them."""
 
-    def __init__(self, server: DemoServer, user: str | None = None) -> None:
+    def __init__(self, server: Server, user: str | None = None) -> None:
         self.server = server
         self.client = httpx.Client(base_url=server.url, timeout=10.0)
         if user is not None:

@@ -16,7 +16,7 @@ from django_realtime.live import declarations, later
 from django_realtime.live.actions import LIVE_EVENT, PENDING_EVENT, action_html, parse_action, pending_html
 from django_realtime.models import Event
 from testproject.board.models import ITEMS_CHANNEL, Item
-from tests.servers import manage, project_env
+from tests.support.servers import manage, project_env
 
 pytestmark = pytest.mark.skipif(not later.available(), reason="no tasks framework (django.tasks or django-tasks)")
 

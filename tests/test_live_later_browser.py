@@ -20,7 +20,7 @@ from django_realtime.live import declarations, later
 from django_realtime.live.actions import LIVE_EVENT
 from django_realtime.models import Event
 from testproject.board.models import ITEMS_CHANNEL, Item
-from tests.browser_support import launched_chromium
+from tests.support.browser import launched_chromium
 
 pytestmark = [
     pytest.mark.browser,

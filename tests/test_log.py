@@ -13,8 +13,8 @@ from django_realtime.eventlog import tailer_for
 from django_realtime.eventlog.postgres import PostgresTailer
 from django_realtime.eventlog.tailers import SerialTailer
 from django_realtime.models import Event
-from tests import services
 from tests.held import Held as HeldOpen
+from tests.support import services
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "postgres"])
 

@@ -14,8 +14,8 @@ from django_realtime.eventlog.innodb import INNODB_TRX_CACHE, InnoDBTailer, Sigh
 from django_realtime.eventlog.timeout import TimeoutTailer
 from tests.held import Held as HeldOpen
 from tests.held import ids, log_on_mariadb, read_until, settle_until
-from tests.mariadb_database import scratch_mariadb
-from tests.services import MARIADB
+from tests.support.mariadb_database import scratch_mariadb
+from tests.support.services import MARIADB
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "mysql"])
 

@@ -24,9 +24,10 @@ from django_realtime.models import Event
 from django_realtime.presence import get_registry
 from django_realtime.sse.responses import asse_stream
 from django_realtime.sse.views import events
-from tests import services
+from django_realtime.sse.watchdog import get_watchdog
 from tests.held import Held
-from tests.servers import ROOT
+from tests.support import services
+from tests.support.servers import ROOT
 from tests.test_hub import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -292,7 +293,7 @@ def test_a_wsgi_stream_whose_client_stops_reading_closes_as_slow_client():
             response = events(request)
             chunks = iter(response.streaming_content)
             next(chunks)  # the server holds this chunk and never asks for the next: a client that stopped reading
-            assert wait_until(lambda: get_hub().slow_clients >= 1)
+            assert wait_until(lambda: get_watchdog(get_hub()).slow_clients >= 1)
             response.close()
             assert closed("slow_client") == slow + 1
             assert open_gauge() == is_open

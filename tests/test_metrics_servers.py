@@ -13,7 +13,7 @@ from websockets.sync.client import connect
 
 from django_realtime import metrics
 from django_realtime.cursor import Cursor
-from tests.servers import EventStream, manage, project_env, publish_event, running_server
+from tests.support.servers import EventStream, manage, project_env, publish_event, running_server
 
 pytestmark = [pytest.mark.server]
 

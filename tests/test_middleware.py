@@ -7,8 +7,8 @@ from django.test import RequestFactory
 
 from django_realtime.sse.middleware import GZipMiddleware
 from django_realtime.sse.responses import SSEResponse
-from tests.browser_support import launched_chromium
-from tests.servers import EventStream, manage, project_env, publish_event, running_server
+from tests.support.browser import launched_chromium
+from tests.support.servers import EventStream, manage, project_env, publish_event, running_server
 
 
 def process(response):

@@ -35,9 +35,9 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests import services
-from tests.browser_support import launched_chromium
-from tests.servers import (
+from tests.support import services
+from tests.support.browser import launched_chromium
+from tests.support.servers import (
     EventStream,
     Publisher,
     free_port,

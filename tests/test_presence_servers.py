@@ -16,7 +16,7 @@ import pytest
 from websockets.sync.client import connect
 
 from django_realtime.presence import JOIN, LEAVE
-from tests.servers import EventStream, manage, project_env, start_server, stop_server
+from tests.support.servers import EventStream, manage, project_env, start_server, stop_server
 
 pytestmark = pytest.mark.server
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.browser_support import DemoServer, Pages, launched_chromium
-from tests.servers import manage, project_env
+from tests.support.browser import Pages, launched_chromium
+from tests.support.servers import Server, manage, project_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
@@ -40,13 +40,13 @@ def env(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def servers(env, tmp_path_factory) -> Iterator[Callable[[str], DemoServer]]:
+def servers(env, tmp_path_factory) -> Iterator[Callable[[str], Server]]:
     """Return the demo's server of a kind, started on first use; stop them all after the module."""
-    started: dict[str, DemoServer] = {}
+    started: dict[str, Server] = {}
 
-    def server(kind: str) -> DemoServer:
+    def server(kind: str) -> Server:
         if kind not in started:
-            started[kind] = DemoServer(kind, env, tmp_path_factory.mktemp(kind) / "server.log")
+            started[kind] = Server(kind, env, tmp_path_factory.mktemp(kind) / "server.log")
             started[kind].start()
         return started[kind]
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from httpx_sse import ServerSentEvent
 
-from tests.servers import EventStream, Publisher, manage, project_env, running_server
+from tests.support.servers import EventStream, Publisher, manage, project_env, running_server
 
 pytestmark = [pytest.mark.server, pytest.mark.load]
 

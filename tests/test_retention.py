@@ -73,7 +73,7 @@ def test_one_process_of_the_deployment_prunes_at_a_time_on_postgresql():
 
     from django.db import connections
 
-    from tests import services
+    from tests.support import services
 
     services.require(services.POSTGRES, "PostgreSQL")
     results = []

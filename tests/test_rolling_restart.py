@@ -2,7 +2,7 @@
 
 The demo runs under gunicorn with two gevent workers and the drain hook
 (docs/deployment.md); 50 subscribers resume as EventSource does
-(tests/rolling_restart.py) while a publisher process publishes 20 events a
+(tests/support/rolling_restart.py) while a publisher process publishes 20 events a
 second.  The figures (200 subscribers, time to live again) come from
 bench/rolling_restart.py, not from here.
 """
@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import pytest
+from httpx_sse import aconnect_sse
 
-from tests.rolling_restart import PacedPublisher, gunicorn_args, run_restart, workers_of
-from tests.servers import manage, project_env, running_server
+from tests.support.processes import workers_of
+from tests.support.rolling_restart import PacedPublisher, gunicorn_args, hup, run_restart
+from tests.support.servers import manage, project_env, running_server
 
 pytestmark = pytest.mark.server
 
@@ -82,3 +85,60 @@ def test_at_a_hup_each_stream_ends_cleanly_with_a_spread_retry(restart):
     assert set(per_subscriber) == {1}, per_subscriber
     assert not left, log[-3000:]
     assert "its streams end, each with a spread retry:" in log
+
+
+CLOCK_STREAMS = 10
+
+
+async def _follow_clock(url: str, ticking: asyncio.Event, ended: list[tuple[str, int | None, float]]) -> None:
+    """Follow the demo's @event_stream clock until its stream ends; note how, its last retry:, and when."""
+    retry = None
+    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=GRACEFUL_TIMEOUT * 2), trust_env=False) as client:
+        try:
+            async with aconnect_sse(client, "GET", url) as source:
+                async for sse in source.aiter_sse():
+                    if sse.event == "tick":
+                        ticking.set()
+                    if sse.retry is not None:
+                        retry = sse.retry
+            ended.append(("clean", retry, time.monotonic()))
+        except httpx.HTTPError as exc:
+            ended.append((type(exc).__name__, retry, time.monotonic()))
+
+
+async def _hup_under_clock_streams(server) -> tuple[list[tuple[str, int | None, float]], float]:
+    ended: list[tuple[str, int | None, float]] = []
+    ticking = [asyncio.Event() for _ in range(CLOCK_STREAMS)]
+    url = f"{server.url}/clock/stream/"
+    tasks = [asyncio.create_task(_follow_clock(url, tick, ended)) for tick in ticking]
+    await asyncio.wait_for(asyncio.gather(*(tick.wait() for tick in ticking)), 30)
+    signalled_at = time.monotonic()
+    hup(server)
+    await asyncio.wait(tasks, timeout=GRACEFUL_TIMEOUT / 2)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return ended, signalled_at
+
+
+def test_at_a_hup_an_event_stream_views_streams_end_cleanly_with_a_spread_retry(tmp_path):
+    env = project_env(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    manage(env, "migrate", "--verbosity", "0")
+    args = gunicorn_args(tmp_path, graceful_timeout=GRACEFUL_TIMEOUT)
+    with running_server("gunicorn-gevent", env, tmp_path / "server.log", args) as server:
+        old = workers_of(server.process.pid)
+        ended, signalled_at = asyncio.run(_hup_under_clock_streams(server))
+        deadline = time.monotonic() + GRACEFUL_TIMEOUT / 2
+        while old & workers_of(server.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = old & workers_of(server.process.pid)
+        log = server.log()
+
+    # Each stream of the demo's clock (a generator that ticks for an hour) ended, as the built-in view's do:
+    # cleanly, after a retry: within SHUTDOWN_RETRY, long before gunicorn's graceful timeout would cut it.
+    assert len(ended) == CLOCK_STREAMS, log[-3000:]
+    assert {how for how, _, _ in ended} == {"clean"}, (ended, log[-3000:])
+    retries = [retry for _, retry, _ in ended]
+    assert all(retry is not None and retry <= 1000 for retry in retries), retries
+    assert max(at for _, _, at in ended) - signalled_at < GRACEFUL_TIMEOUT / 2
+    assert not left, log[-3000:]

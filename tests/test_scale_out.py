@@ -15,8 +15,8 @@ and what came before.  The same
 runs with the notification engine disrupted mid-run: the PostgreSQL
 listeners' connections terminated, Redis restarted.  Everything is the
 test's own: the database, and for the redis cases a redis-server of its own
-(tests/redis_server.py), which it may stop without harm to anyone else.  See
-tests/scale_out_helpers.py and tests/scale_out_publisher.py.
+(tests/support/redis_server.py), which it may stop without harm to anyone else.  See
+tests/support/scale_out.py and tests/scale_out_publisher.py.
 """
 
 from __future__ import annotations
@@ -31,23 +31,22 @@ from typing import Any
 import pytest
 
 from django_realtime.backends.redis import CHANNEL as REDIS_CHANNEL
-from tests.mariadb_database import scratch_mariadb
-from tests.postgres_database import SERVER, scratch_database
-from tests.redis_server import RedisServer
-from tests.scale_out_helpers import (
+from tests.support.mariadb_database import scratch_mariadb
+from tests.support.postgres_database import SERVER, scratch_database
+from tests.support.redis_server import RedisServer
+from tests.support.scale_out import (
     PUBLISHER_RUN_TIMEOUT,
     PUBLISHER_START_TIMEOUT,
     Outcome,
     PublisherProcess,
     Subscriber,
-    SubscriberPool,
     listening_connections,
     redis_subscribers,
-    running_servers,
     terminate_listeners,
 )
-from tests.servers import Server, manage, project_env
-from tests.services import MARIADB, POSTGRES, require_mariadb
+from tests.support.servers import Server, manage, project_env, publish_lines, running_servers
+from tests.support.services import MARIADB, POSTGRES, require_mariadb
+from tests.support.subscribers import SubscriberPool
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
 
@@ -262,3 +261,32 @@ def test_every_subscriber_receives_every_committed_event_once_in_order(request, 
     assert not problems, f"{summary}\n" + "\n".join(problems[:40])
     assert outcome.rolled_back, "no transaction rolled back: the test proves less than it says"
     assert sum(subscriber.reconnected for subscriber in pool.subscribers) >= 10, "too few reconnects to prove them"
+
+
+#: Events waiting for the reconnecting subscriber below: more than it reads per connection (RECONNECT_EVERY)
+#: and the 16 messages the ``websockets`` client queues by default, together.
+BACKLOG = 40
+
+
+def test_a_reconnecting_websocket_subscriber_closes_each_connection_cleanly_behind_a_backlog(database, tmp_path):
+    """A subscriber that leaves with unread events queued must still complete the closing handshake.
+
+    Otherwise it waits out the client's close timeout (10 s) on each
+    reconnection, and under load falls ever further behind: a slow test
+    client that the scale-out test would report as events missing.
+    """
+    channel = "chat:scale-backlog"
+    env = project_env(database.url)
+    cursor = database.newest_id()
+    docs = [{"publisher": "p0", "n": n} for n in range(BACKLOG)]
+    ids = [int(i) for i in publish_lines(env, channel, docs, event="scale")]
+    outcome = Outcome(dict(zip(ids, [(channel, doc) for doc in docs], strict=True)), {}, dict.fromkeys(ids, 0.0))
+    with running_servers(["daphne"], env, tmp_path) as servers, SubscriberPool() as pool:
+        subscriber = Subscriber("ws", servers["daphne"], (channel,), cursor, reconnect_every=RECONNECT_EVERY)
+        pool.start([subscriber])
+        delivered = pool.wait_until(outcome, DELIVERY_TIMEOUT * 2)
+    left = [connection for connection in subscriber.connections if connection.leaving is not None]
+    assert delivered, subscriber.problems(outcome)
+    assert not subscriber.problems(outcome)
+    assert len(left) == BACKLOG // RECONNECT_EVERY
+    assert [str(c) for c in left if c.close_code != 1000] == []

@@ -12,14 +12,14 @@ import socket
 import sqlite3
 import time
 from contextlib import closing
-from pathlib import Path
 
 import httpx
 import pytest
 from websockets.sync.client import connect
 
 from django_realtime.presence import JOIN, LEAVE
-from tests.servers import EventStream, manage, project_env, start_server, stop_server
+from tests.support.processes import memory_kb
+from tests.support.servers import EventStream, manage, project_env, start_server, stop_server
 
 pytestmark = pytest.mark.server
 
@@ -238,23 +238,6 @@ def test_a_stream_from_another_site_does_not_join_presence(env, server, headers)
 # 5. Catching up holds a piece, not the backlog ---------------------------------
 
 
-def worker_pid(server):
-    """Return the pid of the process that serves requests: gunicorn's one worker, or daphne itself."""
-    pid = server.process.pid
-    if server.kind.startswith("gunicorn"):
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        assert len(children) == 1, children
-        return int(children[0])
-    return pid
-
-
-def rss_kb(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def test_streams_that_replay_and_never_read_hold_pieces_not_the_backlog(env, server):
     channel = f"chat:backlog-{server.kind}"
     before = newest_id(env)
@@ -265,8 +248,8 @@ def test_streams_that_replay_and_never_read_hold_pieces_not_the_backlog(env, ser
     while httpx.get(server.events_url() + "health/", timeout=10).json()["horizon"] < newest:  # the hub read it all
         assert time.monotonic() < deadline, "the server's hub did not read the backlog within 30 s"
         time.sleep(0.1)
-    pid = worker_pid(server)
-    baseline = rss_kb(pid)
+    pid = server.worker_pid()
+    baseline = memory_kb(pid)
     sockets = []
     try:
         for _ in range(40):
@@ -278,7 +261,7 @@ def test_streams_that_replay_and_never_read_hold_pieces_not_the_backlog(env, ser
             )
             sockets.append(sock)
         time.sleep(3)
-        grown = rss_kb(pid) - baseline
+        grown = memory_kb(pid) - baseline
     finally:
         for sock in sockets:
             sock.close()

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import EventStream, Server, manage, project_env, publish_lines, running_server
-from tests.ws_servers import receive, request, subscribe
+from tests.support.servers import EventStream, Server, manage, project_env, publish_lines, running_server
+from tests.support.websocket import receive, request, subscribe
 
 pytestmark = [pytest.mark.server, pytest.mark.matrix]
 

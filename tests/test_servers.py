@@ -4,7 +4,7 @@ Each server kind starts once per module and serves every test, so each test
 uses channels of its own.  gunicorn (gevent) runs twice: on SQLite and, when
 the service answers, on PostgreSQL.  Events are published by ``manage.py``
 commands in processes of their own and read with httpx-sse; see
-tests/servers.py.
+tests/support/servers.py.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from django_realtime.cursor import Cursor
-from tests.postgres_database import scratch_database
-from tests.servers import (
+from tests.support.postgres_database import scratch_database
+from tests.support.servers import (
     CommandProcess,
     EventStream,
     Publisher,
@@ -34,7 +34,7 @@ from tests.servers import (
     publish_lines,
     running_server,
 )
-from tests.services import POSTGRES
+from tests.support.services import POSTGRES
 
 pytestmark = [pytest.mark.server, pytest.mark.handlers]
 

@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from tests.servers import EventStream, manage, project_env, publish_lines, running_server
+from tests.support.servers import EventStream, manage, project_env, publish_lines, running_server
 
 pytestmark = pytest.mark.server
 

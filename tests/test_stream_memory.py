@@ -33,7 +33,7 @@ from django_realtime.hub import get_hub
 from django_realtime.sse.views import events
 from django_realtime.streams import follow
 from testproject.urls import urlpatterns as demo_urlpatterns
-from tests.servers import ROOT, manage, project_env
+from tests.support.servers import ROOT, manage, project_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

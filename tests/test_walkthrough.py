@@ -26,8 +26,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser_support import CHROMIUM_ARGS, chromium_path, require_browser
-from tests.servers import free_port
+from tests.support.browser import CHROMIUM_ARGS, chromium_path, require_browser
+from tests.support.processes import free_port
+from tests.support.services import unavailable
 from tests.test_packaging import UNPACKED
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,9 +103,7 @@ def walk(tmp_path_factory):
     require_browser()
     python = interpreter(PYTHON)
     if python is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"Python {PYTHON} is missing, and CI must run the walkthrough")
-        pytest.skip(f"the walkthrough needs Python {PYTHON} (pyenv install {PYTHON})")
+        unavailable(f"the walkthrough needs Python {PYTHON}", remedy=f"pyenv install {PYTHON}")
     base = tmp_path_factory.mktemp("walk")
 
     # pip install django-realtime-log, from the wheel this checkout builds.

@@ -26,17 +26,16 @@ import pytest
 from websockets.sync.client import connect
 
 from django_realtime.auth import pair_channel
-from tests.browser_support import (
+from tests.support.browser import (
     CHROMIUM_ARGS,
-    DemoServer,
     Pages,
     chromium_path,
     require_browser,
     wait_for_state,
     wait_for_value,
 )
-from tests.servers import EventStream, manage, project_env, publish_event
-from tests.ws_servers import receive, request, send, subscribe
+from tests.support.servers import EventStream, Server, manage, project_env, publish_event
+from tests.support.websocket import receive, request, send, subscribe
 
 pytestmark = [pytest.mark.server]
 
@@ -91,8 +90,8 @@ def crowd(env) -> list[dict[str, Any]]:
     return [found[name] for name in sorted(found)]
 
 
-def _serve(kind: str, env: dict[str, str], tmp_path_factory) -> Iterator[DemoServer]:
-    server = DemoServer(kind, env, tmp_path_factory.mktemp(kind) / "server.log")
+def _serve(kind: str, env: dict[str, str], tmp_path_factory) -> Iterator[Server]:
+    server = Server(kind, env, tmp_path_factory.mktemp(kind) / "server.log")
     server.start()
     try:
         yield server
@@ -102,12 +101,12 @@ def _serve(kind: str, env: dict[str, str], tmp_path_factory) -> Iterator[DemoSer
 
 
 @pytest.fixture(scope="module")
-def asgi(env, tmp_path_factory) -> Iterator[DemoServer]:
+def asgi(env, tmp_path_factory) -> Iterator[Server]:
     yield from _serve("daphne", env, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def wsgi(env, tmp_path_factory) -> Iterator[DemoServer]:
+def wsgi(env, tmp_path_factory) -> Iterator[Server]:
     yield from _serve("gunicorn-gevent", env, tmp_path_factory)
 
 
@@ -129,7 +128,7 @@ def open_as(browser) -> Iterator[Callable[..., Any]]:
     """Open a URL logged in as a user (their session cookie), in a browser context of its own."""
     pages = Pages(browser, timeout=20.0)
 
-    def open_as(user: dict[str, Any], server: DemoServer, path: str, *, init_script: str | None = None) -> Any:
+    def open_as(user: dict[str, Any], server: Server, path: str, *, init_script: str | None = None) -> Any:
         cookies = [{"name": "sessionid", "value": user["session"], "url": server.url}]
         return pages.open(server.url + path, label=f"{user['pk']} {path}", cookies=cookies, init_script=init_script)
 
@@ -429,9 +428,7 @@ window.fetch = function (url, init) {
 """
 
 
-def join_room(
-    server: DemoServer, room: str, name: str, info: dict[str, Any], user: dict[str, Any] | None = None
-) -> Any:
+def join_room(server: Server, room: str, name: str, info: dict[str, Any], user: dict[str, Any] | None = None) -> Any:
     """Open an SSE stream present in *room* as a page of the demo is, as *user* (else a guest); return it, open."""
     channel = f"chat:{room}"
     params = [("channel", channel), ("presence", channel), ("name", name), ("info", json.dumps(info))]
@@ -564,7 +561,7 @@ def test_the_pair_replays_its_own_channel_over_sse_and_websockets(wsgi, asgi, us
         assert set(pair["ids"]) <= set(ids)
 
 
-def ws(server: DemoServer, user: dict[str, Any] | None) -> Any:
+def ws(server: Server, user: dict[str, Any] | None) -> Any:
     url = server.url.replace("http://", "ws://") + "/ws/"
     return connect(url, origin=server.url, additional_headers=cookie(user) if user else {}, open_timeout=10)
 

@@ -12,17 +12,13 @@ import pytest
 from httpx_sse import connect_sse
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.ws_servers import (
+from tests.support.servers import manage, project_env, publish_lines, running_server
+from tests.support.websocket import (
     RECEIVE_TIMEOUT,
+    SETTINGS,
     close_code,
-    daphne,
-    manage,
-    project_env,
-    publish_lines,
     receive,
     request,
-    running,
-    runserver,
     send,
     subscribe,
     take_events,
@@ -41,14 +37,14 @@ def new_channel() -> str:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     database = tmp_path_factory.mktemp("ws-db") / "events.sqlite3"
-    env = project_env(f"sqlite:///{database}")
+    env = project_env(f"sqlite:///{database}", DJANGO_SETTINGS_MODULE=SETTINGS, REALTIME_KEEPALIVE=None)
     manage(env, "migrate", "--no-input", "-v", "0")
     return env
 
 
 @pytest.fixture(scope="module")
 def server(env, tmp_path_factory):
-    with running(daphne(), env, tmp_path_factory.mktemp("daphne") / "daphne.log") as server:
+    with running_server("daphne", env, tmp_path_factory.mktemp("daphne") / "daphne.log") as server:
         yield server
 
 
@@ -56,13 +52,13 @@ def server(env, tmp_path_factory):
 def second_server(env, tmp_path_factory):
     """Another daphne process on the same log, pinging idle clients every second."""
     log = tmp_path_factory.mktemp("daphne2") / "daphne.log"
-    with running(daphne("--ping-interval", "1", "--ping-timeout", "1"), env, log) as server:
+    with running_server("daphne", env, log, ["--ping-interval", "1", "--ping-timeout", "1"]) as server:
         yield server
 
 
 def sse_events(server, channel: str, last_event_id: str, count: int) -> list:
     """Read *count* events of *channel* over SSE, resuming after *last_event_id*."""
-    url = f"{server.http_url}/events/?channel={channel}"
+    url = f"{server.url}/events/?channel={channel}"
     with httpx.Client(timeout=RECEIVE_TIMEOUT) as client:
         with connect_sse(client, "GET", url, headers={"Last-Event-ID": last_event_id}) as source:
             events = []
@@ -184,7 +180,7 @@ def test_an_event_published_through_another_server_process_is_delivered(server, 
 
 def test_runserver_serves_the_websocket_too(env, tmp_path):
     channel = new_channel()
-    with running(runserver(), env, tmp_path / "runserver.log") as server, server.connect() as ws:
+    with running_server("runserver", env, tmp_path / "runserver.log") as server, server.connect() as ws:
         subscribe(ws, channel)
         ack = request(ws, {"type": "publish", "channel": channel, "data": 1, "ref": "r"})
         events = [ack, receive(ws)]

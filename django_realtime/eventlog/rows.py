@@ -7,7 +7,7 @@ database strategy).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from django.db import connections
 from django.db.models import Max
@@ -16,7 +16,7 @@ from .. import skips
 from ..cursor import Cursor, Run, runs_of
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from ..models import Event
 
@@ -29,32 +29,51 @@ LOCK_KEY = (0x7265616C, 1)  # b"real"
 
 Row = tuple[int, str, str, str]
 
+_Form = TypeVar("_Form")
+
 
 class Item:
     """A stored event as streams need it.
 
-    Each transport encodes an event the first time one of its streams sends
-    it and keeps the result here, for every other stream of the process
-    (two threads may both encode it once; either result is the same).
-    ``cursor`` is the hub's cursor just after the event arrived: what a
-    client that got it resumes from (its text is the SSE ``id:``).
+    A transport encodes an event the first time one of its streams sends it
+    and keeps the result on the event (``encoded()``), for every other
+    stream of the process.  ``cursor`` is the hub's cursor just after the
+    event arrived: what a client that got it resumes from (its text is the
+    SSE ``id:``).
     """
 
-    __slots__ = ("id", "channel", "event", "data_json", "sse", "sse_text", "websocket", "seq", "cursor")
+    __slots__ = ("id", "channel", "event", "data_json", "forms", "seq", "cursor")
 
     def __init__(self, id: int, channel: str, event: str, data_json: str, cursor: Cursor | None = None) -> None:
         self.id = id
         self.channel = channel
         self.event = event
         self.data_json = data_json
-        #: The SSE bytes, once the SSE transport made them; and those of ``?data=text`` streams.
-        self.sse: bytes | None = None
-        self.sse_text: bytes | None = None
-        #: The WebSocket message, once the WebSocket transport made it.
-        self.websocket: str | None = None
+        #: The encoded forms made so far, by encoder: (encoder, form, encoder, form...); see encoded().
+        self.forms: tuple[object, ...] = ()
         #: Its place in this process's hub: events arrive in commit order, not in id order.
         self.seq = 0
         self.cursor = Cursor(id) if cursor is None else cursor
+
+    def encoded(self, encoder: Callable[[Item], _Form]) -> _Form:
+        """Return ``encoder(self)``, made once per process and event: the encoder is its key.
+
+        So a transport adds an encoding (SSE bytes, a WebSocket message) with
+        no slot of its own here.  A flat tuple, not a dict: 56 bytes for the
+        first form and 16 for each more, and the first found by an index,
+        where a dict costs 224 bytes per event and a hashed lookup.  Replaced,
+        never changed in place: two threads that encode at once each store
+        a consistent tuple, and at worst one encodes it again later.
+        """
+        forms = self.forms
+        if forms and forms[0] is encoder:
+            return cast("_Form", forms[1])
+        for index in range(2, len(forms), 2):
+            if forms[index] is encoder:
+                return cast("_Form", forms[index + 1])
+        form = encoder(self)
+        self.forms = (*self.forms, encoder, form)  # as it is now: the encoder may have encoded with another
+        return form
 
     @property
     def cursor_text(self) -> str:

@@ -14,14 +14,29 @@ from typing import TYPE_CHECKING, Any
 from django.http import HttpResponseBase
 
 from ..conf import realtime_settings
+from ..daphne_server import daphne_transport
 from ..db import release_connections
+from ..hub import get_hub
 from ..names import validate_event_name
 from ..publishing import encode_data
+from ..shutdown import watch_server_signals
 from .encoding import KEEPALIVE, encode_event, encode_retry
-from .responses import SSEResponse, is_async_request, prelude, release_request_thread, warn_if_threaded_worker
+from .responses import (
+    ShutAtDrain,
+    SSEResponse,
+    connection_closer,
+    is_async_request,
+    part_at_shutdown,
+    parting,
+    prelude,
+    release_request_thread,
+    warn_if_threaded_worker,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+
+    from ..hub import Hub
 
 logger = logging.getLogger("django_realtime")
 
@@ -61,6 +76,8 @@ def to_sse(item: object) -> bytes:
 
 
 _END = object()
+#: Put in a stream's queue when the hub drains: the stream looks at hub.draining.
+_WAKE = object()
 
 
 class _Producer(threading.Thread):
@@ -91,8 +108,14 @@ class _Producer(threading.Thread):
             release_connections()
 
 
-def _sync_stream(generator: Iterator[object], keepalive: float) -> Iterator[bytes]:
+def _sync_stream(generator: Iterator[object], keepalive: float, hub: Hub) -> Iterator[bytes]:
     events: queue.Queue[object] = queue.Queue(QUEUE_SIZE)
+
+    def drained() -> None:
+        try:
+            events.put_nowait(_WAKE)
+        except queue.Full:  # the stream has chunks to take, and looks at hub.draining before each
+            pass
 
     def put(chunk: object) -> bool:
         while not producer.stopped.is_set():
@@ -105,24 +128,55 @@ def _sync_stream(generator: Iterator[object], keepalive: float) -> Iterator[byte
 
     producer = _Producer(generator, put)
     producer.start()
+    hub.on_drain.add(drained)
     try:
         yield prelude()
         while True:
+            if hub.draining:
+                yield _parting_sync(events)
+                return
             try:
                 chunk = events.get(timeout=keepalive)
             except queue.Empty:
                 yield KEEPALIVE
                 continue
+            if chunk is _WAKE:
+                continue
             if chunk is _END:
                 return
             yield chunk  # type: ignore[misc]
     finally:
+        hub.on_drain.discard(drained)
         producer.stopped.set()
 
 
-async def _async_stream(generator: Iterator[object], keepalive: float) -> AsyncIterator[bytes]:
+def _parting_sync(events: queue.Queue[object]) -> bytes:
+    """Return what the producer has queued already, then a ``parting()``: the stream ends as its server stops."""
+    chunks = []
+    while True:
+        try:
+            chunk = events.get_nowait()
+        except queue.Empty:
+            break
+        if chunk is _END:
+            break
+        if chunk is not _WAKE:
+            chunks.append(chunk)
+    return b"".join(chunks) + parting()  # type: ignore[arg-type]
+
+
+async def _async_stream(
+    generator: Iterator[object],
+    keepalive: float,
+    hub: Hub,
+    scope: Mapping[str, Any],
+    shut_at_drain: ShutAtDrain,
+) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[object] = asyncio.Queue()
+
+    def drained() -> None:  # from the thread that drains the hub
+        loop.call_soon_threadsafe(events.put_nowait, _WAKE)
 
     # An unbounded asyncio queue filled through call_soon_threadsafe, with a
     # semaphore for backpressure: a timed-out run_coroutine_threadsafe(put)
@@ -141,22 +195,45 @@ async def _async_stream(generator: Iterator[object], keepalive: float) -> AsyncI
 
     producer = _Producer(generator, put)
     producer.start()
+    hub.on_drain.add(drained)
     try:
         yield prelude()
         # The generator has a thread of its own; the request's needs none more.
         release_request_thread()
+        watch_server_signals()
+        transport = daphne_transport(scope)
+        if transport is not None:
+
+            def shut() -> None:  # from the thread that closes the response
+                loop.call_soon_threadsafe(transport.loseConnection)
+
+            shut_at_drain.shut = shut
         while True:
+            if hub.draining:
+                chunks = []
+                while not events.empty():
+                    chunk = events.get_nowait()
+                    if chunk is _END:
+                        break
+                    if chunk is not _WAKE:
+                        room.release()
+                        chunks.append(chunk)
+                yield b"".join(chunks) + parting()  # type: ignore[arg-type]
+                return
             try:
                 async with asyncio.timeout(keepalive):
                     chunk = await events.get()
             except TimeoutError:
                 yield KEEPALIVE
                 continue
+            if chunk is _WAKE:
+                continue
             room.release()
             if chunk is _END:
                 return
             yield chunk  # type: ignore[misc]
     finally:
+        hub.on_drain.discard(drained)
         producer.stopped.set()
 
 
@@ -167,7 +244,10 @@ def event_stream(view: Callable[..., Any] | None = None, *, keepalive: float | N
     ``event``, ``id`` and ``retry`` keys, or :class:`ServerEvent`.  It runs
     on a thread of its own, so it may block between events; keepalive
     comments go out meanwhile.  A view that returns a response instead (for
-    example a 403) has it sent as it is.
+    example a 403) has it sent as it is.  When the server is told to stop
+    (the gunicorn drain hook, daphne's TERM: shutdown.py) the stream sends
+    what the generator has given, then a ``retry:`` drawn up to
+    SHUTDOWN_RETRY, and ends.
     """
 
     def decorator(func: Callable[..., Any]) -> Callable[..., HttpResponseBase]:
@@ -184,10 +264,18 @@ def event_stream(view: Callable[..., Any] | None = None, *, keepalive: float | N
                 return result
             seconds = float(keepalive if keepalive is not None else realtime_settings.KEEPALIVE)
             release_connections()
+            hub = get_hub()
             if is_async_request(request):
-                return SSEResponse(_async_stream(result, seconds))
+                shut_at_drain = ShutAtDrain(hub)
+                response = SSEResponse(_async_stream(result, seconds, hub, request.scope, shut_at_drain))
+                response._resource_closers.append(shut_at_drain)
+                return response
             warn_if_threaded_worker(request)
-            return SSEResponse(_sync_stream(result, seconds))
+            response = SSEResponse(_sync_stream(result, seconds, hub))
+            shut = connection_closer(request)
+            if shut is not None:
+                response._resource_closers.append(part_at_shutdown(hub, shut))
+            return response
 
         return wrapper
 

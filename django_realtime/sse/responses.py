@@ -9,10 +9,12 @@ a sync one otherwise.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
 import re
+import socket
 import time
 from typing import TYPE_CHECKING, Any, TypeGuard
 
@@ -22,11 +24,13 @@ from django.http import HttpRequest, StreamingHttpResponse
 
 from .. import metrics
 from ..conf import realtime_settings
-from ..daphne_server import daphne_write_gate
-from ..db import release_connections
+from ..daphne_server import daphne_transport, daphne_write_gate
+from ..db import release_connections, shut_down_socket
 from ..gunicorn_server import HINT, THREADED, threaded_worker
+from ..shutdown import watch_server_signals
 from ..streams import afollow, follow
 from .encoding import KEEPALIVE, encode_channel_field, encode_event, encode_retry
+from .watchdog import get_watchdog
 
 logger = logging.getLogger("django_realtime")
 
@@ -37,7 +41,8 @@ if TYPE_CHECKING:
 
     from ..cursor import Cursor
     from ..eventlog import Item
-    from ..hub import Hub, Watched
+    from ..hub import Hub
+    from .watchdog import Watched
 
 
 class SSEResponse(StreamingHttpResponse):
@@ -90,40 +95,81 @@ def parting() -> bytes:
     return encode_retry(random.randint(0, int(realtime_settings.SHUTDOWN_RETRY)))
 
 
+def part_at_shutdown(hub: Hub, shut: Callable[[], None]) -> Callable[[], None]:
+    """Return a closer that shuts the connection of a stream whose response ended while *hub* drains (@event_stream).
+
+    The SSE endpoint's own WSGI streams do this in their one closer (``WSGIStream``, sse/views.py).
+
+    gunicorn keeps an HTTP/1.1 connection open for the next request when the
+    request began before its worker was told to stop: the client's reconnect
+    would come back on it to the stopping worker, and be told to go again.
+    The server calls the response's closers after it wrote the end of the
+    response, so the client has the whole stream, then the end of the
+    connection, and reconnects to a new worker.
+    """
+
+    def close() -> None:
+        if hub.draining:
+            shut()
+
+    return close
+
+
+def _event_form(item: Item) -> bytes:
+    return encode_event(item.data_json, event=item.event, id=item.cursor_text)
+
+
+def _text_form(item: Item) -> bytes:
+    if not item.data_json.startswith('"'):
+        return event_bytes(item)
+    text = json.loads(item.data_json)
+    if not text.isascii():  # a lone surrogate, stored before publish() refused them: U+FFFD, as a decoder would
+        text = _LONE_SURROGATE.sub("\ufffd", text)
+    return encode_event(text, event=item.event, id=item.cursor_text)
+
+
+class ShutAtDrain:
+    """A response closer that shuts an ASGI stream's connection if its response ended while the hub drains.
+
+    As ``part_at_shutdown`` does under gunicorn: a kept-alive connection
+    would bring the client's reconnect back to the stopping server.  Under
+    daphne the stream finds its connection (``asse_stream``) and sets
+    ``shut``; the server calls the response's closers, on a thread, after
+    it has sent the end of the response.
+    """
+
+    __slots__ = ("hub", "shut")
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.shut: Callable[[], None] | None = None
+
+    def __call__(self) -> None:
+        if self.hub.draining and self.shut is not None:
+            self.shut()
+
+
 def event_bytes(item: Item) -> bytes:
     """Return the SSE bytes of *item*, made once per process and event."""
-    data = item.sse
-    if data is None:
-        data = item.sse = encode_event(item.data_json, event=item.event, id=item.cursor_text)
-    return data
+    return item.encoded(_event_form)
 
 
 def text_bytes(item: Item) -> bytes:
     """Return the SSE bytes of *item* for a ``?data=text`` stream: a string's text as it is, else its JSON."""
-    data = item.sse_text
-    if data is None:
-        if item.data_json.startswith('"'):
-            text = json.loads(item.data_json)
-            if not text.isascii():  # a lone surrogate, stored before publish() refused them: U+FFFD, as a decoder would
-                text = _LONE_SURROGATE.sub("\ufffd", text)
-            data = encode_event(text, event=item.event, id=item.cursor_text)
-        else:
-            data = event_bytes(item)
-        item.sse_text = data
-    return data
+    return item.encoded(_text_form)
 
 
 def sse_chunk(batch: list[Item]) -> bytes:
     """Encode a batch of events, or a keepalive for an empty one."""
-    return b"".join(map(event_bytes, batch)) if batch else KEEPALIVE
+    return b"".join([item.encoded(_event_form) for item in batch]) if batch else KEEPALIVE
 
 
 def sse_text_chunk(batch: list[Item]) -> bytes:
     """Encode a batch as ``sse_chunk`` does, string data as text (``?data=text``: htmx swaps it in as HTML)."""
-    return b"".join(map(text_bytes, batch)) if batch else KEEPALIVE
+    return b"".join([item.encoded(_text_form) for item in batch]) if batch else KEEPALIVE
 
 
-def sse_chunk_with_channels(batch: list[Item], encode: Callable[[Item], bytes] = event_bytes) -> bytes:
+def sse_chunk_with_channels(batch: list[Item], form: Callable[[Item], bytes] = _event_form) -> bytes:
     """Encode a batch as ``sse_chunk`` does, each event after a ``channel:`` line (``?include=channel``).
 
     The event's own bytes are the ones every stream shares; only the line
@@ -134,13 +180,14 @@ def sse_chunk_with_channels(batch: list[Item], encode: Callable[[Item], bytes] =
     if not batch:
         return KEEPALIVE
     return b"".join(
-        encode_channel_field(item.channel) + encode(item) if item.channel else encode(item) for item in batch
+        encode_channel_field(item.channel) + item.encoded(form) if item.channel else item.encoded(form)
+        for item in batch
     )
 
 
 def sse_text_chunk_with_channels(batch: list[Item]) -> bytes:
     """``?include=channel&data=text``."""
-    return sse_chunk_with_channels(batch, text_bytes)
+    return sse_chunk_with_channels(batch, _text_form)
 
 
 def chunker(*, with_channels: bool, text: bool) -> Callable[[list[Item]], bytes]:
@@ -168,6 +215,18 @@ def warn_if_threaded_worker(request: HttpRequest) -> None:
         logger.warning("django_realtime.W003: %s. %s", THREADED[worker], HINT)
 
 
+def connection_closer(request: HttpRequest) -> Callable[[], None] | None:
+    """Return a callable that cuts *request*'s connection from another thread, or None if the server offers none."""
+    sock = request.META.get("gunicorn.socket")
+    if sock is None:
+        return None
+    return functools.partial(_shut_down, sock)
+
+
+def _shut_down(sock: socket.socket) -> None:
+    shut_down_socket(sock.fileno())  # -1 once closed: nothing to shut down
+
+
 def sse_stream(
     hub: Hub,
     channels: frozenset[str],
@@ -178,14 +237,14 @@ def sse_stream(
     encode: Callable[[list[Item]], bytes] = sse_chunk,
     first: bytes | None = None,
 ) -> Iterator[bytes]:
-    """Return the SSE bytes of a stream, for threads and gevent; *write* is the hub's watch on its writes, if any.
+    """Return the SSE bytes of a stream, for threads and gevent; *write* is the watchdog's watch on its writes, if any.
 
     The stream starts with *first* (by default the ``prelude()``) and encodes
     each batch with *encode*; it ends with a ``parting()`` once it has sent
     what it has while the hub drains (a gunicorn worker told to stop).  The
     server pulls a chunk only once it has written the last: while it holds
     one (``write.since`` set), a client that stops reading blocks it, and
-    the hub cuts the connection after SSE_SEND_TIMEOUT.
+    the watchdog cuts the connection after SSE_SEND_TIMEOUT.
     """
     first = prelude() if first is None else first
     return follow(
@@ -204,15 +263,19 @@ async def asse_stream(
     encode: Callable[[list[Item]], bytes] = sse_chunk,
     first: bytes | None = None,
     connection: metrics.Connection | None = None,
+    shut_at_drain: ShutAtDrain | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the SSE bytes of a stream, on asyncio; *encode* and *first* as for ``sse_stream``.
 
     *connection* is told why the stream ended, and closed, for the metrics.
+    The stream ends with a ``parting()`` once it has sent what it has while
+    the hub drains (an ASGI server told to stop: shutdown.py); under daphne
+    *shut_at_drain* is given the way to shut its connection then.
 
     Django sends each chunk before it asks for the next, so the time between
     a yield and the next request is the server's send.  A server whose send
     waits for the client (uvicorn, hypercorn, granian) makes a client that
-    stops reading block it: past SSE_SEND_TIMEOUT the hub cancels the task
+    stops reading block it: past SSE_SEND_TIMEOUT the watchdog cancels the task
     that streams, Django ends the response and the server the connection.
     daphne's send never waits, so there the stream watches the connection's
     write buffer itself (daphne_server.py): it sends on only while the buffer
@@ -223,8 +286,10 @@ async def asse_stream(
     # ATOMIC_REQUESTS transaction: the stream must not hold its connection.
     await sync_to_async(release_connections)()
     release_request_thread()
+    watch_server_signals()
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
+    watchdog = get_watchdog(hub)
     write = None
     if task is not None:
 
@@ -237,20 +302,27 @@ async def asse_stream(
             if give_seat is not None:
                 give_seat()
 
-        def close() -> None:  # from the hub's thread
+        def close() -> None:  # from the hub's ticker thread
             loop.call_soon_threadsafe(cut)
 
-        write = hub.watch_write(close)
-    room = daphne_write_gate(scope) if scope is not None and write is not None else None
+        write = watchdog.watch(close)
+    transport = daphne_transport(scope) if scope is not None else None
+    room = daphne_write_gate(transport) if transport is not None and write is not None else None
+    if transport is not None and shut_at_drain is not None:
+
+        def shut() -> None:  # from the thread that closes the response
+            loop.call_soon_threadsafe(transport.loseConnection)
+
+        shut_at_drain.shut = shut
     try:
-        async for chunk in afollow(hub, channels, cursor, keepalive, encode, lifetime):
+        async for chunk in afollow(hub, channels, cursor, keepalive, encode, lifetime, parting):
             if room is not None and not room.is_set():
-                timeout = hub.send_timeout
+                timeout = watchdog.send_timeout
                 try:
                     async with asyncio.timeout(timeout):
                         await room.wait()
                 except TimeoutError:
-                    hub.slow_clients += 1
+                    watchdog.cut()
                     if connection is not None:
                         connection.reason = metrics.SLOW_CLIENT
                     logger.info("django_realtime ends an SSE stream whose client has not read for %g s", timeout)
@@ -264,9 +336,9 @@ async def asse_stream(
         if connection is not None:  # it ended by itself: its lifetime, or the log could not be read
             connection.reason = metrics.ENDED
     finally:
-        hub.unwatch(write)
+        watchdog.unwatch(write)
         if connection is not None:
-            connection.close(metrics.SERVER_SHUTDOWN if hub.stopping else None)
+            connection.close(metrics.SERVER_SHUTDOWN if hub.stopping or hub.draining else None)
         if give_seat is not None:
             give_seat()
 

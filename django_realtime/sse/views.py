@@ -35,6 +35,7 @@ from ..protocol import (
 from .encoding import encode_cursor, encode_error
 from .origin import from_trusted_page
 from .responses import (
+    ShutAtDrain,
     SSEResponse,
     asse_stream,
     chunker,
@@ -43,6 +44,7 @@ from .responses import (
     sse_stream,
     warn_if_threaded_worker,
 )
+from .watchdog import get_watchdog
 
 logger = logging.getLogger("django_realtime")
 
@@ -288,11 +290,13 @@ def _stream(
         give_seat = hub.seats.giver()
         # Given back by the stream itself too: Django 6.1 does not close the
         # response of a stream whose task the hub cancelled (SSE_SEND_TIMEOUT).
+        shut_at_drain = ShutAtDrain(hub)
         stream = asse_stream(
-            hub, names, cursor, keepalive, lifetime, request.scope, give_seat, encode, first, connection
+            hub, names, cursor, keepalive, lifetime, request.scope, give_seat, encode, first, connection, shut_at_drain
         )
         response = SSEResponse(stream)
         response._resource_closers.append(connection.close)
+        response._resource_closers.append(shut_at_drain)
         # The server closes every response it was given, streamed or not, whatever ended it.
         response._resource_closers.append(give_seat)
         if members:
@@ -302,8 +306,8 @@ def _stream(
         ending = WSGIStream(metrics.active(), hub, request.META.get("gunicorn.socket"), members)
         if not ending.closed:
             metrics.sent(metrics.SSE, 0, len(first))
-        # Watched only where the hub can cut the connection: gunicorn gives the socket.
-        watched = ending.sock is not None and hub.watch(ending)
+        # Watched only where the watchdog can cut the connection: gunicorn gives the socket.
+        watched = ending.sock is not None and get_watchdog(hub).add(ending)
         iterator = sse_stream(hub, names, cursor, keepalive, lifetime, ending if watched else None, encode, first)
         ending.generator = iterator
         response = SSEResponse(iterator)
@@ -319,8 +323,8 @@ class WSGIStream(metrics.Connection):
     """What a WSGI stream needs to end: one object and one closer per stream, as a stream's memory is what a server
     has most (a closure for each need cost more).
 
-    It counts the stream (while metrics are on), is watched by the hub for a
-    client that stops reading (``since``, ``cut()``), and once the server
+    It counts the stream (while metrics are on), is watched by the watchdog for
+    a client that stops reading (``since``, ``cut()``), and once the server
     closes the response: gives the stream's seat back, leaves its presence,
     and shuts its connection if the hub drains.
     """
@@ -340,7 +344,7 @@ class WSGIStream(metrics.Connection):
         self.members = members or None
 
     def cut(self) -> None:
-        """Cut the connection of a client that stopped reading (the hub calls this), noting why."""
+        """Cut the connection of a client that stopped reading (the watchdog calls this), noting why."""
         self.reason = metrics.SLOW_CLIENT
         self._shut()
 
@@ -351,7 +355,7 @@ class WSGIStream(metrics.Connection):
     def finish(self) -> None:
         """End the stream: the server closes its response, ended by the stream itself, its client, or the hub."""
         hub = self.hub
-        hub.unwatch(self)
+        get_watchdog(hub).unwatch(self)
         hub.seats.give()
         if hub.stopping or hub.draining:
             self.reason = metrics.SERVER_SHUTDOWN
@@ -498,6 +502,7 @@ def health(request: HttpRequest, **url_kwargs: object) -> HttpResponse:
     hub.ensure_ready(0)
     status = hub.status()
     status["error"] = type(hub.error).__name__ if hub.error is not None else None
+    status["slow_clients_closed"] = get_watchdog(hub).slow_clients
     healthy = hub.healthy()
     response = HttpResponse(
         json.dumps({"status": "ok" if healthy else "unavailable", **status}),

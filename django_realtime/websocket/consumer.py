@@ -1,24 +1,18 @@
 """The WebSocket endpoint: the protocol of docs/websocket.md on the same log and hub as SSE.
 
-Each connection runs one follow loop, whatever its number of subscriptions:
-it joins the hub once for the connection's set of channels, keeps one
-:class:`~django_realtime.streams.Follower` (cursor) per subscription, and is
-woken once per batch that carries any of them.  A message goes straight to
-the server when nothing is queued and the server can take it; otherwise it
-waits in the connection's bounded :class:`~django_realtime.websocket.outbox.Outbox`,
-which one sender task hands on, under daphne only while Twisted's write
-buffer has room.  A client that leaves the outbox full for
-``WEBSOCKET_SEND_TIMEOUT`` seconds is closed with 4000 and resumes from its
-last ids.  The ORM is used only on worker threads, whose connections are
-closed after each call.
+The consumer answers what a client asks (subscribe, unsubscribe, publish,
+ping, presence), dispatched by message type through ``HANDLERS``; what it
+sends and when (the follow loop, the hub's wake-ups, the bounded outbox, a
+slow client's close, the close with 4004 and a spread delay when the server
+is told to stop: shutdown.py) is its :class:`~django_realtime.websocket.delivery.Delivery`'s.
+The ORM is used only on worker threads, whose connections are closed after
+each call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
@@ -30,19 +24,18 @@ from .. import metrics, protocol, rates
 from ..auth import PRESENCE, SUBSCRIBE, get_authorizer, user_or_anonymous
 from ..client_publish import check_publish, store_publish, valid_channel
 from ..conf import realtime_settings
-from ..daphne_server import adapt_connection, send_now, unwrap_send
+from ..daphne_server import adapt_connection, unwrap_send
 from ..db import run_released
 from ..exceptions import InvalidCursor
 from ..hub import get_hub
 from ..names import parse_cursor
 from ..presence import Member, PresenceRefused, get_registry
-from ..streams import READ, WAIT, Follower
-from .outbox import Outbox
+from ..shutdown import watch_server_signals
+from ..streams import Follower
+from .delivery import Delivery, event_text
 
 if TYPE_CHECKING:
-    from ..eventlog import Item
-    from ..hub import Hub, Waiters
-    from ..streams import Follower as FollowerType
+    from ..hub import Hub
 
 logger = logging.getLogger("django_realtime")
 
@@ -67,53 +60,23 @@ HANDLERS: dict[type, str] = {
 }
 
 
-class Waker:
-    """Stands in the hub's list for a future: resolving it runs the connection's woken()."""
-
-    __slots__ = ("consumer", "group", "fired")
-
-    def __init__(self, consumer: RealtimeConsumer, group: Waiters) -> None:
-        self.consumer = consumer
-        self.group = group
-        self.fired = False
-
-    def get_loop(self) -> asyncio.AbstractEventLoop:
-        return self.consumer.loop
-
-    def done(self) -> bool:
-        return self.fired
-
-    def set_result(self, result: None) -> None:
-        if not self.fired:
-            self.fired = True
-            self.consumer.woken()
-
-
-def event_text(channel: str, item: Item) -> str:
-    """Return the WebSocket message of *item* on *channel*, made once per process and event."""
-    if not item.channel or item.event == "reset":  # a Follower's reset, or a stored one (django_realtime.skips)
-        fields = json.loads(item.data_json)
-        return protocol.reset(channel, fields["reason"], fields["last_event_id"], fields["resume_id"])
-    text = item.websocket
-    if text is None:
-        text = item.websocket = protocol.event(item.channel, item.cursor_text, item.event, item.data_json)
-    return text
-
-
 class RealtimeConsumer(AsyncWebsocketConsumer):
     """Serve subscribe, unsubscribe, publish, ping and presence (join, leave, presence) over one WebSocket."""
 
     hub: Hub
-    outbox: Outbox
+    #: What this connection sends, once it is accepted and served.
+    delivery: Delivery
+
+    @property
+    def closing(self) -> bool:
+        """Return whether the connection is closing, or was never served (refused): nothing more is sent."""
+        delivery = getattr(self, "delivery", None)
+        return delivery is None or delivery.closing
 
     async def connect(self) -> None:
         self.user = user_or_anonymous(self.scope.get("user"))
-        #: One cursor per subscribed channel.
-        self.followers: dict[str, Follower] = {}
-        self.tasks: set[asyncio.Task[Any]] = set()
         #: The channels whose presence this connection joined.
         self.joined: dict[str, Member] = {}
-        self.closing = False
         self.hub = get_hub()
         #: Whether this connection holds one of the process's MAX_STREAMS seats.
         self.seated = self.hub.seats.take()
@@ -123,7 +86,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             )
             # Accepted to be closed with a code of our own: a refused handshake
             # is a bare 1006 in the browser, which says nothing of retrying.
-            self.closing = True
             metrics.refused(metrics.WEBSOCKET, 503)
             await self.accept()
             await self.close(protocol.CLOSE_UNAVAILABLE)
@@ -132,37 +94,28 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         await self.accept()
         if not ready:
             logger.warning("django_realtime closes a WebSocket: the event log cannot be read: %s", self.hub.error)
-            self.closing = True
             metrics.refused(metrics.WEBSOCKET, 503)
             await self.close(protocol.CLOSE_UNAVAILABLE)
             return
-        #: Counted open until __call__ ends; its reason is set by shut() when the server closes it.
+        #: Counted open until __call__ ends; its reason is set by Delivery.shut() when the server closes it.
         self.counted = metrics.opened(metrics.WEBSOCKET)
-        self.outbox = Outbox(int(realtime_settings.WEBSOCKET_SEND_BUFFER))
-        self.sending = asyncio.Lock()
-        self.writable = adapt_connection(self.base_send)
-        #: Where event messages go: the server's send, past middleware that does nothing for them.
-        self.send_text = unwrap_send(self.base_send)
-        loop = asyncio.get_running_loop()
-        self.loop = loop
-        self.wakeup: asyncio.Future[None] = loop.create_future()
-        self.regroup = False
-        self.group: Waiters | None = None
-        #: Under daphne, whose send() never waits, the hub's wake-up sends a
-        #: parked connection's events itself (see woken()); elsewhere it
-        #: wakes the connection's task.
-        self.fast = self.writable is not None
-        self.parked = False
-        self.waker: Waker | None = None
-        #: Events the fast path could not send at once, for the task to queue, in order.
-        self.pending: list[tuple[str, FollowerType, str]] = []
+        writable = adapt_connection(self.base_send)
+        self.delivery = Delivery(
+            self.hub,
+            send_text=unwrap_send(self.base_send),
+            writable=writable,
+            close=self.close,
+            counted=self.counted,
+            base_send=self.base_send,
+        )
         #: Who this connection is for the rate limits, shared with the client's other connections.
         self.client = rates.scope_client(self.scope)
-        self._start(self._send_loop())
-        self._start(self._follow_loop())
+        self.delivery.start()
+        watch_server_signals()
+        self.hub.on_drain.add(self.delivery.drained)
         lifetime = realtime_settings.WEBSOCKET_MAX_LIFETIME
         if lifetime:
-            self.lifetime = loop.call_later(lifetime, self.shut, protocol.CLOSE_LIFETIME)
+            self.lifetime = asyncio.get_running_loop().call_later(lifetime, self.delivery.shut, protocol.CLOSE_LIFETIME)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
@@ -176,225 +129,19 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             counted = getattr(self, "counted", None)
             if counted is not None:
                 counted.close(metrics.SERVER_SHUTDOWN if self.hub.stopping else None)
+            delivery = getattr(self, "delivery", None)
+            if delivery is not None:
+                self.hub.on_drain.discard(delivery.drained)
 
     async def disconnect(self, code: int) -> None:
-        self.closing = True
+        delivery = getattr(self, "delivery", None)
+        if delivery is not None:
+            delivery.closing = True
         await self.leave_all()
         if hasattr(self, "lifetime"):
             self.lifetime.cancel()
-        tasks = list(self.tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    # Following --------------------------------------------------------------
-
-    def kick(self) -> None:
-        """Have the follow loop look at its subscriptions again: they changed."""
-        self.regroup = True
-        if not self.wakeup.done():
-            self.wakeup.set_result(None)
-
-    async def _follow_loop(self) -> None:
-        hub = self.hub
-        try:
-            while True:
-                if self.regroup:
-                    self.regroup = False
-                    self.group = self._regroup(hub, self.group)
-                # The task's own future: woken() or the hub resolves it at the
-                # group's next wake-up, kick() when the subscriptions change.
-                self.wakeup = self.loop.create_future()
-                self._listen()
-                if self.pending and not await self._flush():
-                    return
-                if not await self._deliver():
-                    self.parked = True
-                    try:
-                        await self.wakeup
-                    finally:
-                        self.parked = False
-        finally:
-            if self.group is not None:
-                hub.leave(self.group)
-                self.group = None
-
-    def _listen(self) -> None:
-        """Be woken by the group's next wake-up: register before looking, so nothing landing after is missed."""
-        group = self.group
-        if group is None:
-            return
-        if not self.fast:
-            self.hub.register(group, self.wakeup)
-        elif self.waker is None or self.waker.fired or self.waker.group is not group:
-            self.waker = Waker(self, group)
-            self.hub.register(group, self.waker)
-
-    def woken(self) -> None:
-        """Handle a wake-up of the group on the loop: send the events now if the task is parked and all is clear.
-
-        This spares a task wake-up per connection and event: at 1,000
-        subscribers of a channel, one callback sends to all of them, as a
-        bare ASGI application would.  Anything else (a read from the log,
-        a full outbox, a paused transport) goes to the task.
-        """
-        if self.closing:
-            return
-        if not self.parked or self.pending:
-            self._rouse()
-            return
-        try:
-            self._deliver_now()
-        except Exception:
-            logger.exception("django_realtime could not send WebSocket events at once; sending them from the task")
-            self.fast = False
-            self._rouse()
-
-    def _rouse(self) -> None:
-        if not self.wakeup.done():
-            self.wakeup.set_result(None)
-
-    def _deliver_now(self) -> None:
-        now = time.monotonic()
-        while True:
-            self._listen()
-            progressed = False
-            for channel, follower in list(self.followers.items()):
-                action, value = follower.step(now)
-                if action == WAIT:
-                    continue
-                if action == READ:  # the task reads the log: step() left the cursor where it was
-                    self._rouse()
-                    return
-                progressed = True
-                size = 0
-                for item in value:  # type: ignore[union-attr]
-                    text = event_text(channel, item)
-                    size += len(text)
-                    if self.pending or not self._writable_now():
-                        self.pending.append((channel, follower, text))
-                        continue
-                    try:
-                        send_now(self.send_text, {"type": "websocket.send", "text": text})
-                    except RuntimeError:
-                        self.pending.append((channel, follower, text))  # not sent: the task sends it
-                        raise
-                metrics.sent(metrics.WEBSOCKET, len(value), size)  # type: ignore[arg-type]
-            if self.pending:
-                self._rouse()
-                return
-            if not progressed:
-                return
-
-    def _writable_now(self) -> bool:
-        writable = self.writable
-        return not self.outbox and not self.sending.locked() and (writable is None or writable.is_set())
-
-    async def _flush(self) -> bool:
-        """Queue the events woken() could not send; return False if the connection is closing."""
-        pending, self.pending = self.pending, []
-        for channel, follower, text in pending:
-            if self.followers.get(channel) is not follower:
-                continue  # unsubscribed meanwhile: nothing of it follows the reply
-            if not await self.put(text):
-                return False
-        return True
-
-    def _regroup(self, hub: Hub, group: Waiters | None) -> Waiters | None:
-        """Join the hub for the channels subscribed now, leaving the group of the channels before."""
-        channels = frozenset(self.followers)
-        if group is not None and group.channels == channels:
-            return group
-        new = hub.join(channels) if channels else None
-        if group is not None:
-            hub.leave(group)
-        return new
-
-    async def _deliver(self) -> bool:
-        """Queue what each subscription has to send; return whether any had something."""
-        busy = False
-        now = time.monotonic()
-        for channel, follower in list(self.followers.items()):
-            try:
-                action, value = follower.step(now)
-                if action == WAIT:
-                    continue
-                if action == READ:
-                    value = await run_released(follower.catch_up)
-            except Exception:
-                logger.error("django_realtime subscription to %s failed", channel, exc_info=True)
-                raise
-            busy = True
-            count = size = 0
-            try:
-                for item in value:  # type: ignore[union-attr]
-                    if self.followers.get(channel) is not follower:
-                        break  # unsubscribed meanwhile: nothing of it follows the reply
-                    text = event_text(channel, item)
-                    if not await self.put(text):
-                        return True
-                    count += 1
-                    size += len(text)
-            finally:
-                if count:
-                    metrics.sent(metrics.WEBSOCKET, count, size)
-        return busy
-
-    # Sending ----------------------------------------------------------------
-
-    def _start(self, coroutine: Any) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coroutine)
-        self.tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("django_realtime WebSocket task failed", exc_info=task.exception())
-            self.shut(protocol.CLOSE_UNAVAILABLE)
-
-    async def _send_loop(self) -> None:
-        while True:
-            text = await self.outbox.get()
-            async with self.sending:
-                if self.writable is not None:
-                    await self.writable.wait()
-                await self.send_text({"type": "websocket.send", "text": text})
-
-    async def put(self, text: str) -> bool:
-        """Send *text* to the client, or queue it; close as a slow consumer if no room comes in time."""
-        if self.closing:
-            return False
-        if not self.outbox and not self.sending.locked() and (self.writable is None or self.writable.is_set()):
-            # Nothing queued and the server can take it: no need to go through the sender task.
-            async with self.sending:
-                await self.send_text({"type": "websocket.send", "text": text})
-            return True
-        if self.outbox.put_nowait(text):
-            return True
-        try:
-            async with asyncio.timeout(realtime_settings.WEBSOCKET_SEND_TIMEOUT):
-                await self.outbox.put(text)
-        except TimeoutError:
-            logger.info("django_realtime closes a WebSocket that does not read fast enough (4000)")
-            self.shut(protocol.CLOSE_SLOW_CONSUMER)
-            return False
-        return True
-
-    def shut(self, code: int) -> None:
-        """Stop every task of the connection but the caller's and close with *code*."""
-        if self.closing:
-            return
-        self.closing = True
-        counted = getattr(self, "counted", None)
-        if counted is not None:
-            counted.reason = metrics.SLOW_CLIENT if code == protocol.CLOSE_SLOW_CONSUMER else metrics.ENDED
-        current = asyncio.current_task()
-        for task in list(self.tasks):
-            if task is not current:
-                task.cancel()
-        self._start(self.close(code))
+        if delivery is not None:
+            await delivery.stop()
 
     # Receiving --------------------------------------------------------------
 
@@ -402,7 +149,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         if text_data is None:
-            await self.put(protocol.error(protocol.BAD_MESSAGE, "binary frames are not part of the protocol"))
+            await self.delivery.put(protocol.error(protocol.BAD_MESSAGE, "binary frames are not part of the protocol"))
             return
         reply: str | None = None
         try:
@@ -411,7 +158,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         except protocol.ProtocolError as exc:
             reply = exc.reply()
         if reply is not None:
-            await self.put(reply)
+            await self.delivery.put(reply)
 
     async def authorize(self, channel: str, action: str, ref: protocol.Ref) -> bool:
         """Ask the ``AUTHORIZE`` hook, on a worker thread: it may query the database.
@@ -435,9 +182,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             cursor = parse_cursor(request.last_id) if request.last_id is not None else None
         except InvalidCursor as exc:
             raise protocol.ProtocolError(protocol.BAD_MESSAGE, f"last_id: {exc}", request.ref) from None
-        if channel in self.followers:
+        if channel in self.delivery.followers:
             raise protocol.ProtocolError(protocol.ALREADY_SUBSCRIBED, f"already subscribed to {channel}", request.ref)
-        _within_limit(self.followers, "at most {limit} subscriptions per connection", request.ref)
+        _within_limit(self.delivery.followers, "at most {limit} subscriptions per connection", request.ref)
         if not await self.authorize(channel, SUBSCRIBE, request.ref):
             raise protocol.ProtocolError(protocol.FORBIDDEN, protocol.not_allowed_to_subscribe([channel]), request.ref)
         # Without last_id, start at the hub's cursor: every event it does not cover
@@ -454,19 +201,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 protocol.UNAVAILABLE, "the event log cannot be read right now; subscribe again later", request.ref
             ) from None
         # Sent here, not returned: it must precede the subscription's first event.
-        if not await self.put(protocol.subscribed(channel, str(position), request.ref)):
+        if not await self.delivery.put(protocol.subscribed(channel, str(position), request.ref)):
             return
         for item in resets:
-            if not await self.put(event_text(channel, item)):
+            if not await self.delivery.put(event_text(channel, item)):
                 return
-        self.followers[channel] = follower
-        self.kick()
+        self.delivery.follow(channel, follower)
 
     async def unsubscribe(self, request: protocol.Unsubscribe) -> str:
         channel = valid_channel(request.channel, request.ref)
-        if self.followers.pop(channel, None) is None:
+        if not self.delivery.unfollow(channel):
             raise protocol.ProtocolError(protocol.NOT_SUBSCRIBED, f"not subscribed to {channel}", request.ref)
-        self.kick()
         return protocol.unsubscribed(channel, request.ref)
 
     def charge(self, kind: str, ref: protocol.Ref) -> None:

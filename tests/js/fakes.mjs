@@ -98,9 +98,9 @@ export class FakeSocket {
   receive(message) {
     this.onmessage({ data: JSON.stringify(message) });
   }
-  drop(code) {
+  drop(code, reason = "") {
     this.readyState = 3;
-    this.onclose({ code });
+    this.onclose({ code, reason });
   }
 }
 FakeSocket.all = [];

@@ -1,8 +1,8 @@
-// The SSE parser of realtime.js against WHATWG HTML, "Event stream interpretation".
+// The SSE parser (js/src/parser.mjs, imported as a module: it is pure) against WHATWG HTML, "Event stream interpretation".
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { SSEParser } from "../../django_realtime/static/django_realtime/realtime.mjs";
+import { SSEParser } from "../../js/src/parser.mjs";
 
 function parse(...chunks) {
   const events = [];

@@ -44,6 +44,37 @@ test("per-channel ids: each event once, resumed from the last id, reset honoured
   assert.deepEqual(states, ["live", "reconnecting", "live", "closed"]);
 });
 
+test("a close 4004 (the server shuts down) reconnects after the delay of its reason, from the last id", async () => {
+  FakeSocket.all = [];
+  const rt = new Realtime(options);
+  const delays = [];
+  rt.on("retry", ({ delay }) => delays.push(delay));
+  try {
+    await shutdownAndBack(rt);
+  } finally {
+    rt.close(); // even when an assertion fails: its timers would keep the test run alive
+  }
+  assert.deepEqual(delays, [30, 8]);
+});
+
+async function shutdownAndBack(rt) {
+  rt.subscribe("chat:a", { lastId: "5" });
+  await wait(0);
+  const first = FakeSocket.all[0];
+  first.open();
+  first.receive({ type: "subscribed", channel: "chat:a", last_id: "5" });
+  first.receive(event("6"));
+  first.drop(4004, "retry=30");
+  await until(() => FakeSocket.all.length === 2);
+  const second = FakeSocket.all[1];
+  second.open();
+  const { ref, ...resubscribe } = second.sent[0];
+  assert.deepEqual(resubscribe, { type: "subscribe", channel: "chat:a", last_id: "6" });
+  // A reason that is not "retry=<ms>": the usual backoff (10 ms at first here, with its jitter).
+  second.drop(4004, "retry=soon");
+  await until(() => FakeSocket.all.length === 3);
+}
+
 test("a refused subscription fails alone over a WebSocket", async () => {
   FakeSocket.all = [];
   const rt = new Realtime(options);

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 
-from tests.services import MARIADB
+from tests.support.services import MARIADB
 
 
 @contextmanager

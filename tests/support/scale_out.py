@@ -1,7 +1,7 @@
 """Helpers of tests/test_scale_out.py: servers, publishers, subscribers and the delivery check.
 
 Servers are the demo project under gunicorn (gevent) and daphne, started
-side by side (tests/servers.py).  Publishers are processes of their own
+side by side (tests/support/servers.py ``running_servers``).  Publishers are processes of their own
 (tests/scale_out_publisher.py), each in a session of its own so that
 teardown can kill its whole group.  Subscribers, SSE (httpx-sse) and
 WebSocket (``websockets``) alike, are asyncio tasks on one event loop that
@@ -13,16 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import queue
-import signal
 import subprocess
-import sys
 import threading
 import time
-from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,75 +28,29 @@ from websockets.asyncio.client import connect
 
 from django_realtime.backends.postgres import LISTENER_NAME
 from django_realtime.cursor import Cursor
-from tests.redis_server import RedisServer
-from tests.servers import ROOT, SERVER_COMMANDS, Server, free_port, stop_server, wait_until_answering
+from tests.support.processes import ScriptProcess
+from tests.support.redis_server import RedisServer
+from tests.support.servers import ROOT, Server
+from tests.support.subscribers import delivery_problems, has_all
 
 #: Seconds a publisher may take to set Django up, and to finish publishing.
 PUBLISHER_START_TIMEOUT = 30.0
 PUBLISHER_RUN_TIMEOUT = 40.0
-#: Seconds a subscriber may take to connect and subscribe.
-SUBSCRIBE_TIMEOUT = 20.0
 #: Seconds a subscriber may take to connect (reading has no timeout: the test's deadlines bound it).
 CONNECT_TIMEOUT = 10.0
-
-# Servers ------------------------------------------------------------------
-
-
-@contextmanager
-def running_servers(kinds: Sequence[str], env: dict[str, str], directory: Path) -> Iterator[dict[str, Server]]:
-    """Start a server of each kind at once (each in a process group of its own); stop them all afterwards."""
-    servers: dict[str, Server] = {}
-    try:
-        for kind in kinds:
-            port = free_port()
-            log_path = directory / f"{kind}.log"
-            with log_path.open("wb") as log:
-                process = subprocess.Popen(
-                    [part.format(port=port) for part in SERVER_COMMANDS[kind]],
-                    cwd=ROOT,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            servers[kind] = Server(kind, f"http://127.0.0.1:{port}", env, process, log_path)
-        for server in servers.values():
-            wait_until_answering(server)
-        yield servers
-    finally:
-        # SIGTERM to every group first, so that they stop side by side.
-        for server in servers.values():
-            try:
-                os.killpg(server.process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for server in servers.values():
-            stop_server(server)
-
 
 # Publishers -----------------------------------------------------------------
 
 
-class PublisherProcess:
+class PublisherProcess(ScriptProcess):
     """A tests/scale_out_publisher.py process; its JSON lines are read on a thread as they come."""
 
     def __init__(
         self, env: dict[str, str], name: str, seed: int, count: int, channels: Sequence[str], directory: Path
     ) -> None:
         self.name = name
-        self.stderr_path = directory / f"{name}.stderr"
-        with self.stderr_path.open("wb") as stderr:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.scale_out_publisher", name, str(seed), str(count), *channels],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                encoding="utf-8",
-                start_new_session=True,
-            )
+        args = [name, str(seed), str(count), *channels]
+        super().__init__("tests.scale_out_publisher", args, env, directory / f"{name}.stderr", ROOT)
         #: The transactions it reported, in the order they ended.
         self.transactions: list[dict[str, Any]] = []
         self.ready = threading.Event()
@@ -125,9 +74,6 @@ class PublisherProcess:
         finally:
             self.ended.set()
 
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
     def _wait(self, flag: threading.Event, deadline: float, what: str) -> None:
         while not flag.wait(0.05):
             if self.ended.is_set() or time.monotonic() > deadline:
@@ -138,11 +84,6 @@ class PublisherProcess:
 
     def wait_ready(self, deadline: float) -> None:
         self._wait(self.ready, deadline, "start")
-
-    def go(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write("go\n")
-        self.process.stdin.flush()
 
     def finish(self, deadline: float) -> None:
         """Wait until it has published everything and exited cleanly."""
@@ -156,21 +97,8 @@ class PublisherProcess:
                 f"publisher {self.name} exited with status {self.process.returncode}:\n{self.stderr()}"
             )
 
-    def kill(self) -> None:
-        """Kill its process group if it still runs, and release its pipes."""
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.process.wait()
+    def _reaped(self) -> None:
         self._reader.join(5)
-        for pipe in (self.process.stdin, self.process.stdout):
-            if pipe is not None:
-                try:
-                    pipe.close()
-                except BrokenPipeError:
-                    pass
 
 
 @dataclass
@@ -229,6 +157,27 @@ def redis_subscribers(redis: RedisServer, channel: str) -> int:
 # Subscribers ----------------------------------------------------------------
 
 
+@dataclass
+class Connection:
+    """One connection of a subscriber: where it resumed from, what it got, and how it ended."""
+
+    #: The cursor(s) it resumed from, as sent (``Last-Event-ID``, or each channel's ``last_id``).
+    resumed: str
+    opened: float = field(default_factory=time.time)
+    events: int = 0
+    #: When the subscriber began to leave it (to reconnect), and when it was closed (time.time()).
+    leaving: float | None = None
+    closed: float | None = None
+    #: The close code of a WebSocket's closing handshake: 1006 where it did not complete.
+    close_code: int | None = None
+
+    def __str__(self) -> str:
+        text = f"from {self.resumed} at {self.opened:.3f}: {self.events} events"
+        if self.leaving is not None and self.closed is not None:
+            text += f", closed {self.closed - self.leaving:.1f}s after leaving"
+        return text if self.close_code is None else f"{text} (close code {self.close_code})"
+
+
 @dataclass(eq=False)
 class Subscriber:
     """One client's subscription to *channels* from *cursor*, and everything it received."""
@@ -249,6 +198,8 @@ class Subscriber:
     cursors: list[str] = field(default_factory=list)
     #: Anything else the server sent, and how the connection ended if it did.
     anomalies: list[str] = field(default_factory=list)
+    #: Its connections, the current one last: to tell a slow subscriber from a lost event.
+    connections: list[Connection] = field(default_factory=list)
     ready: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
 
@@ -279,7 +230,8 @@ class Subscriber:
             params.append(("lastEventId", str(self.cursor)))
         headers = {} if last is None else {"Last-Event-ID": last}
         timeout = httpx.Timeout(CONNECT_TIMEOUT, read=None)
-        count = 0
+        connection = Connection(str(self.cursor) if last is None else last)
+        self.connections.append(connection)
         async with httpx.AsyncClient(timeout=timeout, verify=False, trust_env=False) as client:
             async with aconnect_sse(client, "GET", self.server.events_url(), params=params, headers=headers) as source:
                 response = source.response
@@ -297,11 +249,14 @@ class Subscriber:
                         continue
                     self.cursors.append(sse.id)
                     self.received.append((Cursor.event_id(sse.id), None, sse.event, json.loads(sse.data), time.time()))
-                    count += 1
-                    if self.reconnect_every and count >= self.reconnect_every:
-                        return True
-                self.anomalies.append("the stream ended")
-        return False
+                    connection.events += 1
+                    if self.reconnect_every and connection.events >= self.reconnect_every:
+                        connection.leaving = time.time()
+                        break
+                else:
+                    self.anomalies.append("the stream ended")
+        connection.closed = time.time()
+        return connection.leaving is not None
 
     async def _ws(self) -> None:
         last: dict[str, str] = {}
@@ -312,10 +267,15 @@ class Subscriber:
         """Subscribe from the initial cursor, or each channel from the last cursor it got; return whether to
         reconnect."""
         url = self.server.url.replace("http://", "ws://", 1) + "/ws/"
-        count = 0
-        async with connect(url, origin=self.server.url, proxy=None, open_timeout=CONNECT_TIMEOUT) as ws:
-            for name in self.channels:
-                cursor = last.get(name, str(self.cursor))
+        cursors = {name: last.get(name, str(self.cursor)) for name in self.channels}
+        connection = Connection(" ".join(cursors.values()))
+        self.connections.append(connection)
+        # max_queue=None: queue every message received, as a browser's WebSocket does. With
+        # websockets' default (16) the client stops reading once 16 wait unread, so a subscriber
+        # that leaves behind a backlog never reads the server's close frame and waits out
+        # close_timeout (10 s) on every reconnection (python-websockets/websockets#1555).
+        async with connect(url, origin=self.server.url, proxy=None, open_timeout=CONNECT_TIMEOUT, max_queue=None) as ws:
+            for name, cursor in cursors.items():
                 await ws.send(json.dumps({"type": "subscribe", "channel": name, "last_id": cursor}))
             pending = set(self.channels)
             async for text in ws:
@@ -325,137 +285,51 @@ class Subscriber:
                     last[message["channel"]] = message["id"]
                     fields = (Cursor.event_id(message["id"]), message["channel"], message["event"], message["data"])
                     self.received.append((*fields, time.time()))
-                    count += 1
-                    if self.reconnect_every and count >= self.reconnect_every:
-                        return True
+                    connection.events += 1
+                    if self.reconnect_every and connection.events >= self.reconnect_every:
+                        connection.leaving = time.time()
+                        break
                 elif message["type"] == "subscribed" and message["channel"] in pending:
                     pending.discard(message["channel"])
                     if not pending:
                         self.ready.set()
                 else:
                     self.anomalies.append(f"message {text[:300]}")
-            self.anomalies.append(f"closed by the server: {ws.close_code} {ws.close_reason!r}")
-        return False
+            else:
+                self.anomalies.append(f"closed by the server: {ws.close_code} {ws.close_reason!r}")
+        # Leaving the block closed the connection (the closing handshake, as a browser's close() does).
+        connection.closed = time.time()
+        connection.close_code = ws.close_code
+        return connection.leaving is not None
 
-    def has_all(self, outcome: Outcome) -> bool:
-        got = {item[0] for item in list(self.received)}
-        return all(got.issuperset(outcome.committed_ids(name)) for name in self.channels)
+    def is_ready(self) -> bool:
+        return self.ready.is_set()
+
+    def gave_up(self) -> bool:
+        return self.ended.is_set()
+
+    def state(self) -> str:
+        return str(self.anomalies)
+
+    def stop(self) -> None:
+        """Nothing to do: it reconnects only as planned (``reconnect_every``), and is cancelled."""
+
+    def has_all(self, expected: dict[str, list[int]]) -> bool:
+        return has_all(list(self.received), self.channels, expected)
 
     def latencies(self, outcome: Outcome) -> list[float]:
         """Return, for each committed event received, the seconds from its commit to its arrival."""
         return [at - outcome.ended_at[i] for i, *_, at in list(self.received) if i in outcome.committed]
 
     def problems(self, outcome: Outcome) -> list[str]:
-        """Return what is wrong with what it received: an empty list when every event came once, in commit order.
-
-        Commit order (docs/architecture.md): each publisher's transactions
-        commit one after the other, so its events of a channel arrive in the
-        order it published them; the cursor each event comes with covers it
-        and every event received before it.
-        """
+        """Return what is wrong with what it received: an empty list when every event came once, in commit order
+        (tests/support/subscribers.py ``delivery_problems``)."""
         problems = [f"{self}: {anomaly}" for anomaly in self.anomalies]
-        received = list(self.received)
-        for event_id, channel, event, data, _ in received:
-            published = outcome.committed.get(event_id) or outcome.rolled_back.get(event_id)
-            if event_id in outcome.rolled_back:
-                problems.append(f"{self}: got rolled-back event {event_id} of {published[0]}")
-            elif published is None:
-                problems.append(f"{self}: got event {event_id} ({event} {data!r}), which no publisher committed")
-            elif published[0] not in self.channels:
-                problems.append(f"{self}: got event {event_id} of {published[0]}, a channel it did not subscribe to")
-            elif channel not in (None, published[0]) or event != "scale" or data != published[1]:
-                problems.append(f"{self}: event {event_id} came as {channel} {event} {data!r}, not as published")
-        for name in self.channels:
-            expected = outcome.committed_ids(name)
-            ids = [item[0] for item in received if outcome.committed.get(item[0], ("",))[0] == name]
-            counts = Counter(ids)
-            missing = [i for i in expected if i not in counts]
-            if missing:
-                late = ", ".join(f"{i} (ended {outcome.ended_at[i]:.3f})" for i in missing[:12])
-                problems.append(f"{self}: {name}: {len(missing)} of {len(expected)} events missing: {late}")
-            if duplicates := sorted(i for i, n in counts.items() if n > 1):
-                problems.append(f"{self}: {name}: events received more than once: {duplicates}")
-            problems += commit_order_problems(f"{self}: {name}", ids, outcome)
-        return problems + cursor_problems(str(self), self.transport, received, list(self.cursors))
-
-
-def commit_order_problems(label: str, ids: list[int], outcome: Outcome) -> list[str]:
-    """Return where *ids* (one channel's, as received) break commit order: each publisher's in the order it
-    committed them (docs/architecture.md)."""
-    by_publisher: dict[str, list[int]] = {}
-    for event_id in ids:
-        by_publisher.setdefault(outcome.committed[event_id][1]["publisher"], []).append(event_id)
-    return [
-        f"{label}: {publisher}'s events out of commit order: {disorder[:10]}"
-        for publisher, mine in by_publisher.items()
-        if (disorder := [(a, b) for a, b in zip(mine, mine[1:], strict=False) if b <= a])
-    ]
-
-
-def cursor_problems(label: str, transport: str, received: list[tuple[Any, ...]], texts: list[str]) -> list[str]:
-    """Return where the cursor an event came with fails to cover it and what came before it (per channel on a
-    WebSocket, whose subscriptions have a cursor each), across reconnects too: each resumed from the last one."""
-    seen: dict[str | None, list[int]] = {}
-    for (event_id, channel, *_), text in zip(received, texts, strict=False):
-        mine = seen.setdefault(channel if transport == "ws" else None, [])
-        mine.append(event_id)
-        if uncovered := [i for i in mine[-50:] if not Cursor.parse(text).covers(i)]:
-            return [f"{label}: the cursor {text} of event {event_id} leaves out {uncovered[:5]}"]
-    return []
-
-
-class SubscriberPool:
-    """Run subscribers as tasks of one asyncio loop on a thread of its own."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="subscribers", daemon=True)
-        self.thread.start()
-        self.subscribers: list[Subscriber] = []
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def __enter__(self) -> SubscriberPool:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.close()
-
-    def start(self, subscribers: Sequence[Subscriber]) -> None:
-        async def spawn() -> None:
-            self._tasks += [asyncio.create_task(subscriber.run()) for subscriber in subscribers]
-
-        self.subscribers += subscribers
-        asyncio.run_coroutine_threadsafe(spawn(), self.loop).result(5)
-
-    def wait_ready(self, timeout: float = SUBSCRIBE_TIMEOUT) -> None:
-        """Wait until every subscriber is connected and subscribed."""
-        deadline = time.monotonic() + timeout
-        for subscriber in list(self.subscribers):
-            while not subscriber.ready.wait(0.05):
-                if subscriber.ended.is_set() or time.monotonic() > deadline:
-                    raise AssertionError(f"{subscriber} did not subscribe within {timeout}s: {subscriber.anomalies}")
-
-    def wait_until(self, outcome: Outcome, timeout: float) -> bool:
-        """Wait until every subscriber has every committed event of its channels; return whether they have."""
-        deadline = time.monotonic() + timeout
-        while not all(subscriber.has_all(outcome) for subscriber in self.subscribers):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
-
-    def close(self) -> None:
-        """Disconnect every subscriber, then stop and close the loop."""
-
-        async def cancel() -> None:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-        try:
-            asyncio.run_coroutine_threadsafe(cancel(), self.loop).result(30)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.close()
+        received, cursors = list(self.received), list(self.cursors)
+        problems += delivery_problems(str(self), self.transport, self.channels, received, cursors, outcome)
+        expected = {name: outcome.committed_ids(name) for name in self.channels}
+        if self.reconnected and not has_all(received, self.channels, expected):
+            # Lost, or late? A lost event leaves a hole; a slow subscriber, the tail of each channel.
+            recent = "; ".join(str(connection) for connection in self.connections[-6:])
+            problems.append(f"{self}: {len(self.connections)} connections, the last ones {recent}")
+        return problems

@@ -1,6 +1,6 @@
 """Helpers of tests/test_chaos.py and bench/chaos.py: a cluster that faults are done to, and clients that resume.
 
-A :class:`Cluster` runs servers of the demo project (tests/servers.py) on
+A :class:`Cluster` runs servers of the demo project (tests/support/servers.py) on
 one PostgreSQL database and can kill (SIGKILL to the whole process group),
 gracefully stop (SIGTERM) and replace them.  A :class:`Subscriber` is an SSE
 or WebSocket client that, whenever its connection ends, reconnects to a
@@ -10,7 +10,7 @@ event, every connection and every ``reset``.  :class:`PublisherLanes` keeps
 tests/scale_out_publisher.py processes publishing (about 25 % of their
 transactions roll back) round after round until told to stop.  A
 :class:`Chaos` run ties them together with random faults of the database
-(through a tests/tcp_proxy.py proxy the run owns) and of the servers; its
+(through a tests/support/tcp_proxy.py proxy the run owns) and of the servers; its
 seed makes the choices, not the timing, reproducible.  Everything started is
 in a process group of its own and ended by pid.
 """
@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import re
-import signal
 import statistics
 import threading
 import time
@@ -37,15 +35,10 @@ from httpx_sse import aconnect_sse
 from websockets.asyncio.client import connect
 
 from django_realtime.cursor import Cursor
-from tests.scale_out_helpers import (
-    PUBLISHER_START_TIMEOUT,
-    Outcome,
-    PublisherProcess,
-    commit_order_problems,
-    cursor_problems,
-)
-from tests.servers import Server, start_server, stop_server
-from tests.tcp_proxy import TCPProxy
+from tests.support.scale_out import PUBLISHER_START_TIMEOUT, Outcome, PublisherProcess
+from tests.support.servers import Server, start_server, stop_servers
+from tests.support.subscribers import SubscriberPool, delivery_problems, has_all, percentile
+from tests.support.tcp_proxy import TCPProxy
 
 #: Which server kinds serve which transport (WSGI serves no WebSockets).
 TRANSPORTS = {"gunicorn-gevent": ("sse",), "daphne": ("sse", "ws")}
@@ -113,28 +106,18 @@ class Cluster:
     def kill(self, server: Server) -> None:
         """SIGKILL the server's whole process group (master and workers), as the OOM killer or a crash does."""
         self.withdraw(server)
-        try:
-            os.killpg(server.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        server.process.wait()
+        server.kill()
 
     def terminate(self, server: Server) -> None:
         """Stop the server gracefully (SIGTERM, SIGKILL after STOP_TIMEOUT), as a deploy does."""
         self.withdraw(server)
-        stop_server(server)
+        server.stop()
 
     def stop_all(self) -> None:
         """Stop every server ever started that still runs, side by side."""
         with self._lock:
             self.live.clear()
-        for server in self.started:
-            try:
-                os.killpg(server.process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for server in self.started:
-            stop_server(server)
+        stop_servers(self.started)
 
 
 # Subscribers ------------------------------------------------------------------
@@ -272,10 +255,21 @@ class Subscriber:
     def reconnects(self) -> int:
         return max(0, len(self.connections) - 1)
 
+    def is_ready(self) -> bool:
+        return any(c.ready for c in self.connections)
+
+    def gave_up(self) -> bool:
+        return False  # it reconnects until stopped
+
+    def state(self) -> str:
+        return describe(self.connections[-1]) if self.connections else "never connected"
+
+    def stop(self) -> None:
+        self.stopping = True
+
     def has_all(self, expected: dict[str, list[int]]) -> bool:
         """Return whether it received every id of *expected* (channel: committed ids) of its channels."""
-        got = {item[0] for item in list(self.received)}
-        return all(got.issuperset(i for i in expected[name] if i > self.after) for name in self.channels)
+        return has_all(list(self.received), self.channels, expected, self.after)
 
     def latencies(self, outcome: Outcome, ids: set[int] | None = None) -> list[float]:
         """Return the seconds from commit to arrival of each committed event received (of *ids*, if given)."""
@@ -284,33 +278,14 @@ class Subscriber:
         return [at - ended[i] for i, *_, at in list(self.received) if i in wanted]
 
     def problems(self, outcome: Outcome, event: str = "scale") -> list[str]:
-        """Return what is wrong with what it received: an empty list when every event came once, in order."""
+        """Return what is wrong with what it received: an empty list when every event came once, in order
+        (tests/support/subscribers.py ``delivery_problems``); any reset is one too."""
         problems = [f"{self}: {anomaly}" for anomaly in self.anomalies]
         problems += [f"{self}: reset from {url} at {at:.3f}: {fields}" for url, fields, at in self.resets]
-        received = list(self.received)
-        for event_id, channel, name, data, _ in received:
-            published = outcome.committed.get(event_id) or outcome.rolled_back.get(event_id)
-            if event_id in outcome.rolled_back:
-                problems.append(f"{self}: got rolled-back event {event_id} of {published[0]}")
-            elif published is None:
-                problems.append(f"{self}: got event {event_id} ({name} {data!r}), which no publisher committed")
-            elif published[0] not in self.channels:
-                problems.append(f"{self}: got event {event_id} of {published[0]}, a channel it did not subscribe to")
-            elif channel not in (None, published[0]) or name != event or data != published[1]:
-                problems.append(f"{self}: event {event_id} came as {channel} {name} {data!r}, not as published")
-        for name in self.channels:
-            expected = [i for i in outcome.committed_ids(name) if i > self.after]
-            ids = [item[0] for item in received if outcome.committed.get(item[0], ("",))[0] == name]
-            counts = Counter(ids)
-            if missing := [i for i in expected if i not in counts]:
-                problems.append(
-                    f"{self}: {name}: {len(missing)} of {len(expected)} events missing: "
-                    + ", ".join(f"{i} (ended {outcome.ended_at[i]:.3f})" for i in missing[:12])
-                )
-            if duplicates := sorted(i for i, n in counts.items() if n > 1):
-                problems.append(f"{self}: {name}: events received more than once: {duplicates[:20]}")
-            problems += commit_order_problems(f"{self}: {name}", ids, outcome)
-        problems += cursor_problems(str(self), self.transport, received, list(self.received_cursors))
+        received, cursors = list(self.received), list(self.received_cursors)
+        problems += delivery_problems(
+            str(self), self.transport, self.channels, received, cursors, outcome, after=self.after, event=event
+        )
         if problems:
             problems.append(f"{self}: its connections: " + "; ".join(describe(c) for c in self.connections[-8:]))
         return problems
@@ -320,68 +295,6 @@ def describe(connection: Connection) -> str:
     ready = f"ready +{connection.ready - connection.opened:.2f}s" if connection.ready else "never ready"
     ended = f"ended {connection.ended:.3f}" if connection.ended else "open"
     return f"{connection.server} opened {connection.opened:.3f} {ready} {ended} {connection.how}"
-
-
-class SubscriberPool:
-    """Run subscribers as tasks of one asyncio loop on a thread of its own."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="subscribers", daemon=True)
-        self.thread.start()
-        self.subscribers: list[Subscriber] = []
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def __enter__(self) -> SubscriberPool:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def start(self, subscribers: Sequence[Subscriber]) -> None:
-        async def spawn() -> None:
-            self._tasks += [asyncio.create_task(subscriber.run()) for subscriber in subscribers]
-
-        self.subscribers += subscribers
-        asyncio.run_coroutine_threadsafe(spawn(), self.loop).result(5)
-
-    def wait_ready(self, timeout: float) -> None:
-        """Wait until every subscriber's stream is open."""
-        deadline = time.monotonic() + timeout
-        for subscriber in self.subscribers:
-            while not any(c.ready for c in subscriber.connections):
-                if time.monotonic() > deadline:
-                    last = describe(subscriber.connections[-1]) if subscriber.connections else "never connected"
-                    raise AssertionError(f"{subscriber} did not subscribe within {timeout}s: {last}")
-                time.sleep(0.05)
-
-    def wait_until(self, outcome: Outcome, timeout: float) -> bool:
-        """Wait until every subscriber has every committed event of its channels; return whether they have."""
-        expected = {name: outcome.committed_ids(name) for name in {c for s in self.subscribers for c in s.channels}}
-        deadline = time.monotonic() + timeout
-        while not all(subscriber.has_all(expected) for subscriber in self.subscribers):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
-        return True
-
-    def close(self) -> None:
-        """Disconnect every subscriber, then stop and close the loop."""
-
-        async def cancel() -> None:
-            for subscriber in self.subscribers:
-                subscriber.stopping = True
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-        try:
-            asyncio.run_coroutine_threadsafe(cancel(), self.loop).result(30)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.close()
 
 
 # Publishers -------------------------------------------------------------------
@@ -567,7 +480,7 @@ def percentiles(values: Sequence[float]) -> str:
     if not values:
         return "no samples"
     ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    p99 = percentile(ordered, 0.99)
     median, top = statistics.median(ordered), ordered[-1]
     return f"p50 {median * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {top * 1000:.0f} ms ({len(ordered):,} deliveries)"
 
@@ -609,9 +522,9 @@ def run_soak(
     say: Callable[[str], None] = print,
 ) -> SoakResult:
     """Run the chaos soak for *seconds* of faults on a scratch PostgreSQL database; return what happened."""
-    from tests.postgres_database import scratch_database
-    from tests.servers import manage, project_env
-    from tests.services import POSTGRES
+    from tests.support.postgres_database import scratch_database
+    from tests.support.servers import manage, project_env
+    from tests.support.services import POSTGRES
 
     rng = random.Random(seed)
     marks = {"start": time.monotonic()}

@@ -50,8 +50,8 @@ def require_mariadb() -> None:
         )
 
 
-def unavailable(message: str, *, remedy: str = "install it to run this test") -> NoReturn:
-    """Skip the test, saying what is missing (*message*) and what to do; in CI, fail instead."""
+def unavailable(message: str, *, remedy: str | None = "install it to run this test") -> NoReturn:
+    """Skip the test, saying what is missing (*message*) and what to do (*remedy*, if not said); in CI, fail."""
     if os.environ.get("CI"):
         pytest.fail(f"{message}, and CI must run every test")
-    pytest.skip(f"{message}: {remedy}")
+    pytest.skip(message if remedy is None else f"{message}: {remedy}")

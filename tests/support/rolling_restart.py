@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
+import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -29,14 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import websockets
 from httpx_sse import aconnect_sse
 
-from tests.servers import ROOT, Server
+from tests.support.processes import ScriptProcess
+from tests.support.servers import ROOT, Server, start_server, stop_server
 
 #: What a deployment puts in gunicorn.conf.py (docs/deployment.md).
 GUNICORN_CONF = "from django_realtime.gunicorn_server import post_worker_init  # noqa: F401\n"
 #: The reconnection delay EventSource starts with, before a server sends one (Chromium: 3 s).
 DEFAULT_RETRY_MS = 3000
+#: The close code of a WebSocket the server closes as it shuts down (docs/websocket.md, "Closing").
+SHUTDOWN_CLOSE = 4004
 
 
 def gunicorn_args(directory: Path, *, workers: int = 2, graceful_timeout: float = 30.0, hook: bool = True) -> list[str]:
@@ -47,20 +52,6 @@ def gunicorn_args(directory: Path, *, workers: int = 2, graceful_timeout: float 
         conf.write_text(GUNICORN_CONF)
         args += ["-c", str(conf)]
     return args
-
-
-def workers_of(master: int) -> set[int]:
-    """Return the pids of the processes whose parent is *master*: gunicorn's workers."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                found.add(int(entry))
-    return found
 
 
 @dataclass
@@ -84,6 +75,8 @@ class Subscriber:
 
     url: str
     channel: str
+    #: The other instances behind the balancer: a connection the first refuses goes to the next, as nginx's does.
+    others: list[str] = field(default_factory=list)
     retry_ms: int = DEFAULT_RETRY_MS
     last_id: str | None = None
     seqs: list[int] = field(default_factory=list)
@@ -124,13 +117,23 @@ class Subscriber:
                     pass
 
     async def _once(self, client: httpx.AsyncClient) -> int:
+        urls = [self.url, *self.others]
+        for url in urls:
+            try:
+                return await self._stream(client, url)
+            except httpx.ConnectError:
+                if url == urls[-1]:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _stream(self, client: httpx.AsyncClient, url: str) -> int:
         params = {"channel": self.channel}
         headers = {}
         if self.last_id is None:
             params["lastEventId"] = "0"
         else:
             headers["Last-Event-ID"] = self.last_id
-        async with aconnect_sse(client, "GET", self.url, params=params, headers=headers) as source:
+        async with aconnect_sse(client, "GET", url, params=params, headers=headers) as source:
             if source.response.status_code != 200:
                 return source.response.status_code
             self.connections += 1
@@ -152,11 +155,95 @@ class Subscriber:
         return 200
 
 
+@dataclass(eq=False)
+class WebSocketSubscriber:
+    """One client of *channel* over the WebSocket protocol (docs/websocket.md), resuming as realtime.js does.
+
+    It subscribes from the start of the log; when its connection closes with
+    4004 (the server shuts down) it waits the delay of the close reason
+    (``retry=<ms>``), after any other close realtime.js's first backoff, and subscribes
+    again from the id of the last event it got, on the first instance that
+    accepts the connection.  A close other than 4004 is a break of another
+    kind (``how``: its code and reason).
+    """
+
+    url: str
+    channel: str
+    others: list[str] = field(default_factory=list)
+    last_id: str = "0"
+    seqs: list[int] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    breaks: list[Break] = field(default_factory=list)
+    anomalies: list[str] = field(default_factory=list)
+    connections: int = 0
+    failed_connects: int = 0
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            opened = self.connections
+            try:
+                how, retry_ms = await self._once()
+            except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+                how, retry_ms = type(exc).__name__, DEFAULT_RETRY_MS
+            except Exception as exc:  # the task would end silently, and the subscriber miss all that follows
+                self.anomalies.append(f"{type(exc).__name__}: {exc}")
+                raise
+            if stop.is_set():
+                return
+            if self.connections == opened:
+                self.failed_connects += 1
+            else:
+                self.breaks.append(Break(how, time.monotonic(), retry_ms))
+            try:
+                await asyncio.wait_for(stop.wait(), retry_ms / 1000)
+            except TimeoutError:
+                pass
+
+    async def _connect(self) -> websockets.ClientConnection:
+        urls = [self.url, *self.others]
+        for url in urls:
+            host = url.split("://", 1)[1].split("/", 1)[0]
+            try:
+                return await websockets.connect(url, origin=f"http://{host}", open_timeout=10)
+            except ConnectionRefusedError:
+                if url == urls[-1]:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _once(self) -> tuple[str, int]:
+        socket = await self._connect()
+        async with socket:
+            self.connections += 1
+            try:
+                await socket.send(json.dumps({"type": "subscribe", "channel": self.channel, "last_id": self.last_id}))
+                async for text in socket:
+                    message = json.loads(text)
+                    if message["type"] == "subscribed":
+                        self.ready.set()
+                        if self.breaks and self.breaks[-1].live_at is None:
+                            self.breaks[-1].live_at = time.monotonic()
+                    elif message["type"] == "event":
+                        self.seqs.append(message["data"]["seq"])
+                        self.latencies.append(time.time() - message["data"]["t"])
+                        self.last_id = message["id"]
+                    else:
+                        self.anomalies.append(f"unexpected message {text[:200]}")
+            except websockets.ConnectionClosed:
+                pass
+        code, reason = socket.close_code, socket.close_reason or ""
+        retry = re.fullmatch(r"retry=(\d{1,6})", reason)
+        if code == SHUTDOWN_CLOSE and retry is not None:
+            return "clean", int(retry[1])
+        # realtime.js's first backoff after another close: minDelay (500 ms), half of it jitter.
+        return f"closed {code} {reason}".strip(), round(random.uniform(250, 500))
+
+
 @dataclass
 class Outcome:
     """What every subscriber received of the *published* seqs."""
 
-    subscribers: list[Subscriber]
+    subscribers: Sequence[Subscriber | WebSocketSubscriber]
     published: int
     #: Seconds from the first signal to each signal sent, and what it was.
     signals: list[tuple[float, str]]
@@ -191,22 +278,11 @@ class Outcome:
         return [b for s in self.subscribers for b in s.breaks if b.at >= self.signalled_at]
 
 
-class PacedPublisher:
+class PacedPublisher(ScriptProcess):
     """A tests/paced_publisher.py process."""
 
     def __init__(self, env: dict[str, str], channel: str, rate: float, count: int, stderr: Path) -> None:
-        with stderr.open("wb") as err:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.paced_publisher", channel, str(rate), str(count)],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                encoding="utf-8",
-                start_new_session=True,
-            )
-        self.stderr = stderr
+        super().__init__("tests.paced_publisher", [channel, str(rate), str(count)], env, stderr, ROOT)
         self.published = 0
 
     def _line(self) -> dict:
@@ -214,19 +290,12 @@ class PacedPublisher:
         line = self.process.stdout.readline()
         if not line:
             self.process.wait()
-            raise AssertionError(
-                f"the publisher exited with status {self.process.returncode}:\n{self.stderr.read_text()}"
-            )
+            raise AssertionError(f"the publisher exited with status {self.process.returncode}:\n{self.stderr()}")
         return json.loads(line)
 
     def wait_ready(self) -> None:
         if not self._line().get("ready"):
             raise AssertionError("the publisher did not say it was ready")
-
-    def go(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write("go\n")
-        self.process.stdin.flush()
 
     def finish(self) -> int:
         """Read its lines until it is done (blocking); return how many events it published."""
@@ -234,20 +303,6 @@ class PacedPublisher:
             self.published = line["seq"] + 1
         self.process.wait(10)
         return self.published
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.process.wait()
-        for pipe in (self.process.stdin, self.process.stdout):
-            if pipe is not None:
-                try:
-                    pipe.close()
-                except BrokenPipeError:
-                    pass
 
 
 def hup(server: Server) -> list[tuple[float, str]]:
@@ -265,14 +320,18 @@ async def run_restart(
     signal_after: float,
     send_signals: Callable[[Server], list[tuple[float, str]]] = hup,
     settle: float = 10.0,
+    pool: Sequence[Subscriber | WebSocketSubscriber] | None = None,
 ) -> Outcome:
     """Open *subscribers* streams, start *publisher*, send the deploy's signals *signal_after* seconds in.
+
+    *pool*, if given, are the subscribers instead (SSE and WebSocket ones, on several instances).
 
     Once the publisher is done, wait up to *settle* seconds for every
     subscriber to have every event, then stop them.
     """
     stop = asyncio.Event()
-    pool = [Subscriber(server.events_url(), channel) for _ in range(subscribers)]
+    if pool is None:
+        pool = [Subscriber(server.events_url(), channel) for _ in range(subscribers)]
     tasks = [asyncio.create_task(s.run(stop)) for s in pool]
     loop = asyncio.get_running_loop()
     try:
@@ -295,6 +354,65 @@ async def run_restart(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+class DaphnePair:
+    """Two daphne instances of the demo on one database, behind a balancer, restarted in turn.
+
+    The balancer is the subscribers' own list of upstreams (``others``): a
+    connection the first instance refuses goes to the second, as nginx's
+    ``proxy_next_upstream`` does.  ``restart_in_turn`` is a deploy: TERM to
+    the first, which exits; a new one on its port, once it answers; then
+    the same for the second.
+    """
+
+    def __init__(self, env: dict[str, str], directory: Path, cwd: Path = ROOT) -> None:
+        self.env = env
+        self.directory = directory
+        #: The source tree the instances run (bench/rolling_restart.py --source: another commit's).
+        self.cwd = cwd
+        self.servers = {name: self._start(name, f"daphne-{name}.log") for name in "ab"}
+        self.old: list[Server] = []
+        #: Each stopped instance: its name, seconds from the first TERM to its exit, its exit status.
+        self.exits: list[tuple[str, float, int | None]] = []
+
+    def sse_subscriber(self, channel: str) -> Subscriber:
+        a, b = self.servers["a"], self.servers["b"]
+        return Subscriber(a.events_url(), channel, others=[b.events_url()])
+
+    def websocket_subscriber(self, channel: str) -> WebSocketSubscriber:
+        a, b = (self.servers[name].url.replace("http://", "ws://") + "/ws/" for name in "ab")
+        return WebSocketSubscriber(a, channel, others=[b])
+
+    def restart_in_turn(self, _server: Server | None = None, *, exit_timeout: float = 30.0) -> list[tuple[float, str]]:
+        """TERM each instance in turn, wait for it to exit, start a new one on its port; return what was done when."""
+        start = time.monotonic()
+        done = []
+        for name in "ab":
+            old = self.servers[name]
+            port = old.port
+            assert old.process is not None
+            old.process.send_signal(signal.SIGTERM)
+            done.append((time.monotonic() - start, f"TERM to {name}"))
+            try:
+                status: int | None = old.process.wait(exit_timeout)
+            except subprocess.TimeoutExpired:
+                status = None
+            self.exits.append((name, time.monotonic() - start, status))
+            self.old.append(old)
+            self.servers[name] = self._start(name, f"daphne-{name}-new.log", port)
+            done.append((time.monotonic() - start, f"{name} answers again"))
+        return done
+
+    def _start(self, name: str, log: str, port: int | None = None) -> Server:
+        return start_server("daphne", self.env, self.directory / log, cwd=self.cwd, port=port)
+
+    def log(self) -> str:
+        return "\n".join(f"--- {server.log_path.name}\n{server.log()[-3000:]}" for server in self.all())
+
+    def all(self) -> list[Server]:
+        return [*self.old, *self.servers.values()]
+
+    def stop(self) -> None:
+        for server in self.all():
+            # An exited one's group may be another's by now.
+            if server.process is not None and server.process.poll() is None:
+                stop_server(server)

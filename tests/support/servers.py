@@ -21,9 +21,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +32,14 @@ from httpx_sse._api import _iter_sse_lines
 from httpx_sse._decoders import SSEDecoder
 
 from django_realtime.cursor import Cursor
+from tests.support.processes import free_port, memory_kb, only_worker, signal_group, stop_group
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 MANAGE = [sys.executable, "manage.py"]
 
 #: Seconds a server may take to answer its first request.
 START_TIMEOUT = 30.0
-#: Seconds a server may take to exit after SIGTERM before it is killed.
-STOP_TIMEOUT = 10.0
 #: Seconds a manage.py command may run.
 COMMAND_TIMEOUT = 60.0
 
@@ -82,9 +80,13 @@ SERVER_COMMANDS: dict[str, list[str]] = {
 }
 
 
-def project_env(database_url: str) -> dict[str, str]:
-    """Return the environment of the demo project's servers and commands on *database_url*."""
-    return {
+def project_env(database_url: str, **overrides: str | None) -> dict[str, str]:
+    """Return the environment of the demo project's servers and commands on *database_url*.
+
+    Each of *overrides* sets a variable, or with None leaves it out (unset,
+    even if this process has it).
+    """
+    env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "testproject.settings",
         "DATABASE_URL": database_url,
@@ -96,6 +98,12 @@ def project_env(database_url: str) -> dict[str, str]:
         "REALTIME_KEEPALIVE": "1",
         "PYTHONUNBUFFERED": "1",
     }
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
 
 
 def json_text(data: Any) -> str:
@@ -258,105 +266,180 @@ def copy_sqlite(source: Path, target: Path) -> None:
 # Servers ----------------------------------------------------------------
 
 
-def free_port() -> int:
-    """Return a loopback TCP port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
 class Server:
-    """A server process of the demo project, and what tests need to talk to it."""
+    """A server process of the demo project on a loopback port of its own, and what tests need to talk to it.
 
-    kind: str
-    url: str
-    env: dict[str, str]
-    process: subprocess.Popen[bytes]
-    log_path: Path
+    ``start()`` returns once it answers HTTP; ``stop()`` (SIGTERM) and
+    ``kill()`` (SIGKILL, as a crash) end its whole process group; ``start()``
+    again brings it back on the same port, where clients reconnect, its
+    output appended to the same log.  It imports the package and the demo
+    from *cwd*: another source tree (a ``git worktree`` of an older commit)
+    for a benchmark that compares two.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        env: dict[str, str],
+        log_path: Path,
+        extra_args: Sequence[str] = (),
+        *,
+        cwd: Path = ROOT,
+        port: int | None = None,
+    ) -> None:
+        self.kind = kind
+        self.env = env
+        self.log_path = log_path
+        self.extra_args = list(extra_args)
+        self.cwd = cwd
+        self.port = port if port is not None else free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._started = False
+        self._stopped = False  # by stop() or kill(): its pid, reaped, may be another's by now
+
+    def __repr__(self) -> str:
+        return f"<Server {self.kind} {self.url}>"
+
+    @property
+    def origin(self) -> str:
+        """Return the Origin of the site's own pages."""
+        return self.url
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/"
+
+    def events_url(self) -> str:
+        return f"{self.url}/events/"
+
+    def command(self) -> list[str]:
+        command = [part.format(port=self.port) for part in SERVER_COMMANDS[self.kind]]
+        command[-1:-1] = self.extra_args  # before the application, after the options
+        return command
+
+    def start(self, *, wait: bool = True) -> None:
+        """Start the server; with *wait*, return once it answers HTTP (see ``wait_until_answering``)."""
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError(f"{self!r} already runs")
+        with self.log_path.open("ab" if self._started else "wb") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._started, self._stopped = True, False
+        if wait:
+            try:
+                self.wait_until_answering()
+            except BaseException:
+                self.stop()
+                raise
+
+    def wait_until_answering(self) -> None:
+        """Poll the server until it answers any HTTP request, failing if it dies or takes too long."""
+        deadline = time.monotonic() + START_TIMEOUT
+        with httpx.Client(timeout=1.0) as client:
+            while True:
+                self.check_alive()
+                try:
+                    # No channel: a 400 that needs neither the database nor the hub.
+                    client.get(self.events_url())
+                    return
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        raise AssertionError(
+                            f"{self.kind} did not answer within {START_TIMEOUT}s:\n{self.log()}"
+                        ) from None
+                    time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the server's process group: SIGTERM, then SIGKILL for whatever outlives STOP_TIMEOUT."""
+        if self.process is not None and not self._stopped:
+            self._stopped = True
+            stop_group(self.process)
+
+    def kill(self) -> None:
+        """Kill the server's whole process group at once, as a crash or the OOM killer does."""
+        if self.process is not None and not self._stopped:
+            self._stopped = True
+            stop_group(self.process, signal.SIGKILL)
+
+    def check_alive(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            status = None if self.process is None else self.process.returncode
+            raise AssertionError(f"{self.kind} exited with status {status}:\n{self.log()}")
 
     def log_size(self) -> int:
         return self.log_path.stat().st_size
 
     def log(self, start: int = 0) -> str:
         """Return the server's output from byte *start* on."""
-        with self.log_path.open("rb") as log:
-            log.seek(start)
-            return log.read().decode("utf-8", "replace")
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(start)
+                return log.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
 
-    def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise AssertionError(f"{self.kind} exited with status {self.process.returncode}:\n{self.log()}")
+    def wait_for_log(self, text: str, timeout: float) -> None:
+        """Wait until the server's log holds *text*."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in the server log after {timeout}s:\n{self.log()[-3000:]}")
+            time.sleep(0.05)
 
-    def events_url(self) -> str:
-        return f"{self.url}/events/"
+    def memory_kb(self, field: str = "VmRSS") -> int:
+        """Return a memory figure of the server process from /proc (VmRSS, VmHWM: its peak)."""
+        assert self.process is not None
+        return memory_kb(self.process.pid, field)
+
+    def worker_pid(self, timeout: float = 10.0) -> int:
+        """Return the pid that serves requests: gunicorn's one worker (waited for), else the server itself."""
+        assert self.process is not None
+        if self.kind.startswith("gunicorn"):
+            return only_worker(self.process.pid, timeout)
+        return self.process.pid
+
+    def connect(self, **kwargs: Any) -> Any:
+        """Open a WebSocket to /ws/ with this server's own Origin, as a page of the site would."""
+        from websockets.sync.client import connect
+
+        return connect(self.ws_url, origin=kwargs.pop("origin", self.origin), open_timeout=10, **kwargs)
 
 
 def start_server(
-    kind: str, env: dict[str, str], log_path: Path, extra_args: Sequence[str] = (), cwd: Path = ROOT
+    kind: str,
+    env: dict[str, str],
+    log_path: Path,
+    extra_args: Sequence[str] = (),
+    cwd: Path = ROOT,
+    port: int | None = None,
 ) -> Server:
-    """Start a server of *kind* on a free port; return once it answers HTTP.
-
-    It imports the package and the demo from *cwd*: another source tree (a
-    ``git worktree`` of an older commit) for a benchmark that compares two.
-    """
-    port = free_port()
-    command = [part.format(port=port) for part in SERVER_COMMANDS[kind]]
-    command[-1:-1] = extra_args  # before the application, after the options
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(kind, f"http://127.0.0.1:{port}", env, process, log_path)
-    try:
-        wait_until_answering(server)
-    except BaseException:
-        stop_server(server)
-        raise
+    """Start a server of *kind* on *port* (by default a free one); return once it answers HTTP."""
+    server = Server(kind, env, log_path, extra_args, cwd=cwd, port=port)
+    server.start()
     return server
 
 
-def wait_until_answering(server: Server) -> None:
-    """Poll the server until it answers any HTTP request, failing if it dies or takes too long."""
-    deadline = time.monotonic() + START_TIMEOUT
-    with httpx.Client(timeout=1.0) as client:
-        while True:
-            server.check_alive()
-            try:
-                # No channel: a 400 that needs neither the database nor the hub.
-                client.get(server.events_url())
-                return
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"{server.kind} did not answer within {START_TIMEOUT}s:\n{server.log()}"
-                    ) from None
-                time.sleep(0.05)
-
-
 def stop_server(server: Server) -> None:
-    """Stop the server's process group: SIGTERM, then SIGKILL for whatever outlives STOP_TIMEOUT."""
-    group = server.process.pid  # start_new_session made the server its group leader
-    try:
-        os.killpg(group, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        server.process.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        # Workers that outlived their master, or a master that ignored SIGTERM.
-        os.killpg(group, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    server.process.wait()
+    """Stop the server's process group (``Server.stop``)."""
+    server.stop()
+
+
+def stop_servers(servers: Iterable[Server]) -> None:
+    """Stop *servers* side by side: SIGTERM to every group first, then each in turn."""
+    servers = list(servers)
+    for server in servers:
+        if server.process is not None and not server._stopped:
+            signal_group(server.process, signal.SIGTERM)
+    for server in servers:
+        server.stop()
 
 
 @contextmanager
@@ -366,7 +449,21 @@ def running_server(kind: str, env: dict[str, str], log_path: Path, extra_args: S
     try:
         yield server
     finally:
-        stop_server(server)
+        server.stop()
+
+
+@contextmanager
+def running_servers(kinds: Sequence[str], env: dict[str, str], directory: Path) -> Iterator[dict[str, Server]]:
+    """Start a server of each kind at once (logs ``directory/<kind>.log``); stop them all afterwards."""
+    servers = {kind: Server(kind, env, directory / f"{kind}.log") for kind in kinds}
+    try:
+        for server in servers.values():
+            server.start(wait=False)
+        for server in servers.values():
+            server.wait_until_answering()
+        yield servers
+    finally:
+        stop_servers(servers.values())
 
 
 # Streams ----------------------------------------------------------------

@@ -2,29 +2,22 @@
 
 Chromium is Debian's (``apt-get install chromium``), driven by Playwright's
 Python package through ``executable_path``: Playwright's own browser
-downloads are never used.  Servers run the demo project from
-``tests.servers`` command lines, each in a session of its own, on a port
-chosen once, so that a test can kill one and start it again where its pages
-reconnect.
+downloads are never used.  The servers are tests/support/servers.py's: a
+``Server`` keeps its port, so that a test can kill one and start it again
+where its pages reconnect.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pytest
-
-from tests.servers import ROOT, SERVER_COMMANDS, free_port
+from tests.support.servers import ROOT
+from tests.support.services import unavailable
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -38,11 +31,6 @@ CHROMIUM_ARGS = [
 ARTIFACTS = ROOT / "tests" / "artifacts"
 NICK_KEY = "django-realtime-demo:nick"
 
-#: Seconds a server may take to answer its first request.
-START_TIMEOUT = 30.0
-#: Seconds a server may take to exit after SIGTERM before it is killed.
-STOP_TIMEOUT = 10.0
-
 
 def require_browser() -> None:
     """Skip unless Chromium and Playwright are installed; in CI, fail instead: CI must run these tests."""
@@ -53,10 +41,7 @@ def require_browser() -> None:
         missing.append("the playwright package (pip install playwright; never `playwright install`)")
     if not missing:
         return
-    message = f"browser tests need {' and '.join(missing)}"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}, and CI must run every test")
-    pytest.skip(message)
+    unavailable(f"browser tests need {' and '.join(missing)}", remedy=None)
 
 
 def launched_chromium() -> Iterator[Any]:
@@ -121,71 +106,6 @@ class Pages:
 
 def chromium_path() -> str:
     return str(CHROMIUM) if CHROMIUM.exists() else str(shutil.which("chromium"))
-
-
-@dataclass
-class DemoServer:
-    """A server of the demo project on a fixed loopback port, which ``kill()`` and ``start()`` cycle."""
-
-    kind: str
-    env: dict[str, str]
-    log_path: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def start(self) -> None:
-        """Start the server and return once it serves the demo's static files."""
-        command = [part.format(port=self.port) for part in SERVER_COMMANDS[self.kind]]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        with httpx.Client(timeout=2.0) as client:
-            while True:
-                if self.process.poll() is not None:
-                    raise AssertionError(f"{self.kind} exited with status {self.process.returncode}:\n{self.log()}")
-                try:
-                    if client.get(f"{self.url}/static/django_realtime/realtime.js").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise AssertionError(f"{self.kind} did not answer within {START_TIMEOUT}s:\n{self.log()}")
-                time.sleep(0.1)
-
-    def kill(self) -> None:
-        """Kill the server at once, as a crash would: its connections drop without a goodbye."""
-        self._signal(signal.SIGKILL)
-
-    def stop(self) -> None:
-        """Stop the server politely, then not."""
-        self._signal(signal.SIGTERM)
-
-    def _signal(self, signum: int) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signum)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(STOP_TIMEOUT)
 
 
 # The page ------------------------------------------------------------------

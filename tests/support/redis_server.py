@@ -8,17 +8,15 @@ port, persisting nothing, in a process group of its own, ended by its pid.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from tests.servers import free_port
-from tests.services import unavailable
+from tests.support.processes import free_port, stop_group
+from tests.support.services import unavailable
 
 HOST = "127.0.0.1"
 #: Seconds redis-server may take to answer PING, and to exit after SIGTERM before its group is killed.
@@ -111,19 +109,11 @@ class RedisServer:
         return True
 
     def stop(self) -> None:
-        """End the server by its pid: SIGTERM, then SIGKILL of its group if it outlives STOP_TIMEOUT."""
+        """End the server by its pid: SIGTERM, then SIGKILL of its group for whatever outlives STOP_TIMEOUT."""
         process, self.process = self.process, None
         if process is None:
             return
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)  # start_new_session made it its group's leader
-            except ProcessLookupError:
-                pass
-            process.wait()
+        stop_group(process, grace=STOP_TIMEOUT)
 
     def restart(self, downtime: float) -> None:
         """Stop the server, leave it down for *downtime* seconds, and start it again on the same port."""
