@@ -20,7 +20,10 @@ It prints (KB after − KB before) / streams for each.  Run by hand::
 
     python -m bench.stream_memory
     python -m bench.stream_memory --tree /work/wt-old --tree . --repeat 2
-    python -m bench.stream_memory --path '/events/?channel=chat:lobby&presence=chat:lobby&name=a'
+    python -m bench.stream_memory --path '/events/?channel=chat:lobby&presence=chat:lobby&name=a' \
+        --env 'REALTIME_JSON={"PRESENCE_BURST": 100000}'
+    python -m bench.stream_memory --worker-class django_realtime.gunicorn_worker.GeventWorker
+    python -m bench.stream_memory --floor   # and the bare asyncio writer, opened the same way
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from pathlib import Path
 
 from bench import options
 from bench.clients import raise_fd_limit
-from tests.support.processes import steady_memory_kb
+from tests.support.processes import free_port, steady_memory_kb
 from tests.support.servers import project_env, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +84,8 @@ def measure(tree: Path, mode: str, args: argparse.Namespace, directory: Path) ->
     env.update(args.env)
     migrate(tree, env)
     extra = ["--worker-connections", str(max(2000, args.streams + 100))]
+    if args.worker_class:
+        extra += ["-k", args.worker_class]
     server = start_server("gunicorn-gevent", env, directory / "server.log", extra, cwd=tree)
     try:
         port = int(server.url.rsplit(":", 1)[1])
@@ -103,6 +108,42 @@ def measure(tree: Path, mode: str, args: argparse.Namespace, directory: Path) ->
     return {
         "tree": str(tree),
         "mode": mode,
+        "worker_class": args.worker_class or "gevent",
+        "streams": args.streams,
+        "concurrency": args.concurrency,
+        "rss_before_kb": before,
+        "rss_after_kb": after,
+        "kb_per_stream": round((after - before) / args.streams, 1),
+    }
+
+
+def measure_floor(args: argparse.Namespace) -> dict:
+    """Return what the bare asyncio writer (bench/floor_server.py) keeps per idle stream, opened the same way."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "bench.floor_server", "--port", str(port)], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        before = steady_memory_kb(process.pid, pause=0.1)
+        socks = open_streams(port, args.path, args.streams, args.concurrency)
+        time.sleep(args.idle)
+        after = steady_memory_kb(process.pid, pause=0.1)
+        for sock in socks:
+            sock.close()
+    finally:
+        process.terminate()
+        process.wait(10)
+    return {
+        "tree": "floor (bench/floor_server.py)",
+        "mode": "-",
+        "worker_class": "-",
         "streams": args.streams,
         "concurrency": args.concurrency,
         "rss_before_kb": before,
@@ -121,6 +162,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight at a time while opening")
     options.add(parser, "idle", "repeat")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server (repeatable)")
+    parser.add_argument("--floor", action="store_true", help="measure the bare asyncio writer too, each repeat")
+    parser.add_argument(
+        "--worker-class", help="gunicorn's -k instead of gevent, e.g. django_realtime.gunicorn_worker.GeventWorker"
+    )
     args = parser.parse_args()
     args.env = dict(item.split("=", 1) for item in args.env)
     raise_fd_limit(args.streams * 2 + 200)
@@ -132,10 +177,13 @@ def main() -> None:
                 with tempfile.TemporaryDirectory() as directory:
                     rows.append(measure(tree, mode, args, Path(directory)))
                 print(json.dumps(rows[-1]), flush=True)
-    print(f"\n| tree | mode | KB per idle stream ({args.streams} streams, {args.path}) |")
-    print("|---|---|---|")
+        if args.floor:
+            rows.append(measure_floor(args))
+            print(json.dumps(rows[-1]), flush=True)
+    print(f"\n| tree | worker | mode | KB per idle stream ({args.streams} streams, {args.path}) |")
+    print("|---|---|---|---|")
     for row in rows:
-        print(f"| {row['tree']} | {row['mode']} | {row['kb_per_stream']} |")
+        print(f"| {row['tree']} | {row['worker_class']} | {row['mode']} | {row['kb_per_stream']} |")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import logging
 import math
 import random
 import time
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError
@@ -28,7 +28,7 @@ from django.db import DatabaseError
 from . import metrics
 from .budget import PIECE, READ_COST, cost
 from .cursor import Cursor
-from .db import release_connections
+from .db import forget_connections, release_connections
 from .eventlog import PAGE, Item, high_water_mark, read_page
 from .names import reset_json
 
@@ -201,6 +201,13 @@ class Follower:
         return items
 
 
+class WriteMark(Protocol):
+    """A watch on the server's writes of a stream (sse/watchdog.py): when the server took the chunk it holds."""
+
+    #: time.monotonic() while the server holds a chunk it has not written, else 0.
+    since: float
+
+
 def _batch(items: list[Item]) -> list[Item]:
     return items
 
@@ -214,6 +221,7 @@ def follow(
     first: T | None = None,
     lifetime: float | None = None,
     parting: Callable[[], T] | None = None,
+    write: WriteMark | None = None,
 ) -> Iterator[T]:
     """Yield *first* if given, then ``encode(batch)`` for each batch of events after *cursor*.
 
@@ -222,25 +230,42 @@ def follow(
     streams opened together do not all end together) have passed and it has
     nothing more to send.  It also ends, after ``parting()`` if given, once
     it has nothing more to send while the hub drains (the server shuts
-    down).  A waiting stream's memory is mostly its stack, so this driver
-    is kept flat (*encode* and *first* spare a generator level).
+    down).  *write*, if given, is the hub's watch on the server's writes:
+    its ``since`` is set while the server holds a chunk it has not written.
+    A waiting stream's memory is mostly its stack, so this driver is kept
+    flat (*encode*, *first* and *write* each spare a generator level).
     """
+    monotonic = time.monotonic
     if first is not None:
+        if write is not None:
+            write.since = monotonic()
         yield first
+        if write is not None:
+            write.since = 0.0
     # The server pulls this after the view has returned, out of any
-    # ATOMIC_REQUESTS transaction: the connection the view used can go now.
-    release_connections()
+    # ATOMIC_REQUESTS transaction: the connection the view used can go now,
+    # and its wrapper (this thread, or greenlet, waits for as long as the stream lasts).
+    forget_connections()
     follower = Follower(hub, channels, cursor, keepalive)
     group = hub.join(channels)
-    monotonic = time.monotonic
     end = _end_of(lifetime, monotonic())
     budget = hub.budget
     held = 0  # bytes of the budget that the piece last written holds (budget.py)
     try:
         resets = follower.start()
-        if resets:
-            yield encode(resets)
+        chunk: T | None = encode(resets) if resets else None
+        last = False  # the chunk is the stream's last
         while True:
+            # One place that yields, so that one place tells the hub what the server holds.
+            if chunk is not None:
+                if write is not None:
+                    write.since = monotonic()
+                yield chunk
+                if write is not None:
+                    write.since = 0.0
+                chunk = None
+            if last:
+                return
             if held:  # the server has taken the last piece
                 budget.give(held)
                 held = 0
@@ -251,6 +276,7 @@ def follow(
                 budget.take(READ_COST, hub.read_timeout)
                 held = READ_COST
                 action, value = DELIVER, follower.catch_up()
+                forget_connections()
                 if not value:
                     continue
             elif action == DELIVER:
@@ -262,17 +288,13 @@ def follow(
                 try:
                     chunk = encode(value)  # type: ignore[arg-type]
                 except Exception:
-                    last = _encodable(encode, value)  # type: ignore[arg-type]
-                    if last is not None:
-                        yield last
-                    return
-                yield chunk
+                    chunk, last = _encodable(encode, value), True  # type: ignore[arg-type]
             elif now >= end:
                 return
             elif hub.draining:
-                if parting is not None:
-                    yield parting()
-                return
+                if parting is None:
+                    return
+                chunk, last = parting(), True
             else:
                 signal.wait(_until(value, now, end))  # type: ignore[arg-type]
     except DatabaseError:

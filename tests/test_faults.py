@@ -31,7 +31,7 @@ READ_TIMEOUT = 1.0
 OUTAGE = 4.0
 #: Seconds, after the database's return, within which events must arrive: 1 s, plus the noise of a busy machine.
 RESUME_WITHIN = 2.0
-SERVERS = ["gunicorn-gevent", "daphne"]
+SERVERS = ["gunicorn-gevent", "gunicorn-realtime", "daphne"]
 
 
 @dataclass

@@ -68,11 +68,12 @@ def open_by_worker(directory: Path) -> dict[int, float]:
     return found
 
 
-def test_gunicorns_workers_add_up_in_multiprocess_mode(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["gunicorn-gevent", "gunicorn-realtime"])
+def test_gunicorns_workers_add_up_in_multiprocess_mode(tmp_path, monkeypatch, kind):
     directory = tmp_path / "prometheus"
     directory.mkdir()
     env = metrics_env(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(directory))
-    with running_server("gunicorn-gevent", env, tmp_path / "server.log", ["-w", "2"]) as server:
+    with running_server(kind, env, tmp_path / "server.log", ["-w", "2"]) as server:
         streams: list[EventStream] = []
         try:
             # Streams until both workers hold some: the kernel hands each connection to either.

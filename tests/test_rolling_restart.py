@@ -31,13 +31,13 @@ GRACEFUL_TIMEOUT = 30.0
 CHANNEL = "demo:deploy"
 
 
-@pytest.fixture(scope="module")
-def restart(tmp_path_factory):
+@pytest.fixture(scope="module", params=["gunicorn-gevent", "gunicorn-realtime"])
+def restart(request, tmp_path_factory):
     directory = tmp_path_factory.mktemp("rolling")
     env = project_env(f"sqlite:///{directory / 'db.sqlite3'}")
     manage(env, "migrate", "--verbosity", "0")
     args = gunicorn_args(directory, graceful_timeout=GRACEFUL_TIMEOUT)
-    with running_server("gunicorn-gevent", env, directory / "server.log", args) as server:
+    with running_server(request.param, env, directory / "server.log", args) as server:
         old = workers_of(server.process.pid)
         publisher = PacedPublisher(env, CHANNEL, RATE, COUNT, directory / "publisher.stderr")
         try:

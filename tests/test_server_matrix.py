@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.server, pytest.mark.matrix]
 #: (server, whether it serves ASGI, extra environment)
 SERVERS = {
     "gunicorn-gevent": (False, {}),
+    "gunicorn-realtime": (False, {}),
     "daphne": (True, {}),
     "uvicorn": (True, {}),
     "gunicorn-uvicorn": (True, {}),

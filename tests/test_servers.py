@@ -39,7 +39,13 @@ from tests.support.services import POSTGRES
 pytestmark = [pytest.mark.server, pytest.mark.handlers]
 
 POSTGRES_KIND = "gunicorn-gevent-postgres"
-SERVER_KINDS = ["gunicorn-gevent", "daphne", "runserver", pytest.param(POSTGRES_KIND, marks=pytest.mark.postgres)]
+SERVER_KINDS = [
+    "gunicorn-gevent",
+    "gunicorn-realtime",
+    "daphne",
+    "runserver",
+    pytest.param(POSTGRES_KIND, marks=pytest.mark.postgres),
+]
 
 #: Five events, the oldest four pruned, all before any server started.
 PRUNED_CHANNEL = "chat:pruned"

@@ -28,7 +28,7 @@ def health(url: str) -> dict:
     return httpx.get(f"{url}/events/health/", timeout=5).json()
 
 
-@pytest.mark.parametrize("kind", ["gunicorn-gevent", "daphne", "uvicorn", "granian"])
+@pytest.mark.parametrize("kind", ["gunicorn-gevent", "gunicorn-realtime", "daphne", "uvicorn", "granian"])
 def test_a_client_that_stops_reading_is_cut_off_and_resumes_with_nothing_lost(tmp_path, kind):
     env = project_env(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     env["REALTIME_JSON"] = json.dumps({"SSE_SEND_TIMEOUT": SEND_TIMEOUT, "PRUNE_INTERVAL": None})

@@ -13,6 +13,7 @@ streams opened at once).
 from __future__ import annotations
 
 import gc
+import inspect
 import json
 import socket
 import subprocess
@@ -23,12 +24,14 @@ import weakref
 
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
+from django.db import connections
 from django.test import RequestFactory, override_settings
 from django.urls import path
 
 from django_realtime import publish
 from django_realtime.hub import get_hub
 from django_realtime.sse.views import events
+from django_realtime.streams import follow
 from testproject.urls import urlpatterns as demo_urlpatterns
 from tests.support.servers import ROOT, manage, project_env
 
@@ -105,6 +108,102 @@ def test_a_waiting_stream_keeps_nothing_of_its_request():
         response.close()
         sock.close()
     wait_until(lambda: waiting_streams(hub) == 0)
+
+
+def open_wsgi_stream(query):
+    """Open a stream through Django's WSGI handler as gunicorn does; return the response, its chunks, the socket."""
+    environ = RequestFactory().get("/events/", query, HTTP_SEC_FETCH_SITE="same-origin").environ
+    environ["gunicorn.socket"] = socket.socket()
+    response = WSGIHandler()(environ, lambda status, headers: None)
+    assert response.status_code == 200, response.content
+    chunks = iter(response)
+    assert next(chunks).startswith(b"retry:")
+    return response, chunks, environ["gunicorn.socket"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{"channel": CHANNEL}, {"channel": "chat:memory", "presence": "chat:memory", "name": "ann"}],  # the chat room's
+    ids=["dashboard", "chat-room"],
+)
+def test_a_wsgi_stream_is_pulled_from_follow_itself_and_ends_with_one_closer(query):
+    """The server pulls follow()'s generator, and the response has one closer of the package's: no closure per need.
+
+    Each generator or iterator between the server and the wait is one more
+    level of C stack that gevent copies to the heap at every wait; each
+    closure (the seat, the drain's shutdown, presence, the hub's cut) is a
+    function, a cell and a list slot more per stream, for its whole life.
+    """
+    response, chunks, sock = open_wsgi_stream(query)
+    try:
+        assert inspect.isgenerator(chunks) and chunks.gi_code is follow.__code__, f"the server pulls {chunks!r}"
+        closers = response._resource_closers
+        made_here = [closer for closer in closers if getattr(closer, "__self__", None) is None]
+        assert not made_here, f"a closure or partial per stream among the response's closers: {made_here}"
+        ours = [closer for closer in closers if closer.__self__ is not chunks]
+        assert len(ours) == 1, f"more than one closer per stream: {ours}"
+    finally:
+        response.close()
+        sock.close()
+
+
+def test_a_wsgi_stream_that_ends_while_the_hub_drains_shuts_its_connection():
+    """Its one closer still parts at shutdown: the kept-alive connection ends, and the reconnect finds a new worker."""
+    server, peer = socket.socketpair()
+    environ = RequestFactory().get("/events/", {"channel": CHANNEL}).environ
+    environ["gunicorn.socket"] = server
+    response = WSGIHandler()(environ, lambda status, headers: None)
+    hub = get_hub()
+    try:
+        chunks = iter(response)
+        next(chunks)
+        hub.draining = True
+        assert b"retry:" in next(chunks)  # its parting, then the end of the stream
+        with pytest.raises(StopIteration):
+            next(chunks)
+        seats = hub.seats.taken
+        response.close()
+        assert hub.seats.taken == seats - 1, "the stream's seat was not given back"
+        peer.settimeout(5)
+        assert peer.recv(1) == b"", "the connection is still open after the stream ended while the hub drains"
+    finally:
+        hub.draining = False
+        response.close()
+        server.close()
+        peer.close()
+
+
+def test_a_waiting_stream_that_joined_presence_keeps_no_database_wrapper():
+    """The join used the database on the stream's thread (a greenlet under gevent): its closed wrapper goes too.
+
+    Django keeps a ``DatabaseWrapper`` per thread, a few KB with DEBUG's query
+    log, closed or not: kept, it would stay as long as the stream.
+    """
+    wrapper = []
+    got = []
+
+    def serve():
+        response, chunks, sock = open_wsgi_stream({"channel": "chat:memory", "presence": "chat:memory", "name": "ann"})
+        wrapper.append(weakref.ref(connections["default"]))  # made by the join, on this thread
+        try:
+            got.append(next(chunks))  # the stream's own presence.join
+            got.append(next(chunks))  # then it waits here
+        finally:
+            response.close()
+            sock.close()
+
+    hub = get_hub()
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        wait_until(lambda: len(got) == 1 and hub.seats.taken == 1)
+        time.sleep(0.2)  # into its wait
+        gc.collect()
+        assert wrapper[0]() is None, "a waiting stream keeps its thread's database wrapper"
+    finally:
+        publish("chat:memory", {"n": 1})
+        server.join(10)
+    assert b'data: {"n":1}' in got[1]
 
 
 def open_under_gevent(tmp_path):

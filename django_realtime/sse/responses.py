@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ..cursor import Cursor
     from ..eventlog import Item
     from ..hub import Hub
-    from .watchdog import Watchdog, Write
+    from .watchdog import Watched
 
 
 class SSEResponse(StreamingHttpResponse):
@@ -96,7 +96,9 @@ def parting() -> bytes:
 
 
 def part_at_shutdown(hub: Hub, shut: Callable[[], None]) -> Callable[[], None]:
-    """Return a closer that shuts the connection of a stream whose response ended while *hub* drains.
+    """Return a closer that shuts the connection of a stream whose response ended while *hub* drains (@event_stream).
+
+    The SSE endpoint's own WSGI streams do this in their one closer (``WSGIStream``, sse/views.py).
 
     gunicorn keeps an HTTP/1.1 connection open for the next request when the
     request began before its worker was told to stop: the client's reconnect
@@ -195,36 +197,6 @@ def chunker(*, with_channels: bool, text: bool) -> Callable[[list[Item]], bytes]
     return sse_chunk_with_channels if with_channels else sse_chunk
 
 
-class Watched:
-    """Iterate a stream for a WSGI server, telling the watchdog when the server holds a chunk it has not sent.
-
-    The server pulls the next chunk only once it has written the last: while
-    it holds one (``write.since`` set), a client that stops reading blocks
-    it, and the watchdog cuts the connection after SSE_SEND_TIMEOUT.  A
-    class, not a generator: a waiting stream's memory is mostly its stack.
-    """
-
-    __slots__ = ("iterator", "watchdog", "write")
-
-    def __init__(self, iterator: Iterator[bytes], watchdog: Watchdog, write: Write) -> None:
-        self.iterator = iterator
-        self.watchdog = watchdog
-        self.write = write
-
-    def __iter__(self) -> Watched:
-        return self
-
-    def __next__(self) -> bytes:
-        self.write.since = 0.0
-        chunk = next(self.iterator)
-        self.write.since = time.monotonic()
-        return chunk
-
-    def close(self) -> None:
-        self.watchdog.unwatch(self.write)
-        self.iterator.close()  # type: ignore[attr-defined]
-
-
 _worker_warned = False
 
 
@@ -261,23 +233,23 @@ def sse_stream(
     cursor: Cursor | None,
     keepalive: float,
     lifetime: float | None = None,
-    close: Callable[[], None] | None = None,
+    write: Watched | None = None,
     encode: Callable[[list[Item]], bytes] = sse_chunk,
     first: bytes | None = None,
 ) -> Iterator[bytes]:
-    """Return the SSE bytes of a stream, for threads and gevent; *close* cuts its connection.
+    """Return the SSE bytes of a stream, for threads and gevent; *write* is the watchdog's watch on its writes, if any.
 
     The stream starts with *first* (by default the ``prelude()``) and encodes
     each batch with *encode*; it ends with a ``parting()`` once it has sent
-    what it has while the hub drains (a gunicorn worker told to stop).
+    what it has while the hub drains (a gunicorn worker told to stop).  The
+    server pulls a chunk only once it has written the last: while it holds
+    one (``write.since`` set), a client that stops reading blocks it, and
+    the watchdog cuts the connection after SSE_SEND_TIMEOUT.
     """
     first = prelude() if first is None else first
-    stream = follow(hub, channels, cursor, keepalive, encode, first=first, lifetime=lifetime, parting=parting)
-    if close is None:
-        return stream
-    watchdog = get_watchdog(hub)
-    write = watchdog.watch(close)
-    return stream if write is None else Watched(stream, watchdog, write)
+    return follow(
+        hub, channels, cursor, keepalive, encode, first=first, lifetime=lifetime, parting=parting, write=write
+    )
 
 
 async def asse_stream(

@@ -6,6 +6,7 @@ import inspect
 import json
 import logging
 import math
+import socket
 from collections.abc import Callable, Iterable, Iterator
 
 from django.db import DatabaseError, transaction
@@ -16,10 +17,9 @@ from .. import metrics, rates
 from ..auth import PRESENCE, SUBSCRIBE, get_authorizer, user_or_anonymous
 from ..conf import realtime_settings
 from ..cursor import Cursor
-from ..db import release_connections
+from ..db import release_connections, shut_down_socket
 from ..exceptions import InvalidChannelName, InvalidCursor
 from ..hub import Hub, get_hub
-from ..metrics import Connection
 from ..names import parse_cursor, validate_channel
 from ..presence import Member, PresenceRefused, get_registry
 from ..protocol import (
@@ -37,12 +37,9 @@ from .origin import from_trusted_page
 from .responses import (
     ShutAtDrain,
     SSEResponse,
-    Watched,
     asse_stream,
     chunker,
-    connection_closer,
     is_async_request,
-    part_at_shutdown,
     prelude,
     sse_stream,
     warn_if_threaded_worker,
@@ -262,22 +259,21 @@ def _stream(
     if not hub.seats.take():
         logger.warning("django_realtime refuses a stream: this process serves MAX_STREAMS (%s)", hub.seats.limit)
         return unavailable("This server has too many open streams right now; try again later.")
-    give_seat = hub.seats.giver()
     if cursor is None:  # live from now, not from when the server first pulls the stream
         cursor = hub.cursor  # before the joins: the stream delivers its own presence.join
     try:
         members, refusals, refused = _join(joins, form.with_channels)
     except DatabaseError:
-        give_seat()
+        hub.seats.give()
         logger.warning("django_realtime: a stream's presence cannot be written", exc_info=True)
         return unavailable("Presence cannot be written right now; try again later.")
     except BaseException:  # a hook that raised: a server error, which takes no seat
-        give_seat()
+        hub.seats.give()
         raise
     finally:
         release_connections()
     if refused is not None:
-        give_seat()
+        hub.seats.give()
         return refused
     errors += b"".join(refusals)
     keepalive = float(realtime_settings.KEEPALIVE)
@@ -286,10 +282,12 @@ def _stream(
     encode = metrics.counted(metrics.SSE, chunker(with_channels=form.with_channels, text=form.text))
     # A client that asks for channels is told the cursor the stream starts at (docs/sse.md).
     first = prelude() + (encode_cursor(str(cursor)) if form.with_channels else b"") + errors
-    connection = metrics.opened(metrics.SSE, Connection if is_async_request(request) else CountedStream)
-    if not connection.closed:
-        metrics.sent(metrics.SSE, 0, len(first))
+    response: SSEResponse
     if is_async_request(request):
+        connection = metrics.opened(metrics.SSE)
+        if not connection.closed:
+            metrics.sent(metrics.SSE, 0, len(first))
+        give_seat = hub.seats.giver()
         # Given back by the stream itself too: Django 6.1 does not close the
         # response of a stream whose task the hub cancelled (SSE_SEND_TIMEOUT).
         shut_at_drain = ShutAtDrain(hub)
@@ -299,51 +297,82 @@ def _stream(
         response = SSEResponse(stream)
         response._resource_closers.append(connection.close)
         response._resource_closers.append(shut_at_drain)
+        # The server closes every response it was given, streamed or not, whatever ended it.
+        response._resource_closers.append(give_seat)
+        if members:
+            response._resource_closers.append(_leaver(members))
     else:
         warn_if_threaded_worker(request)
-        close = shut = connection_closer(request)
-        if isinstance(connection, CountedStream):
-            connection.hub, connection.shut = hub, close
-            close = connection.cut if close is not None else None
-        iterator = sse_stream(hub, names, cursor, keepalive, lifetime, close, encode, first)
+        ending = WSGIStream(metrics.active(), hub, request.META.get("gunicorn.socket"), members)
+        if not ending.closed:
+            metrics.sent(metrics.SSE, 0, len(first))
+        # Watched only where the watchdog can cut the connection: gunicorn gives the socket.
+        watched = ending.sock is not None and get_watchdog(hub).add(ending)
+        iterator = sse_stream(hub, names, cursor, keepalive, lifetime, ending if watched else None, encode, first)
+        ending.generator = iterator
         response = SSEResponse(iterator)
-        if shut is not None:
-            response._resource_closers.append(part_at_shutdown(hub, shut))
-        if isinstance(connection, CountedStream):
-            connection.generator = iterator.iterator if isinstance(iterator, Watched) else iterator
-            # Before the iterator's own close(): whether it had ended tells who ended the stream.
-            response._resource_closers.insert(0, connection.finish)
-    # The server closes every response it was given, streamed or not, whatever ended it.
-    response._resource_closers.append(give_seat)
+        # Before the iterator's own close(): whether it had ended tells who ended the stream.
+        response._resource_closers.insert(0, ending.finish)
     if members:
-        response._resource_closers.append(_leaver(members))
         # Which of the channel's members is this stream: a client that reads headers (fetch) knows itself.
         response[PRESENCE_HEADER] = ", ".join(f"{member.channel} {member.connection}" for member in members)
     return response
 
 
-class CountedStream(metrics.Connection):
-    """An SSE stream under WSGI, counted: one object per stream, as a stream's memory is what a server has most."""
+class WSGIStream(metrics.Connection):
+    """What a WSGI stream needs to end: one object and one closer per stream, as a stream's memory is what a server
+    has most (a closure for each need cost more).
 
-    __slots__ = ("generator", "hub", "shut")
+    It counts the stream (while metrics are on), is watched by the watchdog for
+    a client that stops reading (``since``, ``cut()``), and once the server
+    closes the response: gives the stream's seat back, leaves its presence,
+    and shuts its connection if the hub drains.
+    """
+
+    __slots__ = ("since", "hub", "sock", "members", "generator")
 
     generator: Iterator[bytes]
-    hub: Hub
-    shut: Callable[[], None] | None
+
+    def __init__(
+        self, counted: metrics.Metrics | None, hub: Hub, sock: socket.socket | None, members: list[Member]
+    ) -> None:
+        super().__init__(counted, metrics.SSE)
+        self.since = 0.0
+        self.hub = hub
+        #: The client's socket, where the server gives it (gunicorn): the hub may cut it.
+        self.sock = sock
+        self.members = members or None
 
     def cut(self) -> None:
         """Cut the connection of a client that stopped reading (the watchdog calls this), noting why."""
         self.reason = metrics.SLOW_CLIENT
-        assert self.shut is not None  # cut is handed to the hub only with a way to shut the connection
-        self.shut()
+        self._shut()
+
+    def _shut(self) -> None:
+        if self.sock is not None:
+            shut_down_socket(self.sock.fileno())  # -1 once closed: nothing to shut down
 
     def finish(self) -> None:
-        """Count the stream closed (the server closes its response), ended by itself or by its client."""
-        if self.hub.stopping or self.hub.draining:
+        """End the stream: the server closes its response, ended by the stream itself, its client, or the hub."""
+        hub = self.hub
+        get_watchdog(hub).unwatch(self)
+        hub.seats.give()
+        if hub.stopping or hub.draining:
             self.reason = metrics.SERVER_SHUTDOWN
         elif inspect.getgeneratorstate(self.generator) == inspect.GEN_CLOSED:  # type: ignore[arg-type]
             self.reason = metrics.ENDED  # its lifetime, or the log could not be read
         self.close()
+        if hub.draining:
+            # gunicorn keeps an HTTP/1.1 connection open for the next request when the
+            # request began before its worker was told to stop: the client's reconnect
+            # would come back on it to the stopping worker, and be told to go again.  The
+            # server closes the response after it wrote its end: the client has the whole
+            # stream, then the end of the connection, and reconnects to a new worker.
+            self._shut()
+        if self.members:
+            registry = get_registry()
+            for member in self.members:
+                registry.leave(member)
 
 
 @transaction.non_atomic_requests

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from weakref import WeakKeyDictionary
 
 from ..conf import realtime_settings
@@ -34,8 +34,18 @@ logger = logging.getLogger("django_realtime")
 WRITE_CHECK = 0.5
 
 
+class Watched(Protocol):
+    """A stream's writes to its client, watched: a client that stops reading blocks them."""
+
+    #: time.monotonic() when the server took the stream's current chunk, or 0 between chunks.
+    since: float
+
+    def cut(self) -> None:
+        """Cut the connection: the server's blocked write fails and the stream ends."""
+
+
 class Write:
-    """A stream's write to its client, watched: a client that stops reading blocks it."""
+    """A stream's write to its client, watched, cut by the callable *close*."""
 
     __slots__ = ("since", "close")
 
@@ -44,6 +54,10 @@ class Write:
         self.since = 0.0
         #: Cut the connection: the server's blocked write fails and the stream ends.
         self.close = close
+
+    def cut(self) -> None:
+        """Cut the connection."""
+        self.close()
 
 
 class Watchdog:
@@ -54,7 +68,7 @@ class Watchdog:
         self.send_timeout = send_timeout
         #: Connections cut because their client stopped reading, for status and tests.
         self.slow_clients = 0
-        self._writes: set[Write] = set()
+        self._writes: set[Watched] = set()
         self._next_check = 0.0
         self._lock = threading.Lock()
 
@@ -63,14 +77,21 @@ class Watchdog:
 
         Return None, watching nothing, when SSE_SEND_TIMEOUT is None.
         """
-        if self.send_timeout is None:
-            return None
         write = Write(close)
+        return write if self.add(write) else None
+
+    def add(self, write: Watched) -> bool:
+        """Watch *write* (a WSGI stream watches its own, sse/views.py) unless SSE_SEND_TIMEOUT is None.
+
+        Return whether it is watched; then unwatch() it when it ends.
+        """
+        if self.send_timeout is None:
+            return False
         with self._lock:
             self._writes.add(write)
-        return write
+        return True
 
-    def unwatch(self, write: Write | None) -> None:
+    def unwatch(self, write: Watched | None) -> None:
         if write is not None:
             with self._lock:
                 self._writes.discard(write)
@@ -97,7 +118,7 @@ class Watchdog:
             write.since = 0.0
             logger.info("django_realtime closes an SSE stream whose client has not read for %g s", timeout)
             try:
-                write.close()
+                write.cut()
             except Exception:
                 logger.warning("django_realtime could not close a stream's connection", exc_info=True)
             # Counted once the cut is made: what watches the count may then rely on the stream's state.

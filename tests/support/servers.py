@@ -53,6 +53,13 @@ SERVER_COMMANDS: dict[str, list[str]] = {
         *("--graceful-timeout", "1", "--no-control-socket"),
         "testproject.wsgi",
     ],
+    # The package's own gevent worker: each stream waits in a small greenlet of its own.
+    "gunicorn-realtime": [
+        str(BIN / "gunicorn"),
+        *("-k", "django_realtime.gunicorn_worker.GeventWorker", "-w", "1", "-b", "127.0.0.1:{port}"),
+        *("--graceful-timeout", "1", "--no-control-socket"),
+        "testproject.wsgi",
+    ],
     "daphne": [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", "{port}", "testproject.asgi:application"],
     # daphne comes first in INSTALLED_APPS, so runserver serves ASGI.
     "runserver": [*MANAGE, "runserver", "127.0.0.1:{port}", "--noreload"],
