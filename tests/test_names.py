@@ -5,6 +5,7 @@ from django_realtime.exceptions import InvalidChannelName, InvalidCursor, Invali
 from django_realtime.names import (
     CHANNEL_MAX_LENGTH,
     EVENT_MAX_LENGTH,
+    channel_pattern_regex,
     parse_cursor,
     validate_channel,
     validate_event_name,
@@ -79,3 +80,45 @@ def test_an_error_quotes_only_the_start_of_a_long_name(name):
     with pytest.raises(InvalidEventName) as info:
         validate_event_name(name)
     assert len(str(info.value)) < 150
+
+
+def test_an_error_quotes_a_name_whole_up_to_40_characters_and_then_its_start():
+    with pytest.raises(InvalidChannelName) as info:
+        validate_channel("a" * 39 + " ")
+    assert str(info.value).endswith(repr("a" * 39 + " "))
+    with pytest.raises(InvalidChannelName) as info:
+        validate_channel("a" * 40 + " ")
+    assert str(info.value).endswith(repr("a" * 40) + "...")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("chat:[", r"a '\[' has no '\]'"),
+        ("chat:[]", r"a set \[\.\.\.\] is empty"),
+        ("chat:[!]", r"a set \[\.\.\.\] is empty"),
+        ("chat:[a ]", r"a set \[\.\.\.\] holds ' ', which is in no channel name"),
+        ("chat:[a- ]", r"a set \[\.\.\.\] holds ' ', which is in no channel name"),
+        ("chat:[z-a]", r"the range z-a, which goes down or ends in '-'"),
+        ("chat:[a--]", r"the range a--, which goes down or ends in '-'"),
+        ("chat:[a-b-c]", r"a '-' in a set \[\.\.\.\] that is neither first, last nor in a range"),
+        ("chat lobby", r"' ' is in no channel name"),
+    ],
+)
+def test_a_channel_pattern_that_means_another_thing_to_a_database_is_refused_saying_why(pattern, message):
+    with pytest.raises(ValueError, match=message):
+        channel_pattern_regex(pattern)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "regex"),
+    [
+        ("chat:*", r"^chat:.*$"),
+        ("user:?", r"^user:.$"),
+        ("room:[!a-c-]", r"^room:[^a-c-]$"),
+        ("room:[-ab]", r"^room:[-ab]$"),
+        ("news.eu+1", r"^news\.eu\+1$"),
+    ],
+)
+def test_a_channel_pattern_becomes_the_regex_every_database_reads_alike(pattern, regex):
+    assert channel_pattern_regex(pattern) == regex
