@@ -154,3 +154,18 @@ def test_the_text_is_ascii_without_spaces_and_short(cursor):
 def test_clip_covers_what_the_cursor_covers_up_to_an_id(cursor, event_id):
     clipped = cursor.clip(event_id)
     assert covered(clipped) == {n for n in covered(cursor) if n <= event_id}
+
+
+def test_a_cursor_of_max_runs_fits_and_one_past_it_is_cut_below_its_first_extra_run():
+    from tests.cursor_vectors import interleaved
+
+    most = interleaved(0)  # MAX_RUNS single ids pending: 1, 5, 9, ..., 61
+    assert len(most.pending) == MAX_RUNS and most.fits()
+    assert not Cursor(100, (*most.pending, (70, 70))).fits()
+    # A meet that holds exactly MAX_RUNS runs keeps them all.
+    assert most.meet(Cursor(100)) == most
+    # The meet of two interleaved cursors leaves 32 ids pending: it stops below the 17th run (id 33).
+    met = interleaved(0).meet(interleaved(2))
+    union = runs_of(n for cursor in (interleaved(0), interleaved(2)) for n, _ in cursor.pending)
+    assert met == Cursor(union[MAX_RUNS][0] - 1, union[:MAX_RUNS])
+    assert Cursor.parse(str(met)) == met
