@@ -232,6 +232,23 @@ def test_a_group_left_by_its_last_stream_is_forgotten():
         assert hub._groups == {} and hub._channels == {}
 
 
+def test_the_backend_is_told_which_channels_streams_follow_and_the_reader_poked_for_a_new_one():
+    """A wake-up for a channel no stream follows wakes nobody; a stream of a new channel reads what it missed."""
+    hub = bare_hub()
+    hub.take_poke()
+    first = hub.join(frozenset({"a"}))
+    assert hub.backend.followed == {"a"} and hub.take_poke()
+    second = hub.join(frozenset({"a"}))
+    assert not hub.take_poke(), "a channel followed already: nothing missed, no read"
+    both = hub.join(frozenset({"a", "b"}))
+    assert hub.backend.followed == {"a", "b"} and hub.take_poke()
+    hub.leave(both)
+    assert hub.backend.followed == {"a"}
+    hub.leave(first)
+    hub.leave(second)
+    assert hub.backend.followed == set()
+
+
 def test_the_channels_of_ended_streams_are_forgotten_once_their_events_leave_the_buffer():
     """Streams come and go, each on a channel of its own: the hub's state per channel stays within its buffer."""
     from django_realtime.streams import follow
