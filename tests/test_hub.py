@@ -387,6 +387,19 @@ def test_a_tick_is_spread_over_slices_and_wakes_each_group_once_per_tick():
     assert [group.wakeups for group in groups] == [3] * len(groups), "three ticks, each group woken once in each"
 
 
+def test_a_few_groups_are_woken_once_per_tick_not_once_per_slice():
+    from django_realtime.backends.inprocess import InProcessBackend
+    from django_realtime.hub import TICK_SLICES
+
+    hub = Hub(InProcessBackend(), using="default", buffer_size=10, buffer_bytes=10_000, keepalive=16.0)
+    groups = [hub.join(frozenset({f"user:{n}"})) for n in range(3)]  # fewer groups than slices
+    now = 1000.0
+    for _ in range(3 * TICK_SLICES):
+        hub._tick(now)
+        now = hub._next_slice
+    assert [group.wakeups for group in groups] == [3, 3, 3], "three ticks: three wake-ups each, not one a slice"
+
+
 @pytest.mark.parametrize("write", ["create", "bulk_create"])
 def test_events_stored_through_the_orm_wake_the_hub_after_commit(write):
     with override_settings(REALTIME=INPROCESS):  # only wake-ups reach the hub: no polling
