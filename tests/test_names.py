@@ -72,6 +72,13 @@ def test_malformed_cursors(text):
         parse_cursor(text)
 
 
+def test_a_malformed_cursor_is_quoted_in_its_error_up_to_40_characters():
+    with pytest.raises(InvalidCursor, match=r"got 'x1'$"):
+        parse_cursor("x1")
+    with pytest.raises(InvalidCursor, match=r"got '%s'$" % ("9" * 40)):
+        parse_cursor("9" * 41)
+
+
 @pytest.mark.parametrize("name", ["a\n" * 30_000, "a" * 30_000, "é" * 150])
 def test_an_error_quotes_only_the_start_of_a_long_name(name):
     with pytest.raises(InvalidChannelName) as info:
@@ -118,6 +125,7 @@ def test_a_channel_pattern_that_means_another_thing_to_a_database_is_refused_say
         ("room:[!a-c-]", r"^room:[^a-c-]$"),
         ("room:[-ab]", r"^room:[-ab]$"),
         ("news.eu+1", r"^news\.eu\+1$"),
+        ("room:[a]-[b]", r"^room:[a]\-[b]$"),
     ],
 )
 def test_a_channel_pattern_becomes_the_regex_every_database_reads_alike(pattern, regex):
