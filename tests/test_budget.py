@@ -41,7 +41,7 @@ def test_take_waits_for_bytes_given_back_and_raises_past_its_timeout():
     started = time.monotonic()
     budget.take(50, timeout=5)
     assert 0.05 < time.monotonic() - started < 2
-    with pytest.raises(OperationalError, match="CATCH_UP_MEMORY"):
+    with pytest.raises(OperationalError, match=r"within 0.05 s: CATCH_UP_MEMORY \(100 bytes\) is lent"):
         budget.take(1, timeout=0.05)
 
 

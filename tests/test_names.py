@@ -7,6 +7,7 @@ from django_realtime.names import (
     EVENT_MAX_LENGTH,
     channel_pattern_regex,
     parse_cursor,
+    reset_json,
     validate_channel,
     validate_event_name,
 )
@@ -108,6 +109,7 @@ def test_an_error_quotes_a_name_whole_up_to_40_characters_and_then_its_start():
         ("chat:[a- ]", r"a set \[\.\.\.\] holds ' ', which is in no channel name"),
         ("chat:[z-a]", r"the range z-a, which goes down or ends in '-'"),
         ("chat:[a--]", r"the range a--, which goes down or ends in '-'"),
+        ("chat:[--a]", r"the range --a, which goes down or ends in '-'"),
         ("chat:[a-b-c]", r"a '-' in a set \[\.\.\.\] that is neither first, last nor in a range"),
         ("chat lobby", r"' ' is in no channel name"),
     ],
@@ -126,7 +128,19 @@ def test_a_channel_pattern_that_means_another_thing_to_a_database_is_refused_say
         ("room:[-ab]", r"^room:[-ab]$"),
         ("news.eu+1", r"^news\.eu\+1$"),
         ("room:[a]-[b]", r"^room:[a]\-[b]$"),
+        ("x:[a-a]", r"^x:[a-a]$"),
     ],
 )
 def test_a_channel_pattern_becomes_the_regex_every_database_reads_alike(pattern, regex):
     assert channel_pattern_regex(pattern) == regex
+
+
+def test_an_invalid_event_name_is_named_so_and_told_what_it_may_contain():
+    with pytest.raises(InvalidEventName, match=r"^event name may contain only letters, digits and _-\.:: 'a b'$"):
+        validate_event_name("a b")
+
+
+def test_a_reset_is_compact_json_in_a_fixed_order():
+    assert reset_json("expired", 10, 12, ["a", "b"]) == (
+        '{"reason":"expired","last_event_id":"10","resume_id":"12","channels":["a","b"]}'
+    )
