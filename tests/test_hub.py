@@ -446,6 +446,17 @@ def test_an_event_that_commits_late_arrives_after_later_ids_with_a_cursor_that_n
     assert [(item.id, item.cursor_text) for item in items] == [(12, "12~11"), (11, "11@12")]
 
 
+def test_a_late_event_carries_a_cursor_that_leaves_the_ids_still_pending_uncovered():
+    """A client that resumes from a late event must still get the events that commit after it."""
+    hub = bare_hub(10)
+    feed(hub, (11, "a", "message", "11"), (14, "a", "message", "14"))  # 12 and 13 pending
+    late(hub, (12, "a", "message", "12"))
+    items, _, _ = hub.collect(frozenset({"a"}), 0)
+    cursor = items[-1].cursor
+    assert items[-1].id == 12 and cursor.covers(12)
+    assert not cursor.covers(13), "13 has not arrived: a resume from 12's cursor must still get it"
+
+
 def test_a_dead_id_is_covered_from_its_batch_on():
     hub = bare_hub(10)
     feed(hub, (12, "a", "message", "12"))

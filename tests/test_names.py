@@ -144,3 +144,12 @@ def test_a_reset_is_compact_json_in_a_fixed_order():
     assert reset_json("expired", 10, 12, ["a", "b"]) == (
         '{"reason":"expired","last_event_id":"10","resume_id":"12","channels":["a","b"]}'
     )
+
+
+def test_an_invalid_channel_name_is_named_so_and_told_what_it_may_contain():
+    with pytest.raises(
+        InvalidChannelName, match=r"^channel name may contain only letters, digits and _-\.:@/=\+: 'a b'$"
+    ):
+        validate_channel("a b")
+    with pytest.raises(InvalidChannelName, match=r"^channel name must be a str, not bytes$"):
+        validate_channel(b"a")
