@@ -18,6 +18,15 @@ def test_the_budget_lends_up_to_its_total_and_what_is_given_back():
     assert budget.try_take(100)
 
 
+def test_what_is_lent_adds_up():
+    budget = Budget(100)
+    assert budget.try_take(30) and budget.try_take(30)
+    assert budget.lent == 60
+    assert not budget.try_take(50)
+    budget.take(40, timeout=0)
+    assert budget.lent == 100
+
+
 def test_an_amount_above_the_whole_budget_is_lent_once_nothing_else_is():
     budget = Budget(100)
     assert budget.try_take(1000) and budget.lent == 100
@@ -32,7 +41,7 @@ def test_take_waits_for_bytes_given_back_and_raises_past_its_timeout():
     started = time.monotonic()
     budget.take(50, timeout=5)
     assert 0.05 < time.monotonic() - started < 2
-    with pytest.raises(OperationalError, match="CATCH_UP_MEMORY"):
+    with pytest.raises(OperationalError, match=r"within 0.05 s: CATCH_UP_MEMORY \(100 bytes\) is lent"):
         budget.take(1, timeout=0.05)
 
 
@@ -43,7 +52,7 @@ def test_atake_waits_on_asyncio_too():
     async def main():
         asyncio.get_running_loop().call_later(0.1, budget.give, 100)
         await budget.atake(100, timeout=5)
-        with pytest.raises(OperationalError):
+        with pytest.raises(OperationalError, match=r"CATCH_UP_MEMORY \(100 bytes\) is lent to other streams"):
             await budget.atake(1, timeout=0.05)
 
     asyncio.run(main())

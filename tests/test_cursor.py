@@ -60,11 +60,27 @@ def test_merge_covers_what_either_covers(a, b):
         assert covered(merged) <= covered(a) | covered(b)
 
 
+@given(cursors(), st.data())
+def test_any_pending_id_delivered_is_covered_and_the_rest_stays_pending(cursor, data):
+    if not cursor.pending:
+        return
+    late = data.draw(st.sampled_from(sorted(set(range(cursor.top + 1)) - covered(cursor))))
+    after = cursor.without(late)
+    assert covered(after) == covered(cursor) | {late}
+    assert after.pending == runs_of(set(range(after.top + 1)) - covered(after)), "sorted, disjoint runs"
+    assert Cursor.parse(str(after)) == after
+
+
 @given(cursors(), cursors())
 def test_meet_covers_nothing_either_leaves_out(a, b):
     met = a.meet(b)
     assert met.fits()
-    assert covered(met) <= covered(a) & covered(b)
+    assert Cursor.parse(str(met)) == met, "a cursor this server may issue: nothing pending at its top"
+    both = covered(a) & covered(b)
+    if len(runs_of(set(range(min(a.top, b.top) + 1)) - both)) <= MAX_RUNS:
+        assert covered(met) == both
+    else:  # past MAX_RUNS: it covers less, never more
+        assert covered(met) <= both
 
 
 @given(cursors(), cursors())
@@ -81,6 +97,13 @@ def test_advanced_covers_the_new_ids_and_leaves_the_gaps_pending(cursor, ids):
         return
     expected = covered(cursor) | set(new)
     assert {n for n in range(new[-1] + 2) if moved.covers(n)} == expected
+
+
+@given(cursors(), st.lists(st.integers(1, TOP + 30), max_size=8))
+def test_advanced_passes_over_ids_it_covers_already(cursor, ids):
+    """The reader hands it every id it saw, those at or below the top (late ones) among them."""
+    ids = sorted(set(ids))
+    assert cursor.advanced(ids) == cursor.advanced([n for n in ids if n > cursor.top])
 
 
 @pytest.mark.parametrize(
@@ -131,3 +154,18 @@ def test_the_text_is_ascii_without_spaces_and_short(cursor):
 def test_clip_covers_what_the_cursor_covers_up_to_an_id(cursor, event_id):
     clipped = cursor.clip(event_id)
     assert covered(clipped) == {n for n in covered(cursor) if n <= event_id}
+
+
+def test_a_cursor_of_max_runs_fits_and_one_past_it_is_cut_below_its_first_extra_run():
+    from tests.cursor_vectors import interleaved
+
+    most = interleaved(0)  # MAX_RUNS single ids pending: 1, 5, 9, ..., 61
+    assert len(most.pending) == MAX_RUNS and most.fits()
+    assert not Cursor(100, (*most.pending, (70, 70))).fits()
+    # A meet that holds exactly MAX_RUNS runs keeps them all.
+    assert most.meet(Cursor(100)) == most
+    # The meet of two interleaved cursors leaves 32 ids pending: it stops below the 17th run (id 33).
+    met = interleaved(0).meet(interleaved(2))
+    union = runs_of(n for cursor in (interleaved(0), interleaved(2)) for n, _ in cursor.pending)
+    assert met == Cursor(union[MAX_RUNS][0] - 1, union[:MAX_RUNS])
+    assert Cursor.parse(str(met)) == met

@@ -232,6 +232,23 @@ def test_a_group_left_by_its_last_stream_is_forgotten():
         assert hub._groups == {} and hub._channels == {}
 
 
+def test_the_backend_is_told_which_channels_streams_follow_and_the_reader_poked_for_a_new_one():
+    """A wake-up for a channel no stream follows wakes nobody; a stream of a new channel reads what it missed."""
+    hub = bare_hub()
+    hub.take_poke()
+    first = hub.join(frozenset({"a"}))
+    assert hub.backend.followed == {"a"} and hub.take_poke()
+    second = hub.join(frozenset({"a"}))
+    assert not hub.take_poke(), "a channel followed already: nothing missed, no read"
+    both = hub.join(frozenset({"a", "b"}))
+    assert hub.backend.followed == {"a", "b"} and hub.take_poke()
+    hub.leave(both)
+    assert hub.backend.followed == {"a"}
+    hub.leave(first)
+    hub.leave(second)
+    assert hub.backend.followed == set()
+
+
 def test_the_channels_of_ended_streams_are_forgotten_once_their_events_leave_the_buffer():
     """Streams come and go, each on a channel of its own: the hub's state per channel stays within its buffer."""
     from django_realtime.streams import follow
@@ -324,6 +341,15 @@ def test_a_seat_given_back_twice_is_given_back_once():
     assert not seats.take(), "one seat, as MAX_STREAMS says, not two"
 
 
+def test_seats_count_every_stream_up_to_the_limit():
+    seats = Seats(3)
+    assert [seats.take() for _ in range(4)] == [True, True, True, False]
+    assert seats.taken == 3
+    seats.give()
+    assert seats.take()
+    assert not seats.take()
+
+
 def test_hub_is_per_process_and_recreated_after_a_fork(monkeypatch):
     hub = get_hub()
     assert get_hub() is hub
@@ -359,6 +385,19 @@ def test_a_tick_is_spread_over_slices_and_wakes_each_group_once_per_tick():
         now = hub._next_slice
     assert max(woken_per_slice) == 10, "no slice wakes more than its share"
     assert [group.wakeups for group in groups] == [3] * len(groups), "three ticks, each group woken once in each"
+
+
+def test_a_few_groups_are_woken_once_per_tick_not_once_per_slice():
+    from django_realtime.backends.inprocess import InProcessBackend
+    from django_realtime.hub import TICK_SLICES
+
+    hub = Hub(InProcessBackend(), using="default", buffer_size=10, buffer_bytes=10_000, keepalive=16.0)
+    groups = [hub.join(frozenset({f"user:{n}"})) for n in range(3)]  # fewer groups than slices
+    now = 1000.0
+    for _ in range(3 * TICK_SLICES):
+        hub._tick(now)
+        now = hub._next_slice
+    assert [group.wakeups for group in groups] == [3, 3, 3], "three ticks: three wake-ups each, not one a slice"
 
 
 @pytest.mark.parametrize("write", ["create", "bulk_create"])
@@ -405,6 +444,17 @@ def test_an_event_that_commits_late_arrives_after_later_ids_with_a_cursor_that_n
     assert hub.cursor == Cursor(12)
     items, _, _ = hub.collect(frozenset({"a"}), start)
     assert [(item.id, item.cursor_text) for item in items] == [(12, "12~11"), (11, "11@12")]
+
+
+def test_a_late_event_carries_a_cursor_that_leaves_the_ids_still_pending_uncovered():
+    """A client that resumes from a late event must still get the events that commit after it."""
+    hub = bare_hub(10)
+    feed(hub, (11, "a", "message", "11"), (14, "a", "message", "14"))  # 12 and 13 pending
+    late(hub, (12, "a", "message", "12"))
+    items, _, _ = hub.collect(frozenset({"a"}), 0)
+    cursor = items[-1].cursor
+    assert items[-1].id == 12 and cursor.covers(12)
+    assert not cursor.covers(13), "13 has not arrived: a resume from 12's cursor must still get it"
 
 
 def test_a_dead_id_is_covered_from_its_batch_on():
@@ -463,3 +513,68 @@ def test_a_stream_resuming_from_a_cursor_with_a_pending_id_gets_it_when_it_commi
     assert follow_all(follower) == []
     late(hub, (11, "a", "message", "11"))
     assert [(item.id, item.cursor_text) for item in follow_all(follower)] == [(11, "11@12")]
+
+
+# The buffer's bounds -------------------------------------------------------------
+
+
+def json_of_length(length):
+    return '"' + "x" * (length - 2) + '"'
+
+
+def buffered(hub, channel):
+    """Return how many of *channel*'s newest events a stream reads from the buffer, not the log."""
+    count = 0
+    while hub.collect(frozenset({channel}), hub.seq - count - 1)[0] is not None:
+        count += 1
+    return count
+
+
+def test_a_trim_keeps_the_newest_buffer_size_events():
+    hub = bare_hub(10, buffer_size=4)
+    for n in range(9):  # the ninth is past twice BUFFER_SIZE: a trim
+        feed(hub, (11 + n, "c", "message", str(n)))
+    assert buffered(hub, "c") == 4
+    assert [item.id for item in hub.collect(frozenset({"c"}), hub.seq - 4)[0]] == [16, 17, 18, 19]
+
+
+def test_a_trim_for_bytes_keeps_half_of_buffer_bytes_every_time():
+    from django_realtime.backends.inprocess import InProcessBackend
+
+    # An event of 100 bytes of JSON counts as 500 bytes (the encoded forms it will have, and the objects).
+    hub = Hub(InProcessBackend(), using="default", buffer_size=100, buffer_bytes=5000)
+    hub.started(Cursor(10))
+    data = json_of_length(100)
+    for n in range(11):  # 5,500 bytes: past BUFFER_BYTES, down to 2,500 or less
+        feed(hub, (11 + n, "c", "message", data))
+    assert buffered(hub, "c") == 5
+    for n in range(6):  # and again: what the hub counts is what it holds
+        feed(hub, (22 + n, "c", "message", data))
+    assert buffered(hub, "c") == 5
+
+
+def test_events_trimmed_from_the_buffer_are_freed():
+    import gc
+
+    from django_realtime.eventlog import Item
+
+    hub = bare_hub(10, buffer_size=4)
+    for n in range(27):  # trimmed four times, five events each time
+        feed(hub, (11 + n, "trimmed", "message", str(n)))
+    gc.collect()
+    alive = sum(1 for thing in gc.get_objects() if isinstance(thing, Item) and thing.channel == "trimmed")
+    assert alive <= 2 * hub.buffer_size, f"{alive} events of 27 still held by a buffer of {hub.buffer_size}"
+    assert buffered(hub, "trimmed") >= hub.buffer_size
+
+
+def test_a_piece_ends_once_its_data_reaches_piece_bytes():
+    from django_realtime.budget import PIECE
+
+    hub = bare_hub(10)
+    start = hub.seq
+    feed(hub, *[(11 + n, "c", "message", json_of_length(size)) for n, size in enumerate([PIECE // 2] * 2 + [10])])
+    assert [item.id for item in hub.collect(frozenset({"c"}), start)[0]] == [11, 12], "PIECE bytes: a piece"
+    start = hub.seq
+    sizes = [PIECE // 2, PIECE // 2 - 1, 10]
+    feed(hub, *[(14 + n, "c", "message", json_of_length(size)) for n, size in enumerate(sizes)])
+    assert [item.id for item in hub.collect(frozenset({"c"}), start)[0]] == [14, 15, 16], "a byte short: one more"

@@ -5,7 +5,9 @@ from django_realtime.exceptions import InvalidChannelName, InvalidCursor, Invali
 from django_realtime.names import (
     CHANNEL_MAX_LENGTH,
     EVENT_MAX_LENGTH,
+    channel_pattern_regex,
     parse_cursor,
+    reset_json,
     validate_channel,
     validate_event_name,
 )
@@ -71,6 +73,13 @@ def test_malformed_cursors(text):
         parse_cursor(text)
 
 
+def test_a_malformed_cursor_is_quoted_in_its_error_up_to_40_characters():
+    with pytest.raises(InvalidCursor, match=r"got 'x1'$"):
+        parse_cursor("x1")
+    with pytest.raises(InvalidCursor, match=r"got '%s'$" % ("9" * 40)):
+        parse_cursor("9" * 41)
+
+
 @pytest.mark.parametrize("name", ["a\n" * 30_000, "a" * 30_000, "é" * 150])
 def test_an_error_quotes_only_the_start_of_a_long_name(name):
     with pytest.raises(InvalidChannelName) as info:
@@ -79,3 +88,68 @@ def test_an_error_quotes_only_the_start_of_a_long_name(name):
     with pytest.raises(InvalidEventName) as info:
         validate_event_name(name)
     assert len(str(info.value)) < 150
+
+
+def test_an_error_quotes_a_name_whole_up_to_40_characters_and_then_its_start():
+    with pytest.raises(InvalidChannelName) as info:
+        validate_channel("a" * 39 + " ")
+    assert str(info.value).endswith(repr("a" * 39 + " "))
+    with pytest.raises(InvalidChannelName) as info:
+        validate_channel("a" * 40 + " ")
+    assert str(info.value).endswith(repr("a" * 40) + "...")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("chat:[", r"a '\[' has no '\]'"),
+        ("chat:[]", r"a set \[\.\.\.\] is empty"),
+        ("chat:[!]", r"a set \[\.\.\.\] is empty"),
+        ("chat:[a ]", r"a set \[\.\.\.\] holds ' ', which is in no channel name"),
+        ("chat:[a- ]", r"a set \[\.\.\.\] holds ' ', which is in no channel name"),
+        ("chat:[z-a]", r"the range z-a, which goes down or ends in '-'"),
+        ("chat:[a--]", r"the range a--, which goes down or ends in '-'"),
+        ("chat:[--a]", r"the range --a, which goes down or ends in '-'"),
+        ("chat:[a-b-c]", r"a '-' in a set \[\.\.\.\] that is neither first, last nor in a range"),
+        ("chat lobby", r"' ' is in no channel name"),
+    ],
+)
+def test_a_channel_pattern_that_means_another_thing_to_a_database_is_refused_saying_why(pattern, message):
+    with pytest.raises(ValueError, match=message):
+        channel_pattern_regex(pattern)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "regex"),
+    [
+        ("chat:*", r"^chat:.*$"),
+        ("user:?", r"^user:.$"),
+        ("room:[!a-c-]", r"^room:[^a-c-]$"),
+        ("room:[-ab]", r"^room:[-ab]$"),
+        ("news.eu+1", r"^news\.eu\+1$"),
+        ("room:[a]-[b]", r"^room:[a]\-[b]$"),
+        ("x:[a-a]", r"^x:[a-a]$"),
+    ],
+)
+def test_a_channel_pattern_becomes_the_regex_every_database_reads_alike(pattern, regex):
+    assert channel_pattern_regex(pattern) == regex
+
+
+def test_an_invalid_event_name_is_named_so_and_told_what_it_may_contain():
+    with pytest.raises(InvalidEventName, match=r"^event name may contain only letters, digits and _-\.:: 'a b'$"):
+        validate_event_name("a b")
+
+
+def test_a_reset_is_compact_json_in_a_fixed_order():
+    assert reset_json("expired", 10, 12, ["a", "b"]) == (
+        '{"reason":"expired","last_event_id":"10","resume_id":"12","channels":["a","b"]}'
+    )
+
+
+def test_an_invalid_channel_name_is_named_so_and_told_what_it_may_contain():
+    with pytest.raises(
+        InvalidChannelName, match=r"^channel name may contain only letters, digits and _-\.:@/=\+: 'a b'$"
+    ):
+        validate_channel("a b")
+    with pytest.raises(InvalidChannelName, match=r"^channel name must be a str, not bytes$"):
+        validate_channel(b"a")

@@ -1,5 +1,6 @@
 import asyncio
 import json
+import re
 import threading
 import time
 
@@ -403,3 +404,82 @@ def wait_until(check, timeout=5.0):
     while not check():
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+# The asyncio driver, case by case as the threads' one ------------------------------------
+
+
+def test_afollow_gives_a_cursor_from_the_future_a_reset_then_live_events():
+    publish("a", 1)
+    hub = ready_hub()
+
+    async def main():
+        batches = afollow(hub, frozenset({"a"}), 10**12, keepalive=5)
+        first = await anext(batches)
+        live = await asyncio.get_running_loop().run_in_executor(None, publish_and_close, "a", 2)
+        second = await anext(batches)
+        await batches.aclose()
+        return first, second, live
+
+    (reset,), second, live = asyncio.run(main())
+    assert reset.event == "reset" and json.loads(reset.data_json)["reason"] == "unknown"
+    assert [item.id for item in second] == [live.id]
+
+
+def test_afollow_reads_a_backlog_from_the_log_in_pieces_and_gives_back_every_byte_it_held():
+    sent = [publish("old", "y" * 10_000).id for _ in range(30)]
+    hub = ready_hub()  # starts after them: they are only in the log
+
+    async def main():
+        batches = afollow(hub, frozenset({"old"}), sent[0] - 1, keepalive=0.05)
+        got = []
+        while len(got) < len(sent):
+            got += [item.id for item in await anext(batches)]
+        live = await asyncio.get_running_loop().run_in_executor(None, publish_and_close, "old", "small")
+        while live.id not in got:  # a piece too small to pay for
+            got += [item.id for item in await anext(batches)]
+        assert await anext(batches) == []  # a keepalive: the stream went round once more
+        await batches.aclose()
+        return got, live.id
+
+    got, live = asyncio.run(main())
+    assert got == sent + [live]
+    assert hub.budget.lent == 0
+
+
+def test_afollow_ends_at_an_event_it_cannot_encode_after_sending_those_before_it():
+    hub = ready_hub()
+    start = hub.horizon
+    ids = [publish("a", data).id for data in ("ok", "bad", "after")]
+    wait_until(lambda: hub.horizon >= ids[-1])
+
+    def encode(batch):
+        if any(item.data_json == '"bad"' for item in batch):
+            raise ValueError("cannot be encoded")
+        return [item.id for item in batch]
+
+    async def main():
+        return [chunk async for chunk in afollow(hub, frozenset({"a"}), start, keepalive=5, encode=encode)]
+
+    assert asyncio.run(main()) == [[ids[0]]]
+
+
+def test_afollow_whose_wait_for_the_budget_times_out_ends_cleanly_and_says_where(caplog):
+    hub = ready_hub()
+    hub.read_timeout = 0.2
+    start = hub.horizon
+    publish("big", "x" * 20_000)
+    publish("big", "x" * 20_000)
+    wait_until(lambda: hub.horizon > start + 1)
+    hub.budget.take(hub.budget.total, timeout=0)
+
+    async def main():
+        return [batch async for batch in afollow(hub, frozenset({"big", "also"}), start, 60)]
+
+    assert asyncio.run(main()) == [], "it ends; its client resumes later"
+    hub.budget.give(hub.budget.total)
+    assert re.search(
+        r"ends a stream of also, big at [0-9~,-]+: the event log cannot be read, or no memory", caplog.text
+    )
+    (record,) = [record for record in caplog.records if "ends a stream of" in record.getMessage()]
+    assert record.exc_info and record.exc_info[0] is not None, "the log says why: the database's error"
