@@ -244,6 +244,29 @@ def test_a_stream_with_a_lifetime_ends_after_it_and_a_resume_misses_nothing():
     assert [item.id for item in take(resumed, 1)] == [third.id]
 
 
+def test_a_stream_whose_lifetime_is_over_before_its_replay_still_sends_the_replay_then_ends():
+    """A lifetime ends a stream only once it has nothing more to send: not before its catch-up from the log.
+
+    The stream's client gets no id before the catch-up, so it would come
+    back with the same cursor: a stream cut there would send nothing, for ever.
+    """
+    ids = [publish("a", n).id for n in range(3)]  # before the hub starts: only the log has them
+    hub = ready_hub()
+    batches = follow(hub, frozenset({"a"}), 0, keepalive=5, lifetime=1e-9)  # over by the first step
+    assert [item.id for batch in batches for item in batch] == ids
+
+
+def test_an_async_stream_whose_lifetime_is_over_before_its_replay_still_sends_the_replay_then_ends():
+    ids = [publish("a", n).id for n in range(3)]
+    hub = ready_hub()
+
+    async def main():
+        batches = afollow(hub, frozenset({"a"}), 0, keepalive=5, lifetime=1e-9)
+        return [item.id async for batch in batches for item in batch]
+
+    assert asyncio.run(main()) == ids
+
+
 def test_an_async_stream_with_a_lifetime_ends_after_it():
     hub = ready_hub()
 
