@@ -4,16 +4,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.core.checks import run_checks
 from django.db import connections
 from django.middleware.gzip import GZipMiddleware
 from django.test import override_settings
+
+from tests.support.checks import realtime_check_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def ids():
-    return sorted(message.id for message in run_checks() if message.id.startswith("django_realtime."))
+    return realtime_check_ids()
 
 
 def test_a_good_configuration_passes():
@@ -97,8 +98,7 @@ def test_a_retention_pattern_the_database_cannot_match_is_an_error():
 
 
 def deploy_ids():
-    messages = run_checks(include_deployment_checks=True)
-    return sorted(message.id for message in messages if message.id.startswith("django_realtime."))
+    return realtime_check_ids(deploy=True)
 
 
 def test_a_good_configuration_passes_the_deploy_checks(monkeypatch):

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.checks import run_checks
 from django.db import connections
 from django.test import RequestFactory, override_settings
 from prometheus_client import REGISTRY
@@ -27,6 +26,7 @@ from django_realtime.sse.views import events
 from django_realtime.sse.watchdog import get_watchdog
 from tests.held import Held
 from tests.support import services
+from tests.support.checks import realtime_check_ids
 from tests.support.servers import ROOT
 from tests.test_hub import wait_for
 
@@ -380,7 +380,7 @@ def test_with_metrics_off_nothing_is_counted_and_the_view_says_so(client):
 def test_a_bad_token_setting_is_refused_clearly():
     for token in ("short", "has a space in it here", 12345678901234567):
         with realtime(METRICS_TOKEN=token):
-            assert [m.id for m in run_checks() if m.id.startswith("django_realtime.")] == ["django_realtime.E003"]
+            assert realtime_check_ids() == ["django_realtime.E003"]
 
 
 def test_django_prometheus_metrics_view_shows_them_too():
@@ -396,7 +396,7 @@ def test_django_prometheus_metrics_view_shows_them_too():
 
 
 def deploy_ids():
-    return sorted(m.id for m in run_checks(include_deployment_checks=True) if m.id.startswith("django_realtime."))
+    return realtime_check_ids(deploy=True)
 
 
 def test_metrics_under_several_gunicorn_workers_without_multiprocess_dir_is_a_deploy_warning(monkeypatch):
@@ -433,6 +433,7 @@ os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
 os.environ["REALTIME_JSON"] = json.dumps({"METRICS": sys.argv[1] == "on" or None})
 import django
 django.setup()
+
 from django.core.checks import run_checks
 from django.core.management import call_command
 from django.test import Client
