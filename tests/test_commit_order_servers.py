@@ -24,7 +24,7 @@ from websockets.sync.client import connect
 
 from django_realtime.cursor import Cursor
 from tests.commit_order_site import ARRIVAL, publisher_fixture, site_fixture  # noqa: F401  (fixtures)
-from tests.support.servers import EventStream
+from tests.support.servers import EventStream, running_servers
 
 pytestmark = [pytest.mark.server, pytest.mark.postgres]
 
@@ -172,3 +172,34 @@ def test_a_client_resumes_from_its_cursor_on_the_other_server_and_gets_exactly_w
             socket.next(timeout=1.0)
     finally:
         socket.close()
+
+
+def test_servers_started_while_a_transaction_is_held_serve_at_once(site, publisher, tmp_path):
+    """A process that starts (a deploy, a restart) while a publishing transaction is open serves streams at once,
+    and the held event when it commits; not only once that transaction ends."""
+    env, _ = site
+    channel = f"chat:start-{uuid.uuid4().hex[:6]}"
+    held = publisher.begin("s", channel)
+    later = publisher.publish(channel)
+    with running_servers(["gunicorn-gevent", "daphne"], env, tmp_path) as servers:
+        streams = [
+            EventStream(server.events_url(), params=[("channel", channel), ("lastEventId", str(held - 1))])
+            for server in servers.values()
+        ]
+        socket = None
+        try:
+            for stream in streams:
+                stream.open()
+            socket = Socket(servers["daphne"], [channel], {channel: str(held - 1)})
+            for stream in streams:
+                assert sse_next(stream)[0] == later, f"{stream}: waited for the transaction open at its start"
+            assert socket.next()[0] == later
+            publisher.end("s")
+            for stream in streams:
+                assert sse_next(stream)[0] == held
+            assert socket.next()[0] == held
+        finally:
+            if socket is not None:
+                socket.close()
+            for stream in streams:
+                stream.close()

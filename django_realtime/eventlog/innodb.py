@@ -11,18 +11,22 @@ import json
 import random
 import re
 import time
+from datetime import timedelta
 
 from django.db import DatabaseError, connections, transaction
+from django.utils import timezone
 
-from ..cursor import Cursor
-from .rows import Row
-from .tailers import GapTailer
+from ..cursor import MAX_RUNS, Cursor, Run
+from .rows import Row, drawn_before, missing_runs
+from .tailers import START_MARGIN, START_WINDOW, GapTailer
 from .timeout import TimeoutTailer
 
 #: Seconds INNODB_TRX must go unread before InnoDB refreshes its cache of it (0.1 s), with room.
 INNODB_TRX_CACHE = 0.12
 #: Longest wait, in seconds, before INNODB_TRX is read again while its cache stays stale.
 INNODB_TRX_STALE_MOST = 1.0
+#: Lists of INNODB_TRX a starting hub takes, INNODB_TRX_CACHE apart, for one newer than its start.
+START_LISTS = 8
 #: MySQL error codes of a user without the PROCESS privilege (ER_SPECIFIC_ACCESS_DENIED_ERROR, ...).
 _NO_PRIVILEGE = (1227, 1142, 1044)
 
@@ -99,7 +103,7 @@ class InnoDBTailer(GapTailer):
 
     _LIST = (
         "SELECT t.trx_id, t.trx_mysql_thread_id, t.trx_started, t.trx_mysql_thread_id = CONNECTION_ID(), "
-        "t.trx_query, COALESCE(p.DB <> DATABASE(), 0) "
+        "t.trx_query, COALESCE(p.DB <> DATABASE(), 0), TIMESTAMPDIFF(SECOND, t.trx_started, NOW()) "
         "FROM information_schema.INNODB_TRX t "
         "LEFT JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
         "WHERE t.trx_is_read_only = 0"
@@ -121,8 +125,9 @@ class InnoDBTailer(GapTailer):
             cursor.execute(f"SELECT {_NOW}")
             return cursor.fetchone()[0]
 
-    def _list(self) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]], str]:
-        """Return the other connections' open transactions, and the database time the list is surely newer than.
+    def _list(self) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]], str, int | None]:
+        """Return the other connections' open transactions, the database time the list is surely newer than,
+        and how many seconds ago the oldest of them began (None: none is open).
 
         Each transaction comes as the key a sighting keeps (its InnoDB id, or
         while it has written nothing and has none, its connection and start)
@@ -150,7 +155,8 @@ class InnoDBTailer(GapTailer):
         keys: set[tuple[str, ...]] = set()
         answers: set[tuple[str, ...]] = set()
         newer_than = ""
-        for trx_id, thread, began, own, query, elsewhere in rows:
+        oldest: int | None = None
+        for trx_id, thread, began, own, query, elsewhere, age in rows:
             marked = _MARKED.search(query or "")
             if marked:  # another database's hub too: the server's clock is one
                 newer_than = max(newer_than, marked.group(1))
@@ -161,7 +167,8 @@ class InnoDBTailer(GapTailer):
             by_id = ("trx", str(trx_id))
             keys.add(by_id if trx_id not in (0, "0") else by_start)
             answers.update({by_id, by_start})
-        return keys, answers, newer_than
+            oldest = age if oldest is None else max(oldest, age)
+        return keys, answers, newer_than, oldest
 
     def _shared_table(self) -> str:
         """Return the quoted name of the table of the shared list (models.InnoDBTransactions)."""
@@ -243,7 +250,7 @@ class InnoDBTailer(GapTailer):
                 self._retry_at = now + random.uniform(0.01, 0.03)
                 return
         try:
-            listed, answers, newer_than = self._list()
+            listed, answers, newer_than, _ = self._list()
         except DatabaseError as exc:
             if getattr(exc, "args", (None,))[0] not in _NO_PRIVILEGE:
                 raise
@@ -301,10 +308,51 @@ class InnoDBTailer(GapTailer):
         return super().recheck_after if self.fallback is None else self.fallback.recheck_after
 
     def _begin_start(self) -> Cursor:
+        # An id below the newest may still be in flight, drawn by a transaction open
+        # now: those are pending, settled as a gap's are, by this sighting.
         start = super()._begin_start()
         self._newest = start.top
-        self._start = Sighting(self.now())
+        sighting = self._start = Sighting(self.now())
+        runs = self._in_flight(sighting, start.top)
+        if runs is None:  # too many to name: settled_start() waits for those transactions instead
+            return start
+        self._start = None
+        if not runs:
+            return start
+        self._pending = [(start.top, sighting)]
+        start = Cursor(start.top, runs)
+        self._note_waiting(start)
         return start
+
+    def _in_flight(self, sighting: Sighting, newest: int) -> tuple[Run, ...] | None:
+        """Return the runs of ids up to *newest* that a transaction open at *sighting* may still commit.
+
+        Return None where they cannot be named: InnoDB's list stays older
+        than the sighting, or cannot be read, or too many ids are missing
+        since the oldest of those transactions began.  Every id it drew
+        came after its start: an id missing from before then (with a
+        margin for the publishers' clock) is dead.
+        """
+        for _ in range(START_LISTS):
+            try:
+                listed, answers, newer_than, oldest = self._list()
+            except DatabaseError as exc:
+                if getattr(exc, "args", (None,))[0] not in _NO_PRIVILEGE:
+                    raise
+                return None  # settled_start() falls back to the timeout rule
+            self._share(listed, answers, newer_than)
+            if sighting.update(listed, answers, newer_than):
+                break
+            time.sleep(INNODB_TRX_CACHE + random.uniform(0.0, 0.02))  # a stale list: InnoDB's cache period
+        else:
+            return None
+        if sighting.ended or oldest is None:
+            return ()
+        after = drawn_before(self.using, timezone.now() - timedelta(seconds=oldest + START_MARGIN))
+        if newest - after > START_WINDOW:
+            return None
+        runs = missing_runs(self.using, after, newest)
+        return runs if len(runs) <= MAX_RUNS else None
 
     def settled_start(self) -> bool:
         if self.fallback is not None:

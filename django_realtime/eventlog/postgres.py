@@ -9,18 +9,13 @@ up to V is either visible or dead.
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from django.db import connections
-from django.db.models import Max
 
 from ..cursor import MAX_RUNS, Cursor
-from .rows import LOCK_KEY, missing_runs
-from .tailers import GapTailer
-
-#: Most ids a starting hub looks at for ones in flight: past this, it waits for the publishers instead.
-START_WINDOW = 100_000
+from .rows import LOCK_KEY, drawn_before, missing_runs
+from .tailers import START_MARGIN, START_WINDOW, GapTailer
 
 
 class PostgresTailer(GapTailer):
@@ -40,9 +35,6 @@ class PostgresTailer(GapTailer):
         "WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_database WHERE datname = "
         "current_database()) AND l.classid = %s AND l.objid = %s AND l.objsubid = 2 ORDER BY a.xact_start"
     )
-    #: Seconds before the oldest publisher in flight began that a starting hub still looks back
-    #: for missing ids (the log's ``created`` is the publishers' clock, ``xact_start`` the database's).
-    START_MARGIN = 60.0
 
     def _holders(self) -> set[str]:
         with connections[self.using].cursor() as cursor:
@@ -58,7 +50,7 @@ class PostgresTailer(GapTailer):
         if not holders:
             return Cursor(newest)
         started = self._oldest_start()
-        after = self._drawn_before(started) if started is not None else 0
+        after = drawn_before(self.using, started - timedelta(seconds=START_MARGIN)) if started is not None else 0
         runs = None
         if started is not None and newest - after <= START_WINDOW:
             runs = missing_runs(self.using, after, newest)
@@ -71,7 +63,7 @@ class PostgresTailer(GapTailer):
         self._note_waiting(start)
         return start
 
-    def _oldest_start(self) -> object:
+    def _oldest_start(self) -> datetime | None:
         """Return when the oldest publisher in flight began its transaction (the database's clock), or None."""
         with connections[self.using].cursor() as cursor:
             cursor.execute(
@@ -81,15 +73,6 @@ class PostgresTailer(GapTailer):
                 list(LOCK_KEY),
             )
             return cursor.fetchone()[0]
-
-    def _drawn_before(self, started: Any) -> int:
-        """Return the newest id drawn (by the publishers' clock) well before *started*: no publisher in flight
-        holds it."""
-        from ..models import Event
-
-        bound = started - timedelta(seconds=self.START_MARGIN)
-        newest = Event.objects.using(self.using).filter(created__lt=bound).aggregate(m=Max("id"))["m"]
-        return newest or 0
 
     def settled_start(self) -> bool:
         if self._in_flight:

@@ -17,6 +17,7 @@ from ..cursor import Cursor, Run, runs_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+    from datetime import datetime
 
     from ..models import Event
 
@@ -272,6 +273,13 @@ def pruned_after(using: str, horizon: int) -> dict[str, int]:
 
     marks = PruneMark.objects.using(using).filter(pruned_through__gt=horizon)
     return dict(marks.values_list("channel", "pruned_through"))
+
+
+def drawn_before(using: str, bound: datetime) -> int:
+    """Return the newest id of an event created before *bound* (by the publishers' clock), or 0."""
+    from ..models import Event
+
+    return Event.objects.using(using).filter(created__lt=bound).aggregate(m=Max("id"))["m"] or 0
 
 
 def missing_runs(using: str, after: int, upto: int) -> tuple[Run, ...]:

@@ -27,6 +27,11 @@ SETTLE_RECHECK = 0.5
 LATE_WARNING = 10.0
 #: Sightings a gap tailer keeps at once (see GapTailer).
 SIGHTINGS = 8
+#: Most ids a starting hub looks at for ones in flight: past this, it waits for their transactions instead.
+START_WINDOW = 100_000
+#: Seconds before the oldest transaction in flight began that a starting hub still looks back for missing
+#: ids: the log's ``created`` is the publishers' clock, a transaction's start the database's.
+START_MARGIN = 60.0
 
 
 class Tailer:
