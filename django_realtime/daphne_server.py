@@ -140,12 +140,11 @@ def send_now(send: Any, message: dict[str, Any]) -> None:
 def frame_writer(send: Any) -> Callable[[bytes], bool] | None:
     """Return a function that writes a ready text frame to daphne's connection behind *send*, or None.
 
-    daphne's ``send()`` of one message decodes nothing, yet goes through
-    ``Server.handle_reply``, daphne's and autobahn's ``sendMessage``, which
-    frames the text again for each connection and builds a debug log
-    line's arguments before Twisted's ``write()``: about two fifths of
-    daphne's CPU per delivered event at 1,000 subscribers, against a fifth
-    for the write itself.  A server's frames are unmasked, so the frame made
+    daphne's ``send()`` of one message goes through ``Server.handle_reply``,
+    daphne's and autobahn's ``sendMessage``, which encodes and frames the
+    text again for each connection and builds a debug line's arguments
+    before Twisted's ``write()``: 23 % of daphne's CPU at 1,000 subscribers
+    (docs/benchmarks.md, issue 26).  A server's frames are unmasked, so the frame made
     once per event (``websocket.frames``) is the same bytes on every
     connection that negotiated no compression.  The function returns False,
     writing nothing, where autobahn would not send that frame as it is (the
