@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import re
+import socket
 import threading
 from collections import Counter
 from contextlib import ExitStack
@@ -74,15 +75,19 @@ def test_many_subscribers_get_every_event_once_in_order_from_frames_written_stra
 
 def test_a_subscriber_whose_socket_fills_is_handed_back_and_catches_up_exactly_once(server, env):
     channel, count, size = new_channel(), 600, 16_000
-    # max_queue=1: the client library stops reading the socket while one message waits for recv().
-    with server.connect(max_queue=1) as slow, server.connect(max_queue=None) as fast:
+    # max_queue=1: the client library stops reading the socket while one message waits for recv();
+    # a small receive buffer, set before connecting, keeps the kernel from holding much for it.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.connect(("127.0.0.1", server.port))
+    with server.connect(max_queue=1, sock=sock) as slow, server.connect(max_queue=None) as fast:
         subscribe(slow, channel)
         subscribe(fast, channel)
         start = server.log_size()
         got_fast: list[str] = []
         reader = threading.Thread(target=lambda: got_fast.extend(e["id"] for e in take_events(fast, count)))
         reader.start()
-        # About 10 MB: more than the kernel's socket buffers and Twisted's 64 KiB hold for the slow client.
+        # About 10 MB: more than daphne's socket send buffer (at most 4 MB here) and Twisted's 64 KiB hold.
         ids = publish_lines(env, channel, [{"n": n, "pad": "x" * size} for n in range(count)])
         reader.join(timeout=60)
         assert got_fast == ids
