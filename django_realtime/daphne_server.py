@@ -148,9 +148,10 @@ def frame_writer(send: Any) -> Callable[[bytes], bool] | None:
     once per event (``websocket.frames``) is the same bytes on every
     connection that negotiated no compression.  The function returns False,
     writing nothing, where autobahn would not send that frame as it is (the
-    connection is not open, compresses, or has frames queued): the caller
-    sends the message the ordinary way.  None under another server, or when
-    daphne's factory masks or fragments server frames.
+    connection is not open, compresses, has frames queued, or the message is
+    over daphne's ``--websocket_max_message_size``, which autobahn refuses to
+    send too): the caller sends the message the ordinary way.  None under
+    another server, or when daphne's factory masks or fragments server frames.
     """
     protocol = daphne_protocol(send)
     factory = getattr(protocol, "factory", None)
@@ -159,9 +160,12 @@ def frame_writer(send: Any) -> Callable[[bytes], bool] | None:
     if getattr(factory, "maskServerFrames", True) or getattr(factory, "autoFragmentSize", 1):
         return None
     open_state = protocol.STATE_OPEN
+    limit = getattr(protocol, "maxMessagePayloadSize", 0) or 0
 
     def write(frame: bytes) -> bool:
         if protocol.state != open_state or protocol._perMessageCompress is not None or protocol.send_queue:
+            return False
+        if 0 < limit < len(frame):  # the frame's few header bytes included: at worst the ordinary way
             return False
         transport = protocol.transport
         if transport is None:

@@ -195,6 +195,9 @@ def test_a_frame_goes_straight_to_an_open_daphne_connection_and_nowhere_else():
     assert write(b"\x81\x01x") is True
     assert protocol.transport.written == [b"\x81\x01x"]
     # Where autobahn would not send the frame as it is, nothing is written: the caller uses send().
+    protocol.maxMessagePayloadSize = 4  # daphne's --websocket_max_message_size: autobahn refuses larger messages
+    assert frame_writer(daphne_send(protocol))(b"\x81\x05hello") is False
+    protocol.maxMessagePayloadSize = 0
     for attribute, value in [("send_queue", [b"queued"]), ("_perMessageCompress", object()), ("state", 4)]:
         saved = getattr(protocol, attribute)
         setattr(protocol, attribute, value)
