@@ -61,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ours: comma-separated event payloads, one target each: plain ({t, seq}) or html ({t, seq} and a "
         "live model's replace action, 444 bytes of HTML: docs/live.md) (default: plain)",
     )
+    parser.add_argument(
+        "--our-servers",
+        default="gunicorn-gevent",
+        help="ours: comma-separated servers of the bench site: gunicorn-gevent, daphne, uvicorn (default: "
+        "gunicorn-gevent)",
+    )
     parser.add_argument("--peer-venv", type=Path, help="venv with django-eventstream, daphne, uvicorn (else no peer)")
     parser.add_argument("--peer-servers", default="daphne,uvicorn", help="ASGI servers for the peer")
     parser.add_argument("--only", default="ours,peer,floor", help="which of ours,peer,floor to run (default: all)")
@@ -76,24 +82,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def our_targets(args: argparse.Namespace) -> list[Target]:
     modes = ["http", "process"] if args.publisher == "both" else [args.publisher]
-    argv = gunicorn_gevent()
     return [
         Target(
             key="ours",
-            name=f"django-realtime, gunicorn gevent, {args.backend}"
+            name=f"django-realtime, {server_name(server)}, {args.backend}"
             + ("" if kind == "default" else f", metrics {kind}")
             + ("" if payload == "plain" else f", payload {payload}"),
             python=sys.executable,
             settings="bench.site.settings",
-            server_argv=argv,
-            forks=True,
+            server_argv=our_server_argv(server),
+            forks=server == "gunicorn-gevent",
             publisher=mode,
             env={"REALTIME_BACKEND": args.backend, "DJANGO_DEBUG": "0", "BENCH_PAYLOAD": payload, **metrics_env(kind)},
         )
+        for server in args.our_servers.split(",")
         for kind in args.metrics.split(",")
         for payload in payloads(args.payload)
         for mode in modes
     ]
+
+
+def server_name(server: str) -> str:
+    return "gunicorn gevent" if server == "gunicorn-gevent" else server
+
+
+def our_server_argv(server: str) -> list[str]:
+    """Return the ``server_argv`` of the bench site on *server* (its ASGI application under daphne and uvicorn)."""
+    if server == "gunicorn-gevent":
+        return gunicorn_gevent()
+    if server == "daphne":
+        return ["daphne", "-b", "127.0.0.1", "-p", "{port}", "bench.site.asgi:application"]
+    if server == "uvicorn":
+        return [
+            *("uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--lifespan", "off"),
+            *("--no-access-log", "--log-level", "warning", "bench.site.asgi:application"),
+        ]
+    raise SystemExit(f"--our-servers: {server!r} is not gunicorn-gevent, daphne or uvicorn")
 
 
 def payloads(given: str) -> list[str]:

@@ -18,7 +18,9 @@ drained, and nothing is handed over in between.
   (section 7.4.1) has 1009 for a message too big; the consumer asks it to
   send the close frame.  daphne drops a close's reason; ``close_with_reason``
   has autobahn send it.  ``send_now`` hands a message over from
-  synchronous code; ``unwrap_send`` skips Channels' session middleware.
+  synchronous code; ``unwrap_send`` skips Channels' session middleware;
+  ``frame_writer`` writes an event's frame, made once for all its
+  subscribers, straight to the connection's transport.
 * SSE (``daphne_write_gate``): Django sends each chunk of a stream with the
   server's ``send()`` before it asks for the next; uvicorn, hypercorn and
   granian make that wait while the client does not read, so the
@@ -39,7 +41,7 @@ import asyncio
 import functools
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 logger = logging.getLogger("django_realtime")
@@ -133,6 +135,45 @@ def send_now(send: Any, message: dict[str, Any]) -> None:
         return
     coroutine.close()
     raise RuntimeError("the server's send() waited; it cannot be driven synchronously")
+
+
+def frame_writer(send: Any) -> Callable[[bytes], bool] | None:
+    """Return a function that writes a ready text frame to daphne's connection behind *send*, or None.
+
+    daphne's ``send()`` of one message goes through ``Server.handle_reply``,
+    daphne's and autobahn's ``sendMessage``, which encodes and frames the
+    text again for each connection and builds a debug line's arguments
+    before Twisted's ``write()``: 23 % of daphne's CPU at 1,000 subscribers
+    (docs/benchmarks.md, issue 26).  A server's frames are unmasked, so the frame made
+    once per event (``websocket.frames``) is the same bytes on every
+    connection that negotiated no compression.  The function returns False,
+    writing nothing, where autobahn would not send that frame as it is (the
+    connection is not open, compresses, has frames queued, or the message is
+    over daphne's ``--websocket_max_message_size``, which autobahn refuses to
+    send too): the caller sends the message the ordinary way.  None under
+    another server, or when daphne's factory masks or fragments server frames.
+    """
+    protocol = daphne_protocol(send)
+    factory = getattr(protocol, "factory", None)
+    if protocol is None or not hasattr(protocol, "STATE_OPEN") or factory is None:
+        return None
+    if getattr(factory, "maskServerFrames", True) or getattr(factory, "autoFragmentSize", 1):
+        return None
+    open_state = protocol.STATE_OPEN
+    limit = getattr(protocol, "maxMessagePayloadSize", 0) or 0
+
+    def write(frame: bytes) -> bool:
+        if protocol.state != open_state or protocol._perMessageCompress is not None or protocol.send_queue:
+            return False
+        if 0 < limit < len(frame):  # the frame's few header bytes included: at worst the ordinary way
+            return False
+        transport = protocol.transport
+        if transport is None:
+            return False
+        transport.write(frame)
+        return True
+
+    return write
 
 
 def close_with_reason(send: Any, code: int, reason: str) -> bool:

@@ -156,3 +156,54 @@ def test_event_messages_skip_channels_session_middleware_and_nothing_else():
 
     other = Logging().send
     assert unwrap_send(other) is other, "middleware of another kind is kept"
+
+
+class Factory:
+    """The options of autobahn's WebSocketServerFactory that daphne leaves at their defaults."""
+
+    maskServerFrames = False
+    autoFragmentSize = 0
+
+
+class OpenProtocol(Protocol):
+    """An open connection of autobahn's: its state, compression and queue of frames to send."""
+
+    STATE_OPEN = 3
+
+    def __init__(self, transport):
+        super().__init__(transport)
+        self.factory = Factory()
+        self.state = self.STATE_OPEN
+        self._perMessageCompress = None
+        self.send_queue = []
+
+
+class Written(Transport):
+    def __init__(self):
+        super().__init__()
+        self.written = []
+
+    def write(self, data):
+        self.written.append(data)
+
+
+def test_a_frame_goes_straight_to_an_open_daphne_connection_and_nowhere_else():
+    from django_realtime.daphne_server import frame_writer
+
+    protocol = OpenProtocol(Written())
+    write = frame_writer(daphne_send(protocol))
+    assert write(b"\x81\x01x") is True
+    assert protocol.transport.written == [b"\x81\x01x"]
+    # Where autobahn would not send the frame as it is, nothing is written: the caller uses send().
+    protocol.maxMessagePayloadSize = 4  # daphne's --websocket_max_message_size: autobahn refuses larger messages
+    assert frame_writer(daphne_send(protocol))(b"\x81\x05hello") is False
+    protocol.maxMessagePayloadSize = 0
+    for attribute, value in [("send_queue", [b"queued"]), ("_perMessageCompress", object()), ("state", 4)]:
+        saved = getattr(protocol, attribute)
+        setattr(protocol, attribute, value)
+        assert write(b"\x81\x01y") is False, attribute
+        setattr(protocol, attribute, saved)
+    assert protocol.transport.written == [b"\x81\x01x"]
+    protocol.factory.maskServerFrames = True
+    assert frame_writer(daphne_send(protocol)) is None, "masked server frames are not the same on every connection"
+    assert frame_writer(other_send) is None

@@ -24,7 +24,7 @@ from .. import metrics, protocol, rates
 from ..auth import PRESENCE, SUBSCRIBE, get_authorizer, user_or_anonymous
 from ..client_publish import check_publish, store_publish, valid_channel
 from ..conf import realtime_settings
-from ..daphne_server import adapt_connection, unwrap_send
+from ..daphne_server import adapt_connection, frame_writer, unwrap_send
 from ..db import run_released
 from ..exceptions import InvalidCursor
 from ..hub import get_hub
@@ -107,6 +107,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             close=self.close,
             counted=self.counted,
             base_send=self.base_send,
+            write_frame=frame_writer(self.base_send) if writable is not None else None,
         )
         #: Who this connection is for the rate limits, shared with the client's other connections.
         self.client = rates.scope_client(self.scope)

@@ -29,6 +29,7 @@ from ..conf import realtime_settings
 from ..daphne_server import close_with_reason, send_now
 from ..db import run_released
 from ..streams import READ, WAIT
+from .frames import text_frame
 from .outbox import Outbox
 
 if TYPE_CHECKING:
@@ -75,6 +76,18 @@ def _event_message(item: Item) -> str:
     return protocol.event(item.channel, item.cursor_text, item.event, item.data_json)
 
 
+def event_frame(channel: str, item: Item) -> bytes:
+    """Return the WebSocket frame of *item* on *channel*: for an event, made once per process for all."""
+    if not item.channel or item.event == "reset":
+        return text_frame(event_text(channel, item))
+    return item.encoded(_event_frame)
+
+
+def _event_frame(item: Item) -> bytes:
+    # Not through event_text(): a caught-up subscriber needs only the frame, so the text is not kept too.
+    return text_frame(_event_message(item))
+
+
 #: Why a connection closed with each code, for the metrics (any other: it ended).
 CLOSE_REASONS = {protocol.CLOSE_SLOW_CONSUMER: metrics.SLOW_CLIENT, protocol.CLOSE_SHUTDOWN: metrics.SERVER_SHUTDOWN}
 
@@ -86,8 +99,10 @@ class Delivery:
     daphne, is set while Twisted's write buffer has room (None elsewhere);
     *close* closes the WebSocket with a code and a reason; *counted* is told
     why the server closed it; *base_send* is the server's own send, through
-    which daphne is asked for a close with a reason.  Slotted: one per
-    connection, and a connection's memory is what a server has most.
+    which daphne is asked for a close with a reason; *write_frame*, under
+    daphne, writes an event's ready frame to the connection
+    (``daphne_server.frame_writer``).  Slotted: one per connection, and a
+    connection's memory is what a server has most.
     """
 
     __slots__ = (
@@ -110,6 +125,7 @@ class Delivery:
         "parked",
         "waker",
         "pending",
+        "write_frame",
     )
 
     def __init__(
@@ -121,6 +137,7 @@ class Delivery:
         close: Callable[[int, str | None], Awaitable[None]],
         counted: metrics.Connection,
         base_send: Any = None,
+        write_frame: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.hub = hub
         #: One cursor per subscribed channel.
@@ -149,6 +166,7 @@ class Delivery:
         self.waker: Waker | None = None
         #: Events the fast path could not send at once, for the task to queue, in order.
         self.pending: list[tuple[str, Follower, str]] = []
+        self.write_frame = write_frame
 
     def start(self) -> None:
         """Start the sender and the follow loop."""
@@ -268,12 +286,20 @@ class Delivery:
                     return
                 progressed = True
                 size = 0
+                write = self.write_frame
                 for item in value:  # type: ignore[union-attr]
-                    text = event_text(channel, item)
-                    size += len(text)
                     if self.pending or not self._writable_now():
+                        text = event_text(channel, item)
+                        size += len(text)
                         self.pending.append((channel, follower, text))
                         continue
+                    if write is not None:
+                        frame = event_frame(channel, item)
+                        if write(frame):
+                            size += len(frame)
+                            continue
+                    text = event_text(channel, item)
+                    size += len(text)
                     try:
                         send_now(self.send_text, {"type": "websocket.send", "text": text})
                     except RuntimeError:
