@@ -27,17 +27,27 @@ connections are served as ``-k gevent`` serves them.
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import gevent
 from gevent.pool import Group
 from gevent.socket import socket
 from gunicorn.workers import ggevent
 
+if TYPE_CHECKING:
+    from .streams import Parking
+
 # Nothing of Django at import: gunicorn imports its worker class before the worker patches
 # the standard library, and Django's connections, made then, would be shared by every greenlet.
+
+logger = logging.getLogger("django_realtime")
+
+#: What Parking.wake() asks (streams.py), here without importing Django at import.
+STAY, WRITE, RESUME = range(3)
 
 #: The content type of what is handed to a greenlet of its own.
 EVENT_STREAM = "text/event-stream"
@@ -98,7 +108,15 @@ class HandOff:
         # The head is sent: nothing reads the response's headers again, and they would
         # stay as long as the stream (about 1.2 KB: the security, CORS and SSE headers).
         self.response.headers = type(self.response.headers)({})
-        self.worker.streams.spawn(_write_stream, self.chunks, self.response, self.connection, chunked)
+        parking = getattr(self.response, "parking", None)
+        if parking is not None and parking.generator is self.chunks:
+            # Only the package's own stream, pulled as it made it (no middleware's wrapper in
+            # between), yields its Parking: the worker writes to its socket from the hub's wake-ups.
+            parking.enabled = True
+            stream = Stream(self.worker, self.chunks, self.response, self.connection, chunked, parking)
+            self.worker.streams.spawn(_run_stream, stream)
+        else:
+            self.worker.streams.spawn(_write_stream, self.chunks, self.response, self.connection, chunked)
         self.server_response = None
         raise HandedOff
 
@@ -125,14 +143,136 @@ def _write_stream(chunks: Any, response: Any, connection: Connection, chunked: b
             sock.close()
 
 
+class Stream:
+    """A stream handed off that the hub may write to while it waits parked, with no greenlet (issue 26).
+
+    A caught-up stream's follow loop yields its Parking instead of waiting
+    (streams.py): its greenlet ends and the stream joins its group's parked
+    streams (``Hub.park``).  Each wake-up of the group (a batch, a tick, the
+    drain) runs ``wake()`` where it happens, in the hub's reader or ticker:
+    the plain case, an event or a keepalive, is framed and written at once
+    with the socket's non-blocking ``send``.  Anything else (a write the
+    socket took part of or none of, a read of the log, a piece that needs
+    the budget, the drain, the lifetime's end) gives the stream a greenlet
+    again, which writes what is left of the chunk first, then runs the same
+    follow loop on from where the stream is.  A write that fails (the client
+    left) ends the stream, in a greenlet too: its closers leave presence.
+    """
+
+    __slots__ = ("worker", "chunks", "response", "connection", "chunked", "parking", "parked")
+
+    def __init__(
+        self, worker: GeventWorker, chunks: Any, response: Any, connection: Connection, chunked: bool, parking: Parking
+    ) -> None:
+        self.worker = worker
+        self.chunks = chunks
+        self.response = response
+        self.connection = connection
+        self.chunked = chunked
+        self.parking = parking
+        self.parked = False
+
+    def park(self) -> bool:
+        """Park the stream with the hub; return False if its group was woken since it looked (it looks again)."""
+        parking = self.parking
+        if not parking.follower.hub.park(parking.group, self, parking.signal):
+            return False
+        self.parked = True
+        self.worker.parked.add(self)
+        return True
+
+    def wake(self, now: float) -> bool:
+        """Write what the wake-up brings without blocking; return whether the stream stays parked."""
+        if not self.parked:  # ended at the worker's exit
+            return False
+        try:
+            action, value = self.parking.wake(now)
+        except Exception:  # a bug must not lose the stream: its loop goes on, or ends, in a greenlet
+            logger.exception("django_realtime: a parked stream's wake-up failed")
+            action, value = RESUME, None
+        if action == STAY:
+            return True
+        if action == RESUME:
+            self._unpark(_run_stream, b"", value)
+            return False
+        chunk: bytes = value  # type: ignore[assignment]
+        data = b"%X\r\n%s\r\n" % (len(chunk), chunk) if self.chunked else chunk
+        try:
+            sent = os.write(self.connection.sock.fileno(), data)  # the socket is non-blocking under gevent
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # the client left, or the watchdog cut it: end the stream where it may block (presence)
+            self._unpark(_end_stream)
+            return False
+        if sent == len(data):
+            return True
+        self._unpark(_run_stream, data[sent:], None)
+        return False
+
+    def _unpark(self, run: Any, *args: Any) -> None:
+        self.parked = False
+        self.worker.parked.discard(self)
+        self.worker.streams.spawn(run, self, *args)
+
+    def end(self) -> None:
+        """End the stream: close its response (its seat, presence and metrics), then its connection."""
+        self.parked = False
+        try:
+            self.response.close()
+        finally:
+            self.connection.sock.close()
+
+
+def _run_stream(stream: Stream, rest: bytes = b"", batch: Any = None) -> None:
+    """Write *rest* (a chunk's remainder), then run the stream's loop (sent *batch* first), until it ends or parks."""
+    sock = stream.connection.sock
+    chunks = stream.chunks
+    parking = stream.parking
+    chunked = stream.chunked
+    try:
+        if rest:
+            write = parking.write
+            if write is not None:  # watched as any chunk the server holds: a client that stopped reading is cut
+                write.since = time.monotonic()
+            sock.sendall(rest)
+            if write is not None:
+                write.since = 0.0
+        while True:
+            try:
+                chunk = chunks.send(batch)
+            except StopIteration:
+                break
+            batch = None
+            if chunk is parking:
+                if stream.park():
+                    return  # the hub has it now: no end
+                continue
+            if chunk:
+                sock.sendall(b"%X\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+        if chunked:
+            sock.sendall(b"0\r\n\r\n")
+    except OSError:  # the client left, or the hub cut a client that stopped reading
+        pass
+    finally:
+        if not stream.parked:
+            stream.end()
+
+
+def _end_stream(stream: Stream) -> None:
+    stream.end()
+
+
 class GeventWorker(ggevent.GeventWorker):
     """gunicorn's gevent worker, whose event streams each wait in a small greenlet of their own."""
 
     streams: Group
+    #: The streams that wait parked, with no greenlet: they count as streams until they end.
+    parked: set[Stream]
     wsgi: Any
 
     def init_process(self) -> None:
         self.streams = Group()
+        self.parked = set()
         super().init_process()
 
     def load_wsgi(self) -> None:
@@ -171,7 +311,14 @@ class GeventWorker(ggevent.GeventWorker):
         super().run()
         # gunicorn waited for the requests it serves; the streams handed off wait here, as long.
         deadline = time.monotonic() + self.cfg.graceful_timeout
-        while len(self.streams) and time.monotonic() < deadline:
+        while (len(self.streams) or self.parked) and time.monotonic() < deadline:
             self.notify()
-            self.streams.join(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+            left = max(0.0, deadline - time.monotonic())
+            if len(self.streams):
+                self.streams.join(timeout=min(1.0, left))
+            else:  # the parked ones get a greenlet at the drain
+                gevent.sleep(min(0.05, left))
         self.streams.kill(timeout=1)
+        for stream in list(self.parked):
+            stream.end()
+        self.parked.clear()

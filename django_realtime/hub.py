@@ -63,10 +63,18 @@ class Resolvable(Protocol):
     def set_result(self, result: None) -> None: ...
 
 
+class Parked(Protocol):
+    """A stream that waits with no thread of its own: its group's wake-ups run it (``Hub.park``)."""
+
+    def wake(self, now: float) -> bool:
+        """Do what the wake-up asks, without blocking and without raising; return whether to stay parked."""
+        ...
+
+
 class Waiters:
     """The streams of one process that follow one set of channels, and what they wait on."""
 
-    __slots__ = ("channels", "count", "signal", "futures", "wakeups")
+    __slots__ = ("channels", "count", "signal", "futures", "parked", "wakeups")
 
     def __init__(self, channels: frozenset[str]) -> None:
         self.channels = channels
@@ -76,6 +84,8 @@ class Waiters:
         self.signal = threading.Event()
         #: One future per waiting coroutine, its own: it may cancel it without harm to the others.
         self.futures: list[Resolvable] = []
+        #: Streams parked here: each wake-up runs them, where it happens (the reader, the ticker, a drain).
+        self.parked: list[Parked] = []
         #: Wake-ups so far, batches and ticks: for tests and benchmarks.
         self.wakeups = 0
 
@@ -547,6 +557,7 @@ class Hub:
         """Wake every stream of *groups*, threads, greenlets and coroutines, once each."""
         loops: dict[asyncio.AbstractEventLoop, list[Resolvable]] = {}
         signals = []
+        parked: list[tuple[Waiters, list[Parked]]] = []
         with self._lock:
             for group in groups:
                 group.wakeups += 1
@@ -556,6 +567,9 @@ class Hub:
                     for future in group.futures:
                         loops.setdefault(future.get_loop(), []).append(future)
                     group.futures = []
+                if group.parked:
+                    parked.append((group, group.parked))
+                    group.parked = []
         for signal in signals:
             signal.set()
         for loop, futures in loops.items():
@@ -563,6 +577,8 @@ class Hub:
                 loop.call_soon_threadsafe(_resolve, futures)
             except RuntimeError:  # the loop has closed; its streams are gone
                 pass
+        if parked:
+            _run_parked(parked, time.monotonic())
 
     def _trim(self) -> None:
         """Drop the oldest arrivals, down to BUFFER_SIZE events and half of BUFFER_BYTES."""
@@ -643,6 +659,19 @@ class Hub:
         ``get_loop()``, ``done()`` and ``set_result()``."""
         with self._lock:
             group.futures.append(waiter)
+
+    def park(self, group: Waiters, stream: Parked, signal: threading.Event) -> bool:
+        """Have *group*'s wake-ups run *stream* until its ``wake()`` returns False.
+
+        *signal* is the group's signal the stream took before it last looked
+        at the hub: return False, parking nothing, if the group was woken
+        since (the stream must look again).
+        """
+        with self._lock:
+            if group.signal is not signal:
+                return False
+            group.parked.append(stream)
+            return True
 
     def collect(self, channels: frozenset[str], seq: int) -> tuple[list[Item] | None, int, Cursor]:
         """Return the buffered events of *channels* that arrived after *seq*, in arrival order, the seq the
@@ -749,6 +778,15 @@ def _size(item: Item) -> int:
     # The SSE bytes and the WebSocket text each hold the data about once
     # more, when made; the JSON text once; and the objects around them.
     return 3 * len(item.data_json) + 200
+
+
+def _run_parked(parked: list[tuple[Waiters, list[Parked]]], now: float) -> None:
+    for group, streams in parked:
+        for stream in streams:
+            # Put back at once, not after the loop: a wake-up that comes while a later one
+            # waits for the hub's lock must find those already woken.
+            if stream.wake(now):
+                group.parked.append(stream)
 
 
 def _resolve(futures: list[Resolvable]) -> None:

@@ -34,14 +34,17 @@ from .names import reset_json
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
+    from threading import Event
 
-    from .hub import Hub
+    from .hub import Hub, Waiters
 
 T = TypeVar("T")
 logger = logging.getLogger("django_realtime")
 
 #: What Follower.step() asks of its driver.
 DELIVER, READ, WAIT = range(3)
+#: What Parking.wake() asks of the server: nothing, a chunk written without blocking, or the stream's loop again.
+STAY, WRITE, RESUME = range(3)
 #: Rows a stream asks the log for at its first catch-up (then as many as fill a piece, up to eventlog.PAGE).
 FIRST_ROWS = 64
 
@@ -208,6 +211,66 @@ class WriteMark(Protocol):
     since: float
 
 
+class Parking:
+    """A caught-up stream's way to wait with no thread or greenlet of its own (issue 26).
+
+    A server that can write to a stream's socket without blocking, from the
+    hub's wake-ups of its group, sets ``enabled`` (the package's gunicorn
+    worker).  ``follow()`` then yields this object where it would wait, with
+    the stream's state here, and the server parks the stream with the hub
+    (``Hub.park``).  Each wake-up calls ``wake()``, which does the plain
+    case without I/O: a batch from the hub's buffer that needs no budget, or
+    a keepalive, encoded for the server to write.  Anything else resumes
+    the generator, which goes on from exactly where the stream is (the same
+    Follower), sent the batch already taken from the hub, if any.
+    """
+
+    __slots__ = ("enabled", "follower", "group", "signal", "end", "encode", "write", "generator")
+
+    follower: Follower
+    group: Waiters
+    signal: Event
+    end: float
+    encode: Callable[[list[Item]], bytes]
+    write: WriteMark | None
+    #: The generator that yields this object: a server parks only the stream it pulls itself.
+    generator: object
+
+    def __init__(self) -> None:
+        self.enabled = False
+
+    def may_park(self, now: float) -> bool:
+        """Return whether a stream whose step says WAIT, untimed, may wait parked.
+
+        Not within two ticks of its lifetime's end: its own wait ends it on
+        time, where a parked stream is looked at only at its group's tick.
+        """
+        hub = self.follower.hub
+        return self.enabled and not hub.draining and self.end - now > 2 * hub.tick
+
+    def wake(self, now: float) -> tuple[int, bytes | list[Item] | None]:
+        """Return what a wake-up of the parked stream asks: ``(STAY, None)``, ``(WRITE, chunk)``, ``(RESUME, batch)``.
+
+        The batch of a RESUME, if not None, was taken from the hub already:
+        send it to the generator, which delivers it first.
+        """
+        follower = self.follower
+        if not self.may_park(now):  # drain, or the lifetime's end near: the generator ends the stream
+            return RESUME, None
+        action, value = follower.step(now)
+        if action == WAIT:
+            return (STAY, None) if value is None else (RESUME, None)
+        if action == READ:
+            return RESUME, None
+        batch: list[Item] = value  # type: ignore[assignment]
+        if cost(batch):  # a piece that pays to the budget: its wait for it needs a greenlet
+            return RESUME, batch
+        try:
+            return WRITE, self.encode(batch)
+        except Exception:  # the generator encodes it again, and ends the stream at the event that fails
+            return RESUME, batch
+
+
 def _batch(items: list[Item]) -> list[Item]:
     return items
 
@@ -222,6 +285,7 @@ def follow(
     lifetime: float | None = None,
     parting: Callable[[], T] | None = None,
     write: WriteMark | None = None,
+    parking: Parking | None = None,
 ) -> Iterator[T]:
     """Yield *first* if given, then ``encode(batch)`` for each batch of events after *cursor*.
 
@@ -232,6 +296,8 @@ def follow(
     it has nothing more to send while the hub drains (the server shuts
     down).  *write*, if given, is the hub's watch on the server's writes:
     its ``since`` is set while the server holds a chunk it has not written.
+    *parking*, once its server enables it, is yielded instead of waiting
+    (see Parking); what is sent back is a batch to deliver first, or None.
     A waiting stream's memory is mostly its stack, so this driver is kept
     flat (*encode*, *first* and *write* each spare a generator level).
     """
@@ -251,6 +317,14 @@ def follow(
     end = _end_of(lifetime, monotonic())
     budget = hub.budget
     held = 0  # bytes of the budget that the piece last written holds (budget.py)
+    if parking is not None:
+        parking.follower, parking.group, parking.end, parking.encode, parking.write = (
+            follower,
+            group,
+            end,
+            encode,  # type: ignore[assignment]
+            write,
+        )
     try:
         resets = follower.start()
         chunk: T | None = encode(resets) if resets else None
@@ -272,6 +346,12 @@ def follow(
             signal = group.signal
             now = monotonic()
             action, value = follower.step(now)
+            if action == WAIT and value is None and parking is not None and parking.may_park(now):
+                parking.signal = signal
+                batch = yield parking  # type: ignore[misc]
+                if batch is None:  # woken, or handed back by the server: step again
+                    continue
+                action, value = DELIVER, batch
             if action == READ:
                 budget.take(READ_COST, hub.read_timeout)
                 held = READ_COST

@@ -42,11 +42,16 @@ if TYPE_CHECKING:
     from ..cursor import Cursor
     from ..eventlog import Item
     from ..hub import Hub
+    from ..streams import Parking
     from .watchdog import Watched
 
 
 class SSEResponse(StreamingHttpResponse):
     """A ``text/event-stream`` response that proxies leave alone."""
+
+    #: The stream's leave to wait parked, for a server that can write to its socket from the hub's wake-ups
+    #: (the package's gunicorn worker): the SSE endpoint's WSGI streams have one (streams.Parking).
+    parking: Parking | None = None
 
     def __init__(self, streaming_content: Iterator[bytes] | AsyncIterator[bytes], **kwargs) -> None:
         super().__init__(streaming_content, content_type="text/event-stream; charset=utf-8", **kwargs)
@@ -236,8 +241,12 @@ def sse_stream(
     write: Watched | None = None,
     encode: Callable[[list[Item]], bytes] = sse_chunk,
     first: bytes | None = None,
+    parking: Parking | None = None,
 ) -> Iterator[bytes]:
     """Return the SSE bytes of a stream, for threads and gevent; *write* is the watchdog's watch on its writes, if any.
+
+    A server that can write to the stream's socket from the hub's wake-ups
+    enables *parking* (streams.Parking): the stream then waits parked.
 
     The stream starts with *first* (by default the ``prelude()``) and encodes
     each batch with *encode*; it ends with a ``parting()`` once it has sent
@@ -248,7 +257,16 @@ def sse_stream(
     """
     first = prelude() if first is None else first
     return follow(
-        hub, channels, cursor, keepalive, encode, first=first, lifetime=lifetime, parting=parting, write=write
+        hub,
+        channels,
+        cursor,
+        keepalive,
+        encode,
+        first=first,
+        lifetime=lifetime,
+        parting=parting,
+        write=write,
+        parking=parking,
     )
 
 

@@ -32,6 +32,7 @@ from ..protocol import (
     TOO_MANY_CHANNELS,
     not_allowed_to_subscribe,
 )
+from ..streams import Parking
 from .encoding import encode_cursor, encode_error
 from .origin import from_trusted_page
 from .responses import (
@@ -308,9 +309,14 @@ def _stream(
             metrics.sent(metrics.SSE, 0, len(first))
         # Watched only where the watchdog can cut the connection: gunicorn gives the socket.
         watched = ending.sock is not None and get_watchdog(hub).add(ending)
-        iterator = sse_stream(hub, names, cursor, keepalive, lifetime, ending if watched else None, encode, first)
-        ending.generator = iterator
+        # Enabled by a server that writes to the socket from the hub's wake-ups (gunicorn_worker.py).
+        parking = Parking()
+        iterator = sse_stream(
+            hub, names, cursor, keepalive, lifetime, ending if watched else None, encode, first, parking
+        )
+        ending.generator = parking.generator = iterator
         response = SSEResponse(iterator)
+        response.parking = parking
         # Before the iterator's own close(): whether it had ended tells who ended the stream.
         response._resource_closers.insert(0, ending.finish)
     if members:
