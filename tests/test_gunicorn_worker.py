@@ -231,9 +231,9 @@ def test_parked_streams_deliver_a_burst_once_each_in_order(env, tmp_path):
 def test_a_parked_stream_whose_client_stops_reading_is_handed_back_and_catches_up_once(env, tmp_path):
     """Its socket full, a parked stream gets a greenlet that writes the rest of the chunk; read again, it has every
     event once, whole, in order, and it parks again."""
-    env["REALTIME_JSON"] = json.dumps({"SSE_SEND_TIMEOUT": 120, "PRUNE_INTERVAL": None})
-    # One event a wake-up, free of the budget (budget.FREE): the hub writes each until the socket, which the
-    # kernel lets grow to 4 MB here (tcp_wmem), is full.
+    # One event a wake-up (a read of the log every 10 ms, an event every 20), free of the budget (budget.FREE):
+    # the hub writes each until the socket, which the kernel lets grow to 4 MB here (tcp_wmem), is full.
+    env["REALTIME_JSON"] = json.dumps({"SSE_SEND_TIMEOUT": 120, "PRUNE_INTERVAL": None, "POLL_INTERVAL": 0.01})
     count, pad = 500, 15_000
     with running_server("gunicorn-realtime", env, tmp_path / "server.log", census_args(tmp_path)) as server:
         host, port = server.url.removeprefix("http://").split(":")
@@ -247,7 +247,7 @@ def test_a_parked_stream_whose_client_stops_reading_is_handed_back_and_catches_u
             with Publisher(env, CHANNEL) as publisher:
                 for n in range(count):
                     publisher.send({"n": n, "pad": "x" * pad})
-                    time.sleep(0.01)
+                    time.sleep(0.02)
             wait_for_census(tmp_path, lambda c: c["parked"] == 0 and c["streams"] == 1, "handed back a greenlet")
             last = b'"n":%d,' % (count - 1)
             body = read_until(sock, lambda body: last in body and body.find(b"}\n", body.find(last)) >= 0, 60)
