@@ -64,8 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--our-servers",
         default="gunicorn-gevent",
-        help="ours: comma-separated servers of the bench site: gunicorn-gevent, daphne, uvicorn (default: "
-        "gunicorn-gevent)",
+        help="ours: comma-separated servers of the bench site: gunicorn-gevent, gunicorn-realtime (the package's "
+        "worker, django_realtime.gunicorn_worker.GeventWorker), daphne, uvicorn (default: gunicorn-gevent)",
     )
     parser.add_argument("--peer-venv", type=Path, help="venv with django-eventstream, daphne, uvicorn (else no peer)")
     parser.add_argument("--peer-servers", default="daphne,uvicorn", help="ASGI servers for the peer")
@@ -91,7 +91,7 @@ def our_targets(args: argparse.Namespace) -> list[Target]:
             python=sys.executable,
             settings="bench.site.settings",
             server_argv=our_server_argv(server),
-            forks=server == "gunicorn-gevent",
+            forks=server.startswith("gunicorn"),
             publisher=mode,
             env={"REALTIME_BACKEND": args.backend, "DJANGO_DEBUG": "0", "BENCH_PAYLOAD": payload, **metrics_env(kind)},
         )
@@ -103,13 +103,17 @@ def our_targets(args: argparse.Namespace) -> list[Target]:
 
 
 def server_name(server: str) -> str:
-    return "gunicorn gevent" if server == "gunicorn-gevent" else server
+    return {"gunicorn-gevent": "gunicorn gevent", "gunicorn-realtime": "gunicorn, the package's worker"}.get(
+        server, server
+    )
 
 
 def our_server_argv(server: str) -> list[str]:
     """Return the ``server_argv`` of the bench site on *server* (its ASGI application under daphne and uvicorn)."""
     if server == "gunicorn-gevent":
         return gunicorn_gevent()
+    if server == "gunicorn-realtime":
+        return gunicorn_gevent(worker_class="django_realtime.gunicorn_worker.GeventWorker")
     if server == "daphne":
         return ["daphne", "-b", "127.0.0.1", "-p", "{port}", "bench.site.asgi:application"]
     if server == "uvicorn":
@@ -117,7 +121,7 @@ def our_server_argv(server: str) -> list[str]:
             *("uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--lifespan", "off"),
             *("--no-access-log", "--log-level", "warning", "bench.site.asgi:application"),
         ]
-    raise SystemExit(f"--our-servers: {server!r} is not gunicorn-gevent, daphne or uvicorn")
+    raise SystemExit(f"--our-servers: {server!r} is not gunicorn-gevent, gunicorn-realtime, daphne or uvicorn")
 
 
 def payloads(given: str) -> list[str]:
@@ -318,6 +322,8 @@ def run_one(
     label = f"{target.name}, publish {target.publisher}, {clients} clients"
     print(f"== {label}", flush=True)
     slug = f"{target.key}-{target.server_argv[0].split('.')[-1]}-{target.publisher}-{clients}"
+    if "-k" in target.server_argv and target.server_argv[target.server_argv.index("-k") + 1] != "gevent":
+        slug += "-" + target.server_argv[target.server_argv.index("-k") + 1].split(".")[-1]
     if target.env.get("BENCH_PAYLOAD", "plain") != "plain":
         slug += f"-{target.env['BENCH_PAYLOAD']}"
     database_url = args.database_url or f"sqlite:///{dbdir / (slug + '.sqlite3')}"

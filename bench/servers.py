@@ -53,13 +53,17 @@ class Target:
     tree: str | None = None  # run django_realtime from this source tree; None: from this checkout (ROOT)
 
 
-def gunicorn_gevent(worker_connections: int = 2000, application: str = "bench.site.wsgi") -> list[str]:
+def gunicorn_gevent(
+    worker_connections: int = 2000, application: str = "bench.site.wsgi", worker_class: str = "gevent"
+) -> list[str]:
     """Return the ``server_argv`` of one gunicorn gevent worker serving *application* (the bench site).
 
-    No control socket: gunicorn 27's default is one per user, and runs may start two servers at once.
+    *worker_class* is gunicorn's ``-k``: ``gevent``, or the package's
+    ``django_realtime.gunicorn_worker.GeventWorker``.  No control socket:
+    gunicorn 27's default is one per user, and runs may start two servers at once.
     """
     return [
-        *("gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", str(worker_connections)),
+        *("gunicorn", "-k", worker_class, "-w", "1", "--worker-connections", str(worker_connections)),
         *("--no-control-socket", "-b", "127.0.0.1:{port}", application),
     ]
 

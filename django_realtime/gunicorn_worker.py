@@ -1,13 +1,17 @@
-"""A gunicorn gevent worker whose SSE streams wait in a greenlet of their own, not in the request's (issue 26).
+"""A gunicorn gevent worker whose waiting SSE streams hold no greenlet at all (issue 26).
 
 ``gunicorn -k django_realtime.gunicorn_worker.GeventWorker`` serves
 everything as ``-k gevent`` does.  Only an event stream's life differs: once
 its response head and first chunk are written, the greenlet that served the
 request (gunicorn's parser, request, environ and Django's whole call chain
 under it) ends, and a fresh greenlet with a shallow stack writes the rest of
-the stream.  A waiting stream then keeps its socket, its cursor, its
-channels and that small greenlet: about 12 KB of worker RSS instead of 22
-(docs/benchmarks.md, "Per-stream memory on the demo's path").
+the stream.  The package's own streams (the SSE endpoint's) go further: once
+caught up, such a stream parks (``Stream``): its greenlet ends too, and the
+hub's wake-ups write its events and keepalives to its socket without
+blocking.  A waiting stream then keeps its socket, its cursor and its
+channels: about 9 KB of worker RSS warm, 12 cold (docs/benchmarks.md,
+"Parked streams").  Other event streams (``@event_stream`` views) keep their
+small greenlet.
 
 It leans on gunicorn's gevent worker (checked with gunicorn 27): the Response
 whose ``start_response`` the application is given says whether the head went
