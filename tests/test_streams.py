@@ -9,10 +9,11 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from django_realtime import publish
+from django_realtime.budget import FREE
 from django_realtime.hub import drain, get_hub
 from django_realtime.retention import prune
 from django_realtime.sse.responses import event_bytes
-from django_realtime.streams import afollow, follow
+from django_realtime.streams import RESUME, STAY, WRITE, Parking, afollow, follow
 from tests.test_hub import store_behind_the_hubs_back
 from tests.threads import publish_and_close
 
@@ -506,3 +507,69 @@ def test_afollow_whose_wait_for_the_budget_times_out_ends_cleanly_and_says_where
     )
     (record,) = [record for record in caplog.records if "ends a stream of" in record.getMessage()]
     assert record.exc_info and record.exc_info[0] is not None, "the log says why: the database's error"
+
+
+def _arrived(hub, seq, timeout=5.0):
+    """Wait until the hub has taken in events after *seq*."""
+    deadline = time.monotonic() + timeout
+    while hub.seq <= seq:
+        assert time.monotonic() < deadline, "the event did not reach the hub"
+        time.sleep(0.01)
+
+
+@override_settings(REALTIME=INPROCESS)
+def test_a_parked_streams_wake_ups_deliver_the_plain_case_and_hand_the_rest_back():
+    """Caught up, follow() yields its Parking; a wake-up writes a small batch or a keepalive itself, and hands a
+    piece that needs the budget back to the loop, which delivers it first."""
+    hub = ready_hub()
+    parking = Parking()
+    parking.enabled = True
+    batches = follow(hub, frozenset({"a"}), None, keepalive=60, parking=parking)
+    assert next(batches) is parking, "a caught-up stream under a server that parks waits parked"
+    assert parking.wake(time.monotonic()) == (STAY, None)
+    seq = hub.seq
+    small = publish("a", "small")
+    _arrived(hub, seq)
+    action, batch = parking.wake(time.monotonic())
+    assert action == WRITE and [item.id for item in batch] == [small.id]
+    assert parking.wake(time.monotonic()) == (STAY, None), "a written batch is not written again"
+    seq = hub.seq
+    large = publish("a", "x" * (FREE + 1))
+    _arrived(hub, seq)
+    action, batch = parking.wake(time.monotonic())
+    assert action == RESUME and [item.id for item in batch] == [large.id]
+    assert [item.id for item in batches.send(batch)] == [large.id], "the loop delivers the batch handed back"
+    assert next(batches) is parking
+    action, keepalive = parking.wake(time.monotonic() + 61)
+    assert (action, keepalive) == (WRITE, [])
+
+
+@override_settings(REALTIME=INPROCESS)
+def test_a_parked_stream_is_handed_back_at_the_drain_and_near_its_lifetimes_end():
+    hub = ready_hub()
+    parking = Parking()
+    parking.enabled = True
+    batches = follow(hub, frozenset({"a"}), None, keepalive=60, lifetime=600, parking=parking, first=b"")
+    assert next(batches) == b""
+    assert next(batches) is parking
+    now = time.monotonic()
+    assert parking.wake(now) == (STAY, None)
+    assert parking.wake(parking.end - 2 * hub.tick) == (RESUME, None), "parked past the time its wait would end it"
+    drain()
+    assert parking.wake(now) == (RESUME, None)
+    assert next(batches, None) is None, "the loop the drain resumes does not end (no parting here)"
+
+
+@override_settings(REALTIME=INPROCESS)
+def test_a_stream_whose_server_does_not_park_never_yields_its_parking():
+    hub = ready_hub()
+    parking = Parking()  # -k gevent, threads: never enabled
+    batches = follow(hub, frozenset({"a"}), None, keepalive=60, parking=parking)
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(next(batches)))
+    waiter.start()
+    time.sleep(0.2)  # into its wait
+    item = publish("a", "live")
+    waiter.join(5)
+    assert got and got[0] is not parking, "a stream its server does not park yielded its Parking"
+    assert [event.id for event in got[0]] == [item.id]
