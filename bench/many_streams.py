@@ -14,8 +14,9 @@ addresses, a few hundred at a time per process, in waves that retry what
 failed.  Once all are open and idle, the publisher publishes ``--rate``
 events a second (1) for ``--duration`` seconds (60), ``{"t": time, "seq":
 n}``, and the runner waits until every stream has every event (or
-``--drain`` runs out).  Each stream starts from the mark, so one that opened
-late still gets every event; every seq is counted per stream.
+``--drain`` runs out, or nothing arrived for ``--stall`` seconds).  Each
+stream starts from the mark, so one that opened late still gets every
+event; every seq is counted per stream.
 
 Reported: streams opened, failed attempts and how long opening took;
 delivered, lost (expected - received), duplicated; publish->receive
@@ -35,14 +36,17 @@ with 0 and N streams.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import math
 import os
 import resource
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +54,15 @@ from bench import options, report
 from bench.databases import fresh_database
 from bench.many_clients import Pool
 from bench.options import Meter
-from bench.servers import ProcessPublisher, Target, migrate, start_server, stop, stop_all
-from tests.support.processes import cpu_times, machine_busy, memory_kb, steady_memory_kb, workers_of
+from bench.servers import ProcessPublisher, Target, migrate, spawn, start_server, stop, stop_all
+from tests.support.processes import (
+    cpu_times,
+    machine_busy,
+    memory_kb,
+    signal_group,
+    steady_memory_kb,
+    workers_of,
+)
 
 WORKER_CLASSES = {"ours": "django_realtime.gunicorn_worker.GeventWorker", "gevent": "gevent"}
 CHANNEL = "demo:bench"
@@ -75,7 +86,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=100, help="connections each client opens at once")
     parser.add_argument("--connect-timeout", type=float, default=600.0, help="give up opening after this")
     parser.add_argument("--backlog", type=int, default=4096, help="gunicorn --backlog (capped by somaxconn)")
-    options.add(parser, "idle", "drain", "max_background", "postgres", "out", idle=5.0, drain=60.0)
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy record the first worker while opening and publishing"
+    )
+    parser.add_argument(
+        "--stall", type=float, default=15.0, help="stop waiting once nothing arrived for this long (default: 15)"
+    )
+    options.add(parser, "idle", "drain", "postgres", "out", idle=5.0, drain=300.0)
     return parser.parse_args(argv)
 
 
@@ -125,6 +142,35 @@ def wait_for_workers(proc: Any, port: int, count: int, timeout: float = 90.0) ->
                 pass
         time.sleep(0.3)
     raise TimeoutError(f"gunicorn did not start {count} answering workers within {timeout:.0f}s")
+
+
+@contextlib.contextmanager
+def profiled(pid: int, out: Path, wanted: bool) -> Iterator[None]:
+    """Record *pid* with py-spy (collapsed stacks, 20 samples a second, without pausing it) for the block."""
+    if not wanted:
+        yield
+        return
+    argv = ["py-spy", "record", "--pid", str(pid), "--rate", "20", "--nonblocking", "--format", "raw", "-o", str(out)]
+    spy = spawn([str(Path(sys.executable).parent / argv[0]), *argv[1:]], dict(os.environ), out.with_suffix(".log"))
+    try:
+        yield
+    finally:
+        signal_group(spy, signal.SIGINT)  # py-spy writes its output at SIGINT
+        try:
+            spy.wait(30)
+        finally:
+            stop(spy)
+
+
+def drain_until(pool: Pool, deadline: float, stall: float) -> None:
+    """Wait until every stream has every event, *deadline* passes, or nothing more arrived for *stall* seconds."""
+    status = pool.status()
+    moved, last = time.monotonic(), status["received"]
+    while status["received"] < status["expected"] and time.monotonic() < min(deadline, moved + stall):
+        time.sleep(0.2)
+        status = pool.status()
+        if status["received"] != last:
+            moved, last = time.monotonic(), status["received"]
 
 
 def target_for(args: argparse.Namespace, streams: int, workers: int) -> Target:
@@ -200,14 +246,15 @@ def run_one(args: argparse.Namespace, streams: int, tmp: Path, logdir: Path) -> 
             mark = publisher.publish(-1)
             path = f"/events/?channel={CHANNEL}&lastEventId={mark}"
             opening = Meter(pids)
-            opened = pool.open("127.0.0.1", port, path, streams, sources, args.concurrency, args.connect_timeout)
+            with profiled(pids[0], logdir / f"{slug}-opening.txt", args.profile):
+                opened = pool.open("127.0.0.1", port, path, streams, sources, args.concurrency, args.connect_timeout)
             cost = opening.stop()
             opened["server_ms_per_stream"] = sum(cost.cpu_used) / max(1, opened["opened"]) * 1000
             opened["machine_cores"] = cost.machine_seconds / cost.wall
             result["connect"] = opened
             print(
                 f"   opened {opened['opened']:,} in {opened['seconds']:.1f} s "
-                f"({opened['failed_attempts']} failed attempts, {opened['waves']} waves)",
+                f"({opened['failed_attempts']} failed attempts)",
                 flush=True,
             )
             time.sleep(args.idle)
@@ -238,16 +285,14 @@ def run_one(args: argparse.Namespace, streams: int, tmp: Path, logdir: Path) -> 
             measured = {"workers": pids, "clients": pool.pids, "publisher": [publisher.proc.pid]}
             start = {key: [cpu_times(pid) for pid in group] for key, group in measured.items()}
             busy, wall = machine_busy(), time.monotonic()
-            for seq in range(events):
-                delay = wall + seq / args.rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                publisher.publish(seq)
-            published = time.monotonic()
-            status = pool.status()
-            while status["received"] < status["expected"] and time.monotonic() < published + args.drain:
-                time.sleep(0.2)
-                status = pool.status()
+            with profiled(pids[0], logdir / f"{slug}-publishing.txt", args.profile):
+                for seq in range(events):
+                    delay = wall + seq / args.rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    publisher.publish(seq)
+                published = time.monotonic()
+                drain_until(pool, published + args.drain, args.stall)
             phase = time.monotonic() - wall
             cpu = {
                 key: sum(sum(cpu_times(pid)) - sum(first) for pid, first in zip(measured[key], start[key], strict=True))
@@ -319,6 +364,13 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def _read_int(path: str) -> int | None:
+    try:
+        return int(Path(path).read_text())
+    except OSError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -332,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         "ip_local_port_range": Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split(),
         "somaxconn": int(Path("/proc/sys/net/core/somaxconn").read_text()),
         "tcp_max_syn_backlog": int(Path("/proc/sys/net/ipv4/tcp_max_syn_backlog").read_text()),
+        # With autogroups, each session (gunicorn's is its own) gets a fair share of the cores,
+        # however many processes it has: other sessions' work takes from the workers as a whole.
+        "sched_autogroup_enabled": _read_int("/proc/sys/kernel/sched_autogroup_enabled"),
     }
     runs: list[dict[str, Any]] = []
     try:
