@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--stall", type=float, default=15.0, help="stop waiting once nothing arrived for this long (default: 15)"
     )
-    options.add(parser, "idle", "drain", "postgres", "out", idle=5.0, drain=300.0)
+    options.add(parser, "idle", "drain", "postgres", "out", idle=16.0, drain=300.0)
     return parser.parse_args(argv)
 
 
@@ -257,8 +257,17 @@ def run_one(args: argparse.Namespace, streams: int, tmp: Path, logdir: Path) -> 
                 f"({opened['failed_attempts']} failed attempts)",
                 flush=True,
             )
+            idle = Meter(pids)
             time.sleep(args.idle)
+            idle_cost = idle.stop()
             rss_after = sum(steady_memory_kb(pid) for pid in pids)
+            # Mostly the keepalives: a comment to each stream every KEEPALIVE seconds, one write each.
+            idle_cores = sum(idle_cost.cpu_used) / idle_cost.wall
+            result["idle"] = {
+                "server_cores": idle_cores,
+                "server_us_per_stream_second": idle_cores / max(1, opened["opened"]) * 1e6,
+                "machine_cores": idle_cost.machine_seconds / idle_cost.wall,
+            }
             kernel_after, slabs_after = sockstat(), slabs()
             per_worker = [descriptors(pid) - fds for pid, fds in zip(pids, fds_before, strict=True)]
             held = opened["opened"]
@@ -373,6 +382,9 @@ def _read_int(path: str) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Started in the background by a shell, SIGINT is ignored: let it and SIGTERM end a run through its finally.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # gunicorn and its workers inherit it
     stamp = options.stamp("bench.many_streams")
