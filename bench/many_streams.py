@@ -56,7 +56,6 @@ from bench.many_clients import Pool
 from bench.options import Meter
 from bench.servers import ProcessPublisher, Target, migrate, spawn, start_server, stop, stop_all
 from tests.support.processes import (
-    cpu_times,
     machine_busy,
     memory_kb,
     signal_group,
@@ -291,9 +290,11 @@ def run_one(args: argparse.Namespace, streams: int, tmp: Path, logdir: Path) -> 
             }
 
             pool.reset(events)
-            measured = {"workers": pids, "clients": pool.pids, "publisher": [publisher.proc.pid]}
-            start = {key: [cpu_times(pid) for pid in group] for key, group in measured.items()}
-            busy, wall = machine_busy(), time.monotonic()
+            meters = {
+                key: Meter(group)
+                for key, group in (("workers", pids), ("clients", pool.pids), ("publisher", [publisher.proc.pid]))
+            }
+            wall = time.monotonic()
             with profiled(pids[0], logdir / f"{slug}-publishing.txt", args.profile):
                 for seq in range(events):
                     delay = wall + seq / args.rate - time.monotonic()
@@ -303,11 +304,10 @@ def run_one(args: argparse.Namespace, streams: int, tmp: Path, logdir: Path) -> 
                 published = time.monotonic()
                 drain_until(pool, published + args.drain, args.stall)
             phase = time.monotonic() - wall
-            cpu = {
-                key: sum(sum(cpu_times(pid)) - sum(first) for pid, first in zip(measured[key], start[key], strict=True))
-                for key in measured
-            }
-            busy = machine_busy() - busy
+            costs = {key: meter.stop() for key, meter in meters.items()}
+            cpu = {key: sum(cost.cpu_used) for key, cost in costs.items()}
+            busy = costs["workers"].machine_seconds
+            result["workers_user_system_seconds"] = costs["workers"].cpu_used
             result["drain_seconds"] = time.monotonic() - published
             if sorted(workers_of(server.pid)) != pids:
                 result["error"] = "a worker was replaced during the run"
