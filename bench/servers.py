@@ -270,12 +270,14 @@ class ProcessPublisher:
         #: Where the publisher imported django_realtime from (the package directory, symlinks resolved).
         self.package = package
 
-    def publish(self, seq: int, channel: str | None = None) -> None:
+    def publish(self, seq: int, channel: str | None = None) -> int:
+        """Publish seq *seq* and return the event's id (a cursor: ``lastEventId``)."""
         self.proc.stdin.write(f"{seq} {channel}\n".encode() if channel else f"{seq}\n".encode())
         self.proc.stdin.flush()
         answer = self.proc.stdout.readline()
         if not answer.startswith(b"ok"):
             raise RuntimeError(f"bench.publisher failed on seq {seq}: {answer!r}")
+        return int(answer.split()[1])
 
     def close(self) -> None:
         self.proc.stdin.close()
