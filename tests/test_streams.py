@@ -487,6 +487,56 @@ def test_afollow_ends_at_an_event_it_cannot_encode_after_sending_those_before_it
     assert asyncio.run(main()) == [[ids[0]]]
 
 
+def published_and_buffered(hub, *data):
+    ids = [publish("a", value).id for value in data]
+    wait_until(lambda: hub.horizon >= ids[-1])
+    return ids
+
+
+def encoder(refuse):
+    """Return an encoder of batches to their ids that raises for a batch *refuse* says no to."""
+
+    def encode(batch):
+        if refuse(batch):
+            raise ValueError("cannot be encoded")
+        return [item.id for item in batch]
+
+    return encode
+
+
+def test_a_stream_ends_at_an_event_it_cannot_encode_and_logs_which(caplog):
+    hub = ready_hub()
+    start = hub.horizon
+    ids = published_and_buffered(hub, "ok", "bad", "after")
+    encode = encoder(lambda batch: any(item.data_json == '"bad"' for item in batch))
+    assert list(follow(hub, frozenset({"a"}), start, keepalive=5, encode=encode)) == [[ids[0]]]
+    (record,) = [record for record in caplog.records if "cannot be encoded" in record.getMessage()]
+    assert record.getMessage() == f"django_realtime ends a stream at event {ids[1]} of a: it cannot be encoded"
+    assert isinstance(record.exc_info[1], ValueError), "the encoder's error is logged with its traceback"
+
+
+def test_a_stream_whose_first_event_of_a_batch_cannot_be_encoded_sends_nothing_more():
+    hub = ready_hub()
+    start = hub.horizon
+    published_and_buffered(hub, "bad", "after")
+    encode = encoder(lambda batch: any(item.data_json == '"bad"' for item in batch))
+    assert list(follow(hub, frozenset({"a"}), start, keepalive=5, encode=encode)) == [], "not even an empty chunk"
+
+
+def test_a_batch_whose_events_each_encode_after_all_is_sent_whole_and_the_stream_ends():
+    """An encoder that fails once (a transient error): the events, each found encodable, go as one batch."""
+    hub = ready_hub()
+    start = hub.horizon
+    ids = published_and_buffered(hub, "one", "two")
+    failures = [ValueError("once")]
+
+    def refuse(batch):
+        return len(batch) > 1 and bool(failures) and bool(failures.pop())
+
+    got = list(follow(hub, frozenset({"a"}), start, keepalive=5, encode=encoder(refuse)))
+    assert got == [ids]
+
+
 def test_afollow_whose_wait_for_the_budget_times_out_ends_cleanly_and_says_where(caplog):
     hub = ready_hub()
     hub.read_timeout = 0.2
