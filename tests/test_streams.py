@@ -9,10 +9,11 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from django_realtime import publish
+from django_realtime.cursor import Cursor
 from django_realtime.hub import drain, get_hub
 from django_realtime.retention import prune
 from django_realtime.sse.responses import event_bytes
-from django_realtime.streams import afollow, follow
+from django_realtime.streams import afollow, follow, reset_item
 from tests.test_hub import store_behind_the_hubs_back
 from tests.threads import publish_and_close
 
@@ -299,6 +300,35 @@ def test_a_stream_opened_while_the_process_drains_catches_up_then_ends():
     rest = list(follow(hub, frozenset({"a"}), start, keepalive=5, parting=lambda: "retry"))
     assert [item.id for item in rest[0]] == [first.id]
     assert rest[1:] == ["retry"]
+
+
+def test_an_async_stream_opened_while_the_process_drains_catches_up_then_ends_with_its_parting():
+    hub = ready_hub()
+    start = hub.horizon
+    first = publish("a", 1)
+    assert hub.fresh_cursor(5) is not None
+    drain()
+
+    async def main(parting):
+        return [batch async for batch in afollow(hub, frozenset({"a"}), start, keepalive=5, parting=parting)]
+
+    rest = asyncio.run(main(lambda: "retry"))
+    assert [item.id for item in rest[0]] == [first.id]
+    assert rest[1:] == ["retry"]
+    assert len(asyncio.run(main(None))) == 1, "without a parting it just ends"
+
+
+def test_a_reset_names_the_cursor_to_resume_from_pending_ids_included():
+    resume = Cursor(12, ((9, 10),))
+    reset = reset_item("expired", Cursor(5), resume, ["a", "b"])
+    assert (reset.id, reset.channel, reset.event, reset.cursor) == (12, "", "reset", resume)
+    assert reset.cursor_text == "12~9-10", "a resume from the reset still gets 9 and 10 when they commit"
+    assert json.loads(reset.data_json) == {
+        "reason": "expired",
+        "last_event_id": "5",
+        "resume_id": "12~9-10",
+        "channels": ["a", "b"],
+    }
 
 
 def test_a_hub_made_once_the_process_drains_drains_too():
