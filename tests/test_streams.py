@@ -9,11 +9,12 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from django_realtime import publish
+from django_realtime.budget import PIECE
 from django_realtime.cursor import Cursor
 from django_realtime.hub import drain, get_hub
 from django_realtime.retention import prune
 from django_realtime.sse.responses import event_bytes
-from django_realtime.streams import afollow, follow, reset_item
+from django_realtime.streams import FIRST_ROWS, Follower, afollow, follow, reset_item
 from tests.test_hub import store_behind_the_hubs_back
 from tests.threads import publish_and_close
 
@@ -565,6 +566,43 @@ def test_a_batch_whose_events_each_encode_after_all_is_sent_whole_and_the_stream
 
     got = list(follow(hub, frozenset({"a"}), start, keepalive=5, encode=encoder(refuse)))
     assert got == [ids]
+
+
+def test_a_catch_up_is_not_reset_by_a_prune_of_another_channel():
+    from django_realtime.models import PruneMark
+
+    hub = ready_hub()
+    start = hub.horizon
+    ids = published_and_buffered(hub, "one", "two")
+    PruneMark.objects.create(channel="b", pruned_through=ids[-1])
+    follower = Follower(hub, frozenset({"a"}), Cursor(start), keepalive=None)
+    got = [(item.id, item.channel, item.event) for item in follower.catch_up()]
+    assert got == [(ids[0], "a", "message"), (ids[1], "a", "message")], "no reset, and each event's channel"
+
+
+def catch_up_lengths(hub, cursor):
+    """Return how many events each catch-up of a stream from *cursor* reads, until it has the hub's cursor."""
+    follower = Follower(hub, frozenset({"a"}), cursor, keepalive=None)
+    lengths = []
+    for _ in range(8):
+        lengths.append(len(follower.catch_up()))
+        if follower.seq is not None:  # it has all the hub's cursor covers: on from the hub's arrivals
+            return lengths
+    raise AssertionError(f"not caught up after 8 catch-ups of {lengths} events")
+
+
+def test_a_catch_up_doubles_its_rows_while_pieces_fill_by_rows():
+    hub = ready_hub()
+    start = hub.horizon
+    published_and_buffered(hub, *range(FIRST_ROWS * 4))
+    assert catch_up_lengths(hub, Cursor(start)) == [FIRST_ROWS, 2 * FIRST_ROWS, FIRST_ROWS]
+
+
+def test_a_catch_up_asks_for_the_rows_that_filled_a_piece_by_bytes_then_doubles():
+    hub = ready_hub()
+    start = hub.horizon
+    published_and_buffered(hub, "x" * PIECE, *range(6))
+    assert catch_up_lengths(hub, Cursor(start)) == [1, 1, 2, 3]
 
 
 def test_afollow_whose_wait_for_the_budget_times_out_ends_cleanly_and_says_where(caplog):
