@@ -3,6 +3,7 @@ import json
 import re
 import threading
 import time
+import types
 
 import pytest
 from django.db import connection, transaction
@@ -431,6 +432,68 @@ def test_a_stream_whose_wait_for_the_budget_times_out_ends_cleanly():
     hub.budget.take(hub.budget.total, timeout=0)
     assert list(follow(hub, frozenset({"big"}), start, 60)) == [], "it ends; its client resumes later"
     hub.budget.give(hub.budget.total)
+
+
+def test_follow_pays_for_its_log_reads_and_gives_back_what_it_held():
+    sent = [publish("big", "x" * 20_000).id for _ in range(8)]  # before the hub: a catch-up from the log
+    hub = ready_hub()
+    stream = follow(hub, frozenset({"big"}), 0, keepalive=0.05)
+    got = next(stream)
+    held = hub.budget.lent
+    got += next(stream)
+    assert next(stream) == [], "a keepalive: the stream went round once more, holding nothing"
+    stream.close()
+    assert [item.id for item in got] == sent
+    assert held > 0, "the read's bytes, lent until the server took the piece"
+    assert hub.budget.lent == 0
+
+
+def test_a_stream_marks_the_chunk_the_server_holds_and_clears_the_mark_while_it_waits():
+    hub = ready_hub()
+    mark = types.SimpleNamespace(since=0.0)
+    batches = follow(hub, frozenset({"a"}), None, keepalive=60, first="hello", write=mark)
+    before = time.monotonic()
+    assert next(batches) == "hello"
+    assert before <= mark.since <= time.monotonic(), "held since it was handed over"
+    for _ in range(2):
+        got = []
+        waiting = threading.Thread(target=lambda got=got: got.extend(next(batches)), daemon=True)
+        waiting.start()
+        wait_until(lambda: mark.since == 0.0)  # taken by the server: the stream waits, nothing held
+        before = time.monotonic()
+        event = publish("a", 1)
+        waiting.join(5)
+        assert [item.id for item in got] == [event.id]
+        assert before <= mark.since <= time.monotonic()
+    batches.close()
+
+
+def test_a_stream_from_below_the_hubs_floor_on_a_quiet_channel_waits_after_its_catch_up():
+    """A catch-up that finds nothing of the stream's channels does not end it: its client would come
+    back with the same cursor, catch up to nothing and be ended again, for as long as the channel is quiet."""
+    publish("other", 1)  # before the hub: the hub's floor is above cursor 0
+    hub = ready_hub()
+
+    async def main():
+        stream = afollow(hub, frozenset({"quiet"}), 0, keepalive=0.05)
+        got = [await anext(stream) for _ in range(2)]
+        await stream.aclose()
+        return got
+
+    assert asyncio.run(main()) == [[], []], "keepalives: the stream goes on"
+    batches = follow(hub, frozenset({"quiet"}), 0, keepalive=0.05)
+    assert next(batches) == [] and next(batches) == []
+    event = publish("quiet", 1)
+    assert [item.id for item in take(batches, 1)] == [event.id]
+
+
+def test_a_stream_with_a_lifetime_keeps_its_keepalives_and_ends_with_a_coarse_one_too():
+    hub = ready_hub()
+    fine = list(follow(hub, frozenset({"a"}), None, keepalive=0.05, lifetime=0.5))
+    assert len(fine) >= 3 and not any(fine), "keepalives every 0.05 s until the end, not one at the end"
+    started = time.monotonic()
+    assert list(follow(hub, frozenset({"a"}), None, keepalive=60, lifetime=0.3)) == []
+    assert time.monotonic() - started < 2
 
 
 def test_afollow_pays_for_its_pieces_and_gives_back_what_it_held():
