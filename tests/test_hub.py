@@ -578,3 +578,33 @@ def test_a_piece_ends_once_its_data_reaches_piece_bytes():
     sizes = [PIECE // 2, PIECE // 2 - 1, 10]
     feed(hub, *[(14 + n, "c", "message", json_of_length(size)) for n, size in enumerate(sizes)])
     assert [item.id for item in hub.collect(frozenset({"c"}), start)[0]] == [14, 15, 16], "a byte short: one more"
+
+
+def test_a_piece_of_several_channels_cut_by_bytes_ends_at_its_last_event_with_its_cursor():
+    from django_realtime.budget import PIECE
+
+    hub = bare_hub(10)
+    start = hub.seq
+    feed(hub, *[(11 + n, "cd"[n % 2], "message", json_of_length(PIECE // 4)) for n in range(6)])
+    items, seq, cursor = hub.collect(frozenset({"c", "d"}), start)
+    assert [item.id for item in items] == [11, 12, 13, 14], "PIECE bytes across the two channels"
+    assert (seq, cursor) == (items[-1].seq, Cursor(14)), "the caller resumes after the piece's last event"
+    items, seq, cursor = hub.collect(frozenset({"c", "d"}), seq)
+    assert [item.id for item in items] == [15, 16] and (seq, cursor) == (hub.seq, hub.cursor)
+
+
+def test_a_cursor_below_a_channels_prune_mark_is_sent_to_the_log():
+    hub = bare_hub(10)
+    before = hub.cursor
+    hub.append([(13, "b", "message", "13")], before, Cursor(13), pruned={"a": 12})  # 11, 12 of "a" deleted
+    assert hub.locate(frozenset({"a"}), Cursor(10)) is None, "its events above 10 are not all buffered: a reset"
+    assert hub.locate(frozenset({"b"}), Cursor(10)) == 0
+
+
+def test_locate_looks_past_a_channel_with_nothing_buffered():
+    hub = bare_hub(10)
+    quiet = next(name for name in (f"quiet{n}" for n in range(100)) if next(iter(frozenset({"a", name}))) != "a")
+    channels = frozenset({"a", quiet})  # the quiet channel comes first
+    hub.join(channels)
+    feed(hub, (11, "a", "message", "11"), (12, "a", "message", "12"))
+    assert hub.locate(channels, Cursor(11)) == 1, "12 arrived after seq 1: the stream must still get it"
