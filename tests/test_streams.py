@@ -15,7 +15,7 @@ from django_realtime.cursor import Cursor
 from django_realtime.hub import drain, get_hub
 from django_realtime.retention import prune
 from django_realtime.sse.responses import event_bytes
-from django_realtime.streams import FIRST_ROWS, Follower, afollow, follow, reset_item
+from django_realtime.streams import FIRST_ROWS, Follower, _end_of, afollow, follow, reset_item
 from tests.test_hub import store_behind_the_hubs_back
 from tests.threads import publish_and_close
 
@@ -331,6 +331,22 @@ def test_a_reset_names_the_cursor_to_resume_from_pending_ids_included():
         "resume_id": "12~9-10",
         "channels": ["a", "b"],
     }
+
+
+def test_a_cursor_at_the_newest_stored_event_the_hub_has_not_read_yet_gets_no_reset():
+    from tests.test_hub import bare_hub
+
+    newest = publish("a", 1)  # stored, and read by another process's hub: this one is still at 10
+    hub = bare_hub(min(10, newest.id - 1))
+    assert Follower(hub, frozenset({"a"}), Cursor(newest.id), keepalive=None).start() == []
+    [reset] = Follower(hub, frozenset({"a"}), Cursor(newest.id + 1), keepalive=None).start()
+    assert reset.event == "reset", "above anything the log ever held: a cursor from another database"
+
+
+def test_a_lifetime_ends_a_stream_after_a_tenth_less_at_most_never_later():
+    ends = [_end_of(10.0, 100.0) for _ in range(200)]
+    assert all(109.0 <= end <= 110.0 for end in ends)
+    assert max(ends) - min(ends) > 0.5, "spread, so that streams opened together do not all end together"
 
 
 def test_a_hub_made_once_the_process_drains_drains_too():
