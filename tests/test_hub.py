@@ -608,3 +608,12 @@ def test_locate_looks_past_a_channel_with_nothing_buffered():
     hub.join(channels)
     feed(hub, (11, "a", "message", "11"), (12, "a", "message", "12"))
     assert hub.locate(channels, Cursor(11)) == 1, "12 arrived after seq 1: the stream must still get it"
+
+
+def test_rows_from_a_cursor_the_hub_has_moved_past_are_refused_and_change_nothing():
+    hub = bare_hub(10)
+    feed(hub, (11, "a", "message", "11"))
+    state = (hub.seq, hub.cursor)
+    assert hub.append([(12, "a", "message", "12")], Cursor(10), Cursor(12)) is False, "read from 10: stale"
+    assert (hub.seq, hub.cursor) == state
+    assert hub.collect(frozenset({"a"}), 0)[0][-1].id == 11
