@@ -612,7 +612,7 @@ def test_locate_looks_past_a_channel_with_nothing_buffered():
 
 def test_rows_from_a_cursor_the_hub_has_moved_past_are_refused_and_change_nothing():
     hub = bare_hub(10)
-    feed(hub, (11, "a", "message", "11"))
+    assert feed(hub, (11, "a", "message", "11")) is True, "taken: the reader goes on from its cursor"
     state = (hub.seq, hub.cursor)
     assert hub.append([(12, "a", "message", "12")], Cursor(10), Cursor(12)) is False, "read from 10: stale"
     assert (hub.seq, hub.cursor) == state
