@@ -655,8 +655,21 @@ def test_a_catch_up_is_not_reset_by_a_prune_of_another_channel():
     ids = published_and_buffered(hub, "one", "two")
     PruneMark.objects.create(channel="b", pruned_through=ids[-1])
     follower = Follower(hub, frozenset({"a"}), Cursor(start), keepalive=None)
-    got = [(item.id, item.channel, item.event) for item in follower.catch_up()]
-    assert got == [(ids[0], "a", "message"), (ids[1], "a", "message")], "no reset, and each event's channel"
+    got = [(item.id, item.channel, item.event, item.data_json) for item in follower.catch_up()]
+    assert got == [(ids[0], "a", "message", '"one"'), (ids[1], "a", "message", '"two"')], "no reset: the events"
+
+
+def test_a_catch_up_sends_what_the_hubs_cursor_covers_with_its_pending_ids_in_each_cursor():
+    from tests.test_hub import bare_hub, feed
+
+    ids = [publish("a", n).id for n in range(3)]
+    hub = bare_hub(ids[0] - 1)
+    feed(hub, (ids[0], "a", "message", "0"), (ids[2], "a", "message", "2"))  # the middle one still in flight
+    follower = Follower(hub, frozenset({"a"}), Cursor(ids[0] - 1), keepalive=None)
+    got = [(item.id, item.cursor_text) for item in follower.catch_up()]
+    assert got == [(ids[0], str(ids[0])), (ids[2], f"{ids[2]}~{ids[1]}")], (
+        "a resume from the last still gets the middle"
+    )
 
 
 def catch_up_lengths(hub, cursor):
