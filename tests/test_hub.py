@@ -617,3 +617,11 @@ def test_rows_from_a_cursor_the_hub_has_moved_past_are_refused_and_change_nothin
     assert hub.append([(12, "a", "message", "12")], Cursor(10), Cursor(12)) is False, "read from 10: stale"
     assert (hub.seq, hub.cursor) == state
     assert hub.collect(frozenset({"a"}), 0)[0][-1].id == 11
+
+
+def test_a_prune_wakes_every_stream_group_of_its_channel():
+    hub = bare_hub(10)
+    groups = [hub.join(frozenset({"a"})), hub.join(frozenset({"a", "b"}))]
+    before = [group.wakeups for group in groups]
+    hub.append([], hub.cursor, Cursor(12), pruned={"a": 12})  # 11 and 12 deleted unread
+    assert [group.wakeups for group in groups] == [count + 1 for count in before], "each reads the log, and is told"
