@@ -187,3 +187,18 @@ def test_a_cursor_of_max_runs_fits_and_one_past_it_is_cut_below_its_first_extra_
     union = runs_of(n for cursor in (interleaved(0), interleaved(2)) for n, _ in cursor.pending)
     assert met == Cursor(union[MAX_RUNS][0] - 1, union[:MAX_RUNS])
     assert Cursor.parse(str(met)) == met
+
+
+def test_a_meet_past_max_runs_stops_below_the_first_id_of_its_first_extra_run():
+    from tests.cursor_vectors import interleaved
+
+    most = interleaved(0)  # MAX_RUNS single ids pending, the last 61
+    met = most.meet(Cursor(100, ((70, 72),)))
+    assert met == Cursor(69, most.pending), "70 to 72 are pending in one of them: none may be covered"
+
+
+def test_a_cursor_whose_runs_do_not_rise_is_refused_with_its_text_quoted_to_forty_characters():
+    text = "9" * 18 + "~" + ",".join(["5"] * 12)
+    with pytest.raises(CursorError) as caught:
+        Cursor.parse(text)
+    assert str(caught.value) == f"malformed cursor {text[:40]!r}: runs must rise, not touch, stay below the top"
