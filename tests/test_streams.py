@@ -672,6 +672,18 @@ def test_a_catch_up_sends_what_the_hubs_cursor_covers_with_its_pending_ids_in_ea
     )
 
 
+def test_a_catch_up_tells_of_a_prune_once_and_goes_on_reading():
+    from django_realtime.models import PruneMark
+
+    hub = ready_hub()
+    ids = published_and_buffered(hub, *range(FIRST_ROWS + 3))
+    PruneMark.objects.create(channel="a", pruned_through=ids[0])  # the first deleted, unread by the client
+    follower = Follower(hub, frozenset({"a"}), Cursor(ids[0] - 1), keepalive=None)
+    first, second = follower.catch_up(), follower.catch_up()
+    assert [item.event for item in first].count("reset") == 1 and first[0].event == "reset"
+    assert [item.id for item in first[1:] + second] == ids, "told once; every event still stored after it"
+
+
 def catch_up_lengths(hub, cursor):
     """Return how many events each catch-up of a stream from *cursor* reads, until it has the hub's cursor."""
     follower = Follower(hub, frozenset({"a"}), cursor, keepalive=None)
