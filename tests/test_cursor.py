@@ -156,6 +156,24 @@ def test_clip_covers_what_the_cursor_covers_up_to_an_id(cursor, event_id):
     assert covered(clipped) == {n for n in covered(cursor) if n <= event_id}
 
 
+@given(st.integers(0, TOP), st.lists(st.tuples(st.integers(1, TOP + 5), st.integers(0, 6)), max_size=6))
+def test_with_pending_leaves_exactly_the_given_ids_below_the_top_pending(top, spans):
+    runs = [(first, first + length) for first, length in spans]
+    cursor = Cursor(top).with_pending(runs)
+    given_ids = {n for first, last in runs for n in range(first, last + 1)}
+    assert covered(cursor) == {n for n in range(top + 1) if n == top or n not in given_ids}
+    assert all(first <= last < top for first, last in cursor.pending), "runs clipped below the top"
+    assert Cursor.parse(str(cursor)) == cursor
+
+
+def test_with_pending_drops_the_runs_at_and_above_the_top():
+    """The hub hands the pending runs of its new cursor, some above the old top, to a cursor at the old top."""
+    assert Cursor(10).with_pending([(4, 4), (12, 13)]) == Cursor(10, ((4, 4),))
+    assert Cursor(10).with_pending([(8, 12)]) == Cursor(10, ((8, 9),)), "the top is covered, not pending"
+    assert Cursor(10).with_pending([(10, 12)]) == Cursor(10), "a run from the top holds nothing below it"
+    assert str(Cursor(10).with_pending([(10, 12), (3, 4)])) == "10~3-4"
+
+
 def test_a_cursor_of_max_runs_fits_and_one_past_it_is_cut_below_its_first_extra_run():
     from tests.cursor_vectors import interleaved
 
@@ -169,3 +187,18 @@ def test_a_cursor_of_max_runs_fits_and_one_past_it_is_cut_below_its_first_extra_
     union = runs_of(n for cursor in (interleaved(0), interleaved(2)) for n, _ in cursor.pending)
     assert met == Cursor(union[MAX_RUNS][0] - 1, union[:MAX_RUNS])
     assert Cursor.parse(str(met)) == met
+
+
+def test_a_meet_past_max_runs_stops_below_the_first_id_of_its_first_extra_run():
+    from tests.cursor_vectors import interleaved
+
+    most = interleaved(0)  # MAX_RUNS single ids pending, the last 61
+    met = most.meet(Cursor(100, ((70, 72),)))
+    assert met == Cursor(69, most.pending), "70 to 72 are pending in one of them: none may be covered"
+
+
+def test_a_cursor_whose_runs_do_not_rise_is_refused_with_its_text_quoted_to_forty_characters():
+    text = "9" * 18 + "~" + ",".join(["5"] * 12)
+    with pytest.raises(CursorError) as caught:
+        Cursor.parse(text)
+    assert str(caught.value) == f"malformed cursor {text[:40]!r}: runs must rise, not touch, stay below the top"

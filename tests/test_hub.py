@@ -578,3 +578,56 @@ def test_a_piece_ends_once_its_data_reaches_piece_bytes():
     sizes = [PIECE // 2, PIECE // 2 - 1, 10]
     feed(hub, *[(14 + n, "c", "message", json_of_length(size)) for n, size in enumerate(sizes)])
     assert [item.id for item in hub.collect(frozenset({"c"}), start)[0]] == [14, 15, 16], "a byte short: one more"
+
+
+def test_a_piece_of_several_channels_cut_by_bytes_ends_at_its_last_event_with_its_cursor():
+    from django_realtime.budget import PIECE
+
+    hub = bare_hub(10)
+    start = hub.seq
+    feed(hub, *[(11 + n, "cd"[n % 2], "message", json_of_length(PIECE // 4)) for n in range(6)])
+    items, seq, cursor = hub.collect(frozenset({"c", "d"}), start)
+    assert [item.id for item in items] == [11, 12, 13, 14], "PIECE bytes across the two channels"
+    assert (seq, cursor) == (items[-1].seq, Cursor(14)), "the caller resumes after the piece's last event"
+    items, seq, cursor = hub.collect(frozenset({"c", "d"}), seq)
+    assert [item.id for item in items] == [15, 16] and (seq, cursor) == (hub.seq, hub.cursor)
+
+
+def test_a_cursor_below_a_channels_prune_mark_is_sent_to_the_log():
+    hub = bare_hub(10)
+    before = hub.cursor
+    hub.append([(13, "b", "message", "13")], before, Cursor(13), pruned={"a": 12})  # 11, 12 of "a" deleted
+    assert hub.locate(frozenset({"a"}), Cursor(10)) is None, "its events above 10 are not all buffered: a reset"
+    assert hub.locate(frozenset({"b"}), Cursor(10)) == 0
+
+
+def test_locate_looks_past_a_channel_with_nothing_buffered():
+    hub = bare_hub(10)
+    # Names whose set puts the quiet channel first (the order of a set of str changes with the hash seed).
+    busy, quiet = next(
+        (busy, quiet)
+        for busy in (f"busy{n}" for n in range(20))
+        for quiet in (f"quiet{n}" for n in range(20))
+        if next(iter(frozenset({busy, quiet}))) == quiet
+    )
+    channels = frozenset({busy, quiet})
+    hub.join(channels)
+    feed(hub, (11, busy, "message", "11"), (12, busy, "message", "12"))
+    assert hub.locate(channels, Cursor(11)) == 1, "12 arrived after seq 1: the stream must still get it"
+
+
+def test_rows_from_a_cursor_the_hub_has_moved_past_are_refused_and_change_nothing():
+    hub = bare_hub(10)
+    assert feed(hub, (11, "a", "message", "11")) is True, "taken: the reader goes on from its cursor"
+    state = (hub.seq, hub.cursor)
+    assert hub.append([(12, "a", "message", "12")], Cursor(10), Cursor(12)) is False, "read from 10: stale"
+    assert (hub.seq, hub.cursor) == state
+    assert hub.collect(frozenset({"a"}), 0)[0][-1].id == 11
+
+
+def test_a_prune_wakes_every_stream_group_of_its_channel():
+    hub = bare_hub(10)
+    groups = [hub.join(frozenset({"a"})), hub.join(frozenset({"a", "b"}))]
+    before = [group.wakeups for group in groups]
+    hub.append([], hub.cursor, Cursor(12), pruned={"a": 12})  # 11 and 12 deleted unread
+    assert [group.wakeups for group in groups] == [count + 1 for count in before], "each reads the log, and is told"

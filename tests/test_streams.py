@@ -3,17 +3,30 @@ import json
 import re
 import threading
 import time
+import types
 
 import pytest
 from django.db import connection, transaction
 from django.test import override_settings
 
 from django_realtime import publish
-from django_realtime.budget import FREE
+from django_realtime.budget import FREE, PIECE
+from django_realtime.cursor import Cursor
 from django_realtime.hub import drain, get_hub
 from django_realtime.retention import prune
 from django_realtime.sse.responses import event_bytes
-from django_realtime.streams import RESUME, STAY, WRITE, Parking, afollow, follow
+from django_realtime.streams import (
+    FIRST_ROWS,
+    RESUME,
+    STAY,
+    WRITE,
+    Follower,
+    Parking,
+    _end_of,
+    afollow,
+    follow,
+    reset_item,
+)
 from tests.test_hub import store_behind_the_hubs_back
 from tests.threads import publish_and_close
 
@@ -302,6 +315,51 @@ def test_a_stream_opened_while_the_process_drains_catches_up_then_ends():
     assert rest[1:] == ["retry"]
 
 
+def test_an_async_stream_opened_while_the_process_drains_catches_up_then_ends_with_its_parting():
+    hub = ready_hub()
+    start = hub.horizon
+    first = publish("a", 1)
+    assert hub.fresh_cursor(5) is not None
+    drain()
+
+    async def main(parting):
+        return [batch async for batch in afollow(hub, frozenset({"a"}), start, keepalive=5, parting=parting)]
+
+    rest = asyncio.run(main(lambda: "retry"))
+    assert [item.id for item in rest[0]] == [first.id]
+    assert rest[1:] == ["retry"]
+    assert len(asyncio.run(main(None))) == 1, "without a parting it just ends"
+
+
+def test_a_reset_names_the_cursor_to_resume_from_pending_ids_included():
+    resume = Cursor(12, ((9, 10),))
+    reset = reset_item("expired", Cursor(5), resume, ["a", "b"])
+    assert (reset.id, reset.channel, reset.event, reset.cursor) == (12, "", "reset", resume)
+    assert reset.cursor_text == "12~9-10", "a resume from the reset still gets 9 and 10 when they commit"
+    assert json.loads(reset.data_json) == {
+        "reason": "expired",
+        "last_event_id": "5",
+        "resume_id": "12~9-10",
+        "channels": ["a", "b"],
+    }
+
+
+def test_a_cursor_at_the_newest_stored_event_the_hub_has_not_read_yet_gets_no_reset():
+    from tests.test_hub import bare_hub
+
+    newest = publish("a", 1)  # stored, and read by another process's hub: this one is still at 10
+    hub = bare_hub(min(10, newest.id - 1))
+    assert Follower(hub, frozenset({"a"}), Cursor(newest.id), keepalive=None).start() == []
+    [reset] = Follower(hub, frozenset({"a"}), Cursor(newest.id + 1), keepalive=None).start()
+    assert reset.event == "reset", "above anything the log ever held: a cursor from another database"
+
+
+def test_a_lifetime_ends_a_stream_after_a_tenth_less_at_most_never_later():
+    ends = [_end_of(10.0, 100.0) for _ in range(200)]
+    assert all(109.0 <= end <= 110.0 for end in ends)
+    assert max(ends) - min(ends) > 0.5, "spread, so that streams opened together do not all end together"
+
+
 def test_a_hub_made_once_the_process_drains_drains_too():
     drain()  # before this process had a hub: a worker told to stop before its first stream
     assert ready_hub().draining
@@ -403,6 +461,68 @@ def test_a_stream_whose_wait_for_the_budget_times_out_ends_cleanly():
     hub.budget.give(hub.budget.total)
 
 
+def test_follow_pays_for_its_log_reads_and_gives_back_what_it_held():
+    sent = [publish("big", "x" * 20_000).id for _ in range(8)]  # before the hub: a catch-up from the log
+    hub = ready_hub()
+    stream = follow(hub, frozenset({"big"}), 0, keepalive=0.05)
+    got = next(stream)
+    held = hub.budget.lent
+    got += next(stream)
+    assert next(stream) == [], "a keepalive: the stream went round once more, holding nothing"
+    stream.close()
+    assert [item.id for item in got] == sent
+    assert held > 0, "the read's bytes, lent until the server took the piece"
+    assert hub.budget.lent == 0
+
+
+def test_a_stream_marks_the_chunk_the_server_holds_and_clears_the_mark_while_it_waits():
+    hub = ready_hub()
+    mark = types.SimpleNamespace(since=0.0)
+    batches = follow(hub, frozenset({"a"}), None, keepalive=60, first="hello", write=mark)
+    before = time.monotonic()
+    assert next(batches) == "hello"
+    assert before <= mark.since <= time.monotonic(), "held since it was handed over"
+    for _ in range(2):
+        got = []
+        waiting = threading.Thread(target=lambda got=got: got.extend(next(batches)), daemon=True)
+        waiting.start()
+        wait_until(lambda: mark.since == 0.0)  # taken by the server: the stream waits, nothing held
+        before = time.monotonic()
+        event = publish("a", 1)
+        waiting.join(5)
+        assert [item.id for item in got] == [event.id]
+        assert before <= mark.since <= time.monotonic()
+    batches.close()
+
+
+def test_a_stream_from_below_the_hubs_floor_on_a_quiet_channel_waits_after_its_catch_up():
+    """A catch-up that finds nothing of the stream's channels does not end it: its client would come
+    back with the same cursor, catch up to nothing and be ended again, for as long as the channel is quiet."""
+    publish("other", 1)  # before the hub: the hub's floor is above cursor 0
+    hub = ready_hub()
+
+    async def main():
+        stream = afollow(hub, frozenset({"quiet"}), 0, keepalive=0.05)
+        got = [await anext(stream) for _ in range(2)]
+        await stream.aclose()
+        return got
+
+    assert asyncio.run(main()) == [[], []], "keepalives: the stream goes on"
+    batches = follow(hub, frozenset({"quiet"}), 0, keepalive=0.05)
+    assert next(batches) == [] and next(batches) == []
+    event = publish("quiet", 1)
+    assert [item.id for item in take(batches, 1)] == [event.id]
+
+
+def test_a_stream_with_a_lifetime_keeps_its_keepalives_and_ends_with_a_coarse_one_too():
+    hub = ready_hub()
+    fine = list(follow(hub, frozenset({"a"}), None, keepalive=0.05, lifetime=0.5))
+    assert len(fine) >= 3 and not any(fine), "keepalives every 0.05 s until the end, not one at the end"
+    started = time.monotonic()
+    assert list(follow(hub, frozenset({"a"}), None, keepalive=60, lifetime=0.3)) == []
+    assert time.monotonic() - started < 2
+
+
 def test_afollow_pays_for_its_pieces_and_gives_back_what_it_held():
     hub = ready_hub()
     start = hub.horizon
@@ -486,6 +606,118 @@ def test_afollow_ends_at_an_event_it_cannot_encode_after_sending_those_before_it
         return [chunk async for chunk in afollow(hub, frozenset({"a"}), start, keepalive=5, encode=encode)]
 
     assert asyncio.run(main()) == [[ids[0]]]
+
+
+def published_and_buffered(hub, *data):
+    ids = [publish("a", value).id for value in data]
+    wait_until(lambda: hub.horizon >= ids[-1])
+    return ids
+
+
+def encoder(refuse):
+    """Return an encoder of batches to their ids that raises for a batch *refuse* says no to."""
+
+    def encode(batch):
+        if refuse(batch):
+            raise ValueError("cannot be encoded")
+        return [item.id for item in batch]
+
+    return encode
+
+
+def test_a_stream_ends_at_an_event_it_cannot_encode_and_logs_which(caplog):
+    hub = ready_hub()
+    start = hub.horizon
+    ids = published_and_buffered(hub, "ok", "bad", "after")
+    encode = encoder(lambda batch: any(item.data_json == '"bad"' for item in batch))
+    assert list(follow(hub, frozenset({"a"}), start, keepalive=5, encode=encode)) == [[ids[0]]]
+    (record,) = [record for record in caplog.records if "cannot be encoded" in record.getMessage()]
+    assert record.getMessage() == f"django_realtime ends a stream at event {ids[1]} of a: it cannot be encoded"
+    assert isinstance(record.exc_info[1], ValueError), "the encoder's error is logged with its traceback"
+
+
+def test_a_stream_whose_first_event_of_a_batch_cannot_be_encoded_sends_nothing_more():
+    hub = ready_hub()
+    start = hub.horizon
+    published_and_buffered(hub, "bad", "after")
+    encode = encoder(lambda batch: any(item.data_json == '"bad"' for item in batch))
+    assert list(follow(hub, frozenset({"a"}), start, keepalive=5, encode=encode)) == [], "not even an empty chunk"
+
+
+def test_a_batch_whose_events_each_encode_after_all_is_sent_whole_and_the_stream_ends():
+    """An encoder that fails once (a transient error): the events, each found encodable, go as one batch."""
+    hub = ready_hub()
+    start = hub.horizon
+    ids = published_and_buffered(hub, "one", "two")
+    failures = [ValueError("once")]
+
+    def refuse(batch):
+        return len(batch) > 1 and bool(failures) and bool(failures.pop())
+
+    got = list(follow(hub, frozenset({"a"}), start, keepalive=5, encode=encoder(refuse)))
+    assert got == [ids]
+
+
+def test_a_catch_up_is_not_reset_by_a_prune_of_another_channel():
+    from django_realtime.models import PruneMark
+
+    hub = ready_hub()
+    start = hub.horizon
+    ids = published_and_buffered(hub, "one", "two")
+    PruneMark.objects.create(channel="b", pruned_through=ids[-1])
+    follower = Follower(hub, frozenset({"a"}), Cursor(start), keepalive=None)
+    got = [(item.id, item.channel, item.event, item.data_json) for item in follower.catch_up()]
+    assert got == [(ids[0], "a", "message", '"one"'), (ids[1], "a", "message", '"two"')], "no reset: the events"
+
+
+def test_a_catch_up_sends_what_the_hubs_cursor_covers_with_its_pending_ids_in_each_cursor():
+    from tests.test_hub import bare_hub, feed
+
+    ids = [publish("a", n).id for n in range(3)]
+    hub = bare_hub(ids[0] - 1)
+    feed(hub, (ids[0], "a", "message", "0"), (ids[2], "a", "message", "2"))  # the middle one still in flight
+    follower = Follower(hub, frozenset({"a"}), Cursor(ids[0] - 1), keepalive=None)
+    got = [(item.id, item.cursor_text) for item in follower.catch_up()]
+    assert got == [(ids[0], str(ids[0])), (ids[2], f"{ids[2]}~{ids[1]}")], (
+        "a resume from the last still gets the middle"
+    )
+
+
+def test_a_catch_up_tells_of_a_prune_once_and_goes_on_reading():
+    from django_realtime.models import PruneMark
+
+    hub = ready_hub()
+    ids = published_and_buffered(hub, *range(FIRST_ROWS + 3))
+    PruneMark.objects.create(channel="a", pruned_through=ids[0])  # the first deleted, unread by the client
+    follower = Follower(hub, frozenset({"a"}), Cursor(ids[0] - 1), keepalive=None)
+    first, second = follower.catch_up(), follower.catch_up()
+    assert [item.event for item in first].count("reset") == 1 and first[0].event == "reset"
+    assert [item.id for item in first[1:] + second] == ids, "told once; every event still stored after it"
+
+
+def catch_up_lengths(hub, cursor):
+    """Return how many events each catch-up of a stream from *cursor* reads, until it has the hub's cursor."""
+    follower = Follower(hub, frozenset({"a"}), cursor, keepalive=None)
+    lengths = []
+    for _ in range(8):
+        lengths.append(len(follower.catch_up()))
+        if follower.seq is not None:  # it has all the hub's cursor covers: on from the hub's arrivals
+            return lengths
+    raise AssertionError(f"not caught up after 8 catch-ups of {lengths} events")
+
+
+def test_a_catch_up_doubles_its_rows_while_pieces_fill_by_rows():
+    hub = ready_hub()
+    start = hub.horizon
+    published_and_buffered(hub, *range(FIRST_ROWS * 4))
+    assert catch_up_lengths(hub, Cursor(start)) == [FIRST_ROWS, 2 * FIRST_ROWS, FIRST_ROWS]
+
+
+def test_a_catch_up_asks_for_the_rows_that_filled_a_piece_by_bytes_then_doubles():
+    hub = ready_hub()
+    start = hub.horizon
+    published_and_buffered(hub, "x" * PIECE, *range(6))
+    assert catch_up_lengths(hub, Cursor(start)) == [1, 1, 2, 3]
 
 
 def test_afollow_whose_wait_for_the_budget_times_out_ends_cleanly_and_says_where(caplog):
