@@ -291,26 +291,30 @@ def worker_main(conn: multiprocessing.connection.Connection, fd_limit: int) -> N
     asyncio.run(_serve(conn))
 
 
-class ClientPool:
-    """The runner's handle on the client processes; streams are spread evenly over them."""
+class ProcessPool:
+    """Client processes driven over pipes: each answers a command with one reply (``_all``)."""
 
-    def __init__(self, processes: int, max_streams: int) -> None:
+    def __init__(self, processes: int, target: Any, args: tuple[Any, ...], name: str) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self.conns = []
-        self.procs = []
-        per_process = max_streams // processes + 100
+        self.conns: list[Any] = []
+        self.procs: list[Any] = []
         for i in range(processes):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=worker_main, args=(child, per_process), name=f"sse-clients-{i}", daemon=True)
+            proc = ctx.Process(target=target, args=(child, *args), name=f"{name}-{i}", daemon=True)
             proc.start()
             self.conns.append(parent)
             self.procs.append(proc)
         self._gather(timeout=30)
 
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self.procs]
+
     def _gather(self, timeout: float) -> list[dict[str, Any]]:
         replies = []
+        deadline = time.monotonic() + timeout
         for conn in self.conns:
-            if not conn.poll(timeout):
+            if not conn.poll(max(0.0, deadline - time.monotonic())):
                 raise TimeoutError(f"a client process did not answer within {timeout:.0f}s")
             replies.append(conn.recv())
         return replies
@@ -319,6 +323,13 @@ class ClientPool:
         for conn in self.conns:
             conn.send((command, *args))
         return self._gather(timeout)
+
+
+class ClientPool(ProcessPool):
+    """The runner's handle on the client processes; streams are spread evenly over them."""
+
+    def __init__(self, processes: int, max_streams: int) -> None:
+        super().__init__(processes, worker_main, (max_streams // processes + 100,), "sse-clients")
 
     def open(
         self,

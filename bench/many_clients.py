@@ -31,7 +31,7 @@ from array import array
 from collections import deque
 from typing import Any
 
-from bench.clients import raise_fd_limit
+from bench.clients import ProcessPool, raise_fd_limit
 
 START = b'{"t":'
 SEQ = b',"seq":'
@@ -306,37 +306,14 @@ def main(conn: multiprocessing.connection.Connection) -> None:
     Holder(conn).run()
 
 
-class Pool:
+class Pool(ProcessPool):
     """The runner's handle on the client processes; streams are spread evenly over them."""
 
     def __init__(self, processes: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.conns, self.procs = [], []
-        for i in range(processes):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=main, args=(child,), name=f"many-clients-{i}", daemon=True)
-            proc.start()
-            self.conns.append(parent)
-            self.procs.append(proc)
-        self._gather(30)
-
-    @property
-    def pids(self) -> list[int]:
-        return [proc.pid for proc in self.procs]
-
-    def _gather(self, timeout: float) -> list[dict[str, Any]]:
-        replies = []
-        deadline = time.monotonic() + timeout
-        for conn in self.conns:
-            if not conn.poll(max(0.0, deadline - time.monotonic())):
-                raise TimeoutError(f"a client process did not answer within {timeout:.0f}s")
-            replies.append(conn.recv())
-        return replies
+        super().__init__(processes, main, (), "many-clients")
 
     def _all(self, command: str, *args: Any, timeout: float = 60) -> list[dict[str, Any]]:
-        for conn in self.conns:
-            conn.send((command, *args))
-        return self._gather(timeout)
+        return super()._all(command, *args, timeout=timeout)
 
     def open(
         self, host: str, port: int, path: str, count: int, sources: list[str], concurrency: int, timeout: float
