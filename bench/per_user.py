@@ -48,6 +48,11 @@ from bench.servers import (
 PATH = "/events/?channel=user%3A{i}"
 #: Descriptors the worker needs besides its streams: listener, database, log, the hub.
 SPARE_CONNECTIONS = 200
+#: --worker-class: gunicorn's -k, and how the run names it.
+WORKER_CLASSES = {
+    "gevent": ("gevent", "gunicorn gevent"),
+    "ours": ("django_realtime.gunicorn_worker.GeventWorker", "gunicorn, the package's worker"),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,6 +91,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help="the server's KEEPALIVE, seconds (REALTIME_KEEPALIVE, read by the demo settings; default: the package's)",
     )
+    parser.add_argument(
+        "--worker-class",
+        choices=list(WORKER_CLASSES),
+        default="gevent",
+        help="gunicorn's worker: gevent, or ours, the package's (its waiting streams parked) (default: gevent)",
+    )
     options.add(parser, "drain", "client_processes", "max_background", "postgres", "out")
     args = parser.parse_args(argv)
     args.tree = [tree.resolve() for tree in args.tree or [ROOT]]
@@ -96,12 +107,14 @@ def label(tree: Path) -> str:
     return "this checkout" if tree == ROOT else str(tree)
 
 
-def target(tree: Path, max_streams: int, keepalive: float | None = None) -> Target:
-    """Return one gunicorn gevent worker on the postgres backend, importing django_realtime from *tree*."""
-    argv = gunicorn_gevent(max_streams + SPARE_CONNECTIONS)
+def target(tree: Path, max_streams: int, keepalive: float | None = None, worker_class: str = "gevent") -> Target:
+    """Return one gunicorn worker (gevent, or the package's) on the postgres backend, importing django_realtime
+    from *tree*."""
+    worker, name = WORKER_CLASSES[worker_class]
+    argv = gunicorn_gevent(max_streams + SPARE_CONNECTIONS, worker_class=worker)
     return Target(
         key="ours",
-        name=f"{label(tree)}: gunicorn gevent, postgres",
+        name=f"{label(tree)}: {name}, postgres",
         python=sys.executable,
         settings="bench.site.settings",
         server_argv=argv,
@@ -362,7 +375,7 @@ def markdown(meta: dict[str, Any], runs: list[dict[str, Any]], slopes: list[dict
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     counts = options.counts(args.streams)
-    targets = [target(tree, max(counts), args.keepalive) for tree in args.tree]
+    targets = [target(tree, max(counts), args.keepalive, args.worker_class) for tree in args.tree]
     if args.floor:
         targets.append(floor_target())
     # The worker inherits this limit: it holds every stream, plus its database and listener.
