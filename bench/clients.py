@@ -294,6 +294,9 @@ def worker_main(conn: multiprocessing.connection.Connection, fd_limit: int) -> N
 class ProcessPool:
     """Client processes driven over pipes: each answers a command with one reply (``_all``)."""
 
+    #: Seconds a process may take to exit once told to stop.
+    stop_timeout = 5.0
+
     def __init__(self, processes: int, target: Any, args: tuple[Any, ...], name: str) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conns: list[Any] = []
@@ -323,6 +326,19 @@ class ProcessPool:
         for conn in self.conns:
             conn.send((command, *args))
         return self._gather(timeout)
+
+    def stop(self) -> None:
+        """Tell every process to stop; kill (and reap) one that has not exited within ``stop_timeout``."""
+        for conn in self.conns:
+            try:
+                conn.send(("stop",))
+            except OSError:
+                pass
+        for proc in self.procs:
+            proc.join(self.stop_timeout)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
 
 
 class ClientPool(ProcessPool):
@@ -378,14 +394,3 @@ class ClientPool(ProcessPool):
         merged = {key: sum(r[key] for r in replies) for key in replies[0]}
         merged["latencies"] = latencies
         return merged
-
-    def stop(self) -> None:
-        for conn in self.conns:
-            try:
-                conn.send(("stop",))
-            except OSError:
-                pass
-        for proc in self.procs:
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()

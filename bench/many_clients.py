@@ -309,6 +309,8 @@ def main(conn: multiprocessing.connection.Connection) -> None:
 class Pool(ProcessPool):
     """The runner's handle on the client processes; streams are spread evenly over them."""
 
+    stop_timeout = 10.0
+
     def __init__(self, processes: int) -> None:
         super().__init__(processes, main, (), "many-clients")
 
@@ -357,15 +359,3 @@ class Pool(ProcessPool):
 
     def close_all(self) -> int:
         return sum(r["closed"] for r in self._all("close_all"))
-
-    def stop(self) -> None:
-        for conn in self.conns:
-            try:
-                conn.send(("stop",))
-            except OSError:
-                pass
-        for proc in self.procs:
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
