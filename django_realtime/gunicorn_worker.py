@@ -163,7 +163,7 @@ class Stream:
     left) ends the stream, in a greenlet too: its closers leave presence.
     """
 
-    __slots__ = ("worker", "chunks", "response", "connection", "chunked", "parking", "parked")
+    __slots__ = ("worker", "chunks", "response", "connection", "fd", "chunked", "parking", "parked")
 
     def __init__(
         self, worker: GeventWorker, chunks: Any, response: Any, connection: Connection, chunked: bool, parking: Parking
@@ -172,6 +172,8 @@ class Stream:
         self.chunks = chunks
         self.response = response
         self.connection = connection
+        #: The socket's descriptor, written to while parked: closed only by end(), which unparks first.
+        self.fd: int = connection.sock.fileno()
         self.chunked = chunked
         self.parking = parking
         self.parked = False
@@ -185,12 +187,15 @@ class Stream:
         self.worker.parked.add(self)
         return True
 
-    def wake(self, now: float) -> bool:
-        """Write what the wake-up brings without blocking; return whether the stream stays parked."""
+    def wake(self, now: float, shared: dict[object, object]) -> bool:
+        """Write what the wake-up brings without blocking; return whether the stream stays parked.
+
+        The streams of a group at the same seq write the same chunk (*shared*, ``Parking.wake``), framed once.
+        """
         if not self.parked:  # ended at the worker's exit
             return False
         try:
-            action, value = self.parking.wake(now)
+            action, value = self.parking.wake(now, shared)
         except Exception:  # a bug must not lose the stream: its loop goes on, or ends, in a greenlet
             logger.exception("django_realtime: a parked stream's wake-up failed")
             action, value = RESUME, None
@@ -199,10 +204,14 @@ class Stream:
         if action == RESUME:
             self._unpark(_run_stream, b"", value)
             return False
-        chunk: bytes = value  # type: ignore[assignment]
-        data = b"%X\r\n%s\r\n" % (len(chunk), chunk) if self.chunked else chunk
+        data: bytes = value  # type: ignore[assignment]
+        if self.chunked:
+            framed = shared.get(data)
+            if framed is None:
+                framed = shared[data] = b"%X\r\n%s\r\n" % (len(data), data)
+            data = framed  # type: ignore[assignment]
         try:
-            sent = os.write(self.connection.sock.fileno(), data)  # the socket is non-blocking under gevent
+            sent = os.write(self.fd, data)  # the socket is non-blocking under gevent
         except BlockingIOError:
             sent = 0
         except OSError:  # the client left, or the watchdog cut it: end the stream where it may block (presence)

@@ -66,8 +66,13 @@ class Resolvable(Protocol):
 class Parked(Protocol):
     """A stream that waits with no thread of its own: its group's wake-ups run it (``Hub.park``)."""
 
-    def wake(self, now: float) -> bool:
-        """Do what the wake-up asks, without blocking and without raising; return whether to stay parked."""
+    def wake(self, now: float, shared: dict[object, object]) -> bool:
+        """Do what the wake-up asks, without blocking and without raising; return whether to stay parked.
+
+        *shared* is one dict for the streams of one group at one wake-up:
+        what one of them made (a batch encoded, a chunk framed) another at
+        the same place in the arrivals may take instead of making it again.
+        """
         ...
 
 
@@ -198,6 +203,9 @@ class Hub:
         self.cursor = Cursor(0)
         self.seq = 0
         self.floor_seq = 0
+        #: Changes to what collect() returns so far (arrivals, prunes, trims): a batch made at one count is
+        #: another stream's too, at the same seq, while the count stays (Parking.wake).
+        self.changes = 0
         #: The cursor at floor_seq: what the events dropped from the buffer (and those before the start) cover.
         self.floor_cursor = Cursor(0)
         #: The reader's last failure, until a read succeeds.
@@ -396,7 +404,9 @@ class Hub:
 
     def started(self, cursor: Cursor) -> None:
         """Start following the log from *cursor*: every id it covers is visible or dead."""
-        self.cursor = self.floor_cursor = cursor
+        with self._lock:
+            self.cursor = self.floor_cursor = cursor
+            self.changes += 1
         if not self._backend_started:
             self._backend_started = True
             self.backend.start(self.poke, self.using)
@@ -548,6 +558,7 @@ class Hub:
                 self._items.append(item)
             self.seq = seq
             self.cursor = after
+            self.changes += 1
             if len(self._items) > 2 * self.buffer_size or self._bytes > self.buffer_bytes:
                 self._trim()
         self._wake(woken.values())
@@ -782,10 +793,11 @@ def _size(item: Item) -> int:
 
 def _run_parked(parked: list[tuple[Waiters, list[Parked]]], now: float) -> None:
     for group, streams in parked:
+        shared: dict[object, object] = {}
         for stream in streams:
             # Put back at once, not after the loop: a wake-up that comes while a later one
             # waits for the hub's lock must find those already woken.
-            if stream.wake(now):
+            if stream.wake(now, shared):
                 group.parked.append(stream)
 
 

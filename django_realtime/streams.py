@@ -20,7 +20,7 @@ import logging
 import math
 import random
 import time
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError
@@ -248,15 +248,30 @@ class Parking:
         hub = self.follower.hub
         return self.enabled and not hub.draining and self.end - now > 2 * hub.tick
 
-    def wake(self, now: float) -> tuple[int, bytes | list[Item] | None]:
+    def wake(self, now: float, shared: dict[object, object] | None = None) -> tuple[int, bytes | list[Item] | None]:
         """Return what a wake-up of the parked stream asks: ``(STAY, None)``, ``(WRITE, chunk)``, ``(RESUME, batch)``.
 
         The batch of a RESUME, if not None, was taken from the hub already:
-        send it to the generator, which delivers it first.
+        send it to the generator, which delivers it first.  *shared* is the
+        dict of the group's streams at this wake-up (``Parked.wake``): a
+        stream with nothing of its own to filter (no start cursor) takes the
+        chunk another made at the same seq, while the hub has not changed,
+        instead of collecting and encoding the same events again.
         """
         follower = self.follower
         if not self.may_park(now):  # drain, or the lifetime's end near: the generator ends the stream
             return RESUME, None
+        key = None
+        if shared is not None and follower.start_at is None and follower.seq is not None:
+            key = (follower.seq, self.encode, follower.hub.changes)  # the count before the step: see Hub.changes
+            made = shared.get(key)
+            if made is not None:
+                seq, cursor, written, events = cast("tuple[int, Cursor, bytes, int]", made)
+                follower.seq, follower.cursor, follower.last_write = seq, cursor, now
+                again = getattr(self.encode, "again", None)
+                if again is not None:  # counted as written, as encode() would have
+                    again(events, len(written))
+                return WRITE, written
         action, value = follower.step(now)
         if action == WAIT:
             return (STAY, None) if value is None else (RESUME, None)
@@ -266,9 +281,12 @@ class Parking:
         if cost(batch):  # a piece that pays to the budget: its wait for it needs a greenlet
             return RESUME, batch
         try:
-            return WRITE, self.encode(batch)
+            chunk = self.encode(batch)
         except Exception:  # the generator encodes it again, and ends the stream at the event that fails
             return RESUME, batch
+        if key is not None and shared is not None and batch:  # events (a keepalive is each stream's own)
+            shared[key] = (follower.seq, follower.cursor, chunk, len(batch))
+        return WRITE, chunk
 
 
 def _batch(items: list[Item]) -> list[Item]:

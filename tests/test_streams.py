@@ -1,4 +1,5 @@
 import asyncio
+import collections
 import json
 import re
 import threading
@@ -9,7 +10,7 @@ import pytest
 from django.db import connection, transaction
 from django.test import override_settings
 
-from django_realtime import publish
+from django_realtime import metrics, publish
 from django_realtime.budget import FREE, PIECE
 from django_realtime.cursor import Cursor
 from django_realtime.hub import drain, get_hub
@@ -774,6 +775,74 @@ def test_a_parked_streams_wake_ups_deliver_the_plain_case_and_hand_the_rest_back
     assert next(batches) is parking
     action, keepalive = parking.wake(time.monotonic() + 61)
     assert (action, keepalive) == (WRITE, [])
+
+
+def _parked(hub, channels, encode, count):
+    """Return *count* streams of *channels*, each its follow() iterator and its Parking, parked (caught up)."""
+    streams = []
+    for _ in range(count):
+        parking = Parking()
+        parking.enabled = True
+        batches = follow(hub, channels, None, keepalive=60, encode=encode, parking=parking)
+        assert next(batches) is parking
+        streams.append((batches, parking))
+    return streams
+
+
+@override_settings(REALTIME=INPROCESS)
+def test_the_parked_streams_of_a_group_at_one_seq_share_one_batch_encoded_once_and_each_is_counted():
+    """One wake-up of a group: the first stream collects and encodes, the others at its seq take its chunk, and
+    each moves on as if it had made it (the next wake-up brings each the next event, once)."""
+    hub = ready_hub()
+    encoded = []
+
+    def encode(batch):
+        encoded.append([item.id for item in batch])
+        return b"".join(b"id:%d\n" % item.id for item in batch)
+
+    sent = collections.deque()
+    counted = metrics.Counted(encode, sent)
+    streams = _parked(hub, frozenset({"a"}), counted, 3)
+    seq = hub.seq
+    first = publish("a", "one")
+    _arrived(hub, seq)
+    shared = {}
+    chunks = [parking.wake(time.monotonic(), shared) for _, parking in streams]
+    assert chunks == [(WRITE, b"id:%d\n" % first.id)] * 3
+    assert len({id(chunk) for _, chunk in chunks}) == 1, "the same bytes, made once"
+    assert encoded == [[first.id]], "encoded once for the group"
+    assert list(sent) == [(1, len(chunks[0][1]))] * 3, "counted as written for each stream"
+    assert {parking.follower.seq for _, parking in streams} == {hub.seq}
+    assert {parking.follower.cursor for _, parking in streams} == {hub.cursor}
+    seq = hub.seq
+    second = publish("a", "two")
+    _arrived(hub, seq)
+    shared = {}
+    assert [parking.wake(time.monotonic(), shared) for _, parking in streams] == [(WRITE, b"id:%d\n" % second.id)] * 3
+    assert [parking.wake(time.monotonic(), {}) for _, parking in streams] == [(STAY, None)] * 3, "nothing twice"
+
+
+@override_settings(REALTIME=INPROCESS)
+def test_a_parked_stream_takes_no_batch_made_before_the_hub_changed_or_one_its_start_cursor_filters():
+    hub = ready_hub()
+    (_, early), (_, late), (_, started) = _parked(hub, frozenset({"a"}), _batch_ids, 3)
+    seq = hub.seq
+    first = publish("a", "one")
+    _arrived(hub, seq)
+    # A stream that started from a client's cursor sends only what that cursor does not cover: its own batch.
+    started.follower.start_at = Cursor(first.id)
+    shared = {}
+    assert early.wake(time.monotonic(), shared) == (WRITE, [first.id])
+    assert started.wake(time.monotonic(), shared) == (STAY, None), "its cursor covers the event: nothing to send"
+    seq = hub.seq
+    second = publish("a", "two")
+    _arrived(hub, seq)
+    # Same seq as the batch made before the event arrived, but the hub has changed: collect again.
+    assert late.wake(time.monotonic(), shared) == (WRITE, [first.id, second.id])
+
+
+def _batch_ids(batch):
+    return [item.id for item in batch]
 
 
 @override_settings(REALTIME=INPROCESS)

@@ -292,15 +292,27 @@ def counted(transport: str, encode: Callable[[list[Any]], Any]) -> Callable[[lis
     key = (transport, encode)
     wrapped = metrics._counted.get(key)
     if wrapped is None:
-        sent = metrics.sent[transport]
-
-        def wrapped(batch: list[Any]) -> Any:
-            chunk = encode(batch)
-            sent.append((len(batch), len(chunk)))
-            return chunk
-
-        metrics._counted[key] = wrapped
+        wrapped = metrics._counted[key] = Counted(encode, metrics.sent[transport])
     return wrapped
+
+
+class Counted:
+    """A batch's encoder that counts each batch it encodes as written (``counted()``)."""
+
+    __slots__ = ("encode", "sent")
+
+    def __init__(self, encode: Callable[[list[Any]], Any], sent: deque[tuple[int, int]]) -> None:
+        self.encode = encode
+        self.sent = sent
+
+    def __call__(self, batch: list[Any]) -> Any:
+        chunk = self.encode(batch)
+        self.sent.append((len(batch), len(chunk)))
+        return chunk
+
+    def again(self, events: int, size: int) -> None:
+        """Count a batch of *events* written again, encoded once for several streams (*size* bytes)."""
+        self.sent.append((events, size))
 
 
 def sent(transport: str, events: int, size: int) -> None:
