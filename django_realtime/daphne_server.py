@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, cast
@@ -235,6 +236,53 @@ def daphne_transport(scope: Mapping[str, Any]) -> Any:
             continue
         return reader
     return None
+
+
+def sse_writer(transport: Any, room: asyncio.Event) -> tuple[Callable[[bytes], bool], bool] | None:
+    """Return a function that writes an SSE stream's chunk straight to its connection, and whether to frame it.
+
+    Django sends each chunk through daphne's ``handle_reply`` and Twisted's
+    ``Request.write``, and Twisted's ``write()`` registers the socket with
+    the loop for writing on every write and writes it at the loop's next
+    turn: about 70 % of daphne's CPU per event (docs/benchmarks.md).  A
+    parked stream (``streams.OnLoop``) writes instead: with one
+    non-blocking ``send`` when Twisted holds nothing for the connection,
+    else (and for what the socket did not take) through the transport's
+    ``write()``, behind what it holds, so the order stays.  Twisted's
+    ``Request`` framed the response in HTTP/1.1 chunks or not, at its first
+    write: the caller frames as it did.  The function returns False,
+    writing nothing, when the buffer is full (``room``, the write gate) or
+    the connection is going.  None if *transport* is not a plain TCP
+    connection of daphne's with one response begun on it (TLS, say).
+    """
+    if type(transport).__module__ != "twisted.internet.tcp" or not hasattr(transport, "_tempDataBuffer"):
+        return None
+    protocol = getattr(transport, "protocol", None)
+    # Twisted's HTTP factory wraps the HTTPChannel in a protocol that may switch it to HTTP/2.
+    requests = getattr(getattr(protocol, "_channel", protocol), "requests", None)
+    if not requests or len(requests) != 1 or not getattr(requests[0], "startedWriting", False):
+        return None
+    request = requests[0]
+    fd = transport.fileno()
+    is_open = room.is_set
+
+    def write(data: bytes) -> bool:
+        if not is_open() or request.finished or request._disconnected or transport.disconnecting:
+            return False
+        if transport._tempDataBuffer or transport.dataBuffer:
+            transport.write(data)
+            return True
+        try:
+            sent = os.write(fd, data)  # Twisted's sockets are non-blocking
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # the client left: the task sends it the ordinary way, and Twisted notices
+            return False
+        if sent < len(data):
+            transport.write(data[sent:])  # Twisted writes the rest when the socket has room
+        return True
+
+    return write, bool(request.chunked)
 
 
 def daphne_write_gate(transport: Any) -> asyncio.Event | None:

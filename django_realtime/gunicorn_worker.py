@@ -42,6 +42,8 @@ from gevent.pool import Group
 from gevent.socket import socket
 from gunicorn.workers import ggevent
 
+from .framing import framed
+
 if TYPE_CHECKING:
     from .streams import Parking
 
@@ -204,12 +206,8 @@ class Stream:
         if action == RESUME:
             self._unpark(_run_stream, b"", value)
             return False
-        data: bytes = value  # type: ignore[assignment]
-        if self.chunked:
-            framed = shared.get(data)
-            if framed is None:
-                framed = shared[data] = b"%X\r\n%s\r\n" % (len(data), data)
-            data = framed  # type: ignore[assignment]
+        chunk: bytes = value  # type: ignore[assignment]
+        data = framed(shared, chunk) if self.chunked else chunk
         try:
             sent = os.write(self.fd, data)  # the socket is non-blocking under gevent
         except BlockingIOError:

@@ -79,7 +79,7 @@ class Parked(Protocol):
 class Waiters:
     """The streams of one process that follow one set of channels, and what they wait on."""
 
-    __slots__ = ("channels", "count", "signal", "futures", "parked", "wakeups")
+    __slots__ = ("channels", "count", "signal", "futures", "parked", "on_loops", "wakeups")
 
     def __init__(self, channels: frozenset[str]) -> None:
         self.channels = channels
@@ -91,6 +91,8 @@ class Waiters:
         self.futures: list[Resolvable] = []
         #: Streams parked here: each wake-up runs them, where it happens (the reader, the ticker, a drain).
         self.parked: list[Parked] = []
+        #: Streams parked on an event loop: each wake-up runs them there (``Hub.park_on``).
+        self.on_loops: dict[asyncio.AbstractEventLoop, list[Parked]] = {}
         #: Wake-ups so far, batches and ticks: for tests and benchmarks.
         self.wakeups = 0
 
@@ -358,6 +360,7 @@ class Hub:
             "seconds_since_read": None if self.last_read is None else round(now - self.last_read, 3),
             "horizon": self.horizon,
             "streams": self.seats.taken,
+            "parked": self.parked(),
             "cursor": str(self.cursor),
             "waiting_for_publishers": None if waiting is None else round(now - waiting, 3),
             "held_back": held_back,
@@ -365,6 +368,14 @@ class Hub:
             "log_reads": self.reads,
             "rows_read": self.rows_read,
         }
+
+    def parked(self) -> int:
+        """Return how many streams wait parked (``park()``, ``park_on()``), less those a wake-up is running."""
+        with self._lock:
+            return sum(
+                len(group.parked) + sum(len(streams) for streams in group.on_loops.values())
+                for group in self._groups.values()
+            )
 
     def healthy(self) -> bool:
         """Return whether the hub reads the log now: started, its reader running, its last read a success."""
@@ -569,6 +580,7 @@ class Hub:
         loops: dict[asyncio.AbstractEventLoop, list[Resolvable]] = {}
         signals = []
         parked: list[tuple[Waiters, list[Parked]]] = []
+        on_loops: dict[asyncio.AbstractEventLoop, list[tuple[Waiters, list[Parked], int]]] = {}
         with self._lock:
             for group in groups:
                 group.wakeups += 1
@@ -581,12 +593,21 @@ class Hub:
                 if group.parked:
                     parked.append((group, group.parked))
                     group.parked = []
+                if group.on_loops:
+                    for loop, streams in group.on_loops.items():
+                        on_loops.setdefault(loop, []).append((group, streams, group.wakeups))
+                    group.on_loops = {}
         for signal in signals:
             signal.set()
         for loop, futures in loops.items():
             try:
                 loop.call_soon_threadsafe(_resolve, futures)
             except RuntimeError:  # the loop has closed; its streams are gone
+                pass
+        for loop, woken in on_loops.items():
+            try:
+                loop.call_soon_threadsafe(self._run_on_loop, loop, woken)
+            except RuntimeError:
                 pass
         if parked:
             _run_parked(parked, time.monotonic())
@@ -683,6 +704,32 @@ class Hub:
                 return False
             group.parked.append(stream)
             return True
+
+    def park_on(self, loop: asyncio.AbstractEventLoop, group: Waiters, stream: Parked, signal: threading.Event) -> bool:
+        """Have *group*'s wake-ups run *stream* on *loop*, as ``park()`` does where they happen."""
+        with self._lock:
+            if group.signal is not signal:
+                return False
+            group.on_loops.setdefault(loop, []).append(stream)
+            return True
+
+    def _run_on_loop(self, loop: asyncio.AbstractEventLoop, woken: list[tuple[Waiters, list[Parked], int]]) -> None:
+        """Run the streams parked on *loop* that wake-ups took, on it; park again those that stay.
+
+        A wake-up that came while they ran did not see them (they were not
+        parked): they run again until none came, then park.
+        """
+        for group, streams, seen in woken:
+            while streams:
+                now = time.monotonic()
+                shared: dict[object, object] = {}
+                streams = [stream for stream in streams if stream.wake(now, shared)]
+                with self._lock:
+                    if group.wakeups == seen:
+                        if streams:
+                            group.on_loops.setdefault(loop, []).extend(streams)
+                        break
+                    seen = group.wakeups
 
     def collect(self, channels: frozenset[str], seq: int) -> tuple[list[Item] | None, int, Cursor]:
         """Return the buffered events of *channels* that arrived after *seq*, in arrival order, the seq the

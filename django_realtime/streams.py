@@ -30,6 +30,7 @@ from .budget import PIECE, READ_COST, cost
 from .cursor import Cursor
 from .db import forget_connections, release_connections
 from .eventlog import PAGE, Item, high_water_mark, read_page
+from .framing import framed
 from .names import reset_json
 
 if TYPE_CHECKING:
@@ -225,7 +226,7 @@ class Parking:
     Follower), sent the batch already taken from the hub, if any.
     """
 
-    __slots__ = ("enabled", "follower", "group", "signal", "end", "encode", "write", "generator")
+    __slots__ = ("enabled", "follower", "group", "signal", "end", "encode", "write", "generator", "on_loop")
 
     follower: Follower
     group: Waiters
@@ -235,6 +236,8 @@ class Parking:
     write: WriteMark | None
     #: The generator that yields this object: a server parks only the stream it pulls itself.
     generator: object
+    #: Under asyncio, the stream's writer while it waits parked on its loop (``afollow``).
+    on_loop: OnLoop
 
     def __init__(self) -> None:
         self.enabled = False
@@ -287,6 +290,58 @@ class Parking:
         if key is not None and shared is not None and batch:  # events (a keepalive is each stream's own)
             shared[key] = (follower.seq, follower.cursor, chunk, len(batch))
         return WRITE, chunk
+
+
+class OnLoop:
+    """A stream parked on its asyncio loop, whose wake-ups write with the server's *write* (issue 26).
+
+    ``afollow()`` awaits ``park()``; each wake-up of the stream's group runs
+    ``wake()`` on the loop (``Hub.park_on``), which writes the plain case
+    (``Parking.wake``) with *write*: a function that writes the bytes to the
+    connection without blocking and returns False, writing nothing, when it
+    cannot (the server's buffer is full, the connection is going).  Anything
+    else, and a chunk not written, is handed to the waiting task: it goes
+    on the ordinary way, through the server's ``send()``.
+    """
+
+    __slots__ = ("parking", "write", "chunked", "resume")
+
+    def __init__(self, parking: Parking, write: Callable[[bytes], bool], chunked: bool) -> None:
+        self.parking = parking
+        self.write = write
+        #: Whether the response is in HTTP/1.1 chunks: each written chunk is framed (once per group's wake-up).
+        self.chunked = chunked
+        self.resume: asyncio.Future[object] | None = None
+
+    async def park(self, hub: Hub, group: Waiters, signal: Event) -> object:
+        """Wait parked; return what a wake-up hands back: None, a batch to deliver or a chunk to send."""
+        loop = asyncio.get_running_loop()
+        resume = self.resume = loop.create_future()
+        if not hub.park_on(loop, group, self, signal):
+            return None
+        try:
+            return await resume
+        finally:
+            self.resume = None
+
+    def wake(self, now: float, shared: dict[object, object]) -> bool:
+        """Write what the wake-up brings, or hand it to the task; return whether the stream stays parked."""
+        resume = self.resume
+        if resume is None or resume.done():  # its task was cancelled: the stream is gone
+            return False
+        try:
+            action, value = self.parking.wake(now, shared)
+        except Exception:  # a bug must not lose the stream: its task goes on
+            logger.exception("django_realtime: a parked stream's wake-up failed")
+            action, value = RESUME, None
+        if action == STAY:
+            return True
+        if action == WRITE:
+            chunk: bytes = value  # type: ignore[assignment]
+            if self.write(framed(shared, chunk) if self.chunked else chunk):
+                return True
+        resume.set_result(value)
+        return False
 
 
 def _batch(items: list[Item]) -> list[Item]:
@@ -411,11 +466,15 @@ async def afollow(
     encode: Callable[[list[Item]], T] = _batch,  # type: ignore[assignment]
     lifetime: float | None = None,
     parting: Callable[[], T] | None = None,
+    parking: Parking | None = None,
 ) -> AsyncIterator[T]:
     """Yield ``encode(batch)`` for each batch of events of *channels* after *cursor*, on asyncio, as ``follow``.
 
     It ends, after ``parting()`` if given, once it has nothing more to send
-    while the hub drains (an ASGI server told to stop: shutdown.py).
+    while the hub drains (an ASGI server told to stop: shutdown.py).  With
+    *parking* enabled (its ``on_loop`` set), a caught-up stream waits parked
+    on its loop: the group's wake-ups write its chunks there (``OnLoop``),
+    and its task waits until one hands it something back.
     """
     follower = Follower(hub, channels, cursor, keepalive)
     group = hub.join(channels)
@@ -423,6 +482,14 @@ async def afollow(
     end = _end_of(lifetime, monotonic())
     budget = hub.budget
     held = 0  # as in follow()
+    if parking is not None:
+        parking.follower, parking.group, parking.end, parking.encode, parking.write = (
+            follower,
+            group,
+            end,
+            encode,  # type: ignore[assignment]
+            None,
+        )
     try:
         resets = await sync_to_async(follower.start, thread_sensitive=False)()
         if resets:
@@ -432,8 +499,18 @@ async def afollow(
                 budget.give(held)
                 held = 0
             signal = hub.async_signal(group)
+            parked = group.signal
             now = monotonic()
             action, value = follower.step(now)
+            if action == WAIT and value is None and parking is not None and parking.may_park(now):
+                signal.cancel()
+                handed = await parking.on_loop.park(hub, group, parked)
+                if handed is None:  # woken before it parked, or handed back: step again
+                    continue
+                if not isinstance(handed, list):  # a chunk its writer could not write: the ordinary way
+                    yield handed  # type: ignore[misc]
+                    continue
+                action, value = DELIVER, handed
             if action == READ:
                 await budget.atake(READ_COST, hub.read_timeout)
                 held = READ_COST

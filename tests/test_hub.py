@@ -158,6 +158,44 @@ def test_a_publish_wakes_the_asyncio_waiters_of_its_channel_only():
         assert (a.wakeups, b.wakeups) == (1, 0)
 
 
+class Recorder:
+    """A parked stream that records where its wake-ups run, and whose first wake-up may do something."""
+
+    def __init__(self, first=None):
+        self.threads = []
+        self.first = first
+
+    def wake(self, now, shared):
+        self.threads.append(threading.current_thread())
+        if len(self.threads) == 1 and self.first is not None:
+            self.first()
+        return True
+
+
+def test_streams_parked_on_a_loop_are_woken_there_and_again_for_a_wake_up_they_missed():
+    """A wake-up from another thread runs the loop's parked streams on the loop; one that comes while they run
+    (not parked, it could not take them) has them run again before they park; a stale signal parks nothing."""
+    hub = bare_hub()
+    group = hub.join(frozenset({"a"}))
+    loop = asyncio.new_event_loop()
+    try:
+        stale = group.signal
+        missed = Recorder(first=lambda: hub._wake([group]))
+        assert hub.park_on(loop, group, missed, group.signal)
+        assert hub.parked() == 1
+        waker = threading.Thread(target=hub._wake, args=([group],))
+        waker.start()
+        waker.join()
+        assert missed.threads == [], "not run on the waking thread"
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert missed.threads == [threading.current_thread()] * 2, "run on the loop, and again for the missed one"
+        assert hub.parked() == 1, "parked again"
+        assert not hub.park_on(loop, group, Recorder(), stale), "woken since it looked: it must look again"
+        assert hub.parked() == 1
+    finally:
+        loop.close()
+
+
 GEVENT_SCRIPT = """
 from gevent import monkey; monkey.patch_all()
 import os, sys, time

@@ -24,11 +24,12 @@ from django.http import HttpRequest, StreamingHttpResponse
 
 from .. import metrics
 from ..conf import realtime_settings
-from ..daphne_server import daphne_transport, daphne_write_gate
+from ..daphne_server import daphne_transport, daphne_write_gate, sse_writer
 from ..db import release_connections, shut_down_socket
 from ..gunicorn_server import HINT, THREADED, threaded_worker
 from ..shutdown import watch_server_signals
-from ..streams import afollow, follow
+from ..streams import OnLoop, Parking, afollow, follow
+from ..uvicorn_server import uvicorn_sse_writer
 from .encoding import KEEPALIVE, encode_channel_field, encode_event, encode_retry
 from .watchdog import get_watchdog
 
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
     from ..cursor import Cursor
     from ..eventlog import Item
     from ..hub import Hub
-    from ..streams import Parking
     from .watchdog import Watched
 
 
@@ -332,8 +332,19 @@ async def asse_stream(
             loop.call_soon_threadsafe(transport.loseConnection)
 
         shut_at_drain.shut = shut
+    # A caught-up stream waits parked, its chunks written by the hub's wake-ups, where the server is known.
+    writer = None
+    if room is not None:
+        writer = sse_writer(transport, room)
+    elif write is not None and scope is not None and transport is None:
+        writer = uvicorn_sse_writer(scope)
+    parking = None
+    if writer is not None:
+        parking = Parking()
+        parking.enabled = True
+        parking.on_loop = OnLoop(parking, *writer)
     try:
-        async for chunk in afollow(hub, channels, cursor, keepalive, encode, lifetime, parting):
+        async for chunk in afollow(hub, channels, cursor, keepalive, encode, lifetime, parting, parking):
             if room is not None and not room.is_set():
                 timeout = watchdog.send_timeout
                 try:

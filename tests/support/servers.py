@@ -64,7 +64,12 @@ SERVER_COMMANDS: dict[str, list[str]] = {
     # daphne comes first in INSTALLED_APPS, so runserver serves ASGI.
     "runserver": [*MANAGE, "runserver", "127.0.0.1:{port}", "--noreload"],
     # The other ASGI servers Django teams deploy on (docs/deployment.md).
-    "uvicorn": [str(BIN / "uvicorn"), "--host", "127.0.0.1", "--port", "{port}", "testproject.asgi:application"],
+    # Its h11 protocol, as without uvicorn[standard] (tests/test_asgi_streams.py runs its httptools one too).
+    "uvicorn": [
+        str(BIN / "uvicorn"),
+        *("--host", "127.0.0.1", "--port", "{port}", "--http", "h11"),
+        "testproject.asgi:application",
+    ],
     "gunicorn-uvicorn": [
         str(BIN / "gunicorn"),
         *("-k", "uvicorn_worker.UvicornWorker", "-w", "1", "-b", "127.0.0.1:{port}"),
