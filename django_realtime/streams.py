@@ -20,7 +20,7 @@ import logging
 import math
 import random
 import time
-from typing import TYPE_CHECKING, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError
@@ -262,16 +262,17 @@ class Parking:
         instead of collecting and encoding the same events again.
         """
         follower = self.follower
-        if not self.may_park(now):  # drain, or the lifetime's end near: the generator ends the stream
-            return RESUME, None
+        hub = follower.hub
+        # may_park(), inline: this runs for every parked stream at every wake-up.
+        if not self.enabled or hub.draining or self.end - now <= 2 * hub.tick:
+            return RESUME, None  # drain, or the lifetime's end near: the generator ends the stream
         key = None
         if shared is not None and follower.start_at is None and follower.seq is not None:
-            key = (follower.seq, self.encode, follower.hub.changes)  # the count before the step: see Hub.changes
-            made = shared.get(key)
+            key = (follower.seq, self.encode, hub.changes)  # the count before the step: see Hub.changes
+            made: Any = shared.get(key)
             if made is not None:
-                seq, cursor, written, events = cast("tuple[int, Cursor, bytes, int]", made)
-                follower.seq, follower.cursor, follower.last_write = seq, cursor, now
-                again = getattr(self.encode, "again", None)
+                follower.seq, follower.cursor, written, events, again = made
+                follower.last_write = now
                 if again is not None:  # counted as written, as encode() would have
                     again(events, len(written))
                 return WRITE, written
@@ -288,7 +289,7 @@ class Parking:
         except Exception:  # the generator encodes it again, and ends the stream at the event that fails
             return RESUME, batch
         if key is not None and shared is not None and batch:  # events (a keepalive is each stream's own)
-            shared[key] = (follower.seq, follower.cursor, chunk, len(batch))
+            shared[key] = (follower.seq, follower.cursor, chunk, len(batch), getattr(self.encode, "again", None))
         return WRITE, chunk
 
 
