@@ -1,5 +1,7 @@
 import asyncio
 import functools
+import socket
+import types
 
 import pytest
 from daphne.server import Server
@@ -207,3 +209,95 @@ def test_a_frame_goes_straight_to_an_open_daphne_connection_and_nowhere_else():
     protocol.factory.maskServerFrames = True
     assert frame_writer(daphne_send(protocol)) is None, "masked server frames are not the same on every connection"
     assert frame_writer(other_send) is None
+
+
+class TcpTransport:
+    """What sse_writer reads of twisted.internet.tcp.Server: its socket, its write buffers, its HTTP channel."""
+
+    __module__ = "twisted.internet.tcp"
+
+    def __init__(self, sock, request):
+        self.sock = sock
+        self.dataBuffer = b""
+        self._tempDataBuffer = []
+        self.disconnecting = False
+        # Twisted's HTTP factory wraps the channel in a protocol that may switch it to HTTP/2.
+        self.protocol = types.SimpleNamespace(_channel=types.SimpleNamespace(requests=[request]))
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def write(self, data):
+        self._tempDataBuffer.append(data)
+
+
+def started_request(chunked=1):
+    return types.SimpleNamespace(startedWriting=1, chunked=chunked, finished=False, _disconnected=False)
+
+
+def test_a_parked_sse_chunk_is_sent_at_once_only_when_twisted_holds_nothing_for_the_connection():
+    """Written with one send while Twisted's buffer is empty; what the socket does not take, and every chunk
+    after it until Twisted has written it, goes into Twisted's buffer, behind what it holds: the order stays."""
+    from django_realtime.daphne_server import sse_writer
+
+    ours, client = socket.socketpair()
+    ours.setblocking(False)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    try:
+        transport = TcpTransport(ours, started_request())
+        room = asyncio.Event()
+        room.set()
+        write, chunked = sse_writer(transport, room)
+        assert chunked is True
+        assert write(b"one") is True
+        assert client.recv(10) == b"one" and transport._tempDataBuffer == []
+        big = bytes(range(256)) * 4096  # 1 MiB: more than the socket takes
+        assert write(big) is True
+        (rest,) = transport._tempDataBuffer
+        assert 0 < len(rest) < len(big) and big.endswith(rest)
+        got = drain(client)  # the socket has room again; Twisted still holds the rest
+        assert write(b"two") is True
+        assert drain(client) == b"", "written ahead of what Twisted holds"
+        assert got + b"".join(transport._tempDataBuffer) == big + b"two"
+        # While the write gate is shut, or the response is over, nothing is written: the task sends it.
+        transport._tempDataBuffer = []
+        room.clear()
+        assert write(b"three") is False
+        room.set()
+        transport.protocol._channel.requests[0].finished = True
+        assert write(b"three") is False
+        assert drain(client) == b"" and transport._tempDataBuffer == []
+    finally:
+        ours.close()
+        client.close()
+
+
+def drain(sock):
+    sock.setblocking(False)
+    got = b""
+    while True:
+        try:
+            data = sock.recv(1 << 20)
+        except BlockingIOError:
+            return got
+        got += data
+
+
+def test_the_sse_writer_is_for_one_plain_http_response_only():
+    from django_realtime.daphne_server import sse_writer
+
+    room = asyncio.Event()
+    ours, client = socket.socketpair()
+    try:
+        assert sse_writer(TcpTransport(ours, started_request(chunked=0)), room)[1] is False, "HTTP/1.0: no chunks"
+        tls = types.SimpleNamespace(**vars(TcpTransport(ours, started_request())))
+        assert sse_writer(tls, room) is None, "not a TCP transport of Twisted's (TLS wraps it)"
+        waiting = TcpTransport(ours, started_request())
+        waiting.protocol._channel.requests[0].startedWriting = 0
+        assert sse_writer(waiting, room) is None, "no response begun"
+        pipelined = TcpTransport(ours, started_request())
+        pipelined.protocol._channel.requests.append(started_request())
+        assert sse_writer(pipelined, room) is None, "more than one request on the connection"
+    finally:
+        ours.close()
+        client.close()
