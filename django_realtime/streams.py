@@ -242,6 +242,17 @@ class Parking:
     def __init__(self) -> None:
         self.enabled = False
 
+    def begin(
+        self,
+        follower: Follower,
+        group: Waiters,
+        end: float,
+        encode: Callable[[list[Item]], bytes],
+        write: WriteMark | None,
+    ) -> None:
+        """Take the stream's state from its driver (``follow``, ``afollow``), which has just joined *group*."""
+        self.follower, self.group, self.end, self.encode, self.write = follower, group, end, encode, write
+
     def may_park(self, now: float) -> bool:
         """Return whether a stream whose step says WAIT, untimed, may wait parked.
 
@@ -392,13 +403,7 @@ def follow(
     budget = hub.budget
     held = 0  # bytes of the budget that the piece last written holds (budget.py)
     if parking is not None:
-        parking.follower, parking.group, parking.end, parking.encode, parking.write = (
-            follower,
-            group,
-            end,
-            encode,  # type: ignore[assignment]
-            write,
-        )
+        parking.begin(follower, group, end, encode, write)  # type: ignore[arg-type]
     try:
         resets = follower.start()
         chunk: T | None = encode(resets) if resets else None
@@ -484,13 +489,7 @@ async def afollow(
     budget = hub.budget
     held = 0  # as in follow()
     if parking is not None:
-        parking.follower, parking.group, parking.end, parking.encode, parking.write = (
-            follower,
-            group,
-            end,
-            encode,  # type: ignore[assignment]
-            None,
-        )
+        parking.begin(follower, group, end, encode, None)  # type: ignore[arg-type]
     try:
         resets = await sync_to_async(follower.start, thread_sensitive=False)()
         if resets:

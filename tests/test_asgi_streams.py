@@ -19,7 +19,13 @@ import httpx
 import pytest
 
 from tests.support.servers import Publisher, manage, project_env, publish_event, running_server
-from tests.test_gunicorn_worker import delivery, events_in, open_stream, read_until, read_until_closed
+from tests.test_gunicorn_worker import (
+    assert_each_ends_with_a_parting_retry,
+    delivery,
+    events_in,
+    open_stream,
+    read_until,
+)
 
 #: The servers whose connections a parked stream writes to: daphne, and uvicorn with each of its HTTP protocols.
 SERVERS = {
@@ -155,10 +161,7 @@ def test_a_server_told_to_stop_ends_its_parked_streams_each_with_a_parting_retry
         try:
             wait_for_health(server.url, parked(3), "3 idle streams parked")
             os.kill(server.process.pid, signal.SIGTERM)
-            for sock in streams:
-                sock.settimeout(20)
-                body = read_until_closed(sock)
-                assert re.search(rb"retry: \d+\n\n\r\n0\r\n\r\n$", body), f"no parting retry: ...{body[-80:]!r}"
+            assert_each_ends_with_a_parting_retry(streams)
         finally:
             for sock in streams:
                 sock.close()

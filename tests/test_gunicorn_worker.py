@@ -284,13 +284,18 @@ def test_a_worker_told_to_stop_ends_its_parked_streams_each_with_a_parting_retry
         try:
             wait_for_census(tmp_path, parked(3), "3 idle streams parked")
             os.kill(server.process.pid, signal.SIGTERM)
-            for sock in streams:
-                sock.settimeout(20)
-                body = read_until_closed(sock)
-                assert re.search(rb"retry: \d+\n\n\r\n0\r\n\r\n$", body), f"no parting retry: ...{body[-80:]!r}"
+            assert_each_ends_with_a_parting_retry(streams)
         finally:
             for sock in streams:
                 sock.close()
+
+
+def assert_each_ends_with_a_parting_retry(streams: list[socket.socket]) -> None:
+    """Read each stream to its end: its last event is a parting ``retry:``, then the chunked body's end."""
+    for sock in streams:
+        sock.settimeout(20)
+        body = read_until_closed(sock)
+        assert re.search(rb"retry: \d+\n\n\r\n0\r\n\r\n$", body), f"no parting retry: ...{body[-80:]!r}"
 
 
 def test_the_worker_reads_the_wake_ups_answers_as_the_core_gives_them():
