@@ -262,7 +262,7 @@ class Parking:
         hub = self.follower.hub
         return self.enabled and not hub.draining and self.end - now > 2 * hub.tick
 
-    def wake(self, now: float, shared: dict[object, object] | None = None) -> tuple[int, bytes | list[Item] | None]:
+    def wake(self, now: float, shared: dict[object, object]) -> tuple[int, bytes | list[Item] | None]:
         """Return what a wake-up of the parked stream asks: ``(STAY, None)``, ``(WRITE, chunk)``, ``(RESUME, batch)``.
 
         The batch of a RESUME, if not None, was taken from the hub already:
@@ -273,13 +273,11 @@ class Parking:
         instead of collecting and encoding the same events again.
         """
         follower = self.follower
-        hub = follower.hub
-        # may_park(), inline: this runs for every parked stream at every wake-up.
-        if not self.enabled or hub.draining or self.end - now <= 2 * hub.tick:
-            return RESUME, None  # drain, or the lifetime's end near: the generator ends the stream
+        if not self.may_park(now):  # drain, or the lifetime's end near: the generator ends the stream
+            return RESUME, None
         key = None
-        if shared is not None and follower.start_at is None and follower.seq is not None:
-            key = (follower.seq, self.encode, hub.changes)  # the count before the step: see Hub.changes
+        if follower.start_at is None and follower.seq is not None:
+            key = (follower.seq, self.encode, follower.hub.changes)  # the count before the step: see Hub.changes
             made: Any = shared.get(key)
             if made is not None:
                 follower.seq, follower.cursor, written, events, again = made
@@ -299,7 +297,7 @@ class Parking:
             chunk = self.encode(batch)
         except Exception:  # the generator encodes it again, and ends the stream at the event that fails
             return RESUME, batch
-        if key is not None and shared is not None and batch:  # events (a keepalive is each stream's own)
+        if key is not None and batch:  # events (a keepalive is each stream's own)
             shared[key] = (follower.seq, follower.cursor, chunk, len(batch), getattr(self.encode, "again", None))
         return WRITE, chunk
 

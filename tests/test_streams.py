@@ -759,21 +759,21 @@ def test_a_parked_streams_wake_ups_deliver_the_plain_case_and_hand_the_rest_back
     parking.enabled = True
     batches = follow(hub, frozenset({"a"}), None, keepalive=60, parking=parking)
     assert next(batches) is parking, "a caught-up stream under a server that parks waits parked"
-    assert parking.wake(time.monotonic()) == (STAY, None)
+    assert parking.wake(time.monotonic(), {}) == (STAY, None)
     seq = hub.seq
     small = publish("a", "small")
     _arrived(hub, seq)
-    action, batch = parking.wake(time.monotonic())
+    action, batch = parking.wake(time.monotonic(), {})
     assert action == WRITE and [item.id for item in batch] == [small.id]
-    assert parking.wake(time.monotonic()) == (STAY, None), "a written batch is not written again"
+    assert parking.wake(time.monotonic(), {}) == (STAY, None), "a written batch is not written again"
     seq = hub.seq
     large = publish("a", "x" * (FREE + 1))
     _arrived(hub, seq)
-    action, batch = parking.wake(time.monotonic())
+    action, batch = parking.wake(time.monotonic(), {})
     assert action == RESUME and [item.id for item in batch] == [large.id]
     assert [item.id for item in batches.send(batch)] == [large.id], "the loop delivers the batch handed back"
     assert next(batches) is parking
-    action, keepalive = parking.wake(time.monotonic() + 61)
+    action, keepalive = parking.wake(time.monotonic() + 61, {})
     assert (action, keepalive) == (WRITE, [])
 
 
@@ -854,10 +854,10 @@ def test_a_parked_stream_is_handed_back_at_the_drain_and_near_its_lifetimes_end(
     assert next(batches) == b""
     assert next(batches) is parking
     now = time.monotonic()
-    assert parking.wake(now) == (STAY, None)
-    assert parking.wake(parking.end - 2 * hub.tick) == (RESUME, None), "parked past the time its wait would end it"
+    assert parking.wake(now, {}) == (STAY, None)
+    assert parking.wake(parking.end - 2 * hub.tick, {}) == (RESUME, None), "parked past the time its wait would end it"
     drain()
-    assert parking.wake(now) == (RESUME, None)
+    assert parking.wake(now, {}) == (RESUME, None)
     assert next(batches, None) is None, "the loop the drain resumes does not end (no parting here)"
 
 
